@@ -1,0 +1,20 @@
+//! The SMTP client wire protocol spoken by cssmtp, without any I/O.
+//!
+//! This crate owns the bytes that cross the socket towards a target server:
+//!
+//! * [`reply`]: parsing server replies (multi-line, enhanced status codes) into typed
+//!   [`Reply`] values, incrementally, from whatever chunks the socket delivers;
+//! * [`ehlo`]: the capabilities a server advertises in its EHLO reply;
+//! * [`command`]: rendering client commands, refusing anything that could smuggle a
+//!   line break into the command stream.
+//!
+//! It never touches a socket, a file or a clock: bytes in, values out. The delivery
+//! code in the `cssmtp` crate drives it over tokio and rustls.
+
+pub mod command;
+pub mod ehlo;
+pub mod reply;
+
+pub use command::{Command, CommandError};
+pub use ehlo::Capabilities;
+pub use reply::{EnhancedStatus, Reply, ReplyParser, Severity, WireError};
