@@ -153,6 +153,8 @@ impl std::error::Error for WireError {}
 pub struct ReplyParser {
     receiver: ResponseReceiver,
     raw: Vec<u8>,
+    /// `raw` holds a complete reply; it is cleared when the next one starts.
+    complete: bool,
 }
 
 impl ReplyParser {
@@ -167,6 +169,10 @@ impl ReplyParser {
     /// [`WireError`] when the bytes cannot be a reply; the parser is reset and the
     /// connection should be dropped, since the stream can no longer be trusted.
     pub fn parse(&mut self, chunk: &[u8]) -> Result<Option<(Reply, usize)>, WireError> {
+        if self.complete {
+            self.raw.clear();
+            self.complete = false;
+        }
         let mut iter = chunk.iter();
         let result = self.receiver.parse(&mut iter);
         let used = chunk.len() - iter.as_slice().len();
@@ -177,6 +183,7 @@ impl ReplyParser {
         match result {
             Ok(response) => {
                 self.receiver.reset();
+                self.complete = true;
                 if !(200..=599).contains(&response.code) {
                     self.raw.clear();
                     return Err(WireError::Malformed(format!(
@@ -207,16 +214,17 @@ impl ReplyParser {
         }
     }
 
-    /// The raw bytes of the reply returned by the last successful [`parse`](Self::parse),
-    /// and clears them. Used to hand an EHLO reply to [`Capabilities::parse`](crate::Capabilities::parse).
-    pub fn take_raw(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.raw)
+    /// The raw bytes of the reply returned by the last successful [`parse`](Self::parse).
+    /// Used to hand an EHLO reply to [`Capabilities::parse`](crate::Capabilities::parse).
+    pub fn last_raw(&self) -> &[u8] {
+        if self.complete { &self.raw } else { &[] }
     }
 
     /// Forgets any partial reply (after a connection is dropped or upgraded to TLS).
     pub fn reset(&mut self) {
         self.receiver.reset();
         self.raw.clear();
+        self.complete = false;
     }
 }
 
@@ -230,7 +238,6 @@ mod tests {
         let mut rest = bytes;
         let mut out = Vec::new();
         while let Some((reply, used)) = parser.parse(rest).unwrap() {
-            parser.take_raw();
             out.push(reply);
             rest = &rest[used..];
         }
@@ -269,6 +276,23 @@ mod tests {
     }
 
     #[test]
+    fn raw_bytes_of_the_last_reply() {
+        let mut parser = ReplyParser::new();
+        let (_, used) = parser.parse(b"220 hi\r\n250-a\r\n").unwrap().unwrap();
+        assert_eq!(parser.last_raw(), b"220 hi\r\n");
+        assert!(
+            parser
+                .parse(b"250-a\r\n"[..].get(..).unwrap())
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(used, 8);
+        let (_, _) = parser.parse(b"250 SIZE 10\r\n").unwrap().unwrap();
+        assert_eq!(parser.last_raw(), b"250-a\r\n250 SIZE 10\r\n");
+        assert_eq!(crate::Capabilities::parse(parser.last_raw()).size_limit, 10);
+    }
+
+    #[test]
     fn bare_final_line_from_smtp_sink() {
         let replies = parse_all(b"250-host\r\n250-PIPELINING\r\n250 \r\n");
         assert_eq!(replies.len(), 1);
@@ -297,7 +321,7 @@ mod tests {
             for chunk in chunks {
                 let mut rest = chunk.as_slice();
                 while let Ok(Some((_reply, used))) = parser.parse(rest) {
-                    let _ = crate::Capabilities::parse(&parser.take_raw());
+                    let _ = crate::Capabilities::parse(parser.last_raw());
                     rest = rest.get(used..).unwrap_or_default();
                     if rest.is_empty() { break; }
                 }

@@ -1,0 +1,166 @@
+//! Wiring: builds every part from a [`Config`] and runs until drained or stopped.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, TargetHost, Targets};
+use crate::delivery::resolve::{build_resolver, resolve};
+use crate::delivery::router::Router;
+use crate::delivery::tls;
+use crate::delivery::worker::{self, DeliveryContext};
+use crate::spool::SpoolLayout;
+use crate::spool::intake::{self, Mode};
+use crate::spool::task::{FileReport, TaskShared};
+use crate::stats::{Snapshot, Stats};
+
+/// What a run did.
+#[derive(Debug)]
+pub struct RunReport {
+    /// Every spool file finished during the run.
+    pub files: Vec<FileReport>,
+    pub stats: Snapshot,
+    /// The run was stopped (signal) rather than drained.
+    pub stopped: bool,
+}
+
+impl RunReport {
+    /// True when every recipient of every finished file was delivered and no file had
+    /// problems.
+    pub fn all_delivered(&self) -> bool {
+        self.files.iter().all(|f| !f.has_problems())
+    }
+}
+
+/// This system's host name, when it is a valid domain name.
+pub fn system_host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| cssmtp_batch::address::valid_domain(h))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Runs cssmtp: intake, spool tasks and delivery workers, until `stop` is cancelled
+/// or, in [`Mode::Drain`], until every spool file is final.
+///
+/// # Errors
+/// Start-up failures: the spool cannot be created or is served by another instance,
+/// TLS or DNS cannot be set up.
+pub async fn run(config: Config, mode: Mode, stop: CancellationToken) -> anyhow::Result<RunReport> {
+    let config = Arc::new(config);
+    let layout = SpoolLayout::new(config.writer_spool());
+    layout.create().with_context(|| {
+        format!(
+            "cannot create the spool directory {}",
+            layout.incoming.display()
+        )
+    })?;
+    let _lock = layout.lock(&config.ext_wrt_name)?;
+    let host_name = config.host_name.clone().unwrap_or_else(system_host_name);
+    let (tls_config, skipped) = tls::client_config(&config.tls_ca_files)?;
+    if skipped > 0 {
+        tracing::warn!("CSM1020W {skipped} system CA certificate(s) could not be loaded");
+    }
+    let needs_resolver = match &config.targets {
+        Targets::Mx(_) => true,
+        Targets::Hosts(hosts) => hosts.iter().any(|h| matches!(h.host, TargetHost::Name(_))),
+    };
+    let resolver = if needs_resolver {
+        Some(build_resolver(&config.name_servers).map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
+    let (resolved, warnings) = resolve(&config.targets, resolver.as_ref()).await;
+    for w in &warnings {
+        tracing::warn!("CSM1021W {w}");
+    }
+    for r in &resolved {
+        tracing::info!(
+            "CSM1022I Target server {} from {}{}",
+            r.addr,
+            r.origin,
+            if r.secure { ", Secure" } else { "" }
+        );
+    }
+    let connect_retry = config.timeouts.connect_retry;
+    let router = Arc::new(Router::new(resolved, connect_retry));
+    if router.targets().is_empty() {
+        tracing::error!(
+            "CSM1023E No target server address is available; resolving again every {} seconds",
+            connect_retry.as_secs()
+        );
+        let (router, targets, stop) = (Arc::clone(&router), config.targets.clone(), stop.clone());
+        tokio::spawn(async move {
+            while router.targets().is_empty() {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(connect_retry) => {}
+                }
+                let (resolved, warnings) = resolve(&targets, resolver.as_ref()).await;
+                for w in &warnings {
+                    tracing::warn!("CSM1021W {w}");
+                }
+                if !resolved.is_empty() {
+                    router.set_targets(resolved);
+                }
+            }
+        });
+    }
+
+    let stats = Arc::new(Stats::default());
+    let (queue_tx, queue_rx) = async_channel::bounded(config.max_connections * 2);
+    let ctx = Arc::new(DeliveryContext::new(
+        Arc::clone(&router),
+        config.timeouts,
+        host_name.clone(),
+        tls_config,
+        Arc::clone(&stats),
+    ));
+    let mut workers = JoinSet::new();
+    for _ in 0..config.max_connections {
+        workers.spawn(worker::run(
+            Arc::clone(&ctx),
+            queue_rx.clone(),
+            stop.clone(),
+        ));
+    }
+    drop(queue_rx);
+    tracing::info!(
+        "CSM1001I cssmtp {} ready: writer {}, spool {}, {} target(s), up to {} spool tasks and {} connections",
+        env!("CARGO_PKG_VERSION"),
+        config.ext_wrt_name,
+        layout.incoming.display(),
+        router.targets().len(),
+        config.spool_tasks,
+        config.max_connections
+    );
+    let shared = Arc::new(TaskShared {
+        config: Arc::clone(&config),
+        host_name,
+        layout,
+        queue: queue_tx,
+        stats: Arc::clone(&stats),
+        stop: stop.clone(),
+    });
+    let files = intake::run(Arc::clone(&shared), router, mode).await?;
+    // Closing the queue lets the workers finish and say QUIT.
+    drop(shared);
+    while workers.join_next().await.is_some() {}
+    let stopped = stop.is_cancelled();
+    tracing::info!(
+        "CSM1004I cssmtp {}",
+        if stopped {
+            "stopped"
+        } else {
+            "drained the spool"
+        }
+    );
+    Ok(RunReport {
+        files,
+        stats: stats.snapshot(),
+        stopped,
+    })
+}

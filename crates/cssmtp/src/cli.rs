@@ -1,0 +1,117 @@
+//! The command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Default configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/cssmtp/cssmtp.conf";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cssmtp",
+    version,
+    about = "Forward batch-SMTP mail from a spool to target SMTP servers (a Linux CSSMTP)",
+    long_about = "cssmtp reads the batch-SMTP files that jobs write into its spool \
+(<SpoolDirectory>/<ExtWrtName>/) and forwards every mail to the configured target servers, \
+as z/OS Communications Server CSSMTP does. The configuration file uses CSSMTP's statements.",
+    after_help = "Exit status:\n  0   success (run --drain: every recipient delivered)\n  1   fatal error (cannot start, another instance serves the writer name, I/O)\n  2   command-line usage error\n  3   run --drain finished but some mail was not delivered (undeliverable recipients, held spool files)\n  75  stopped by a signal before the spool was drained\n  78  configuration file errors"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors in the log.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Forward the mail in the spool (in the foreground, until SIGTERM/SIGINT).
+    Run {
+        /// Configuration file.
+        #[arg(short, long, env = "CSSMTP_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Process what is in the spool, then exit; the exit status tells whether all
+        /// mail was delivered.
+        #[arg(long)]
+        drain: bool,
+    },
+    /// Check a configuration file and print every problem with its line.
+    Check {
+        /// Configuration file.
+        #[arg(short, long, env = "CSSMTP_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Put batch-SMTP files into the spool (atomically); reads standard input when no
+    /// file (or "-") is given.
+    Submit {
+        /// Configuration file (for the spool directory and writer name).
+        #[arg(short, long, env = "CSSMTP_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Job name recorded with the mail [default: $CSSMTP_JOBNAME, else your login].
+        #[arg(long)]
+        job_name: Option<String>,
+        /// Job ID recorded with the mail [default: $CSSMTP_JOBID, else J<pid>].
+        #[arg(long)]
+        job_id: Option<String>,
+        /// Batch-SMTP files ("-" for standard input).
+        files: Vec<PathBuf>,
+    },
+    /// Run a receiving SMTP server that keeps what it receives (for trying setups out).
+    Sink(SinkArgs),
+    /// Show cssmtp at work: a loopback target server, sample jobs, forwarded, results.
+    Demo {
+        /// Keep the demo's files (configuration, spool, held files) in this directory.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SinkArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:2525")]
+    pub listen: SocketAddr,
+    /// Store each mail as <DIR>/<n>.eml.
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Advertise and enforce SIZE.
+    #[arg(long, value_name = "BYTES")]
+    pub size: Option<u64>,
+    /// Offer STARTTLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key for --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// Do not offer PIPELINING.
+    #[arg(long)]
+    pub no_pipelining: bool,
+    /// Refuse EHLO (a plain SMTP server).
+    #[arg(long)]
+    pub no_ehlo: bool,
+    /// Refuse mail text holding a bare CR or LF.
+    #[arg(long, conflicts_with = "lenient_end_of_data")]
+    pub strict_line_ends: bool,
+    /// Also end mail text at <LF>.<LF> and the like (behave like a server open to SMTP
+    /// smuggling, for tests).
+    #[arg(long)]
+    pub lenient_end_of_data: bool,
+    /// Name in the greeting and EHLO reply.
+    #[arg(long, default_value = "sink.localhost")]
+    pub hostname: String,
+}

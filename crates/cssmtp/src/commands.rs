@@ -1,0 +1,250 @@
+//! The subcommands, each returning the process exit status.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Command, SinkArgs};
+use crate::config::{self, Config, LoadError, Severity};
+use crate::sink::{Sink, SinkOptions};
+use crate::spool::SpoolLayout;
+use crate::spool::intake::Mode;
+use crate::spool::submit::{JobInfo, submit};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FATAL: u8 = 1;
+pub const EXIT_NOT_DELIVERED: u8 = 3;
+pub const EXIT_STOPPED: u8 = 75;
+pub const EXIT_CONFIG: u8 = 78;
+
+pub async fn dispatch(command: Command) -> u8 {
+    match command {
+        Command::Run { config, drain } => run(&config, drain).await,
+        Command::Check { config } => check(&config),
+        Command::Submit {
+            config,
+            job_name,
+            job_id,
+            files,
+        } => submit_files(&config, job_name, job_id, &files),
+        Command::Sink(args) => sink(args).await,
+        Command::Demo { keep } => match crate::demo::run(keep.as_deref(), &mut std::io::stdout())
+            .await
+        {
+            Ok(true) => EXIT_OK,
+            Ok(false) => {
+                eprintln!("cssmtp demo: the results differ from what the demo expects (see above)");
+                EXIT_FATAL
+            }
+            Err(e) => {
+                eprintln!("cssmtp demo: {e:#}");
+                EXIT_FATAL
+            }
+        },
+    }
+}
+
+/// Loads a configuration, printing its diagnostics to standard error.
+pub fn load_config(path: &Path) -> Result<Config, u8> {
+    match config::load(path) {
+        Ok((config, diagnostics)) => {
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
+            Ok(config)
+        }
+        Err(LoadError::Invalid { diagnostics, .. }) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            let errors = diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            eprintln!("cssmtp: {} has {errors} error(s)", path.display());
+            Err(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("cssmtp: {e}");
+            Err(EXIT_CONFIG)
+        }
+    }
+}
+
+fn check(path: &Path) -> u8 {
+    match config::load(path) {
+        Ok((_, diagnostics)) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            println!("{}: OK ({} warning(s))", path.display(), diagnostics.len());
+            EXIT_OK
+        }
+        Err(_) => load_config(path).err().unwrap_or(EXIT_CONFIG),
+    }
+}
+
+/// Cancels `stop` on the first SIGTERM/SIGINT; a second one ends the process at once.
+fn stop_on_signals(stop: CancellationToken) {
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!(
+            "CSM1003I Stopping: no new spool files; transactions in progress are completed (signal again to end at once)"
+        );
+        stop.cancel();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::warn!("CSM1005W Ending at once");
+        std::process::exit(i32::from(EXIT_STOPPED));
+    });
+}
+
+async fn run(path: &Path, drain: bool) -> u8 {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let stop = CancellationToken::new();
+    stop_on_signals(stop.clone());
+    let mode = if drain { Mode::Drain } else { Mode::Daemon };
+    match crate::app::run(config, mode, stop).await {
+        Ok(report) if report.stopped && drain => EXIT_STOPPED,
+        Ok(report) if drain && !report.all_delivered() => EXIT_NOT_DELIVERED,
+        Ok(_) => EXIT_OK,
+        Err(e) => {
+            tracing::error!("CSM1006E cssmtp cannot run: {e:#}");
+            EXIT_FATAL
+        }
+    }
+}
+
+fn submit_files(
+    path: &Path,
+    job_name: Option<String>,
+    job_id: Option<String>,
+    files: &[PathBuf],
+) -> u8 {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let layout = SpoolLayout::new(config.writer_spool());
+    if let Err(e) = layout.create() {
+        eprintln!(
+            "cssmtp submit: cannot use the spool directory {}: {e}",
+            layout.incoming.display()
+        );
+        return EXIT_FATAL;
+    }
+    let mut job = JobInfo::from_environment();
+    if let Some(name) = job_name {
+        job.job_name = name;
+    }
+    if let Some(id) = job_id {
+        job.job_id = id;
+    }
+    let stdin = [PathBuf::from("-")];
+    let files = if files.is_empty() { &stdin[..] } else { files };
+    let mut status = EXIT_OK;
+    for (index, file) in files.iter().enumerate() {
+        let label = file.display().to_string();
+        let contents = if file.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map(|_| buf)
+        } else {
+            std::fs::read(file)
+        };
+        let contents = match contents {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("cssmtp submit: cannot read {label}: {e}");
+                status = EXIT_FATAL;
+                continue;
+            }
+        };
+        let (mails, summary) = cssmtp_batch::parse_bytes(&contents, config.batch_limits());
+        for e in &summary.errors {
+            eprintln!("{label}:{}: {e}", e.line);
+        }
+        match submit(&layout.incoming, &job, index + 1, &contents) {
+            Ok(spooled) => {
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{label}: {} mail(s) spooled as {}",
+                    mails.len(),
+                    spooled.display()
+                );
+            }
+            Err(e) => {
+                eprintln!(
+                    "cssmtp submit: cannot write {label} into {}: {e}",
+                    layout.incoming.display()
+                );
+                status = EXIT_FATAL;
+            }
+        }
+    }
+    status
+}
+
+fn sink_tls(args: &SinkArgs) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let certs = crate::delivery::tls::read_certificates(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(crate::delivery::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(Some(Arc::new(config)))
+}
+
+async fn sink(args: SinkArgs) -> u8 {
+    let tls = match sink_tls(&args) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("cssmtp sink: {e:#}");
+            return EXIT_FATAL;
+        }
+    };
+    if let Some(dir) = &args.store
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        eprintln!("cssmtp sink: cannot create {}: {e}", dir.display());
+        return EXIT_FATAL;
+    }
+    let options = SinkOptions {
+        hostname: args.hostname,
+        pipelining: !args.no_pipelining,
+        ehlo: !args.no_ehlo,
+        size: args.size,
+        tls,
+        strict_line_ends: args.strict_line_ends,
+        lenient_end_of_data: args.lenient_end_of_data,
+        store: args.store,
+        print: true,
+    };
+    let sink = match Sink::bind(args.listen, options).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cssmtp sink: cannot listen on {}: {e}", args.listen);
+            return EXIT_FATAL;
+        }
+    };
+    println!("sink: listening on {}", sink.addr);
+    let stop = CancellationToken::new();
+    stop_on_signals(stop.clone());
+    stop.cancelled().await;
+    println!("sink: {} mail(s) received", sink.received().len());
+    EXIT_OK
+}

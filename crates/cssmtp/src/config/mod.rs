@@ -1,0 +1,299 @@
+//! The configuration file: CSSMTP statements plus the Linux-side ones cssmtp adds.
+//!
+//! Reading is in three pure steps: [`syntax`] (text → statements), [`validate`]
+//! (statements → [`Config`] and every diagnostic, with file and line), and nothing else:
+//! no file is opened and no name resolved here, so `cssmtp check` and a later REFRESH
+//! run the very same code. Paths that are not absolute are taken relative to the
+//! configuration file's directory.
+
+pub mod syntax;
+pub mod validate;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::validate;
+
+/// The default spool directory; the writer's spool is `<SpoolDirectory>/<ExtWrtName>`.
+pub const DEFAULT_SPOOL_DIRECTORY: &str = "/var/spool/cssmtp";
+/// The default directory for run-time files (the control socket, later the journal).
+pub const DEFAULT_RUN_DIRECTORY: &str = "/run/cssmtp";
+/// CSSMTP's default writer name is the job name; ours is the program's.
+pub const DEFAULT_EXT_WRT_NAME: &str = "CSSMTP";
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// `ExtWrtName`: selects the spool (upper-cased: the name is not case sensitive).
+    pub ext_wrt_name: String,
+    /// `SpoolDirectory`: parent of the per-writer spool directories.
+    pub spool_directory: PathBuf,
+    /// `RunDirectory`: run-time files.
+    pub run_directory: PathBuf,
+    /// `HostName`: the name cssmtp gives in EHLO and headers (default: the system's).
+    pub host_name: Option<String>,
+    /// `TargetServer` statements.
+    pub targets: Targets,
+    /// `Timeout`.
+    pub timeouts: Timeouts,
+    /// `Header`.
+    pub header: Header,
+    /// `JESSyntaxErrLimit` (0 = no limit).
+    pub jes_syntax_err_limit: u32,
+    /// `JESMsgSize`, thousands of bytes (0 = no limit).
+    pub jes_msg_size: u64,
+    /// `JESJobSize`, thousands of bytes (0 = no limit).
+    pub jes_job_size: u64,
+    /// `RetryLimit`.
+    pub retry_limit: RetryLimit,
+    /// `Options`.
+    pub options: Options,
+    /// `BadSpoolDisp`.
+    pub bad_spool_disp: BadSpoolDisp,
+    /// `SpoolTasks`: spool files processed at once (CSSMTP's JES tasks).
+    pub spool_tasks: usize,
+    /// `MaxConnections`: SMTP connections open at once, over all targets.
+    pub max_connections: usize,
+    /// `TlsCaFile`: extra trusted CA certificates (PEM), besides the system's.
+    pub tls_ca_files: Vec<PathBuf>,
+    /// `NameServer`: DNS servers for TargetName/TargetMx (default: /etc/resolv.conf).
+    pub name_servers: Vec<SocketAddr>,
+}
+
+impl Config {
+    /// The writer's spool directory: `<SpoolDirectory>/<ExtWrtName>`.
+    pub fn writer_spool(&self) -> PathBuf {
+        self.spool_directory.join(&self.ext_wrt_name)
+    }
+
+    /// Parser limits from the JES statements and Options.
+    pub fn batch_limits(&self) -> cssmtp_batch::Limits {
+        cssmtp_batch::Limits {
+            syntax_error_limit: self.jes_syntax_err_limit,
+            max_mail_kb: self.jes_msg_size,
+            max_recipients: 2000,
+            null_trnc: self.options.null_trnc,
+            data_line_trunc: self.options.data_line_trunc,
+        }
+    }
+}
+
+/// Where mail goes: up to four configured or resolved IP addresses, or one MX domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// `TargetIp` / `TargetName` parameters, in configuration order (at most four used).
+    Hosts(Vec<TargetSpec>),
+    /// One `TargetMx` parameter.
+    Mx(TargetSpec),
+}
+
+/// How a target is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetHost {
+    Ip(IpAddr),
+    Name(String),
+    Mx(String),
+}
+
+impl fmt::Display for TargetHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(ip) => write!(f, "TargetIp {ip}"),
+            Self::Name(name) => write!(f, "TargetName {name}"),
+            Self::Mx(domain) => write!(f, "TargetMx {domain}"),
+        }
+    }
+}
+
+/// One configured target and its connection attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    pub host: TargetHost,
+    /// `ConnectPort` (default 25).
+    pub port: u16,
+    /// `Secure Yes`: every mail through this target must travel over TLS.
+    pub secure: bool,
+    /// `MessageSize`: largest mail in bytes for a server that advertises no SIZE
+    /// (0 = no limit).
+    pub message_size: u64,
+    /// `TlsName`: the name its certificate must carry (default: the target's name, or
+    /// its IP address for TargetIp).
+    pub tls_name: Option<String>,
+    /// Line of the parameter, for messages.
+    pub line: u32,
+}
+
+/// `Timeout` statement: each wait of the SMTP dialogue, 30–1200 seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// EHLO, HELO, RSET, QUIT, STARTTLS and the TLS handshake (default 300).
+    pub any_cmd: Duration,
+    /// Wait before trying a target again after its connection failed (default 120).
+    pub connect_retry: Duration,
+    /// Each send of a block of mail text (default 180).
+    pub data_block: Duration,
+    /// Reply to DATA (default 120).
+    pub data_cmd: Duration,
+    /// Reply to the final "." (default 600).
+    pub data_term: Duration,
+    /// Connection and 220 greeting (default 300).
+    pub initial_msg: Duration,
+    /// Reply to MAIL FROM (default 300).
+    pub mail_cmd: Duration,
+    /// Reply to each RCPT TO (default 300).
+    pub rcpt_cmd: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        Self {
+            any_cmd: s(300),
+            connect_retry: s(120),
+            data_block: s(180),
+            data_cmd: s(120),
+            data_term: s(600),
+            initial_msg: s(300),
+            mail_cmd: s(300),
+            rcpt_cmd: s(300),
+        }
+    }
+}
+
+/// `Header` statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// `Date YES`: add a Date: header when the mail has none.
+    pub date: bool,
+    /// `UserInfo YES`: Message-ID and Received: carry the job name, job ID and owner.
+    pub user_info: bool,
+}
+
+impl Default for Header {
+    fn default() -> Self {
+        Self {
+            date: true,
+            user_info: true,
+        }
+    }
+}
+
+/// `RetryLimit`: long retry of recipients that got a 4xx reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryLimit {
+    /// Retries after the first attempt (default 5; 0 = none).
+    pub count: u32,
+    /// Wait between attempts (default 1 minute; 0 = none).
+    pub interval: Duration,
+}
+
+impl Default for RetryLimit {
+    fn default() -> Self {
+        Self {
+            count: 5,
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `Options` statement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Strip trailing X'00' from command records.
+    pub null_trnc: bool,
+    /// Cut data lines to 998 characters instead of rejecting the mail.
+    pub data_line_trunc: bool,
+    /// Parse and report, never deliver (parsed; not implemented yet).
+    pub test_mode: bool,
+}
+
+/// `BadSpoolDisp`: what becomes of a spool file with problems.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BadSpoolDisp {
+    /// Keep it, out of the intake, for the operator (`<spool>/hold/`).
+    #[default]
+    Hold,
+    /// Remove it.
+    Delete,
+}
+
+/// Severity of a diagnostic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One finding about a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub file: PathBuf,
+    pub line: u32,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        if self.line == 0 {
+            write!(f, "{}: {what}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}: {what}: {}",
+                self.file.display(),
+                self.line,
+                self.message
+            )
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read configuration file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {} has {} error(s)", path.display(), errors(.diagnostics))]
+    Invalid {
+        path: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+fn errors(diagnostics: &[Diagnostic]) -> usize {
+    diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count()
+}
+
+/// Reads and validates a configuration file.
+///
+/// # Errors
+/// [`LoadError::Read`] when the file cannot be read; [`LoadError::Invalid`] with every
+/// diagnostic when it has errors.
+pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    match validate(path, &text) {
+        (Some(config), diagnostics) => Ok((config, diagnostics)),
+        (None, diagnostics) => Err(LoadError::Invalid {
+            path: path.to_owned(),
+            diagnostics,
+        }),
+    }
+}

@@ -1,0 +1,756 @@
+//! Statements → [`Config`], with every diagnostic at once. Pure: no I/O.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::syntax::{self, Param, Statement, Word};
+use super::{
+    BadSpoolDisp, Config, DEFAULT_EXT_WRT_NAME, DEFAULT_RUN_DIRECTORY, DEFAULT_SPOOL_DIRECTORY,
+    Diagnostic, Header, Options, RetryLimit, Severity, TargetHost, TargetSpec, Targets, Timeouts,
+};
+
+/// Top-level statements cssmtp knows, in their documented spelling.
+const STATEMENTS: &[&str] = &[
+    "ExtWrtName",
+    "SpoolDirectory",
+    "RunDirectory",
+    "HostName",
+    "TargetServer",
+    "Timeout",
+    "Header",
+    "JESSyntaxErrLimit",
+    "JESMsgSize",
+    "JESJobSize",
+    "RetryLimit",
+    "Options",
+    "BadSpoolDisp",
+    "SpoolTasks",
+    "MaxConnections",
+    "TlsCaFile",
+    "NameServer",
+];
+
+/// CSSMTP statements that are recognised but have no effect yet.
+const NOT_YET: &[&str] = &[
+    "ExtendedRetry",
+    "Undeliverable",
+    "MailAdministrator",
+    "Report",
+    "ReportMailFrom",
+    "LogLevel",
+    "ChkPointSizeLimit",
+    "SMF119",
+    "Translate",
+    "MBCS",
+    "UserExit",
+];
+
+/// Validates the text of a configuration file read from `file`.
+///
+/// Returns the configuration when there is no error, and every diagnostic (errors and
+/// warnings) in line order.
+pub fn validate(file: &Path, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
+    let (statements, problems) = syntax::parse(text);
+    let mut v = Validator::new(file);
+    for problem in problems {
+        v.error(problem.line, problem.message);
+    }
+    for statement in &statements {
+        v.statement(statement);
+    }
+    v.finish()
+}
+
+struct Validator {
+    file: PathBuf,
+    base: PathBuf,
+    diagnostics: Vec<Diagnostic>,
+    seen: HashSet<String>,
+    ext_wrt_name: Option<String>,
+    spool_directory: Option<PathBuf>,
+    run_directory: Option<PathBuf>,
+    host_name: Option<String>,
+    hosts: Vec<TargetSpec>,
+    mx: Vec<TargetSpec>,
+    target_statements: u32,
+    timeouts: Timeouts,
+    header: Header,
+    jes_syntax_err_limit: u32,
+    jes_msg_size: u64,
+    jes_job_size: u64,
+    retry_limit: RetryLimit,
+    options: Options,
+    bad_spool_disp: BadSpoolDisp,
+    spool_tasks: usize,
+    max_connections: usize,
+    tls_ca_files: Vec<PathBuf>,
+    name_servers: Vec<SocketAddr>,
+}
+
+impl Validator {
+    fn new(file: &Path) -> Self {
+        let base = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self {
+            file: file.to_owned(),
+            base,
+            diagnostics: Vec::new(),
+            seen: HashSet::new(),
+            ext_wrt_name: None,
+            spool_directory: None,
+            run_directory: None,
+            host_name: None,
+            hosts: Vec::new(),
+            mx: Vec::new(),
+            target_statements: 0,
+            timeouts: Timeouts::default(),
+            header: Header::default(),
+            jes_syntax_err_limit: 5,
+            jes_msg_size: 0,
+            jes_job_size: 0,
+            retry_limit: RetryLimit::default(),
+            options: Options::default(),
+            bad_spool_disp: BadSpoolDisp::Hold,
+            spool_tasks: 8,
+            max_connections: 16,
+            tls_ca_files: Vec::new(),
+            name_servers: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, severity: Severity, line: u32, message: String) {
+        self.diagnostics.push(Diagnostic {
+            severity,
+            file: self.file.clone(),
+            line,
+            message,
+        });
+    }
+
+    fn error(&mut self, line: u32, message: impl Into<String>) {
+        self.push(Severity::Error, line, message.into());
+    }
+
+    fn warning(&mut self, line: u32, message: impl Into<String>) {
+        self.push(Severity::Warning, line, message.into());
+    }
+
+    fn statement(&mut self, s: &Statement) {
+        let key = s.keyword.text.to_ascii_lowercase();
+        let line = s.keyword.line;
+        let Some(name) = STATEMENTS
+            .iter()
+            .chain(NOT_YET)
+            .find(|n| n.eq_ignore_ascii_case(&key))
+        else {
+            let hint = suggest(&s.keyword.text, STATEMENTS.iter().chain(NOT_YET));
+            self.error(line, format!("unknown statement {}{hint}", s.keyword.text));
+            return;
+        };
+        let repeatable = [
+            "targetserver",
+            "tlscafile",
+            "nameserver",
+            "mailadministrator",
+        ];
+        if !repeatable.contains(&key.as_str()) && !self.seen.insert(key.clone()) {
+            self.warning(line, format!("{name} given again; this later one is used"));
+        }
+        if NOT_YET.contains(name) {
+            self.warning(
+                line,
+                format!(
+                    "{name} is a CSSMTP statement cssmtp does not implement yet; it is ignored"
+                ),
+            );
+            return;
+        }
+        match key.as_str() {
+            "targetserver" => self.target_server(s),
+            "timeout" => self.timeout(s),
+            "header" => self.header(s),
+            "retrylimit" => self.retry_limit(s),
+            "options" => self.options(s),
+            _ => self.simple(name, &key, s),
+        }
+    }
+
+    /// Statements of the form `Keyword value`.
+    fn simple(&mut self, name: &str, key: &str, s: &Statement) {
+        let Some(value) = self.one_value(name, s) else {
+            return;
+        };
+        let text = value.text.as_str();
+        let line = value.line;
+        match key {
+            "extwrtname" => {
+                let ok = !text.is_empty()
+                    && text.len() <= 32
+                    && text
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "$#@_-".contains(c));
+                if ok {
+                    self.ext_wrt_name = Some(text.to_ascii_uppercase());
+                } else {
+                    self.error(
+                        line,
+                        format!("ExtWrtName {text:?} must be 1 to 32 letters, digits or $ # @ _ -"),
+                    );
+                }
+            }
+            "spooldirectory" => self.spool_directory = self.path(value),
+            "rundirectory" => self.run_directory = self.path(value),
+            "tlscafile" => {
+                if let Some(path) = self.path(value) {
+                    self.tls_ca_files.push(path);
+                }
+            }
+            "hostname" => {
+                if cssmtp_batch::address::valid_domain(text) {
+                    self.host_name = Some(text.to_owned());
+                } else {
+                    self.error(
+                        line,
+                        format!("HostName {text:?} is not a valid domain name"),
+                    );
+                }
+            }
+            "jessyntaxerrlimit" => {
+                if let Some(n) = self.number(value, 0, 999, name) {
+                    self.jes_syntax_err_limit = n as u32;
+                }
+            }
+            "jesmsgsize" => {
+                if let Some(n) = self.number(value, 0, 2_000_000_000, name) {
+                    self.jes_msg_size = n;
+                }
+            }
+            "jesjobsize" => {
+                if let Some(n) = self.number(value, 0, 2_000_000_000, name) {
+                    self.jes_job_size = n;
+                }
+            }
+            "spooltasks" => {
+                if let Some(n) = self.number(value, 1, 256, name) {
+                    self.spool_tasks = n as usize;
+                }
+            }
+            "maxconnections" => {
+                if let Some(n) = self.number(value, 1, 1024, name) {
+                    self.max_connections = n as usize;
+                }
+            }
+            "badspooldisp" => match text.to_ascii_lowercase().as_str() {
+                "hold" => self.bad_spool_disp = BadSpoolDisp::Hold,
+                "delete" => self.bad_spool_disp = BadSpoolDisp::Delete,
+                _ => self.error(
+                    line,
+                    format!("BadSpoolDisp must be Hold or Delete, not {text:?}"),
+                ),
+            },
+            "nameserver" => {
+                let parsed = text.parse::<SocketAddr>().ok().or_else(|| {
+                    text.parse::<IpAddr>()
+                        .ok()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                });
+                match parsed {
+                    Some(addr) => self.name_servers.push(addr),
+                    None => self.error(
+                        line,
+                        format!(
+                            "NameServer {text:?} is not an IP address (or ip:port, [ipv6]:port)"
+                        ),
+                    ),
+                }
+            }
+            _ => self.error(
+                line,
+                format!("{name} needs a block of parameters in braces"),
+            ),
+        }
+    }
+
+    fn one_value<'s>(&mut self, name: &str, s: &'s Statement) -> Option<&'s Word> {
+        if s.block.is_some() {
+            self.error(s.keyword.line, format!("{name} takes a value, not a block"));
+            return None;
+        }
+        match s.values.as_slice() {
+            [value] => Some(value),
+            [] => {
+                self.error(s.keyword.line, format!("{name} needs a value"));
+                None
+            }
+            [_, extra, ..] => {
+                self.error(
+                    extra.line,
+                    format!("{name} takes one value; unexpected {:?}", extra.text),
+                );
+                None
+            }
+        }
+    }
+
+    fn block<'s>(&mut self, name: &str, s: &'s Statement) -> &'s [Param] {
+        if !s.values.is_empty() {
+            self.error(
+                s.keyword.line,
+                format!("{name} takes a block of parameters in braces, not values"),
+            );
+        }
+        match &s.block {
+            Some(params) => params,
+            None => {
+                if s.values.is_empty() {
+                    self.error(
+                        s.keyword.line,
+                        format!("{name} needs a block of parameters in braces"),
+                    );
+                }
+                &[]
+            }
+        }
+    }
+
+    fn param_value<'p>(&mut self, owner: &str, p: &'p Param) -> Option<&'p Word> {
+        match p.values.as_slice() {
+            [value] => Some(value),
+            [] => {
+                self.error(
+                    p.keyword.line,
+                    format!("{} in {owner} needs a value", p.keyword.text),
+                );
+                None
+            }
+            [_, extra, ..] => {
+                self.error(
+                    extra.line,
+                    format!(
+                        "{} in {owner} takes one value; unexpected {:?}",
+                        p.keyword.text, extra.text
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn unknown_param(&mut self, owner: &str, p: &Param, known: &[&str]) {
+        let hint = suggest(&p.keyword.text, known.iter());
+        self.error(
+            p.keyword.line,
+            format!(
+                "unknown parameter {} in {owner}{hint} (known: {})",
+                p.keyword.text,
+                known.join(", ")
+            ),
+        );
+    }
+
+    fn number(&mut self, w: &Word, min: u64, max: u64, what: &str) -> Option<u64> {
+        match w.text.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.error(
+                    w.line,
+                    format!(
+                        "{what} must be a whole number from {min} to {max}, not {:?}",
+                        w.text
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn yes_no(&mut self, w: &Word, what: &str) -> Option<bool> {
+        match w.text.to_ascii_lowercase().as_str() {
+            "yes" => Some(true),
+            "no" => Some(false),
+            _ => {
+                self.error(
+                    w.line,
+                    format!("{what} must be Yes or No, not {:?}", w.text),
+                );
+                None
+            }
+        }
+    }
+
+    fn path(&mut self, w: &Word) -> Option<PathBuf> {
+        if w.text.is_empty() {
+            self.error(w.line, "empty path");
+            return None;
+        }
+        let path = Path::new(&w.text);
+        Some(if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base.join(path)
+        })
+    }
+
+    fn target_server(&mut self, s: &Statement) {
+        self.target_statements += 1;
+        const KNOWN: &[&str] = &[
+            "TargetIp",
+            "TargetName",
+            "TargetMx",
+            "ConnectPort",
+            "Secure",
+            "MessageSize",
+            "TlsName",
+            "Charset",
+            "MBCharset",
+        ];
+        let params = self.block("TargetServer", s);
+        let mut hosts: Vec<(TargetHost, u32)> = Vec::new();
+        let mut port = 25u16;
+        let mut secure = false;
+        let mut message_size = 0u64;
+        let mut tls_name = None;
+        for p in params {
+            let key = p.keyword.text.to_ascii_lowercase();
+            if !KNOWN.iter().any(|k| k.eq_ignore_ascii_case(&key)) {
+                self.unknown_param("TargetServer", p, KNOWN);
+                continue;
+            }
+            let Some(value) = self.param_value("TargetServer", p) else {
+                continue;
+            };
+            let text = value.text.as_str();
+            match key.as_str() {
+                "targetip" => match text.parse::<IpAddr>() {
+                    Ok(ip) => hosts.push((TargetHost::Ip(ip), value.line)),
+                    Err(_) => self.error(
+                        value.line,
+                        format!("TargetIp {text:?} is not an IPv4 or IPv6 address"),
+                    ),
+                },
+                "targetname" | "targetmx" => {
+                    if text.parse::<IpAddr>().is_ok() || !cssmtp_batch::address::valid_domain(text)
+                    {
+                        self.error(
+                            value.line,
+                            format!("{} {text:?} is not a host name", p.keyword.text),
+                        );
+                    } else if key == "targetname" {
+                        hosts.push((TargetHost::Name(text.to_ascii_lowercase()), value.line));
+                    } else {
+                        hosts.push((TargetHost::Mx(text.to_ascii_lowercase()), value.line));
+                    }
+                }
+                "connectport" => {
+                    if let Some(n) = self.number(value, 1, 65535, "ConnectPort") {
+                        port = n as u16;
+                    }
+                }
+                "secure" => {
+                    if let Some(b) = self.yes_no(value, "Secure") {
+                        secure = b;
+                    }
+                }
+                "messagesize" => {
+                    if let Some(n) = self.number(value, 0, u64::from(u32::MAX), "MessageSize") {
+                        message_size = n;
+                    }
+                }
+                "tlsname" => {
+                    if cssmtp_batch::address::valid_domain(text) {
+                        tls_name = Some(text.to_ascii_lowercase());
+                    } else {
+                        self.error(value.line, format!("TlsName {text:?} is not a host name"));
+                    }
+                }
+                _ => self.warning(
+                    value.line,
+                    format!(
+                        "{} is accepted for compatibility; cssmtp sends mail text unchanged",
+                        p.keyword.text
+                    ),
+                ),
+            }
+        }
+        if hosts.is_empty() && s.block.is_some() {
+            self.error(
+                s.keyword.line,
+                "TargetServer needs a TargetIp, TargetName or TargetMx parameter",
+            );
+        }
+        for (host, line) in hosts {
+            let spec = TargetSpec {
+                host,
+                port,
+                secure,
+                message_size,
+                tls_name: tls_name.clone(),
+                line,
+            };
+            if matches!(spec.host, TargetHost::Mx(_)) {
+                self.mx.push(spec);
+            } else if let Some(previous) = self.hosts.iter().find(|h| h.host == spec.host) {
+                let previous = previous.line;
+                self.warning(
+                    line,
+                    format!("{} duplicates line {previous}; ignored", spec.host),
+                );
+            } else {
+                self.hosts.push(spec);
+            }
+        }
+    }
+
+    fn timeout(&mut self, s: &Statement) {
+        const KNOWN: &[&str] = &[
+            "AnyCmd",
+            "ConnectRetry",
+            "DataBlock",
+            "DATACmd",
+            "DataTerm",
+            "InitialMsg",
+            "MAILCmd",
+            "RCPTCmd",
+        ];
+        let params = self.block("Timeout", s);
+        for p in params {
+            let key = p.keyword.text.to_ascii_lowercase();
+            let Some(name) = KNOWN.iter().find(|k| k.eq_ignore_ascii_case(&key)) else {
+                self.unknown_param("Timeout", p, KNOWN);
+                continue;
+            };
+            let Some(value) = self.param_value("Timeout", p) else {
+                continue;
+            };
+            let Some(secs) = self.number(value, 30, 1200, &format!("Timeout {name}")) else {
+                continue;
+            };
+            let d = Duration::from_secs(secs);
+            let t = &mut self.timeouts;
+            match key.as_str() {
+                "anycmd" => t.any_cmd = d,
+                "connectretry" => t.connect_retry = d,
+                "datablock" => t.data_block = d,
+                "datacmd" => t.data_cmd = d,
+                "dataterm" => t.data_term = d,
+                "initialmsg" => t.initial_msg = d,
+                "mailcmd" => t.mail_cmd = d,
+                _ => t.rcpt_cmd = d,
+            }
+        }
+    }
+
+    fn header(&mut self, s: &Statement) {
+        const KNOWN: &[&str] = &["Date", "UserInfo"];
+        let params = self.block("Header", s);
+        for p in params {
+            let key = p.keyword.text.to_ascii_lowercase();
+            if !KNOWN.iter().any(|k| k.eq_ignore_ascii_case(&key)) {
+                self.unknown_param("Header", p, KNOWN);
+                continue;
+            }
+            let Some(value) = self.param_value("Header", p) else {
+                continue;
+            };
+            let Some(b) = self.yes_no(value, &format!("Header {}", p.keyword.text)) else {
+                continue;
+            };
+            if key == "date" {
+                self.header.date = b;
+            } else {
+                self.header.user_info = b;
+            }
+        }
+    }
+
+    fn retry_limit(&mut self, s: &Statement) {
+        const KNOWN: &[&str] = &["Count", "Interval"];
+        let params = self.block("RetryLimit", s);
+        let mut count = u64::from(RetryLimit::default().count);
+        let mut interval = 1u64;
+        for p in params {
+            let key = p.keyword.text.to_ascii_lowercase();
+            if !KNOWN.iter().any(|k| k.eq_ignore_ascii_case(&key)) {
+                self.unknown_param("RetryLimit", p, KNOWN);
+                continue;
+            }
+            let Some(value) = self.param_value("RetryLimit", p) else {
+                continue;
+            };
+            let Some(n) = self.number(value, 0, 7200, &format!("RetryLimit {}", p.keyword.text))
+            else {
+                continue;
+            };
+            if key == "count" {
+                count = n;
+            } else {
+                interval = n;
+            }
+        }
+        if count * interval > 7200 {
+            self.error(
+                s.keyword.line,
+                format!(
+                    "RetryLimit Count × Interval is {} minutes; at most 7200 (5 days) is allowed",
+                    count * interval
+                ),
+            );
+            return;
+        }
+        self.retry_limit = RetryLimit {
+            count: count as u32,
+            interval: Duration::from_secs(interval * 60),
+        };
+    }
+
+    fn options(&mut self, s: &Statement) {
+        const KNOWN: &[&str] = &["NullTrnc", "TestMode", "DataLineTrunc", "AtSign", "TLSEhlo"];
+        let params = self.block("Options", s);
+        for p in params {
+            let key = p.keyword.text.to_ascii_lowercase();
+            if !KNOWN.iter().any(|k| k.eq_ignore_ascii_case(&key)) {
+                self.unknown_param("Options", p, KNOWN);
+                continue;
+            }
+            let Some(value) = self.param_value("Options", p) else {
+                continue;
+            };
+            match key.as_str() {
+                "atsign" => {
+                    if value.text != "@" {
+                        self.warning(
+                            value.line,
+                            "Options AtSign is not implemented; only '@' is recognised",
+                        );
+                    }
+                }
+                "tlsehlo" => {
+                    // cssmtp always sends EHLO again after STARTTLS (RFC 3207 §4.2).
+                    self.yes_no(value, "Options TLSEhlo");
+                }
+                _ => {
+                    let Some(b) = self.yes_no(value, &format!("Options {}", p.keyword.text)) else {
+                        continue;
+                    };
+                    match key.as_str() {
+                        "nulltrnc" => self.options.null_trnc = b,
+                        "datalinetrunc" => self.options.data_line_trunc = b,
+                        _ => {
+                            self.options.test_mode = b;
+                            if b {
+                                self.warning(
+                                    value.line,
+                                    "Options TestMode is not implemented yet; mail is delivered",
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> (Option<Config>, Vec<Diagnostic>) {
+        let targets = self.targets();
+        self.diagnostics.sort_by_key(|d| d.line);
+        let has_errors = self
+            .diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error);
+        let config = match targets {
+            Some(targets) if !has_errors => Some(Config {
+                file: self.file.clone(),
+                ext_wrt_name: self
+                    .ext_wrt_name
+                    .unwrap_or_else(|| DEFAULT_EXT_WRT_NAME.into()),
+                spool_directory: self
+                    .spool_directory
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIRECTORY)),
+                run_directory: self
+                    .run_directory
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIRECTORY)),
+                host_name: self.host_name,
+                targets,
+                timeouts: self.timeouts,
+                header: self.header,
+                jes_syntax_err_limit: self.jes_syntax_err_limit,
+                jes_msg_size: self.jes_msg_size,
+                jes_job_size: self.jes_job_size,
+                retry_limit: self.retry_limit,
+                options: self.options,
+                bad_spool_disp: self.bad_spool_disp,
+                spool_tasks: self.spool_tasks,
+                max_connections: self.max_connections,
+                tls_ca_files: self.tls_ca_files,
+                name_servers: self.name_servers,
+            }),
+            _ => None,
+        };
+        (config, self.diagnostics)
+    }
+
+    /// The TargetServer rules: at least one target; one TargetMx, alone; four hosts used.
+    fn targets(&mut self) -> Option<Targets> {
+        if self.hosts.is_empty() && self.mx.is_empty() {
+            if self.target_statements == 0 {
+                self.error(
+                    0,
+                    "a TargetServer statement with a TargetIp, TargetName or TargetMx parameter is required",
+                );
+            }
+            return None;
+        }
+        if self.mx.len() > 1 {
+            let line = self.mx.get(1).map_or(0, |m| m.line);
+            self.error(line, "only one TargetMx parameter is allowed");
+            return None;
+        }
+        if let Some(mx) = self.mx.first().cloned() {
+            if let Some(host) = self.hosts.first() {
+                let line = host.line;
+                self.error(
+                    line,
+                    "TargetMx cannot be combined with TargetIp or TargetName",
+                );
+                return None;
+            }
+            return Some(Targets::Mx(mx));
+        }
+        if self.hosts.len() > 4 {
+            let extra: Vec<String> = self
+                .hosts
+                .iter()
+                .skip(4)
+                .map(|h| h.host.to_string())
+                .collect();
+            let line = self.hosts.get(4).map_or(0, |h| h.line);
+            self.warning(
+                line,
+                format!(
+                    "only the first four TargetIp/TargetName values are used; ignoring {}",
+                    extra.join(", ")
+                ),
+            );
+            self.hosts.truncate(4);
+        }
+        Some(Targets::Hosts(std::mem::take(&mut self.hosts)))
+    }
+}
+
+/// ` (did you mean X?)` when a known word is close to `word`.
+fn suggest<'a>(word: &str, known: impl Iterator<Item = &'a &'a str>) -> String {
+    let lower = word.to_ascii_lowercase();
+    known
+        .map(|k| (strsim::levenshtein(&lower, &k.to_ascii_lowercase()), *k))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| format!(" (did you mean {k}?)"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

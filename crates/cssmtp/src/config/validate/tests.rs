@@ -1,0 +1,217 @@
+use super::*;
+
+fn check(text: &str) -> (Option<Config>, Vec<String>) {
+    let (config, diagnostics) = validate(Path::new("/etc/cssmtp/cssmtp.conf"), text);
+    (
+        config,
+        diagnostics.iter().map(ToString::to_string).collect(),
+    )
+}
+
+#[test]
+fn a_full_configuration() {
+    let (config, diags) = check(
+        "# IBM-style configuration
+ExtWrtName        mailfwd1
+JESSyntaxErrLimit 10
+JESMsgSize        20480
+BadSpoolDisp      delete
+SpoolDirectory    spool
+Header
+{
+  Date     NO
+  UserInfo YES
+}
+TargetServer
+{
+  TargetIp   192.0.2.25
+  TargetName relay2.corp.example
+  ConnectPort 2525
+  Secure     Yes
+}
+TargetServer
+{
+  TargetIp 2001:db8::25
+}
+Timeout
+{
+  InitialMsg   30
+  ConnectRetry 60
+  dataterm     1200
+}
+RetryLimit
+{
+  Count    12
+  Interval 10
+}
+Options
+{
+  NullTrnc YES
+}
+NameServer 127.0.0.1:5353
+",
+    );
+    assert_eq!(diags, Vec::<String>::new());
+    let config = config.unwrap();
+    assert_eq!(config.ext_wrt_name, "MAILFWD1");
+    assert_eq!(
+        config.writer_spool(),
+        Path::new("/etc/cssmtp/spool/MAILFWD1")
+    );
+    assert_eq!(config.jes_syntax_err_limit, 10);
+    assert!(!config.header.date && config.header.user_info);
+    assert_eq!(config.bad_spool_disp, BadSpoolDisp::Delete);
+    let Targets::Hosts(hosts) = &config.targets else {
+        panic!("hosts expected")
+    };
+    assert_eq!(hosts.len(), 3);
+    assert_eq!(
+        hosts[1].host,
+        TargetHost::Name("relay2.corp.example".into())
+    );
+    assert_eq!((hosts[1].port, hosts[1].secure), (2525, true));
+    assert_eq!((hosts[2].port, hosts[2].secure), (25, false));
+    assert_eq!(config.timeouts.initial_msg, Duration::from_secs(30));
+    assert_eq!(config.timeouts.data_term, Duration::from_secs(1200));
+    assert_eq!(
+        config.timeouts.any_cmd,
+        Duration::from_secs(300),
+        "default kept"
+    );
+    assert_eq!(config.retry_limit.interval, Duration::from_secs(600));
+    assert!(config.options.null_trnc);
+    assert_eq!(config.name_servers, vec!["127.0.0.1:5353".parse().unwrap()]);
+}
+
+#[test]
+fn every_error_is_reported_with_its_line() {
+    let (config, diags) = check(
+        "ExtWrtName bad/name
+TargetServr
+{
+}
+TargetServer
+{
+  TargetIp 300.1.1.1
+  ConnectPort 0
+  Secure maybe
+  Colour blue
+}
+Timeout
+{
+  AnyCmd 10
+}
+JESSyntaxErrLimit 1000
+Header {
+  Date
+}
+RetryLimit
+{
+  Count 200
+  Interval 60
+}
+",
+    );
+    assert!(config.is_none());
+    assert_eq!(
+        diags,
+        vec![
+            "/etc/cssmtp/cssmtp.conf:1: error: ExtWrtName \"bad/name\" must be 1 to 32 letters, digits or $ # @ _ -",
+            "/etc/cssmtp/cssmtp.conf:2: error: unknown statement TargetServr (did you mean TargetServer?)",
+            "/etc/cssmtp/cssmtp.conf:5: error: TargetServer needs a TargetIp, TargetName or TargetMx parameter",
+            "/etc/cssmtp/cssmtp.conf:7: error: TargetIp \"300.1.1.1\" is not an IPv4 or IPv6 address",
+            "/etc/cssmtp/cssmtp.conf:8: error: ConnectPort must be a whole number from 1 to 65535, not \"0\"",
+            "/etc/cssmtp/cssmtp.conf:9: error: Secure must be Yes or No, not \"maybe\"",
+            "/etc/cssmtp/cssmtp.conf:10: error: unknown parameter Colour in TargetServer (known: TargetIp, TargetName, TargetMx, ConnectPort, Secure, MessageSize, TlsName, Charset, MBCharset)",
+            "/etc/cssmtp/cssmtp.conf:14: error: Timeout AnyCmd must be a whole number from 30 to 1200, not \"10\"",
+            "/etc/cssmtp/cssmtp.conf:16: error: JESSyntaxErrLimit must be a whole number from 0 to 999, not \"1000\"",
+            "/etc/cssmtp/cssmtp.conf:18: error: Date in Header needs a value",
+            "/etc/cssmtp/cssmtp.conf:20: error: RetryLimit Count × Interval is 12000 minutes; at most 7200 (5 days) is allowed",
+        ]
+    );
+}
+
+#[test]
+fn target_server_rules() {
+    let (config, diags) = check("ExtWrtName X\n");
+    assert!(config.is_none());
+    assert_eq!(
+        diags,
+        vec![
+            "/etc/cssmtp/cssmtp.conf: error: a TargetServer statement with a TargetIp, TargetName or TargetMx parameter is required"
+        ]
+    );
+
+    let (config, diags) =
+        check("TargetServer\n{\n TargetMx a.example\n}\nTargetServer\n{\n TargetIp 192.0.2.1\n}\n");
+    assert!(config.is_none());
+    assert_eq!(
+        diags,
+        vec![
+            "/etc/cssmtp/cssmtp.conf:7: error: TargetMx cannot be combined with TargetIp or TargetName"
+        ]
+    );
+
+    let (config, diags) = check("TargetServer\n{\n TargetMx a.example\n TargetMx b.example\n}\n");
+    assert!(config.is_none());
+    assert_eq!(
+        diags,
+        vec!["/etc/cssmtp/cssmtp.conf:4: error: only one TargetMx parameter is allowed"]
+    );
+
+    let (config, diags) = check(
+        "TargetServer\n{\n TargetIp 192.0.2.1\n TargetIp 192.0.2.2\n TargetIp 192.0.2.1\n TargetName a.example\n TargetIp 192.0.2.3\n TargetIp 192.0.2.4\n}\n",
+    );
+    assert_eq!(
+        diags,
+        vec![
+            "/etc/cssmtp/cssmtp.conf:5: warning: TargetIp 192.0.2.1 duplicates line 3; ignored",
+            "/etc/cssmtp/cssmtp.conf:8: warning: only the first four TargetIp/TargetName values are used; ignoring TargetIp 192.0.2.4",
+        ]
+    );
+    let Some(Config {
+        targets: Targets::Hosts(hosts),
+        ..
+    }) = config
+    else {
+        panic!()
+    };
+    assert_eq!(hosts.len(), 4);
+
+    let (config, _) = check("TargetServer { \n TargetMx Example.COM\n MessageSize 1000\n}\n");
+    let Some(Config {
+        targets: Targets::Mx(mx),
+        ..
+    }) = config
+    else {
+        panic!()
+    };
+    assert_eq!(mx.host, TargetHost::Mx("example.com".into()));
+    assert_eq!(mx.message_size, 1000);
+}
+
+#[test]
+fn recognised_but_not_implemented_statements_warn() {
+    let (config, diags) =
+        check("TargetServer\n{\n TargetIp 192.0.2.1\n}\nSMF119\n{\n CONFIG YES\n}\nLogLevel 7\n");
+    assert!(config.is_some());
+    assert_eq!(diags.len(), 2);
+    assert!(
+        diags[0]
+            .contains(":5: warning: SMF119 is a CSSMTP statement cssmtp does not implement yet")
+    );
+}
+
+#[test]
+fn defaults() {
+    let (config, diags) = check("TargetServer\n{\n TargetIp 192.0.2.1\n}\n");
+    assert!(diags.is_empty());
+    let config = config.unwrap();
+    assert_eq!(config.ext_wrt_name, "CSSMTP");
+    assert_eq!(config.spool_directory, Path::new("/var/spool/cssmtp"));
+    assert_eq!(config.jes_syntax_err_limit, 5);
+    assert_eq!(config.timeouts, Timeouts::default());
+    assert_eq!(config.retry_limit.count, 5);
+    assert_eq!(config.bad_spool_disp, BadSpoolDisp::Hold);
+    assert!(config.header.date && config.header.user_info);
+}

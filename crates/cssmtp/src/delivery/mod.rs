@@ -1,0 +1,61 @@
+//! Delivery: sending mails to the target servers.
+//!
+//! Spool tasks put [`MailJob`]s on a bounded queue; `MaxConnections` [`worker`]s take
+//! them, each keeping one SMTP [`session`] open and reusing it while mail keeps coming.
+//! The [`router`] picks the target for each mail. Every recipient's result
+//! ([`outcome::RcptResult`]) goes back to the spool task that owns the mail.
+
+pub mod body;
+pub mod outcome;
+pub mod resolve;
+pub mod router;
+pub mod session;
+pub mod tls;
+pub mod worker;
+
+use std::sync::Arc;
+
+use cssmtp_batch::DataSpan;
+use tokio::sync::mpsc;
+
+pub use body::SpoolText;
+pub use outcome::{Disposition, Failure, Problem, RcptResult, Stage, classify};
+
+/// Identifies a mail: the spool task (TKID) and the mail's number in its spool file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MailKey {
+    pub tkid: u32,
+    pub ordinal: u32,
+}
+
+/// One delivery attempt of one mail, for some of its recipients.
+#[derive(Debug)]
+pub struct MailJob {
+    pub key: MailKey,
+    /// The claimed spool file, to read the text from.
+    pub spool: Arc<SpoolText>,
+    /// The reverse path ("" for `<>`).
+    pub reverse_path: String,
+    /// The recipients to attempt now.
+    pub recipients: Vec<String>,
+    /// For each of `recipients`, its index among the mail's recipients.
+    pub rcpt_index: Vec<usize>,
+    /// The mail must travel over TLS (STARTTLS in its spool file).
+    pub needs_tls: bool,
+    /// Headers cssmtp adds (Received:, and Date:/Message-ID: when missing), wire form.
+    pub headers: Arc<[u8]>,
+    /// Where the text is in the spool file.
+    pub data: DataSpan,
+    /// Size on the wire: added headers plus text (what SIZE= announces).
+    pub size: u64,
+    /// Where the results go.
+    pub reply: mpsc::UnboundedSender<MailOutcome>,
+}
+
+/// The results of one [`MailJob`].
+#[derive(Debug)]
+pub struct MailOutcome {
+    pub key: MailKey,
+    /// `(index among the mail's recipients, result)`.
+    pub results: Vec<(usize, RcptResult)>,
+}

@@ -1,0 +1,216 @@
+//! What happened to a recipient, and the one rule that decides retry or undeliverable.
+
+use std::fmt;
+use std::time::Duration;
+
+use cssmtp_wire::{Reply, Severity};
+
+/// The step of the SMTP dialogue (or of routing) where something happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Choosing a target for the mail.
+    Route,
+    /// Resolving TargetName / TargetMx.
+    Resolve,
+    Connect,
+    /// The server's 220 greeting.
+    Greeting,
+    Ehlo,
+    Helo,
+    StartTls,
+    TlsHandshake,
+    MailFrom,
+    RcptTo,
+    Data,
+    /// Sending the mail text.
+    DataBlock,
+    /// Waiting for the reply to the final ".": a failure here means the mail may or may
+    /// not have been accepted.
+    DataTerm,
+    Rset,
+    Quit,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Route => "routing",
+            Self::Resolve => "resolving",
+            Self::Connect => "connect",
+            Self::Greeting => "greeting",
+            Self::Ehlo => "EHLO",
+            Self::Helo => "HELO",
+            Self::StartTls => "STARTTLS",
+            Self::TlsHandshake => "TLS handshake",
+            Self::MailFrom => "MAIL FROM",
+            Self::RcptTo => "RCPT TO",
+            Self::Data => "DATA",
+            Self::DataBlock => "mail text",
+            Self::DataTerm => "end of mail text",
+            Self::Rset => "RSET",
+            Self::Quit => "QUIT",
+        })
+    }
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The server answered with a negative (or an unexpected) reply.
+    Reply(Reply),
+    /// No answer within the stage's timeout.
+    Timeout(Duration),
+    /// The connection failed or was closed.
+    Connection(String),
+    /// The server's bytes were not valid SMTP.
+    Protocol(String),
+    /// STARTTLS or the TLS handshake failed (including certificate verification).
+    Tls(String),
+    /// The mail is larger than every target accepts.
+    TooBig { size: u64 },
+    /// The mail requires TLS and no target offers STARTTLS.
+    NoTlsTarget,
+    /// An envelope value cannot be sent safely (it would inject a command).
+    UnsafeArgument(String),
+    /// Delivery was interrupted because cssmtp is stopping.
+    Stopping,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Reply(reply) => write!(f, "{reply}"),
+            Self::Timeout(d) => write!(f, "no reply within {} seconds", d.as_secs()),
+            Self::Connection(e) => write!(f, "connection failed: {e}"),
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::Tls(e) => write!(f, "TLS failed: {e}"),
+            Self::TooBig { size } => {
+                write!(
+                    f,
+                    "552 5.3.4 mail of {size} bytes is larger than every target server accepts"
+                )
+            }
+            Self::NoTlsTarget => write!(
+                f,
+                "530 5.7.10 mail requires TLS and no target server offers STARTTLS"
+            ),
+            Self::UnsafeArgument(e) => write!(f, "{e}"),
+            Self::Stopping => write!(f, "cssmtp is stopping"),
+        }
+    }
+}
+
+/// A failure with where it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub stage: Stage,
+    /// The target server, as `ip:port`, when one was involved.
+    pub target: Option<String>,
+    pub problem: Problem,
+}
+
+impl Failure {
+    pub fn new(stage: Stage, target: Option<String>, problem: Problem) -> Self {
+        Self {
+            stage,
+            target,
+            problem,
+        }
+    }
+
+    /// The server reply, when the failure is one.
+    pub fn reply(&self) -> Option<&Reply> {
+        match &self.problem {
+            Problem::Reply(reply) => Some(reply),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.target {
+            Some(target) => write!(f, "{} (at {} with {target})", self.problem, self.stage),
+            None => write!(f, "{} (at {})", self.problem, self.stage),
+        }
+    }
+}
+
+/// Whether a failed recipient is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Try again later (long retry).
+    Retry,
+    /// Give up: the recipient is undeliverable.
+    Undeliverable,
+}
+
+/// The one rule deciding retry or undeliverable. Every problem is listed: a new kind of
+/// problem does not compile until someone decides.
+pub fn classify(problem: &Problem) -> Disposition {
+    match problem {
+        Problem::Reply(reply) => match reply.severity() {
+            Severity::PermanentNegative => Disposition::Undeliverable,
+            // 4xx, and a 2xx/3xx where a negative reply was expected (a confused
+            // server): try again.
+            Severity::TransientNegative
+            | Severity::PositiveCompletion
+            | Severity::PositiveIntermediate => Disposition::Retry,
+        },
+        Problem::Timeout(_)
+        | Problem::Connection(_)
+        | Problem::Protocol(_)
+        | Problem::Tls(_)
+        | Problem::Stopping => Disposition::Retry,
+        Problem::TooBig { .. } | Problem::NoTlsTarget | Problem::UnsafeArgument(_) => {
+            Disposition::Undeliverable
+        }
+    }
+}
+
+/// The result of one delivery attempt for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptResult {
+    /// The target accepted the mail for this recipient.
+    Delivered { target: String, reply: Reply },
+    /// Not delivered; try again.
+    Retry(Failure),
+    /// Not delivered; never will be.
+    Undeliverable(Failure),
+}
+
+impl RcptResult {
+    /// The result for a failure, by [`classify`].
+    pub fn failed(failure: Failure) -> Self {
+        match classify(&failure.problem) {
+            Disposition::Retry => Self::Retry(failure),
+            Disposition::Undeliverable => Self::Undeliverable(failure),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        let reply = |code| Problem::Reply(Reply::new(code, None, "x"));
+        assert_eq!(classify(&reply(451)), Disposition::Retry);
+        assert_eq!(classify(&reply(550)), Disposition::Undeliverable);
+        assert_eq!(classify(&reply(354)), Disposition::Retry);
+        assert_eq!(
+            classify(&Problem::Timeout(Duration::from_secs(1))),
+            Disposition::Retry
+        );
+        assert_eq!(
+            classify(&Problem::TooBig { size: 1 }),
+            Disposition::Undeliverable
+        );
+        assert_eq!(classify(&Problem::NoTlsTarget), Disposition::Undeliverable);
+        assert_eq!(
+            classify(&Problem::Tls("bad certificate".into())),
+            Disposition::Retry
+        );
+    }
+}

@@ -1,0 +1,417 @@
+//! The target servers: their health, what they offer, and which one a mail goes to.
+//!
+//! Health and capabilities are learned from sessions: a failed connection puts a target
+//! down until `Timeout ConnectRetry` has passed; a failed TLS handshake keeps mail that
+//! needs TLS away from it for as long; the EHLO reply tells SIZE and STARTTLS. A mail is
+//! never sent to a target whose SIZE (or configured MessageSize) it exceeds, nor over
+//! plain text when it requires TLS. Among the targets that fit, a mail goes to the one
+//! with the fewest connections (lowest MX preference first), so connections spread over
+//! the healthy targets. When every target that fits is down, the mail waits: intake
+//! pauses and nothing is failed for it.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use cssmtp_wire::Capabilities;
+use rustls::pki_types::ServerName;
+use tokio::sync::Notify;
+use tokio::time::{Duration, Instant};
+
+use super::outcome::{Failure, Problem, Stage};
+use super::resolve::Resolved;
+use super::tls::server_name;
+
+/// One target address.
+#[derive(Debug)]
+pub struct Target {
+    /// Position in the target list (configuration or MX order).
+    pub index: usize,
+    pub addr: std::net::SocketAddr,
+    /// How it was configured.
+    pub origin: String,
+    /// The name its certificate must carry.
+    pub tls_name: ServerName<'static>,
+    /// `Secure Yes`: every session with it uses TLS.
+    pub secure: bool,
+    /// `MessageSize` (0: none).
+    pub message_size: u64,
+    pub preference: u16,
+    state: Mutex<TargetState>,
+}
+
+/// What is known of a target now.
+#[derive(Debug, Clone, Default)]
+pub struct TargetState {
+    /// Connections fail: not used before this time.
+    pub down_until: Option<Instant>,
+    /// TLS failed: mail needing TLS not sent to it before this time.
+    pub tls_broken_until: Option<Instant>,
+    /// From the last EHLO; None until a session was opened.
+    pub caps: Option<Capabilities>,
+    pub connections: u32,
+    pub mail_attempts: u64,
+    pub mail_sent: u64,
+    pub connect_failures: u64,
+    pub last_failure: Option<Failure>,
+    /// Last reply to a final ".", for the operator.
+    pub last_reply: Option<String>,
+}
+
+impl Target {
+    fn new(index: usize, resolved: Resolved) -> Self {
+        Self {
+            index,
+            addr: resolved.addr,
+            tls_name: server_name(resolved.tls_name.as_deref(), resolved.addr.ip()),
+            origin: resolved.origin,
+            secure: resolved.secure,
+            message_size: resolved.message_size,
+            preference: resolved.preference,
+            state: Mutex::new(TargetState::default()),
+        }
+    }
+
+    /// A copy of the target's state.
+    pub fn state(&self) -> TargetState {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TargetState> {
+        // A poisoned lock only means another thread panicked while holding it; the state
+        // is plain data and still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The largest mail this target takes: SIZE from EHLO when advertised with a limit,
+    /// else the configured MessageSize (0: no limit).
+    fn size_limit(&self, caps: Option<&Capabilities>) -> u64 {
+        match caps {
+            Some(c) if c.size_advertised && c.size_limit > 0 => c.size_limit,
+            _ => self.message_size,
+        }
+    }
+}
+
+/// How targets that fit a mail are ranked: lower is better.
+type Rank = (u16, u32, usize);
+
+/// Where a mail should go now.
+#[derive(Debug)]
+pub enum Choice {
+    Use(Arc<Target>),
+    /// Every target that could take it is down: wait until then (back-pressure).
+    Wait(Instant),
+    /// No target can ever take it (size, TLS): undeliverable.
+    Unroutable(Failure),
+    /// Targets that could take it are failing TLS: try the mail again later.
+    Later(Failure),
+}
+
+/// The target list and its health.
+pub struct Router {
+    targets: RwLock<Arc<[Arc<Target>]>>,
+    connect_retry: Duration,
+    changed: Notify,
+}
+
+impl Router {
+    pub fn new(resolved: Vec<Resolved>, connect_retry: Duration) -> Self {
+        let router = Self {
+            targets: RwLock::new(Arc::from(Vec::new())),
+            connect_retry,
+            changed: Notify::new(),
+        };
+        router.set_targets(resolved);
+        router
+    }
+
+    /// Replaces the target list (after resolving again).
+    pub fn set_targets(&self, resolved: Vec<Resolved>) {
+        let targets: Vec<Arc<Target>> = resolved
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| Arc::new(Target::new(i, r)))
+            .collect();
+        *self
+            .targets
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::from(targets);
+        self.changed.notify_waiters();
+    }
+
+    /// The current targets.
+    pub fn targets(&self) -> Arc<[Arc<Target>]> {
+        Arc::clone(
+            &self
+                .targets
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Chooses a target for a mail of `size` bytes; `current` is the target of the
+    /// caller's open session, preferred when it fits.
+    pub fn choose(&self, needs_tls: bool, size: u64, current: Option<&Arc<Target>>) -> Choice {
+        let now = Instant::now();
+        let targets = self.targets();
+        if targets.is_empty() {
+            return Choice::Wait(now + self.connect_retry);
+        }
+        let mut too_big = false;
+        let mut earliest_up: Option<Instant> = None;
+        let mut tls_failure: Option<Failure> = None;
+        // The best target so far, ranked by (MX preference, connections, list order).
+        let mut best: Option<(&Arc<Target>, Rank)> = None;
+        for target in targets.iter() {
+            let st = target.lock();
+            let tls_needed = needs_tls || target.secure;
+            if tls_needed && st.caps.as_ref().is_some_and(|c| !c.starttls) {
+                continue;
+            }
+            let limit = target.size_limit(st.caps.as_ref());
+            if limit > 0 && size > limit {
+                too_big = true;
+                continue;
+            }
+            if let Some(until) = st.down_until.filter(|&u| u > now) {
+                earliest_up = Some(earliest_up.map_or(until, |e| e.min(until)));
+                continue;
+            }
+            if tls_needed && st.tls_broken_until.is_some_and(|u| u > now) {
+                tls_failure = st.last_failure.clone();
+                continue;
+            }
+            if current.is_some_and(|c| Arc::ptr_eq(c, target)) {
+                return Choice::Use(Arc::clone(target));
+            }
+            let rank = (target.preference, st.connections, target.index);
+            if best.as_ref().is_none_or(|(_, r)| rank < *r) {
+                best = Some((target, rank));
+            }
+        }
+        if let Some((target, _)) = best {
+            return Choice::Use(Arc::clone(target));
+        }
+        if let Some(until) = earliest_up {
+            return Choice::Wait(until);
+        }
+        if let Some(failure) = tls_failure {
+            return Choice::Later(failure);
+        }
+        let problem = if too_big {
+            Problem::TooBig { size }
+        } else {
+            Problem::NoTlsTarget
+        };
+        Choice::Unroutable(Failure::new(Stage::Route, None, problem))
+    }
+
+    /// True when some target may be tried now (intake back-pressure).
+    pub fn any_usable(&self) -> bool {
+        let now = Instant::now();
+        self.targets()
+            .iter()
+            .any(|t| t.lock().down_until.is_none_or(|u| u <= now))
+    }
+
+    /// The earliest time a down target may be tried again.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.targets()
+            .iter()
+            .filter_map(|t| t.lock().down_until)
+            .min()
+    }
+
+    /// Waits until the target list or a target's health changes.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// A session was opened: the target is up and offers `caps`.
+    pub fn opened(&self, target: &Target, caps: Capabilities) {
+        let was_down = {
+            let mut st = target.lock();
+            let was_down = st.down_until.is_some();
+            st.down_until = None;
+            st.caps = Some(caps);
+            st.connections += 1;
+            was_down
+        };
+        if was_down {
+            tracing::info!(target_addr = %target.addr, "CSM3002I Target server {} ({}) is available again", target.addr, target.origin);
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// New capabilities after EHLO over TLS.
+    pub fn capabilities(&self, target: &Target, caps: Capabilities) {
+        let mut st = target.lock();
+        st.caps = Some(caps);
+        st.tls_broken_until = None;
+    }
+
+    /// A session was closed.
+    pub fn closed(&self, target: &Target) {
+        let mut st = target.lock();
+        st.connections = st.connections.saturating_sub(1);
+    }
+
+    /// Connecting (or greeting, or EHLO) failed: the target is down for ConnectRetry.
+    pub fn connect_failed(&self, target: &Target, failure: Failure) {
+        let until = Instant::now() + self.connect_retry;
+        let first = {
+            let mut st = target.lock();
+            st.connect_failures += 1;
+            let first = st.down_until.is_none();
+            st.down_until = Some(until);
+            st.last_failure = Some(failure.clone());
+            first
+        };
+        if first {
+            tracing::warn!(
+                target_addr = %target.addr,
+                "CSM3001W Target server {} ({}) is not available: {failure}; retrying every {} seconds",
+                target.addr, target.origin, self.connect_retry.as_secs()
+            );
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// STARTTLS or the handshake failed: keep mail that needs TLS away for ConnectRetry.
+    pub fn tls_failed(&self, target: &Target, failure: Failure) {
+        tracing::warn!(target_addr = %target.addr, "CSM3003W TLS with target server {} failed: {failure}", target.addr);
+        let mut st = target.lock();
+        st.tls_broken_until = Some(Instant::now() + self.connect_retry);
+        st.last_failure = Some(failure);
+    }
+
+    /// A mail was handed to a target: `sent` when at least one recipient was accepted.
+    pub fn mail_result(&self, target: &Target, sent: bool, last_reply: Option<String>) {
+        let mut st = target.lock();
+        st.mail_attempts += 1;
+        if sent {
+            st.mail_sent += 1;
+        }
+        if last_reply.is_some() {
+            st.last_reply = last_reply;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(n: u8, preference: u16) -> Resolved {
+        Resolved {
+            addr: format!("127.0.0.{n}:25").parse().unwrap(),
+            origin: format!("TargetIp 127.0.0.{n}"),
+            tls_name: None,
+            secure: false,
+            message_size: 0,
+            preference,
+        }
+    }
+
+    fn caps(size: u64, starttls: bool) -> Capabilities {
+        Capabilities {
+            esmtp: true,
+            size_advertised: size > 0,
+            size_limit: size,
+            starttls,
+            ..Capabilities::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spreads_connections_and_prefers_current() {
+        let router = Router::new(
+            vec![resolved(1, 0), resolved(2, 0)],
+            Duration::from_secs(120),
+        );
+        let targets = router.targets();
+        let Choice::Use(first) = router.choose(false, 10, None) else {
+            panic!()
+        };
+        assert_eq!(first.index, 0);
+        router.opened(&first, caps(0, false));
+        let Choice::Use(second) = router.choose(false, 10, None) else {
+            panic!()
+        };
+        assert_eq!(second.index, 1, "least-loaded target");
+        let Choice::Use(again) = router.choose(false, 10, Some(&targets[0])) else {
+            panic!()
+        };
+        assert_eq!(again.index, 0, "the open session's target is kept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn down_targets_are_skipped_then_waited_for() {
+        let router = Router::new(
+            vec![resolved(1, 0), resolved(2, 0)],
+            Duration::from_secs(120),
+        );
+        let targets = router.targets();
+        let f = Failure::new(Stage::Connect, None, Problem::Connection("refused".into()));
+        router.connect_failed(&targets[0], f.clone());
+        let Choice::Use(t) = router.choose(false, 10, None) else {
+            panic!()
+        };
+        assert_eq!(t.index, 1);
+        router.connect_failed(&targets[1], f);
+        assert!(!router.any_usable());
+        let Choice::Wait(until) = router.choose(false, 10, None) else {
+            panic!()
+        };
+        assert_eq!(until, Instant::now() + Duration::from_secs(120));
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert!(router.any_usable());
+        assert!(matches!(router.choose(false, 10, None), Choice::Use(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn size_and_tls_routing() {
+        let router = Router::new(
+            vec![resolved(1, 0), resolved(2, 0)],
+            Duration::from_secs(120),
+        );
+        let targets = router.targets();
+        router.opened(&targets[0], caps(1000, false));
+        router.opened(&targets[1], caps(0, true));
+        let Choice::Use(t) = router.choose(false, 5000, None) else {
+            panic!()
+        };
+        assert_eq!(t.index, 1, "too big for the first target");
+        let Choice::Use(t) = router.choose(true, 10, None) else {
+            panic!()
+        };
+        assert_eq!(t.index, 1, "only the second offers STARTTLS");
+        router.capabilities(&targets[1], caps(2000, true));
+        match router.choose(false, 5000, None) {
+            Choice::Unroutable(f) => assert_eq!(f.problem, Problem::TooBig { size: 5000 }),
+            other => panic!("{other:?}"),
+        }
+        router.capabilities(&targets[1], caps(0, false));
+        match router.choose(true, 10, None) {
+            Choice::Unroutable(f) => assert_eq!(f.problem, Problem::NoTlsTarget),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mx_preference_first() {
+        let router = Router::new(
+            vec![resolved(1, 20), resolved(2, 10)],
+            Duration::from_secs(120),
+        );
+        let targets = router.targets();
+        for _ in 0..3 {
+            router.opened(&targets[1], caps(0, false));
+        }
+        let Choice::Use(t) = router.choose(false, 1, None) else {
+            panic!()
+        };
+        assert_eq!(t.index, 1, "lower preference wins even when busier");
+    }
+}

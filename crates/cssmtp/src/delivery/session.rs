@@ -1,0 +1,480 @@
+//! One SMTP client session with a target server.
+//!
+//! The dialogue (RFC 5321, 1870, 2920, 3207): greeting, EHLO (HELO when EHLO is
+//! refused), STARTTLS when the mail or the target requires it (refusing any byte the
+//! server sent after its 220, then EHLO again over TLS), then transactions: MAIL FROM
+//! with SIZE, every RCPT TO, DATA, the text and "." — pipelined in one write when the
+//! server offers PIPELINING. Each recipient gets its own result; DATA goes ahead when at
+//! least one recipient was accepted. Every wait has the timeout of its stage, and every
+//! failure records its stage.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cssmtp_wire::{Capabilities, Command, Reply, ReplyParser};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::time::{Duration, Instant, timeout, timeout_at};
+use tokio_rustls::{TlsConnector, TlsStream};
+
+use super::MailJob;
+use super::body::Body;
+use super::outcome::{Failure, Problem, RcptResult, Stage};
+use crate::config::Timeouts;
+use crate::net::Conn;
+
+/// Text is sent to the socket in writes of about this size.
+const WRITE_BATCH: usize = 64 * 1024;
+/// QUIT never waits longer than this for its reply.
+const QUIT_WAIT: Duration = Duration::from_secs(10);
+
+/// What a session needs to know about its surroundings.
+pub struct SessionParams<'a> {
+    /// The name cssmtp gives in EHLO/HELO.
+    pub helo_name: &'a str,
+    pub timeouts: &'a Timeouts,
+}
+
+/// An open session.
+pub struct Session {
+    conn: Option<Conn>,
+    rbuf: Vec<u8>,
+    parser: ReplyParser,
+    peer: SocketAddr,
+    /// What the server offered in its last EHLO reply.
+    pub caps: Capabilities,
+    /// Mails sent on this session.
+    pub mails: u32,
+}
+
+impl Session {
+    /// Connects, reads the greeting and says EHLO (or HELO).
+    ///
+    /// # Errors
+    /// The [`Failure`] of the stage that failed.
+    pub async fn open(peer: SocketAddr, params: &SessionParams<'_>) -> Result<Self, Failure> {
+        let wait = params.timeouts.initial_msg;
+        let stream = match timeout(wait, TcpStream::connect(peer)).await {
+            Err(_) => {
+                return Err(Failure::new(
+                    Stage::Connect,
+                    Some(peer.to_string()),
+                    Problem::Timeout(wait),
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(Failure::new(
+                    Stage::Connect,
+                    Some(peer.to_string()),
+                    Problem::Connection(e.to_string()),
+                ));
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        // Nagle plus delayed ACK would hold each small write for ~40 ms.
+        let _ = stream.set_nodelay(true);
+        let mut session = Self {
+            conn: Some(Conn::Plain(stream)),
+            rbuf: Vec::with_capacity(4096),
+            parser: ReplyParser::new(),
+            peer,
+            caps: Capabilities::plain_smtp(),
+            mails: 0,
+        };
+        let greeting = session.read_reply(Stage::Greeting, wait).await?;
+        if greeting.code != 220 {
+            session.close().await;
+            return Err(session.failure(Stage::Greeting, Problem::Reply(greeting)));
+        }
+        session.hello(params).await?;
+        Ok(session)
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.conn.as_ref().is_some_and(Conn::is_tls)
+    }
+
+    /// False once the connection failed: the session must be dropped.
+    pub fn is_usable(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    fn failure(&self, stage: Stage, problem: Problem) -> Failure {
+        Failure::new(stage, Some(self.peer.to_string()), problem)
+    }
+
+    async fn hello(&mut self, params: &SessionParams<'_>) -> Result<(), Failure> {
+        let wait = params.timeouts.any_cmd;
+        self.command(Command::Ehlo(params.helo_name), Stage::Ehlo, wait)
+            .await?;
+        let reply = self.read_reply(Stage::Ehlo, wait).await?;
+        if reply.code == 250 {
+            self.caps = Capabilities::parse(self.parser.last_raw());
+            return Ok(());
+        }
+        if !matches!(reply.code, 500..=504 | 550) {
+            return Err(self.failure(Stage::Ehlo, Problem::Reply(reply)));
+        }
+        // A plain SMTP server: fall back to HELO.
+        self.command(Command::Helo(params.helo_name), Stage::Helo, wait)
+            .await?;
+        let reply = self.read_reply(Stage::Helo, wait).await?;
+        if reply.code != 250 {
+            return Err(self.failure(Stage::Helo, Problem::Reply(reply)));
+        }
+        self.caps = Capabilities::plain_smtp();
+        Ok(())
+    }
+
+    /// Upgrades the session to TLS (RFC 3207) and says EHLO again.
+    ///
+    /// # Errors
+    /// A [`Failure`] at [`Stage::StartTls`] or [`Stage::TlsHandshake`]; the session is
+    /// then unusable unless the server merely refused STARTTLS.
+    pub async fn starttls(
+        &mut self,
+        connector: &TlsConnector,
+        name: ServerName<'static>,
+        params: &SessionParams<'_>,
+    ) -> Result<(), Failure> {
+        let wait = params.timeouts.any_cmd;
+        self.command(Command::StartTls, Stage::StartTls, wait)
+            .await?;
+        let reply = self.read_reply(Stage::StartTls, wait).await?;
+        if reply.code != 220 {
+            return Err(self.failure(Stage::StartTls, Problem::Reply(reply)));
+        }
+        if !self.rbuf.is_empty() {
+            // Bytes sent before the handshake could be answers to commands we never
+            // sent (STARTTLS response injection): the session cannot be trusted.
+            self.conn = None;
+            return Err(self.failure(
+                Stage::StartTls,
+                Problem::Protocol(
+                    "server sent data after its STARTTLS reply (possible injection)".into(),
+                ),
+            ));
+        }
+        let Some(Conn::Plain(tcp)) = self.conn.take() else {
+            return Err(self.failure(
+                Stage::StartTls,
+                Problem::Protocol("session is already TLS".into()),
+            ));
+        };
+        let tls = match timeout(wait, connector.connect(name, tcp)).await {
+            Err(_) => return Err(self.failure(Stage::TlsHandshake, Problem::Timeout(wait))),
+            Ok(Err(e)) => {
+                return Err(self.failure(Stage::TlsHandshake, Problem::Tls(e.to_string())));
+            }
+            Ok(Ok(tls)) => tls,
+        };
+        self.conn = Some(Conn::Tls(Box::new(TlsStream::Client(tls))));
+        self.parser.reset();
+        self.rbuf.clear();
+        self.caps = Capabilities::plain_smtp();
+        self.hello(params).await
+    }
+
+    /// Sends one mail to the recipients of `job`; returns one result per recipient, in
+    /// the order of `job.recipients`.
+    pub async fn send_mail(
+        &mut self,
+        job: &MailJob,
+        params: &SessionParams<'_>,
+    ) -> Vec<RcptResult> {
+        let mut results: Vec<Option<RcptResult>> = vec![None; job.recipients.len()];
+        if let Err(failure) = self.transaction(job, params, &mut results).await {
+            for slot in results.iter_mut().filter(|r| r.is_none()) {
+                *slot = Some(RcptResult::failed(failure.clone()));
+            }
+        }
+        self.mails += 1;
+        let fallback = self.failure(Stage::Route, Problem::Protocol("no result recorded".into()));
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| RcptResult::Retry(fallback.clone())))
+            .collect()
+    }
+
+    async fn transaction(
+        &mut self,
+        job: &MailJob,
+        params: &SessionParams<'_>,
+        results: &mut [Option<RcptResult>],
+    ) -> Result<(), Failure> {
+        let t = params.timeouts;
+        let size = self.caps.size_advertised.then_some(job.size);
+        let mut mail = Vec::new();
+        if let Err(e) = (Command::MailFrom {
+            path: &job.reverse_path,
+            size,
+        })
+        .write_to(&mut mail)
+        {
+            return Err(self.failure(Stage::MailFrom, Problem::UnsafeArgument(e.to_string())));
+        }
+        // RCPT commands; a recipient that cannot be sent safely fails alone.
+        let mut rcpts: Vec<(usize, Vec<u8>)> = Vec::with_capacity(job.recipients.len());
+        for (i, address) in job.recipients.iter().enumerate() {
+            let mut line = Vec::new();
+            match Command::RcptTo(address).write_to(&mut line) {
+                Ok(()) => rcpts.push((i, line)),
+                Err(e) => {
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = Some(RcptResult::failed(
+                            self.failure(Stage::RcptTo, Problem::UnsafeArgument(e.to_string())),
+                        ));
+                    }
+                }
+            }
+        }
+        if rcpts.is_empty() {
+            return Ok(());
+        }
+        let pipelining = self.caps.pipelining;
+        let mut accepted: Vec<usize> = Vec::new();
+        let data_reply;
+        if pipelining {
+            // MAIL, every RCPT and DATA in one write; replies come back in order.
+            let mut group = mail;
+            for (_, line) in &rcpts {
+                group.extend_from_slice(line);
+            }
+            group.extend_from_slice(b"DATA\r\n");
+            self.write(&group, Stage::MailFrom, t.mail_cmd).await?;
+            let mail_reply = self.read_reply(Stage::MailFrom, t.mail_cmd).await?;
+            let mut rcpt_replies = Vec::with_capacity(rcpts.len());
+            for _ in &rcpts {
+                rcpt_replies.push(self.read_reply(Stage::RcptTo, t.rcpt_cmd).await?);
+            }
+            let reply = self.read_reply(Stage::Data, t.data_cmd).await?;
+            if !mail_reply.is_positive() {
+                self.fail_all(results, &rcpts, Stage::MailFrom, &mail_reply);
+                return self.abandon(reply.code == 354, params).await;
+            }
+            for ((i, _), reply) in rcpts.iter().zip(rcpt_replies) {
+                self.record_rcpt(results, *i, reply, &mut accepted);
+            }
+            if accepted.is_empty() {
+                return self.abandon(reply.code == 354, params).await;
+            }
+            data_reply = reply;
+        } else {
+            self.write(&mail, Stage::MailFrom, t.mail_cmd).await?;
+            let mail_reply = self.read_reply(Stage::MailFrom, t.mail_cmd).await?;
+            if !mail_reply.is_positive() {
+                self.fail_all(results, &rcpts, Stage::MailFrom, &mail_reply);
+                return self.abandon(false, params).await;
+            }
+            for (i, line) in &rcpts {
+                self.write(line, Stage::RcptTo, t.rcpt_cmd).await?;
+                let reply = self.read_reply(Stage::RcptTo, t.rcpt_cmd).await?;
+                self.record_rcpt(results, *i, reply, &mut accepted);
+            }
+            if accepted.is_empty() {
+                return self.abandon(false, params).await;
+            }
+            self.write(b"DATA\r\n", Stage::Data, t.data_cmd).await?;
+            data_reply = self.read_reply(Stage::Data, t.data_cmd).await?;
+        }
+        if data_reply.code != 354 {
+            let stage_failure = self.failure(Stage::Data, Problem::Reply(data_reply));
+            for i in &accepted {
+                if let Some(slot) = results.get_mut(*i) {
+                    *slot = Some(RcptResult::failed(stage_failure.clone()));
+                }
+            }
+            return self.abandon(false, params).await;
+        }
+        self.send_text(job, t).await?;
+        let final_reply = self.read_reply(Stage::DataTerm, t.data_term).await?;
+        let target = self.peer.to_string();
+        for i in &accepted {
+            let result = if final_reply.is_positive() {
+                RcptResult::Delivered {
+                    target: target.clone(),
+                    reply: final_reply.clone(),
+                }
+            } else {
+                RcptResult::failed(
+                    self.failure(Stage::DataTerm, Problem::Reply(final_reply.clone())),
+                )
+            };
+            if let Some(slot) = results.get_mut(*i) {
+                *slot = Some(result);
+            }
+        }
+        Ok(())
+    }
+
+    fn record_rcpt(
+        &self,
+        results: &mut [Option<RcptResult>],
+        i: usize,
+        reply: Reply,
+        accepted: &mut Vec<usize>,
+    ) {
+        if reply.is_positive() {
+            accepted.push(i);
+        } else if let Some(slot) = results.get_mut(i) {
+            *slot = Some(RcptResult::failed(
+                self.failure(Stage::RcptTo, Problem::Reply(reply)),
+            ));
+        }
+    }
+
+    fn fail_all(
+        &self,
+        results: &mut [Option<RcptResult>],
+        rcpts: &[(usize, Vec<u8>)],
+        stage: Stage,
+        reply: &Reply,
+    ) {
+        for (i, _) in rcpts {
+            if let Some(slot) = results.get_mut(*i) {
+                *slot = Some(RcptResult::failed(
+                    self.failure(stage, Problem::Reply(reply.clone())),
+                ));
+            }
+        }
+    }
+
+    /// Ends a transaction that will not carry text: a lone "." when a pipelined DATA was
+    /// accepted anyway (RFC 2920 §3.1), then RSET.
+    async fn abandon(
+        &mut self,
+        data_open: bool,
+        params: &SessionParams<'_>,
+    ) -> Result<(), Failure> {
+        let t = params.timeouts;
+        if data_open {
+            self.write(b".\r\n", Stage::DataBlock, t.data_block).await?;
+            self.read_reply(Stage::DataTerm, t.data_term).await?;
+        }
+        self.write(b"RSET\r\n", Stage::Rset, t.any_cmd).await?;
+        let reply = self.read_reply(Stage::Rset, t.any_cmd).await?;
+        if !reply.is_positive() {
+            self.close().await;
+        }
+        Ok(())
+    }
+
+    /// Streams the added headers and the text, ending with "." in the same write.
+    async fn send_text(&mut self, job: &MailJob, t: &Timeouts) -> Result<(), Failure> {
+        let mut out = Vec::with_capacity(WRITE_BATCH + 4096);
+        out.extend_from_slice(&job.headers);
+        let mut body = Body::new(Arc::clone(&job.spool), &job.data);
+        loop {
+            match body.next_chunk().await {
+                Ok(Some(chunk)) => {
+                    if out.is_empty() && chunk.len() >= WRITE_BATCH {
+                        self.write(&chunk, Stage::DataBlock, t.data_block).await?;
+                        continue;
+                    }
+                    out.extend_from_slice(&chunk);
+                    if out.len() >= WRITE_BATCH {
+                        self.write(&out, Stage::DataBlock, t.data_block).await?;
+                        out.clear();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // The text cannot be completed: drop the connection without the
+                    // final "." so that the server discards the partial mail.
+                    self.close().await;
+                    return Err(self.failure(
+                        Stage::DataBlock,
+                        Problem::Connection(format!("reading the spool file failed: {e}")),
+                    ));
+                }
+            }
+        }
+        out.extend_from_slice(b".\r\n");
+        self.write(&out, Stage::DataBlock, t.data_block).await
+    }
+
+    async fn command(
+        &mut self,
+        command: Command<'_>,
+        stage: Stage,
+        wait: Duration,
+    ) -> Result<(), Failure> {
+        let mut line = Vec::with_capacity(64);
+        if let Err(e) = command.write_to(&mut line) {
+            return Err(self.failure(stage, Problem::UnsafeArgument(e.to_string())));
+        }
+        self.write(&line, stage, wait).await
+    }
+
+    async fn write(&mut self, bytes: &[u8], stage: Stage, wait: Duration) -> Result<(), Failure> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(self.failure(
+                stage,
+                Problem::Connection("connection already closed".into()),
+            ));
+        };
+        match timeout(wait, conn.send(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(self.failure(stage, Problem::Connection(e.to_string())))
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(self.failure(stage, Problem::Timeout(wait)))
+            }
+        }
+    }
+
+    async fn read_reply(&mut self, stage: Stage, wait: Duration) -> Result<Reply, Failure> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if !self.rbuf.is_empty() {
+                match self.parser.parse(&self.rbuf) {
+                    Ok(Some((reply, used))) => {
+                        self.rbuf.drain(..used);
+                        return Ok(reply);
+                    }
+                    Ok(None) => self.rbuf.clear(),
+                    Err(e) => {
+                        self.conn = None;
+                        return Err(self.failure(stage, Problem::Protocol(e.to_string())));
+                    }
+                }
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Err(self.failure(
+                    stage,
+                    Problem::Connection("connection already closed".into()),
+                ));
+            };
+            let problem = match timeout_at(deadline, conn.read_some(&mut self.rbuf)).await {
+                Ok(Ok(0)) => Problem::Connection("closed by the server".into()),
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => Problem::Connection(e.to_string()),
+                Err(_) => Problem::Timeout(wait),
+            };
+            self.conn = None;
+            return Err(self.failure(stage, problem));
+        }
+    }
+
+    async fn close(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.shutdown().await;
+        }
+    }
+
+    /// Says QUIT (waiting briefly for the reply) and closes the connection.
+    pub async fn quit(mut self, params: &SessionParams<'_>) {
+        let wait = params.timeouts.any_cmd.min(QUIT_WAIT);
+        if self.conn.is_some() && self.write(b"QUIT\r\n", Stage::Quit, wait).await.is_ok() {
+            let _ = self.read_reply(Stage::Quit, wait).await;
+        }
+        self.close().await;
+    }
+}

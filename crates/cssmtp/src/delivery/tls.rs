@@ -1,0 +1,82 @@
+//! TLS for STARTTLS: rustls with certificate verification always on.
+//!
+//! Trust comes from the system's CA store plus any `TlsCaFile` (a private CA for internal
+//! relays). There is no switch to turn verification off.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::{ClientConfig, RootCertStore};
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read TlsCaFile {}: {message}", path.display())]
+    CaFile { path: PathBuf, message: String },
+    #[error("TlsCaFile {} holds no PEM certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The crypto provider cssmtp uses everywhere (one provider, so rustls never has to
+/// guess).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Reads every certificate of a PEM file.
+///
+/// # Errors
+/// [`TlsSetupError`] when the file cannot be read or holds no certificate.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsSetupError::CaFile {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Builds the client configuration: system roots plus `ca_files`.
+///
+/// Returns the configuration and the number of system certificates that could not be
+/// loaded (for a warning).
+///
+/// # Errors
+/// [`TlsSetupError`] for an unreadable or empty `TlsCaFile`.
+pub fn client_config(ca_files: &[PathBuf]) -> Result<(Arc<ClientConfig>, usize), TlsSetupError> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let mut skipped = native.errors.len();
+    for cert in native.certs {
+        if roots.add(cert).is_err() {
+            skipped += 1;
+        }
+    }
+    for path in ca_files {
+        for cert in read_certificates(path)? {
+            roots.add(cert)?;
+        }
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((Arc::new(config), skipped))
+}
+
+/// The name a target's certificate must carry: its IP address for TargetIp, else its
+/// host name.
+pub fn server_name(name: Option<&str>, ip: IpAddr) -> ServerName<'static> {
+    name.and_then(|n| ServerName::try_from(n.to_owned()).ok())
+        .unwrap_or_else(|| ServerName::IpAddress(ip.into()))
+}

@@ -1,0 +1,218 @@
+//! A delivery worker: takes mails from the queue and sends them, keeping its session
+//! open for the next mail to the same target.
+//!
+//! Stopping is checked between mails only: a transaction in progress always runs to its
+//! end, so cssmtp never stops between the final "." and its reply.
+
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use tokio::time::{Duration, sleep, sleep_until};
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+use super::outcome::{Failure, Problem, RcptResult, Stage};
+use super::router::{Choice, Router, Target};
+use super::session::{Session, SessionParams};
+use super::{MailJob, MailOutcome};
+use crate::config::Timeouts;
+use crate::stats::Stats;
+
+/// An idle session is closed (QUIT) after this long without mail.
+const IDLE: Duration = Duration::from_secs(10);
+/// A mail is passed between targets at most this many times in one attempt.
+const MAX_HOPS: usize = 12;
+
+/// What every worker shares.
+pub struct DeliveryContext {
+    pub router: Arc<Router>,
+    pub timeouts: Timeouts,
+    pub helo_name: String,
+    pub tls: TlsConnector,
+    pub stats: Arc<Stats>,
+}
+
+impl DeliveryContext {
+    pub fn new(
+        router: Arc<Router>,
+        timeouts: Timeouts,
+        helo_name: String,
+        tls: Arc<ClientConfig>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Self {
+            router,
+            timeouts,
+            helo_name,
+            tls: TlsConnector::from(tls),
+            stats,
+        }
+    }
+
+    fn params(&self) -> SessionParams<'_> {
+        SessionParams {
+            helo_name: &self.helo_name,
+            timeouts: &self.timeouts,
+        }
+    }
+}
+
+struct Open {
+    target: Arc<Target>,
+    session: Session,
+}
+
+/// Runs one worker until the queue closes or `stop` is cancelled.
+pub async fn run(
+    ctx: Arc<DeliveryContext>,
+    queue: async_channel::Receiver<MailJob>,
+    stop: CancellationToken,
+) {
+    let mut open: Option<Open> = None;
+    loop {
+        let job = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            job = queue.recv() => match job {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            () = sleep(IDLE), if open.is_some() => {
+                close(&ctx, open.take()).await;
+                continue;
+            }
+        };
+        deliver(&ctx, job, &mut open, &stop).await;
+    }
+    close(&ctx, open.take()).await;
+}
+
+async fn close(ctx: &DeliveryContext, open: Option<Open>) {
+    if let Some(Open { target, session }) = open {
+        ctx.router.closed(&target);
+        session.quit(&ctx.params()).await;
+    }
+}
+
+fn drop_session(ctx: &DeliveryContext, open: &mut Option<Open>) {
+    if let Some(o) = open.take() {
+        ctx.router.closed(&o.target);
+    }
+}
+
+fn finish(job: &MailJob, results: Vec<RcptResult>) {
+    let results = job.rcpt_index.iter().copied().zip(results).collect();
+    // The spool task may be gone (stopping); its file stays claimed for the next start.
+    let _ = job.reply.send(MailOutcome {
+        key: job.key,
+        results,
+    });
+}
+
+fn finish_all(job: &MailJob, result: &RcptResult) {
+    finish(job, vec![result.clone(); job.recipients.len()]);
+}
+
+async fn deliver(
+    ctx: &DeliveryContext,
+    job: MailJob,
+    open: &mut Option<Open>,
+    stop: &CancellationToken,
+) {
+    let params = ctx.params();
+    for _ in 0..MAX_HOPS {
+        let current = open.as_ref().map(|o| &o.target);
+        let target = match ctx.router.choose(job.needs_tls, job.size, current) {
+            Choice::Use(target) => target,
+            Choice::Unroutable(failure) => {
+                return finish_all(&job, &RcptResult::Undeliverable(failure));
+            }
+            Choice::Later(failure) => return finish_all(&job, &RcptResult::Retry(failure)),
+            Choice::Wait(until) => {
+                // Every target that could take this mail is down: wait (back-pressure).
+                close(ctx, open.take()).await;
+                tokio::select! {
+                    () = sleep_until(until) => {}
+                    () = ctx.router.changed() => {}
+                    () = stop.cancelled() => {
+                        let failure = Failure::new(Stage::Route, None, Problem::Stopping);
+                        return finish_all(&job, &RcptResult::Retry(failure));
+                    }
+                }
+                continue;
+            }
+        };
+        if open
+            .as_ref()
+            .is_none_or(|o| !Arc::ptr_eq(&o.target, &target))
+        {
+            close(ctx, open.take()).await;
+            match Session::open(target.addr, &params).await {
+                Ok(session) => {
+                    ctx.router.opened(&target, session.caps);
+                    *open = Some(Open {
+                        target: Arc::clone(&target),
+                        session,
+                    });
+                }
+                Err(failure) => {
+                    ctx.router.connect_failed(&target, failure);
+                    continue;
+                }
+            }
+        }
+        let Some(o) = open.as_mut() else { continue };
+        if (job.needs_tls || target.secure) && !o.session.is_tls() {
+            if !o.session.caps.starttls {
+                // The router now knows it lacks STARTTLS and will not choose it.
+                continue;
+            }
+            match o
+                .session
+                .starttls(&ctx.tls, target.tls_name.clone(), &params)
+                .await
+            {
+                Ok(()) => ctx.router.capabilities(&target, o.session.caps),
+                Err(failure) => {
+                    ctx.router.tls_failed(&target, failure);
+                    drop_session(ctx, open);
+                    continue;
+                }
+            }
+        }
+        let Some(o) = open.as_mut() else { continue };
+        // The router checked SIZE with what it knew; check with this session's EHLO.
+        let caps = o.session.caps;
+        let limit = if caps.size_advertised && caps.size_limit > 0 {
+            caps.size_limit
+        } else {
+            target.message_size
+        };
+        if limit > 0 && job.size > limit {
+            ctx.router.capabilities(&target, caps);
+            continue;
+        }
+        let results = o.session.send_mail(&job, &params).await;
+        let sent = results
+            .iter()
+            .any(|r| matches!(r, RcptResult::Delivered { .. }));
+        let last = results.iter().find_map(|r| match r {
+            RcptResult::Delivered { reply, .. } => Some(reply.to_string()),
+            RcptResult::Retry(f) | RcptResult::Undeliverable(f) => {
+                f.reply().map(ToString::to_string)
+            }
+        });
+        ctx.router.mail_result(&target, sent, last);
+        ctx.stats.mail_attempted(sent);
+        if !o.session.is_usable() {
+            drop_session(ctx, open);
+        }
+        return finish(&job, results);
+    }
+    let failure = Failure::new(
+        Stage::Route,
+        None,
+        Problem::Protocol("target servers kept changing; mail will be retried".into()),
+    );
+    finish_all(&job, &RcptResult::Retry(failure));
+}

@@ -1,0 +1,29 @@
+//! cssmtp: a spool-driven mail forwarder, the Linux reimplementation of z/OS
+//! Communications Server CSSMTP.
+//!
+//! ```text
+//! producers ──atomic rename──▶ <SpoolDirectory>/<ExtWrtName>/        spool::intake
+//!                                 │ claim (rename into active/)
+//!                                 ▼
+//!   spool task per file ("JES task")  ── cssmtp_batch parser ──▶ mails     spool::task
+//!         │ per-recipient state, retry timers, disposition of the file
+//!         ▼  bounded queue (back-pressure)
+//!   delivery workers ── router (targets, health, capabilities) ──▶ SMTP   delivery
+//!         │ cssmtp_wire over tokio TCP + rustls, per-stage timeouts
+//!         ▼
+//!   target servers; outcomes per recipient flow back to the spool task
+//! ```
+//!
+//! `app::run` wires it together; `main.rs` only parses the command line.
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod headers;
+pub mod net;
+pub mod sink;
+pub mod spool;
+pub mod stats;

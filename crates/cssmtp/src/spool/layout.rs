@@ -1,0 +1,234 @@
+//! The writer's spool directory on disk, and the one-instance-per-writer lock.
+//!
+//! ```text
+//! <SpoolDirectory>/<ExtWrtName>/          producers drop files here (rename into place)
+//! <SpoolDirectory>/<ExtWrtName>/active/   files claimed by the running instance
+//! <SpoolDirectory>/<ExtWrtName>/hold/     bad spool files kept for the operator
+//! ```
+//!
+//! A file is claimed by renaming it into `active/` without replacing anything
+//! (`renameat2(RENAME_NOREPLACE)`): the rename is atomic, so of two claimers exactly one
+//! wins, whatever else is running. Names starting with `.` and ending in `.tmp` are
+//! files still being written and are never read.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+
+/// The directories of one writer's spool.
+#[derive(Debug, Clone)]
+pub struct SpoolLayout {
+    pub incoming: PathBuf,
+    pub active: PathBuf,
+    pub hold: PathBuf,
+}
+
+/// A file waiting in the spool.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Candidate {
+    pub modified: SystemTime,
+    pub name: String,
+}
+
+/// Another instance holds the writer's lock.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "CSM1002E another cssmtp instance{pid} is already running for writer name {writer} \
+         (lock {}); only one instance may serve a writer name",
+        path.display()
+    )]
+    Held {
+        writer: String,
+        pid: String,
+        path: PathBuf,
+    },
+    #[error("cannot create or lock {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// Holds the writer's lock for as long as it lives.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _file: File,
+}
+
+/// True for a name a producer has finished writing.
+pub fn is_ready_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.ends_with(".tmp")
+}
+
+impl SpoolLayout {
+    pub fn new(writer_dir: PathBuf) -> Self {
+        Self {
+            active: writer_dir.join("active"),
+            hold: writer_dir.join("hold"),
+            incoming: writer_dir,
+        }
+    }
+
+    /// Creates the directories. The writer directory is group-writable with the setgid
+    /// bit, so producers in the spool's group can drop files and the daemon can read
+    /// them; `active/` and `hold/` are for the daemon and its group to read.
+    ///
+    /// # Errors
+    /// An I/O error creating a directory.
+    pub fn create(&self) -> io::Result<()> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o2770)
+            .create(&self.incoming)?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(&self.active)?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(&self.hold)?;
+        Ok(())
+    }
+
+    /// Takes the writer's lock (`active/.lock`), or says who holds it.
+    ///
+    /// # Errors
+    /// [`LockError::Held`] when another instance runs for this writer.
+    pub fn lock(&self, writer: &str) -> Result<InstanceLock, LockError> {
+        let path = self.active.join(".lock");
+        let io_err = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o640)
+            .open(&path)
+            .map_err(io_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(LockError::Held {
+                    writer: writer.to_owned(),
+                    pid: if pid.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {pid})")
+                    },
+                    path,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(e)),
+        }
+        file.set_len(0).map_err(io_err)?;
+        file.rewind().map_err(io_err)?;
+        writeln!(file, "{}", std::process::id()).map_err(io_err)?;
+        Ok(InstanceLock { _file: file })
+    }
+
+    /// The oldest files waiting in the spool (at most `limit`), oldest first.
+    ///
+    /// # Errors
+    /// An I/O error listing the directory.
+    pub fn waiting(&self, limit: usize) -> io::Result<Vec<Candidate>> {
+        let mut heap = std::collections::BinaryHeap::new();
+        for entry in fs::read_dir(&self.incoming)? {
+            let Ok(entry) = entry else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if !is_ready_name(&name) {
+                continue;
+            }
+            // Regular files only (not directories, not symbolic links).
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.file_type().is_file() {
+                continue;
+            }
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            heap.push(Candidate { modified, name });
+            if heap.len() > limit {
+                heap.pop();
+            }
+        }
+        Ok(heap.into_sorted_vec())
+    }
+
+    /// Files left in `active/` by an earlier run, oldest first.
+    ///
+    /// # Errors
+    /// An I/O error listing the directory.
+    pub fn left_active(&self) -> io::Result<Vec<PathBuf>> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&self.active)? {
+            let Ok(entry) = entry else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata() else { continue };
+            if is_ready_name(&name) && meta.file_type().is_file() {
+                found.push((meta.mtime(), name, entry.path()));
+            }
+        }
+        found.sort();
+        Ok(found.into_iter().map(|(_, _, path)| path).collect())
+    }
+
+    /// Claims a waiting file by moving it into `active/`. Returns its new path, or
+    /// `None` when it is gone (claimed by someone else, or withdrawn).
+    ///
+    /// # Errors
+    /// An I/O error other than the file being gone.
+    pub fn claim(&self, name: &str) -> io::Result<Option<PathBuf>> {
+        move_no_replace(&self.incoming.join(name), &self.active, name)
+    }
+
+    /// Moves a claimed file to `hold/`; returns where it went.
+    ///
+    /// # Errors
+    /// An I/O error.
+    pub fn hold(&self, path: &Path) -> io::Result<PathBuf> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("spool");
+        move_no_replace(path, &self.hold, name)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "spool file vanished"))
+    }
+}
+
+/// Renames `from` into `dir` as `name`, or `name.1`, `name.2`… never replacing a file.
+fn move_no_replace(from: &Path, dir: &Path, name: &str) -> io::Result<Option<PathBuf>> {
+    for n in 0u32..1000 {
+        let to = if n == 0 {
+            dir.join(name)
+        } else {
+            dir.join(format!("{name}.{n}"))
+        };
+        match renameat2(AT_FDCWD, from, AT_FDCWD, &to, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(Some(to)),
+            Err(Errno::EEXIST) => continue,
+            Err(Errno::ENOENT) if !from.exists() => return Ok(None),
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("too many files named {name}"),
+    ))
+}
+
+/// Makes a finished write durable: fsync of the directory that holds it.
+///
+/// # Errors
+/// An I/O error.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

@@ -1,0 +1,17 @@
+//! The spool: where batch jobs leave mail for cssmtp, and how cssmtp takes it.
+//!
+//! * [`layout`]: the directories, claiming by atomic rename, the instance lock;
+//! * [`name`]: job name and job ID carried in file names;
+//! * [`submit`]: `cssmtp submit`, writing spool files atomically;
+//! * [`intake`]: noticing new files (inotify, with a periodic rescan) and starting a
+//!   [`task`] for each, as many at once as `SpoolTasks` allows;
+//! * [`reader`]: streaming a file through the batch parser with bounded memory.
+
+pub mod intake;
+pub mod layout;
+pub mod name;
+pub mod reader;
+pub mod submit;
+pub mod task;
+
+pub use layout::SpoolLayout;

@@ -1,0 +1,182 @@
+//! Reading a spool file line by line with bounded memory, feeding the batch parser.
+
+use std::io::{self, BufRead};
+
+use cssmtp_batch::{Line, Mail, Parser, Step, Summary};
+
+/// Bytes of one line kept for the parser; longer lines are measured, not stored (they
+/// are errors, or cut to 998 characters with DataLineTrunc).
+const MAX_KEPT: usize = 64 * 1024;
+
+/// Reads lines (LF-terminated, the last one possibly not) with their offsets.
+pub struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    offset: u64,
+    number: u32,
+}
+
+impl<R: BufRead> LineReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            buf: Vec::with_capacity(1024),
+            offset: 0,
+            number: 0,
+        }
+    }
+
+    /// The next line, or `None` at end of file.
+    ///
+    /// # Errors
+    /// An I/O error from the file.
+    pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        self.buf.clear();
+        let start = self.offset;
+        let mut len = 0usize;
+        // For lines longer than MAX_KEPT: where the last non-blank byte ends, before and
+        // after the most recent byte (a final CR is dropped by the record rules).
+        let mut sig_end = 0usize;
+        let mut sig_end_before_last = 0usize;
+        let mut last_byte = 0u8;
+        let mut found_lf = false;
+        loop {
+            let available = self.inner.fill_buf()?;
+            if available.is_empty() {
+                break;
+            }
+            let (chunk, consumed, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(lf) => (available.get(..lf).unwrap_or_default(), lf + 1, true),
+                None => (available, available.len(), false),
+            };
+            let room = MAX_KEPT.saturating_sub(self.buf.len());
+            self.buf
+                .extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+            for &b in chunk {
+                len += 1;
+                sig_end_before_last = sig_end;
+                if b != b' ' {
+                    sig_end = len;
+                }
+                last_byte = b;
+            }
+            self.inner.consume(consumed);
+            if done {
+                found_lf = true;
+                break;
+            }
+        }
+        if len == 0 && !found_lf {
+            return Ok(None);
+        }
+        self.offset = start + len as u64 + u64::from(found_lf);
+        self.number = self.number.saturating_add(1);
+        let mut line = Line::new(self.number, start, &self.buf);
+        line.len = len;
+        if len > self.buf.len() {
+            line.trimmed_len = if last_byte == b'\r' {
+                sig_end_before_last
+            } else {
+                sig_end
+            };
+        }
+        Ok(Some(line))
+    }
+}
+
+/// What the parser thread sends to its spool task.
+#[derive(Debug)]
+pub enum Parsed {
+    Mail(Box<Mail>),
+    Done(Summary),
+    Failed(io::Error),
+}
+
+/// Parses a whole file, sending each mail as soon as it is complete. Stops early when
+/// the receiver is gone. Runs on a blocking thread.
+pub fn parse_into<R: BufRead>(
+    reader: R,
+    limits: cssmtp_batch::Limits,
+    tx: &tokio::sync::mpsc::Sender<Parsed>,
+) {
+    let mut lines = LineReader::new(reader);
+    let mut parser = Parser::new(limits);
+    loop {
+        match lines.next_line() {
+            Ok(Some(line)) => match parser.line(line) {
+                Step::Continue => {}
+                Step::Mail(mail) => {
+                    if tx.blocking_send(Parsed::Mail(mail)).is_err() {
+                        return;
+                    }
+                }
+                Step::Stop => break,
+            },
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.blocking_send(Parsed::Failed(e));
+                return;
+            }
+        }
+    }
+    let _ = tx.blocking_send(Parsed::Done(parser.finish()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_lines(bytes: &[u8]) -> Vec<(u32, u64, Vec<u8>, usize, usize)> {
+        let mut reader = LineReader::new(io::BufReader::with_capacity(7, bytes));
+        let mut out = Vec::new();
+        while let Some(line) = reader.next_line().unwrap() {
+            out.push((
+                line.number,
+                line.offset,
+                line.raw.to_vec(),
+                line.len,
+                line.trimmed_len,
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn reads_lines_across_buffer_boundaries() {
+        let lines = all_lines(b"HELO abc.example\r\nxy  \n\nlast");
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0], (1, 0, b"HELO abc.example\r".to_vec(), 17, 16));
+        assert_eq!(lines[1], (2, 18, b"xy  ".to_vec(), 4, 2));
+        assert_eq!(lines[2].1, 23);
+        assert_eq!(lines[3], (4, 24, b"last".to_vec(), 4, 4));
+    }
+
+    #[test]
+    fn long_lines_are_measured_not_stored() {
+        let mut text = vec![b'a'; MAX_KEPT + 10];
+        text.extend_from_slice(&[b' '; 100]);
+        text.extend_from_slice(b"\r\nnext\n");
+        let lines = all_lines(&text);
+        assert_eq!(lines[0].2.len(), MAX_KEPT);
+        assert_eq!(lines[0].3, MAX_KEPT + 111);
+        assert_eq!(lines[0].4, MAX_KEPT + 10);
+        assert_eq!(lines[1].1, (MAX_KEPT + 112) as u64);
+    }
+
+    #[test]
+    fn same_mails_as_the_in_memory_parser() {
+        let text = b"HELO h.example\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nx\r\n.\r\n";
+        let (expected, _) = cssmtp_batch::parse_bytes(text, cssmtp_batch::Limits::default());
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        parse_into(
+            io::BufReader::with_capacity(5, &text[..]),
+            cssmtp_batch::Limits::default(),
+            &tx,
+        );
+        let Some(Parsed::Mail(mail)) = rx.blocking_recv() else {
+            panic!()
+        };
+        assert_eq!(*mail, expected[0]);
+        assert!(matches!(rx.blocking_recv(), Some(Parsed::Done(_))));
+    }
+}

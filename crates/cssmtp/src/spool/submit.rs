@@ -1,0 +1,74 @@
+//! `cssmtp submit`: putting batch-SMTP files into the spool.
+//!
+//! Each file is written as `.<name>.tmp` in the writer's spool directory, flushed to
+//! disk, then renamed to its final name, so cssmtp never reads half a file. The name
+//! carries the job name and job ID (see [`super::name`]).
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::layout::sync_dir;
+use super::name::spool_file_name;
+
+/// Who submits.
+#[derive(Debug, Clone)]
+pub struct JobInfo {
+    pub job_name: String,
+    pub job_id: String,
+}
+
+impl JobInfo {
+    /// The job name from `CSSMTP_JOBNAME`, else the login name; the job ID from
+    /// `CSSMTP_JOBID`, else `J` and the process ID.
+    pub fn from_environment() -> Self {
+        let job_name = std::env::var("CSSMTP_JOBNAME")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| {
+                nix::unistd::User::from_uid(nix::unistd::getuid())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
+            .unwrap_or_else(|| "BATCH".into());
+        let job_id = std::env::var("CSSMTP_JOBID")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("J{:07}", std::process::id() % 10_000_000));
+        Self { job_name, job_id }
+    }
+}
+
+/// Writes `contents` into the spool directory `dir` as a new spool file; returns its
+/// path. `index` tells files of one submit apart.
+///
+/// # Errors
+/// An I/O error; nothing is left behind but, at worst, a `.tmp` file.
+pub fn submit(dir: &Path, job: &JobInfo, index: usize, contents: &[u8]) -> io::Result<PathBuf> {
+    let unique = format!(
+        "{}-{}",
+        crate::headers::unique_token(chrono::Local::now()).replace('.', "-"),
+        index
+    );
+    let name = spool_file_name(&job.job_name, &job.job_id, &unique);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let target = dir.join(&name);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &target)?;
+        sync_dir(dir)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(target)
+}

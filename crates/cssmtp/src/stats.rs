@@ -1,0 +1,83 @@
+//! Counters since start, for the end-of-run report, the demo and (later) DISPLAY.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters updated by every part of the daemon.
+#[derive(Debug, Default)]
+pub struct Stats {
+    mails_attempted: AtomicU64,
+    mails_sent: AtomicU64,
+    rcpts_delivered: AtomicU64,
+    rcpts_undeliverable: AtomicU64,
+    rcpts_retried: AtomicU64,
+    files_done: AtomicU64,
+    files_held: AtomicU64,
+    files_with_errors: AtomicU64,
+}
+
+/// A copy of the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Mails handed to a target.
+    pub mails_attempted: u64,
+    /// Mails a target accepted for at least one recipient.
+    pub mails_sent: u64,
+    pub rcpts_delivered: u64,
+    pub rcpts_undeliverable: u64,
+    /// Recipient attempts that ended in "try again".
+    pub rcpts_retried: u64,
+    /// Spool files finished (deleted, held or removed).
+    pub files_done: u64,
+    pub files_held: u64,
+    /// Spool files that had syntax errors or undeliverable recipients.
+    pub files_with_errors: u64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Stats {
+    pub fn mail_attempted(&self, sent: bool) {
+        add(&self.mails_attempted, 1);
+        if sent {
+            add(&self.mails_sent, 1);
+        }
+    }
+
+    pub fn rcpt_delivered(&self) {
+        add(&self.rcpts_delivered, 1);
+    }
+
+    pub fn rcpt_undeliverable(&self) {
+        add(&self.rcpts_undeliverable, 1);
+    }
+
+    pub fn rcpt_retried(&self) {
+        add(&self.rcpts_retried, 1);
+    }
+
+    pub fn file_done(&self, held: bool, had_errors: bool) {
+        add(&self.files_done, 1);
+        if held {
+            add(&self.files_held, 1);
+        }
+        if had_errors {
+            add(&self.files_with_errors, 1);
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Snapshot {
+            mails_attempted: get(&self.mails_attempted),
+            mails_sent: get(&self.mails_sent),
+            rcpts_delivered: get(&self.rcpts_delivered),
+            rcpts_undeliverable: get(&self.rcpts_undeliverable),
+            rcpts_retried: get(&self.rcpts_retried),
+            files_done: get(&self.files_done),
+            files_held: get(&self.files_held),
+            files_with_errors: get(&self.files_with_errors),
+        }
+    }
+}
