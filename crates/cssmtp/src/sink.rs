@@ -6,6 +6,7 @@
 //!
 //! | local part starts with | effect |
 //! |---|---|
+//! | `tempfail-once` | RCPT TO answered `451 4.2.1` the first time, accepted after |
 //! | `tempfail` | RCPT TO answered `451 4.2.1` |
 //! | `reject`, `permfail`, `unknown` | RCPT TO answered `550 5.1.1` |
 //! | `data-tempfail` | the mail's final "." answered `451 4.3.0` |
@@ -13,11 +14,14 @@
 //! | `drop-at-rcpt` | the connection is closed at that RCPT TO |
 //! | `drop-in-data` | the connection is closed after the text, before the reply |
 //!
+//! A reverse path whose local part starts with `reject` is refused at MAIL FROM (`550`).
+//!
 //! Options offer or hide PIPELINING, SIZE, STARTTLS and EHLO itself, and choose how the
 //! end of the mail text is found: strictly (`<CRLF>.<CRLF>` only, and a text with a bare
 //! CR or LF is refused, as hardened servers do) or leniently (`<LF>.<LF>`, `<CR>.<CR>`…
 //! also end it, as servers vulnerable to SMTP smuggling do).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,6 +127,8 @@ struct Shared {
     notify: Notify,
     sessions: AtomicU64,
     next_id: AtomicU64,
+    /// Addresses that already got their one `tempfail-once` refusal.
+    failed_once: Mutex<HashSet<String>>,
 }
 
 /// A running sink.
@@ -225,10 +231,22 @@ enum Scripted {
     DropInData,
 }
 
-fn script_for(rcpt: &str) -> (Option<&'static str>, Option<Scripted>) {
+const TEMPFAIL: &str = "451 4.2.1 Mailbox busy, try again later (scripted)\r\n";
+
+fn script_for(rcpt: &str, shared: &Shared) -> (Option<&'static str>, Option<Scripted>) {
     let local = rcpt.split('@').next().unwrap_or("").to_ascii_lowercase();
     let starts = |p: &str| local.starts_with(p);
-    if starts("data-tempfail") {
+    if starts("tempfail-once") {
+        let first = shared
+            .failed_once
+            .lock()
+            .is_ok_and(|mut seen| seen.insert(rcpt.to_ascii_lowercase()));
+        if first {
+            (Some(TEMPFAIL), None)
+        } else {
+            (None, Some(Scripted::Accept))
+        }
+    } else if starts("data-tempfail") {
         (None, Some(Scripted::DataTempFail))
     } else if starts("data-reject") {
         (None, Some(Scripted::DataReject))
@@ -320,6 +338,8 @@ async fn serve(
                         out.extend_from_slice(b"503 5.5.1 Say HELO or EHLO first\r\n");
                     } else if env.mail_from.is_some() {
                         out.extend_from_slice(b"503 5.5.1 Nested MAIL command\r\n");
+                    } else if from.address.to_ascii_lowercase().starts_with("reject") {
+                        out.extend_from_slice(b"550 5.7.1 Sender refused (scripted)\r\n");
                     } else if options.size.is_some_and(|max| from.size as u64 > max) {
                         out.extend_from_slice(b"552 5.3.4 Message size exceeds fixed limit\r\n");
                     } else {
@@ -334,7 +354,7 @@ async fn serve(
                         continue;
                     }
                     let address = to.address.into_owned();
-                    match script_for(&address) {
+                    match script_for(&address, &shared) {
                         (Some("drop"), _) => {
                             let _ = conn.send(&out).await;
                             conn.shutdown().await;

@@ -493,11 +493,20 @@ impl Validator {
             };
             if matches!(spec.host, TargetHost::Mx(_)) {
                 self.mx.push(spec);
-            } else if let Some(previous) = self.hosts.iter().find(|h| h.host == spec.host) {
+            } else if let Some(previous) = self
+                .hosts
+                .iter()
+                .find(|h| h.host == spec.host && h.port == spec.port)
+            {
+                // Unique by address and port: on Linux, servers on one IP address may
+                // listen on different ports.
                 let previous = previous.line;
                 self.warning(
                     line,
-                    format!("{} duplicates line {previous}; ignored", spec.host),
+                    format!(
+                        "{} port {} duplicates line {previous}; ignored",
+                        spec.host, spec.port
+                    ),
                 );
             } else {
                 self.hosts.push(spec);

@@ -113,6 +113,7 @@ pub struct Router {
     targets: RwLock<Arc<[Arc<Target>]>>,
     connect_retry: Duration,
     changed: Notify,
+    choosing: Mutex<()>,
 }
 
 impl Router {
@@ -121,6 +122,7 @@ impl Router {
             targets: RwLock::new(Arc::from(Vec::new())),
             connect_retry,
             changed: Notify::new(),
+            choosing: Mutex::new(()),
         };
         router.set_targets(resolved);
         router
@@ -152,6 +154,10 @@ impl Router {
 
     /// Chooses a target for a mail of `size` bytes; `current` is the target of the
     /// caller's open session, preferred when it fits.
+    ///
+    /// When the choice is another target than `current`, a connection to it is counted
+    /// at once (so that workers choosing at the same moment spread out); the caller must
+    /// then report [`opened`](Self::opened) or [`connect_failed`](Self::connect_failed).
     pub fn choose(&self, needs_tls: bool, size: u64, current: Option<&Arc<Target>>) -> Choice {
         let now = Instant::now();
         let targets = self.targets();
@@ -163,6 +169,11 @@ impl Router {
         let mut tls_failure: Option<Failure> = None;
         // The best target so far, ranked by (MX preference, connections, list order).
         let mut best: Option<(&Arc<Target>, Rank)> = None;
+        // Choices are made one at a time so that connection counts stay exact.
+        let _choosing = self
+            .choosing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for target in targets.iter() {
             let st = target.lock();
             let tls_needed = needs_tls || target.secure;
@@ -191,6 +202,7 @@ impl Router {
             }
         }
         if let Some((target, _)) = best {
+            target.lock().connections += 1;
             return Choice::Use(Arc::clone(target));
         }
         if let Some(until) = earliest_up {
@@ -235,7 +247,6 @@ impl Router {
             let was_down = st.down_until.is_some();
             st.down_until = None;
             st.caps = Some(caps);
-            st.connections += 1;
             was_down
         };
         if was_down {
@@ -244,11 +255,15 @@ impl Router {
         }
     }
 
-    /// New capabilities after EHLO over TLS.
-    pub fn capabilities(&self, target: &Target, caps: Capabilities) {
+    /// Capabilities from a session's latest EHLO. Over TLS, a server no longer offers
+    /// STARTTLS (RFC 3207 §4.2): what its plain sessions offer is kept.
+    pub fn capabilities(&self, target: &Target, mut caps: Capabilities, over_tls: bool) {
         let mut st = target.lock();
+        if over_tls {
+            caps.starttls = true;
+            st.tls_broken_until = None;
+        }
         st.caps = Some(caps);
-        st.tls_broken_until = None;
     }
 
     /// A session was closed.
@@ -257,11 +272,13 @@ impl Router {
         st.connections = st.connections.saturating_sub(1);
     }
 
-    /// Connecting (or greeting, or EHLO) failed: the target is down for ConnectRetry.
+    /// Connecting (or greeting, or EHLO) failed: the target is down for ConnectRetry,
+    /// and the connection counted by [`choose`](Self::choose) is released.
     pub fn connect_failed(&self, target: &Target, failure: Failure) {
         let until = Instant::now() + self.connect_retry;
         let first = {
             let mut st = target.lock();
+            st.connections = st.connections.saturating_sub(1);
             st.connect_failures += 1;
             let first = st.down_until.is_none();
             st.down_until = Some(until);
@@ -335,11 +352,15 @@ mod tests {
             panic!()
         };
         assert_eq!(first.index, 0);
-        router.opened(&first, caps(0, false));
         let Choice::Use(second) = router.choose(false, 10, None) else {
             panic!()
         };
-        assert_eq!(second.index, 1, "least-loaded target");
+        assert_eq!(
+            second.index, 1,
+            "least-loaded, counting connections being opened"
+        );
+        router.opened(&first, caps(0, false));
+        assert_eq!(first.state().connections, 1);
         let Choice::Use(again) = router.choose(false, 10, Some(&targets[0])) else {
             panic!()
         };
@@ -387,12 +408,12 @@ mod tests {
             panic!()
         };
         assert_eq!(t.index, 1, "only the second offers STARTTLS");
-        router.capabilities(&targets[1], caps(2000, true));
+        router.capabilities(&targets[1], caps(2000, true), false);
         match router.choose(false, 5000, None) {
             Choice::Unroutable(f) => assert_eq!(f.problem, Problem::TooBig { size: 5000 }),
             other => panic!("{other:?}"),
         }
-        router.capabilities(&targets[1], caps(0, false));
+        router.capabilities(&targets[1], caps(0, false), false);
         match router.choose(true, 10, None) {
             Choice::Unroutable(f) => assert_eq!(f.problem, Problem::NoTlsTarget),
             other => panic!("{other:?}"),
@@ -407,11 +428,21 @@ mod tests {
         );
         let targets = router.targets();
         for _ in 0..3 {
-            router.opened(&targets[1], caps(0, false));
+            let Choice::Use(t) = router.choose(false, 1, None) else {
+                panic!()
+            };
+            assert_eq!(t.index, 1, "lower preference wins even when busier");
         }
-        let Choice::Use(t) = router.choose(false, 1, None) else {
-            panic!()
-        };
-        assert_eq!(t.index, 1, "lower preference wins even when busier");
+        assert_eq!(targets[1].state().connections, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn capabilities_learned_over_tls_keep_starttls() {
+        let router = Router::new(vec![resolved(1, 0)], Duration::from_secs(120));
+        let targets = router.targets();
+        router.opened(&targets[0], caps(0, true));
+        // After STARTTLS the server's EHLO no longer lists STARTTLS.
+        router.capabilities(&targets[0], caps(0, false), true);
+        assert!(matches!(router.choose(true, 10, None), Choice::Use(_)));
     }
 }

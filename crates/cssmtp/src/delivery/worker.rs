@@ -172,7 +172,7 @@ async fn deliver(
                 .starttls(&ctx.tls, target.tls_name.clone(), &params)
                 .await
             {
-                Ok(()) => ctx.router.capabilities(&target, o.session.caps),
+                Ok(()) => ctx.router.capabilities(&target, o.session.caps, true),
                 Err(failure) => {
                     ctx.router.tls_failed(&target, failure);
                     drop_session(ctx, open);
@@ -189,7 +189,7 @@ async fn deliver(
             target.message_size
         };
         if limit > 0 && job.size > limit {
-            ctx.router.capabilities(&target, caps);
+            ctx.router.capabilities(&target, caps, o.session.is_tls());
             continue;
         }
         let results = o.session.send_mail(&job, &params).await;

@@ -165,7 +165,7 @@ fn target_server_rules() {
     assert_eq!(
         diags,
         vec![
-            "/etc/cssmtp/cssmtp.conf:5: warning: TargetIp 192.0.2.1 duplicates line 3; ignored",
+            "/etc/cssmtp/cssmtp.conf:5: warning: TargetIp 192.0.2.1 port 25 duplicates line 3; ignored",
             "/etc/cssmtp/cssmtp.conf:8: warning: only the first four TargetIp/TargetName values are used; ignoring TargetIp 192.0.2.4",
         ]
     );
@@ -177,6 +177,22 @@ fn target_server_rules() {
         panic!()
     };
     assert_eq!(hosts.len(), 4);
+
+    let (config, diags) = check(
+        "TargetServer\n{\n TargetIp 192.0.2.1\n}\nTargetServer\n{\n TargetIp 192.0.2.1\n ConnectPort 2525\n}\n",
+    );
+    assert!(
+        diags.is_empty(),
+        "same address, another port: another target"
+    );
+    let Some(Config {
+        targets: Targets::Hosts(hosts),
+        ..
+    }) = config
+    else {
+        panic!()
+    };
+    assert_eq!(hosts.len(), 2);
 
     let (config, _) = check("TargetServer { \n TargetMx Example.COM\n MessageSize 1000\n}\n");
     let Some(Config {

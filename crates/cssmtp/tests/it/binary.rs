@@ -1,0 +1,215 @@
+//! The real `cssmtp` executable: check, submit, run --drain, one instance per writer.
+
+use std::process::Stdio;
+
+use cssmtp::sink::SinkOptions;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use crate::support::{Env, mail, sink, target, text_with_ids};
+
+fn cssmtp() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cssmtp"));
+    command
+        .env_remove("CSSMTP_CONFIG")
+        .env_remove("CSSMTP_LOG")
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn check_prints_every_error_with_its_line() {
+    let env = Env::new(
+        "Timeout\n{\n  AnyCmd 5\n}\nTargetServer\n{\n  TargetMx a.example\n  TargetIp 192.0.2.1\n}\nBogus 1\n",
+    );
+    let out = cssmtp()
+        .arg("check")
+        .arg("-c")
+        .arg(&env.config_path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let file = env.config_path.display();
+    assert!(
+        stderr.contains(&format!(
+            "{file}:7: error: Timeout AnyCmd must be a whole number from 30 to 1200, not \"5\""
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{file}:12: error: TargetMx cannot be combined with TargetIp or TargetName"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:14: error: unknown statement Bogus")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("has 3 error(s)"), "{stderr}");
+
+    let good = Env::new("TargetServer\n{\n  TargetIp 192.0.2.1\n}\n");
+    let out = cssmtp()
+        .arg("check")
+        .arg("-c")
+        .arg(&good.config_path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains(": OK (0 warning(s))")
+    );
+
+    let out = cssmtp()
+        .args(["check", "-c", "/nonexistent/cssmtp.conf"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("cannot read configuration file /nonexistent/cssmtp.conf")
+    );
+}
+
+#[tokio::test]
+async fn submit_and_run_drain_with_exit_codes() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&target(sink.addr, ""));
+    let mut child = cssmtp()
+        .args([
+            "submit",
+            "--job-name",
+            "nightly",
+            "--job-id",
+            "J0000042",
+            "-c",
+        ])
+        .arg(&env.config_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let file = format!(
+        "HELO h.example\n{}",
+        mail(
+            "a@h.example",
+            &["x@example.com"],
+            &text_with_ids("via stdin", "b")
+        )
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(file.as_bytes())
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("-: 1 mail(s) spooled as ")
+    );
+    let spooled = env.files_in("");
+    assert_eq!(spooled.len(), 1);
+    assert!(spooled[0].starts_with("NIGHTLY.J0000042."), "{spooled:?}");
+
+    let out = cssmtp()
+        .args(["run", "--drain", "-c"])
+        .arg(&env.config_path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let received = sink.received();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].text().contains(" id NIGHTLY.J0000042.1\r\n"));
+
+    // Some mail not delivered: exit status 3.
+    env.submit(
+        "FAILS",
+        &format!(
+            "HELO h.example\n{}",
+            mail("a@h.example", &["reject-x@example.com"], "Subject: s\n\nb")
+        ),
+    );
+    let out = cssmtp()
+        .args(["run", "--drain", "-c"])
+        .arg(&env.config_path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("CSM2102W Mail 1 (line 3) of FAILS.J0000001.")
+    );
+}
+
+#[tokio::test]
+async fn a_second_instance_for_the_same_writer_is_refused() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&target(sink.addr, ""));
+    let mut first = cssmtp()
+        .arg("run")
+        .arg("-c")
+        .arg(&env.config_path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.contains("CSM1001I") {
+            break;
+        }
+    }
+    let second = cssmtp()
+        .args(["run", "--drain", "-c"])
+        .arg(&env.config_path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8(second.stderr).unwrap();
+    assert!(
+        stderr.contains("CSM1002E another cssmtp instance (pid "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("is already running for writer name TESTWTR"),
+        "{stderr}"
+    );
+
+    // The running instance still works, and stops cleanly on SIGTERM.
+    env.submit(
+        "ALIVE",
+        &format!(
+            "HELO h.example\n{}",
+            mail(
+                "a@h.example",
+                &["x@example.com"],
+                &text_with_ids("alive", "b")
+            )
+        ),
+    );
+    sink.wait_for(1).await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(first.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = first.wait().await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(sink.received().len(), 1);
+}

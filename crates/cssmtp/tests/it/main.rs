@@ -1,0 +1,18 @@
+//! cssmtp's integration tests: one binary, real loopback TCP, real TLS, real DNS.
+//!
+//! Most tests run the daemon's own entry point (`cssmtp::app::run`) in drain mode
+//! against `cssmtp::sink` servers on 127.0.0.0/8; `binary` runs the real `cssmtp`
+//! executable. Tests that need time to pass use tokio's paused clock.
+
+// The workspace bans panicking shortcuts on untrusted input; in this test binary (its
+// helpers included) a panic is the failure report we want.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod binary;
+mod forwarding;
+mod retry;
+mod robustness;
+mod routing;
+mod smuggling;
+mod support;
+mod tls;

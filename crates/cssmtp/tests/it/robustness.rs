@@ -1,0 +1,106 @@
+//! Bad input of every kind: reported clearly, never a panic, never lost mail.
+
+use cssmtp::sink::SinkOptions;
+use cssmtp::spool::task::Disposition;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::support::{Env, mail, sink, target, text_with_ids};
+
+#[tokio::test]
+async fn a_garbage_spool_file_is_held_with_its_errors() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&target(sink.addr, ""));
+    let mut garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    garbage.extend_from_slice(b"\nHELO\nMAIL FROM:<x\n");
+    let path = env.layout().incoming.join("GARBAGE.J1.x");
+    std::fs::write(&path, &garbage).unwrap();
+    let report = env.drain().await;
+    assert!(sink.received().is_empty());
+    let file = &report.files[0];
+    assert!(!file.errors.is_empty());
+    let Disposition::Held(held) = &file.disposition else {
+        panic!()
+    };
+    assert_eq!(
+        std::fs::read(held).unwrap(),
+        garbage,
+        "the held file is intact"
+    );
+    assert!(
+        std::fs::read_to_string(format!("{}.report", held.display()))
+            .unwrap()
+            .contains("JESSyntaxErrLimit 5 exceeded")
+    );
+}
+
+#[tokio::test]
+async fn jes_job_size_rejects_the_whole_file() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!("{}JESJobSize 1\n", target(sink.addr, "")));
+    let body = "x".repeat(1500);
+    env.submit(
+        "BIGJOB",
+        &format!(
+            "HELO h.example\n{}",
+            mail("a@h.example", &["x@example.com"], &body)
+        ),
+    );
+    let report = env.drain().await;
+    assert!(sink.received().is_empty());
+    let problem = report.files[0].file_problem.clone().unwrap();
+    assert!(problem.contains("exceeds JESJobSize 1"), "{problem}");
+    assert!(matches!(report.files[0].disposition, Disposition::Held(_)));
+}
+
+#[tokio::test]
+async fn bad_spool_disp_delete_removes_bad_files() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!("{}BadSpoolDisp Delete\n", target(sink.addr, "")));
+    env.submit("BAD", "HELO h.example\nBOGUS\n");
+    let report = env.drain().await;
+    assert_eq!(report.files[0].disposition, Disposition::Removed);
+    assert!(env.files_in("hold").is_empty() && env.files_in("active").is_empty());
+}
+
+/// A target server that answers MAIL FROM with garbage: the failure is recorded with its
+/// stage, the mail is retried (here: RetryLimit Count 0, so it becomes undeliverable).
+#[tokio::test]
+async fn garbage_server_replies_are_reported() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.write_all(b"220 weird server\r\n").await;
+                let _ = s.read(&mut buf).await; // EHLO
+                let _ = s.write_all(b"250-weird\r\n250 PIPELINING\r\n").await;
+                let _ = s.read(&mut buf).await; // MAIL, RCPT, DATA
+                let _ = s.write_all(b"\x00\xffnot smtp at all\r\n").await;
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    let env = Env::new(&format!(
+        "{}RetryLimit\n{{\n  Count 0\n}}\n",
+        target(addr, "")
+    ));
+    env.submit(
+        "WEIRD",
+        &format!(
+            "HELO h.example\n{}",
+            mail("a@h.example", &["x@example.com"], &text_with_ids("w", "b"))
+        ),
+    );
+    let report = env.drain().await;
+    let u = &report.files[0].undeliverable;
+    assert_eq!(u.len(), 1);
+    assert!(
+        u[0].reason.contains("protocol error") && u[0].reason.contains("at MAIL FROM"),
+        "{}",
+        u[0].reason
+    );
+}

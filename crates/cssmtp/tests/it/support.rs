@@ -1,0 +1,194 @@
+//! Shared test helpers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cssmtp::app::{self, RunReport};
+use cssmtp::config::{self, Config};
+use cssmtp::sink::{Sink, SinkOptions};
+use cssmtp::spool::SpoolLayout;
+use cssmtp::spool::intake::Mode;
+use cssmtp::spool::submit::{JobInfo, submit};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+/// A scratch installation: configuration file and spool in a temporary directory.
+pub struct Env {
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Env {
+    /// Writes a configuration: spool and run directories inside the scratch directory,
+    /// plus `body` (TargetServer statements and whatever the test needs).
+    pub fn new(body: &str) -> Self {
+        // cssmtp's log, shown for failing tests (CSSMTP_LOG=debug for more).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("CSSMTP_LOG")
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("cssmtp.conf");
+        let text = format!(
+            "ExtWrtName     TESTWTR\nSpoolDirectory spool\nRunDirectory   run\nHostName       cssmtp.test\n{body}\n"
+        );
+        std::fs::write(&config_path, text).unwrap();
+        Self { dir, config_path }
+    }
+
+    pub fn config(&self) -> Config {
+        let (config, _) = config::load(&self.config_path).unwrap();
+        config
+    }
+
+    pub fn layout(&self) -> SpoolLayout {
+        let layout = SpoolLayout::new(self.config().writer_spool());
+        layout.create().unwrap();
+        layout
+    }
+
+    /// Submits a batch-SMTP file as job `job_name`.
+    pub fn submit(&self, job_name: &str, text: &str) -> PathBuf {
+        let job = JobInfo {
+            job_name: job_name.into(),
+            job_id: "J0000001".into(),
+        };
+        submit(&self.layout().incoming, &job, 1, text.as_bytes()).unwrap()
+    }
+
+    /// Runs cssmtp until the spool is drained.
+    pub async fn drain(&self) -> RunReport {
+        app::run(self.config(), Mode::Drain, CancellationToken::new())
+            .await
+            .unwrap()
+    }
+
+    /// Files in a spool subdirectory (`""` for the intake directory itself).
+    pub fn files_in(&self, sub: &str) -> Vec<String> {
+        let layout = self.layout();
+        let dir = match sub {
+            "active" => layout.active,
+            "hold" => layout.hold,
+            _ => layout.incoming,
+        };
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// A TargetServer block for one address.
+pub fn target(addr: SocketAddr, extra: &str) -> String {
+    format!(
+        "TargetServer\n{{\n  TargetIp {}\n  ConnectPort {}\n{extra}\n}}\n",
+        addr.ip(),
+        addr.port()
+    )
+}
+
+/// Starts a sink on 127.0.0.1 with `options`.
+pub async fn sink(options: SinkOptions) -> Sink {
+    Sink::bind(SocketAddr::from(([127, 0, 0, 1], 0)), options)
+        .await
+        .unwrap()
+}
+
+/// A loopback port nothing listens on.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Removes the header fields cssmtp adds in front of a mail (Received: and its two
+/// continuation lines, then Date:/Message-ID: when added).
+pub fn without_added_headers(data: &[u8]) -> String {
+    let text = String::from_utf8_lossy(data).into_owned();
+    let mut rest = text.as_str();
+    assert!(
+        rest.starts_with("Received: from "),
+        "mail must start with cssmtp's Received: {text:?}"
+    );
+    for _ in 0..3 {
+        rest = rest.split_once("\r\n").map(|(_, r)| r).unwrap();
+    }
+    rest.to_owned()
+}
+
+/// A certificate authority made for one test, and server configurations it signs.
+pub struct TestPki {
+    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pub ca_pem: String,
+}
+
+impl TestPki {
+    pub fn new(name: &str) -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            ca_pem: cert.pem(),
+            ca: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A rustls server configuration with a certificate for `names` (IPs allowed).
+    pub fn server(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(cssmtp::delivery::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        Arc::new(config)
+    }
+
+    /// Writes the CA certificate to `dir/name` and returns its path.
+    pub fn write_ca(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, &self.ca_pem).unwrap();
+        path
+    }
+}
+
+/// One mail of a batch file.
+pub fn mail(from: &str, rcpts: &[&str], text: &str) -> String {
+    let mut out = format!("MAIL FROM:<{from}>\n");
+    for r in rcpts {
+        out.push_str(&format!("RCPT TO:<{r}>\n"));
+    }
+    out.push_str("DATA\n");
+    out.push_str(text);
+    if !text.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(".\n");
+    out
+}
+
+/// A text with a Date: and a Message-ID: (so cssmtp adds only Received:).
+pub fn text_with_ids(subject: &str, body: &str) -> String {
+    format!(
+        "Date: Sat, 28 Nov 2026 10:00:00 +0000\nMessage-ID: <{}@test>\nSubject: {subject}\n\n{body}",
+        subject.replace(' ', "-")
+    )
+}

@@ -1,0 +1,192 @@
+//! STARTTLS: verified TLS with a CA made at test time; bad certificates refused; mail
+//! that requires TLS never sent in clear.
+
+use cssmtp::sink::SinkOptions;
+
+use crate::support::{Env, TestPki, mail, sink, target, text_with_ids};
+
+#[tokio::test]
+async fn starttls_with_a_private_ca() {
+    let pki = TestPki::new("cssmtp test CA");
+    let tls_sink = sink(SinkOptions {
+        tls: Some(pki.server(&["127.0.0.1", "localhost"])),
+        ..SinkOptions::default()
+    })
+    .await;
+    let env = Env::new("");
+    let ca = pki.write_ca(env.dir.path(), "ca.pem");
+    std::fs::write(
+        &env.config_path,
+        format!(
+            "ExtWrtName TESTWTR\nSpoolDirectory spool\nHostName cssmtp.test\nTlsCaFile {}\n{}",
+            ca.display(),
+            target(tls_sink.addr, "")
+        ),
+    )
+    .unwrap();
+    let file = format!(
+        "EHLO h.example\nSTARTTLS\n{}EHLO h.example\n{}",
+        mail(
+            "a@h.example",
+            &["secret@example.com"],
+            &text_with_ids("over tls", "b")
+        ),
+        mail(
+            "a@h.example",
+            &["plain@example.com"],
+            &text_with_ids("in clear", "b")
+        )
+    );
+    env.submit("TLS", &file);
+    let report = env.drain().await;
+    assert!(report.all_delivered(), "{:?}", report.files);
+    let received = tls_sink.received();
+    let tls_mail = received
+        .iter()
+        .find(|m| m.header("Subject").unwrap() == "over tls")
+        .unwrap();
+    assert!(tls_mail.tls, "the STARTTLS mail travelled over TLS");
+    assert_eq!(received.len(), 2);
+}
+
+#[tokio::test]
+async fn secure_targets_get_every_mail_over_tls_and_tls_mail_avoids_plain_targets() {
+    let pki = TestPki::new("cssmtp test CA");
+    let plain = sink(SinkOptions::default()).await;
+    let secure = sink(SinkOptions {
+        tls: Some(pki.server(&["127.0.0.1"])),
+        ..SinkOptions::default()
+    })
+    .await;
+    let env = Env::new("");
+    let ca = pki.write_ca(env.dir.path(), "ca.pem");
+    std::fs::write(
+        &env.config_path,
+        format!(
+            "ExtWrtName TESTWTR\nSpoolDirectory spool\nTlsCaFile {}\nMaxConnections 4\nSpoolTasks 4\n{}{}",
+            ca.display(),
+            target(plain.addr, ""),
+            target(secure.addr, "  Secure Yes")
+        ),
+    )
+    .unwrap();
+    for i in 0..6 {
+        let tls = if i % 2 == 0 { "STARTTLS\n" } else { "" };
+        env.submit(
+            "SEC",
+            &format!(
+                "EHLO h.example\n{tls}{}",
+                mail(
+                    "a@h.example",
+                    &["x@example.com"],
+                    &text_with_ids(&format!("{tls}m{i}"), "b")
+                )
+            ),
+        );
+    }
+    let report = env.drain().await;
+    assert!(report.all_delivered());
+    assert!(
+        secure.received().iter().all(|m| m.tls),
+        "Secure Yes: every mail over TLS"
+    );
+    assert!(
+        plain
+            .received()
+            .iter()
+            .all(|m| !m.header("Subject").unwrap().starts_with("STARTTLS")),
+        "mail that requires TLS never reached the plain target"
+    );
+    assert_eq!(plain.received().len() + secure.received().len(), 6);
+}
+
+#[tokio::test]
+async fn a_certificate_from_an_unknown_ca_is_refused() {
+    let trusted = TestPki::new("trusted CA");
+    let other = TestPki::new("someone else's CA");
+    let tls_sink = sink(SinkOptions {
+        tls: Some(other.server(&["127.0.0.1"])),
+        ..SinkOptions::default()
+    })
+    .await;
+    let env = Env::new("");
+    let ca = trusted.write_ca(env.dir.path(), "ca.pem");
+    std::fs::write(
+        &env.config_path,
+        format!(
+            "ExtWrtName TESTWTR\nSpoolDirectory spool\nTlsCaFile {}\nRetryLimit\n{{\n  Count 0\n}}\n{}",
+            ca.display(),
+            target(tls_sink.addr, "")
+        ),
+    )
+    .unwrap();
+    env.submit(
+        "BADCERT",
+        &format!(
+            "EHLO h.example\nSTARTTLS\n{}",
+            mail("a@h.example", &["x@example.com"], "Subject: s\n\nb")
+        ),
+    );
+    let report = env.drain().await;
+    assert!(tls_sink.received().is_empty(), "nothing was sent");
+    let undeliverable = &report.files[0].undeliverable;
+    assert_eq!(undeliverable.len(), 1);
+    assert!(
+        undeliverable[0].reason.contains("TLS failed")
+            && undeliverable[0].reason.contains("certificate"),
+        "{}",
+        undeliverable[0].reason
+    );
+    assert!(
+        undeliverable[0].reason.contains("no retry"),
+        "{}",
+        undeliverable[0].reason
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_refused() {
+    let pki = TestPki::new("cssmtp test CA");
+    let tls_sink = sink(SinkOptions {
+        tls: Some(pki.server(&["other.example"])),
+        ..SinkOptions::default()
+    })
+    .await;
+    let env = Env::new("");
+    let ca = pki.write_ca(env.dir.path(), "ca.pem");
+    std::fs::write(
+        &env.config_path,
+        format!("ExtWrtName TESTWTR\nSpoolDirectory spool\nTlsCaFile {}\nRetryLimit\n{{\n  Count 0\n}}\n{}", ca.display(), target(tls_sink.addr, "  Secure Yes")),
+    )
+    .unwrap();
+    env.submit(
+        "WRONGNAME",
+        &format!(
+            "HELO h.example\n{}",
+            mail("a@h.example", &["x@example.com"], "Subject: s\n\nb")
+        ),
+    );
+    let report = env.drain().await;
+    assert!(tls_sink.received().is_empty());
+    assert_eq!(report.stats.rcpts_undeliverable, 1);
+}
+
+#[tokio::test]
+async fn mail_requiring_tls_is_never_sent_in_clear() {
+    let plain = sink(SinkOptions::default()).await;
+    let env = Env::new(&target(plain.addr, ""));
+    env.submit(
+        "NOTLS",
+        &format!(
+            "EHLO h.example\nSTARTTLS\n{}",
+            mail("a@h.example", &["x@example.com"], "Subject: s\n\nb")
+        ),
+    );
+    let report = env.drain().await;
+    assert!(plain.received().is_empty());
+    let reason = &report.files[0].undeliverable[0].reason;
+    assert!(
+        reason.contains("requires TLS and no target server offers STARTTLS"),
+        "{reason}"
+    );
+}
