@@ -13,7 +13,7 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -79,19 +79,9 @@ impl SpoolLayout {
     /// # Errors
     /// An I/O error creating a directory.
     pub fn create(&self) -> io::Result<()> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o2770)
-            .create(&self.incoming)?;
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(&self.active)?;
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(&self.hold)?;
-        Ok(())
+        create_dir(&self.incoming, 0o2770)?;
+        create_dir(&self.active, 0o750)?;
+        create_dir(&self.hold, 0o750)
     }
 
     /// Takes the writer's lock (`active/.lock`), or says who holds it.
@@ -202,6 +192,16 @@ impl SpoolLayout {
         move_no_replace(path, &self.hold, name)?
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "spool file vanished"))
     }
+}
+
+/// Creates `dir` (and its parents) when missing, with exactly `mode` whatever the umask.
+/// An existing directory is left as the administrator made it.
+fn create_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    DirBuilder::new().recursive(true).mode(mode).create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
 }
 
 /// Renames `from` into `dir` as `name`, or `name.1`, `name.2`… never replacing a file.

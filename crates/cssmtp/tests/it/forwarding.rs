@@ -371,3 +371,20 @@ fn half_written_files_are_never_taken() {
         .collect();
     assert_eq!(names, ["JOB.J3.x"]);
 }
+
+#[test]
+fn spool_directories_get_their_modes_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new("TargetServer\n{\n TargetIp 127.0.0.1\n}\n");
+    let layout = env.layout();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        mode(&layout.incoming),
+        0o2770,
+        "producers in the spool's group may drop files"
+    );
+    assert_eq!(mode(&layout.active), 0o750);
+    assert_eq!(mode(&layout.hold), 0o750);
+    let spooled = env.submit("PERM", "HELO h.example\n");
+    assert_eq!(mode(&spooled), 0o640);
+}

@@ -104,3 +104,110 @@ async fn garbage_server_replies_are_reported() {
         u[0].reason
     );
 }
+
+/// A raw scripted server: sends `greeting`, then for each client read the next reply in
+/// `replies` (one write each, possibly several reply lines), then holds the connection.
+async fn scripted_server(replies: Vec<&'static [u8]>) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let replies = replies.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = s.write_all(b"220 scripted\r\n").await;
+                for reply in replies {
+                    if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let _ = s.write_all(reply).await;
+                }
+                // Then read forever without answering.
+                while s.read(&mut buf).await.unwrap_or(0) > 0 {}
+            });
+        }
+    });
+    addr
+}
+
+/// STARTTLS response injection (CVE-2011-0411 class, client side): a server that sends
+/// more than its 220 before the handshake is not trusted.
+#[tokio::test]
+async fn data_sent_with_the_starttls_reply_is_refused() {
+    let addr = scripted_server(vec![
+        b"250-scripted\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
+        b"220 2.0.0 go ahead\r\n250 2.1.0 injected answer\r\n",
+    ])
+    .await;
+    let env = Env::new(&format!(
+        "{}RetryLimit\n{{\n  Count 0\n}}\n",
+        target(addr, "  Secure Yes")
+    ));
+    env.submit(
+        "INJECT",
+        &format!(
+            "EHLO h.example\n{}",
+            mail("a@h.example", &["x@example.com"], "Subject: s\n\nb")
+        ),
+    );
+    let report = env.drain().await;
+    let u = &report.files[0].undeliverable;
+    assert_eq!(u.len(), 1);
+    assert!(
+        u[0].reason
+            .contains("server sent data after its STARTTLS reply"),
+        "{}",
+        u[0].reason
+    );
+}
+
+/// A server that accepts the text and never answers: the DataTerm timeout (600 s by
+/// default) ends the wait, on tokio's paused clock, and the failure names its stage.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_server_that_stops_answering_times_out_at_its_stage() {
+    let addr = scripted_server(vec![
+        b"250-scripted\r\n250 PIPELINING\r\n",
+        b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n",
+    ])
+    .await;
+    let env = Env::new(&format!(
+        "{}RetryLimit\n{{\n  Count 0\n}}\n",
+        target(addr, "")
+    ));
+    env.submit(
+        "SILENT",
+        &format!(
+            "EHLO h.example\n{}",
+            mail("a@h.example", &["x@example.com"], "Subject: s\n\nb")
+        ),
+    );
+    let started = tokio::time::Instant::now();
+    let report = env.drain().await;
+    assert!(started.elapsed() >= std::time::Duration::from_secs(600));
+    let u = &report.files[0].undeliverable;
+    assert!(
+        u[0].reason
+            .starts_with("no reply within 600 seconds (at end of mail text with "),
+        "{}",
+        u[0].reason
+    );
+}
+
+#[tokio::test]
+async fn ipv6_targets() {
+    let sink = cssmtp::sink::Sink::bind("[::1]:0".parse().unwrap(), SinkOptions::default())
+        .await
+        .unwrap();
+    let env = Env::new(&target(sink.addr, ""));
+    env.submit(
+        "V6",
+        &format!(
+            "HELO h.example\n{}",
+            mail("a@h.example", &["x@example.com"], &text_with_ids("v6", "b"))
+        ),
+    );
+    let report = env.drain().await;
+    assert!(report.all_delivered());
+    assert_eq!(sink.received().len(), 1);
+    assert!(sink.received()[0].peer.is_ipv6());
+}

@@ -231,3 +231,20 @@ fn defaults() {
     assert_eq!(config.bad_spool_disp, BadSpoolDisp::Hold);
     assert!(config.header.date && config.header.user_info);
 }
+
+proptest::proptest! {
+    #[test]
+    fn no_configuration_text_panics(text in "[ -~\\t\\n{}#;\"]{0,400}") {
+        let _ = check(&text);
+    }
+
+    #[test]
+    fn statement_soup_never_panics(lines in proptest::collection::vec(proptest::sample::select(vec![
+        "TargetServer", "{", "}", "TargetIp 127.0.0.1", "TargetName a.example", "TargetMx b.example",
+        "ConnectPort 2525", "Secure Yes", "Timeout", "AnyCmd 30", "Header", "Date NO", "RetryLimit",
+        "Count 9", "Interval 800", "ExtWrtName X", "JESMsgSize 1", "Options", "NullTrnc YES", "Bogus",
+        "\"unterminated", "# comment",
+    ]), 0..40)) {
+        let _ = check(&lines.join("\n"));
+    }
+}
