@@ -119,7 +119,13 @@ async fn run(path: &Path, drain: bool) -> u8 {
         Ok(report) if drain && !report.all_delivered() => EXIT_NOT_DELIVERED,
         Ok(_) => EXIT_OK,
         Err(e) => {
-            tracing::error!("CSM1006E cssmtp cannot run: {e:#}");
+            let message = format!("{e:#}");
+            if message.starts_with("CSM") {
+                // Already a message with its own ID (e.g. CSM1002E, another instance).
+                tracing::error!("{message}");
+            } else {
+                tracing::error!("CSM1006E cssmtp cannot run: {message}");
+            }
             EXIT_FATAL
         }
     }

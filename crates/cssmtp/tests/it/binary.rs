@@ -186,8 +186,12 @@ async fn a_second_instance_for_the_same_writer_is_refused() {
     assert_eq!(second.status.code(), Some(1));
     let stderr = String::from_utf8(second.stderr).unwrap();
     assert!(
-        stderr.contains("CSM1002E another cssmtp instance (pid "),
+        stderr.contains("ERROR CSM1002E another cssmtp instance (pid "),
         "{stderr}"
+    );
+    assert!(
+        !stderr.contains("CSM1006E"),
+        "one message ID per line: {stderr}"
     );
     assert!(
         stderr.contains("is already running for writer name TESTWTR"),
