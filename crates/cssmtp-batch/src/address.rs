@@ -35,20 +35,25 @@ pub fn parse_path(arg: &str, verb: &'static str) -> Result<String, ErrorKind> {
     Ok(mailbox.to_owned())
 }
 
-/// Index of the `>` closing the path, skipping quoted strings and their escapes.
-fn closing_bracket(s: &str) -> Option<usize> {
+/// Positions of `wanted` outside quoted strings (and their backslash escapes).
+fn unquoted(s: &str, wanted: char) -> impl Iterator<Item = usize> + '_ {
     let mut in_quotes = false;
     let mut escaped = false;
-    for (i, c) in s.char_indices() {
+    s.char_indices().filter_map(move |(i, c)| {
         match c {
             _ if escaped => escaped = false,
             '\\' if in_quotes => escaped = true,
             '"' => in_quotes = !in_quotes,
-            '>' if !in_quotes => return Some(i),
+            c if c == wanted && !in_quotes => return Some(i),
             _ => {}
         }
-    }
-    None
+        None
+    })
+}
+
+/// Index of the `>` closing the path.
+fn closing_bracket(s: &str) -> Option<usize> {
+    unquoted(s, '>').next()
 }
 
 fn strip_source_route(inner: &str) -> &str {
@@ -88,19 +93,7 @@ fn check_mailbox(mailbox: &str, verb: &'static str) -> Result<(), ErrorKind> {
 }
 
 fn last_unquoted_at(s: &str) -> Option<usize> {
-    let mut in_quotes = false;
-    let mut escaped = false;
-    let mut found = None;
-    for (i, c) in s.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if in_quotes => escaped = true,
-            '"' => in_quotes = !in_quotes,
-            '@' if !in_quotes => found = Some(i),
-            _ => {}
-        }
-    }
-    found
+    unquoted(s, '@').last()
 }
 
 fn is_atext(c: char) -> bool {

@@ -141,14 +141,7 @@ pub fn parse(text: &str) -> (Vec<Statement>, Vec<SyntaxProblem>) {
                     text: keyword.clone(),
                     line: *line,
                 };
-                let mut values = Vec::new();
-                while let Some((l, Token::Word(v))) = tokens.get(i) {
-                    values.push(Word {
-                        text: v.clone(),
-                        line: *l,
-                    });
-                    i += 1;
-                }
+                let values = words(&tokens, &mut i);
                 // A block opens on the same line or, when the keyword stands alone, on
                 // a following line.
                 let open_at = match tokens.get(i) {
@@ -182,6 +175,19 @@ pub fn parse(text: &str) -> (Vec<Statement>, Vec<SyntaxProblem>) {
     (statements, problems)
 }
 
+/// The words from `tokens[*i]` up to the end of the line (or a brace); advances `i`.
+fn words(tokens: &[(u32, Token)], i: &mut usize) -> Vec<Word> {
+    let mut values = Vec::new();
+    while let Some((line, Token::Word(text))) = tokens.get(*i) {
+        values.push(Word {
+            text: text.clone(),
+            line: *line,
+        });
+        *i += 1;
+    }
+    values
+}
+
 fn parse_block(
     tokens: &[(u32, Token)],
     mut i: usize,
@@ -213,14 +219,7 @@ fn parse_block(
                     line: *line,
                 };
                 i += 1;
-                let mut values = Vec::new();
-                while let Some((l, Token::Word(v))) = tokens.get(i) {
-                    values.push(Word {
-                        text: v.clone(),
-                        line: *l,
-                    });
-                    i += 1;
-                }
+                let values = words(tokens, &mut i);
                 params.push(Param { keyword, values });
             }
         }

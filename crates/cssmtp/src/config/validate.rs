@@ -352,6 +352,30 @@ impl Validator {
         );
     }
 
+    /// The parameters of a block statement, each with its documented name and its one
+    /// value; unknown parameters and missing or extra values are reported.
+    fn params<'s>(
+        &mut self,
+        owner: &str,
+        s: &'s Statement,
+        known: &[&'static str],
+    ) -> Vec<(&'static str, &'s Word)> {
+        let mut out = Vec::new();
+        for p in self.block(owner, s) {
+            let Some(name) = known
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(&p.keyword.text))
+            else {
+                self.unknown_param(owner, p, known);
+                continue;
+            };
+            if let Some(value) = self.param_value(owner, p) {
+                out.push((*name, value));
+            }
+        }
+        out
+    }
+
     fn number(&mut self, w: &Word, min: u64, max: u64, what: &str) -> Option<u64> {
         match w.text.parse::<u64>() {
             Ok(n) if (min..=max).contains(&n) => Some(n),
@@ -408,59 +432,47 @@ impl Validator {
             "Charset",
             "MBCharset",
         ];
-        let params = self.block("TargetServer", s);
         let mut hosts: Vec<(TargetHost, u32)> = Vec::new();
         let mut port = 25u16;
         let mut secure = false;
         let mut message_size = 0u64;
         let mut tls_name = None;
-        for p in params {
-            let key = p.keyword.text.to_ascii_lowercase();
-            if !KNOWN.iter().any(|k| k.eq_ignore_ascii_case(&key)) {
-                self.unknown_param("TargetServer", p, KNOWN);
-                continue;
-            }
-            let Some(value) = self.param_value("TargetServer", p) else {
-                continue;
-            };
+        for (name, value) in self.params("TargetServer", s, KNOWN) {
             let text = value.text.as_str();
-            match key.as_str() {
-                "targetip" => match text.parse::<IpAddr>() {
+            match name {
+                "TargetIp" => match text.parse::<IpAddr>() {
                     Ok(ip) => hosts.push((TargetHost::Ip(ip), value.line)),
                     Err(_) => self.error(
                         value.line,
                         format!("TargetIp {text:?} is not an IPv4 or IPv6 address"),
                     ),
                 },
-                "targetname" | "targetmx" => {
+                "TargetName" | "TargetMx" => {
                     if text.parse::<IpAddr>().is_ok() || !cssmtp_batch::address::valid_domain(text)
                     {
-                        self.error(
-                            value.line,
-                            format!("{} {text:?} is not a host name", p.keyword.text),
-                        );
-                    } else if key == "targetname" {
+                        self.error(value.line, format!("{name} {text:?} is not a host name"));
+                    } else if name == "TargetName" {
                         hosts.push((TargetHost::Name(text.to_ascii_lowercase()), value.line));
                     } else {
                         hosts.push((TargetHost::Mx(text.to_ascii_lowercase()), value.line));
                     }
                 }
-                "connectport" => {
+                "ConnectPort" => {
                     if let Some(n) = self.number(value, 1, 65535, "ConnectPort") {
                         port = n as u16;
                     }
                 }
-                "secure" => {
+                "Secure" => {
                     if let Some(b) = self.yes_no(value, "Secure") {
                         secure = b;
                     }
                 }
-                "messagesize" => {
+                "MessageSize" => {
                     if let Some(n) = self.number(value, 0, u64::from(u32::MAX), "MessageSize") {
                         message_size = n;
                     }
                 }
-                "tlsname" => {
+                "TlsName" => {
                     if cssmtp_batch::address::valid_domain(text) {
                         tls_name = Some(text.to_ascii_lowercase());
                     } else {
@@ -470,8 +482,7 @@ impl Validator {
                 _ => self.warning(
                     value.line,
                     format!(
-                        "{} is accepted for compatibility; cssmtp sends mail text unchanged",
-                        p.keyword.text
+                        "{name} is accepted for compatibility; cssmtp sends mail text unchanged"
                     ),
                 ),
             }
@@ -525,50 +536,31 @@ impl Validator {
             "MAILCmd",
             "RCPTCmd",
         ];
-        let params = self.block("Timeout", s);
-        for p in params {
-            let key = p.keyword.text.to_ascii_lowercase();
-            let Some(name) = KNOWN.iter().find(|k| k.eq_ignore_ascii_case(&key)) else {
-                self.unknown_param("Timeout", p, KNOWN);
-                continue;
-            };
-            let Some(value) = self.param_value("Timeout", p) else {
-                continue;
-            };
+        for (name, value) in self.params("Timeout", s, KNOWN) {
             let Some(secs) = self.number(value, 30, 1200, &format!("Timeout {name}")) else {
                 continue;
             };
             let d = Duration::from_secs(secs);
             let t = &mut self.timeouts;
-            match key.as_str() {
-                "anycmd" => t.any_cmd = d,
-                "connectretry" => t.connect_retry = d,
-                "datablock" => t.data_block = d,
-                "datacmd" => t.data_cmd = d,
-                "dataterm" => t.data_term = d,
-                "initialmsg" => t.initial_msg = d,
-                "mailcmd" => t.mail_cmd = d,
+            match name {
+                "AnyCmd" => t.any_cmd = d,
+                "ConnectRetry" => t.connect_retry = d,
+                "DataBlock" => t.data_block = d,
+                "DATACmd" => t.data_cmd = d,
+                "DataTerm" => t.data_term = d,
+                "InitialMsg" => t.initial_msg = d,
+                "MAILCmd" => t.mail_cmd = d,
                 _ => t.rcpt_cmd = d,
             }
         }
     }
 
     fn header(&mut self, s: &Statement) {
-        const KNOWN: &[&str] = &["Date", "UserInfo"];
-        let params = self.block("Header", s);
-        for p in params {
-            let key = p.keyword.text.to_ascii_lowercase();
-            if !KNOWN.iter().any(|k| k.eq_ignore_ascii_case(&key)) {
-                self.unknown_param("Header", p, KNOWN);
-                continue;
-            }
-            let Some(value) = self.param_value("Header", p) else {
+        for (name, value) in self.params("Header", s, &["Date", "UserInfo"]) {
+            let Some(b) = self.yes_no(value, &format!("Header {name}")) else {
                 continue;
             };
-            let Some(b) = self.yes_no(value, &format!("Header {}", p.keyword.text)) else {
-                continue;
-            };
-            if key == "date" {
+            if name == "Date" {
                 self.header.date = b;
             } else {
                 self.header.user_info = b;
@@ -577,24 +569,13 @@ impl Validator {
     }
 
     fn retry_limit(&mut self, s: &Statement) {
-        const KNOWN: &[&str] = &["Count", "Interval"];
-        let params = self.block("RetryLimit", s);
         let mut count = u64::from(RetryLimit::default().count);
         let mut interval = 1u64;
-        for p in params {
-            let key = p.keyword.text.to_ascii_lowercase();
-            if !KNOWN.iter().any(|k| k.eq_ignore_ascii_case(&key)) {
-                self.unknown_param("RetryLimit", p, KNOWN);
-                continue;
-            }
-            let Some(value) = self.param_value("RetryLimit", p) else {
+        for (name, value) in self.params("RetryLimit", s, &["Count", "Interval"]) {
+            let Some(n) = self.number(value, 0, 7200, &format!("RetryLimit {name}")) else {
                 continue;
             };
-            let Some(n) = self.number(value, 0, 7200, &format!("RetryLimit {}", p.keyword.text))
-            else {
-                continue;
-            };
-            if key == "count" {
+            if name == "Count" {
                 count = n;
             } else {
                 interval = n;
@@ -618,45 +599,31 @@ impl Validator {
 
     fn options(&mut self, s: &Statement) {
         const KNOWN: &[&str] = &["NullTrnc", "TestMode", "DataLineTrunc", "AtSign", "TLSEhlo"];
-        let params = self.block("Options", s);
-        for p in params {
-            let key = p.keyword.text.to_ascii_lowercase();
-            if !KNOWN.iter().any(|k| k.eq_ignore_ascii_case(&key)) {
-                self.unknown_param("Options", p, KNOWN);
+        for (name, value) in self.params("Options", s, KNOWN) {
+            if name == "AtSign" {
+                if value.text != "@" {
+                    self.warning(
+                        value.line,
+                        "Options AtSign is not implemented; only '@' is recognised",
+                    );
+                }
                 continue;
             }
-            let Some(value) = self.param_value("Options", p) else {
+            let Some(b) = self.yes_no(value, &format!("Options {name}")) else {
                 continue;
             };
-            match key.as_str() {
-                "atsign" => {
-                    if value.text != "@" {
+            match name {
+                "NullTrnc" => self.options.null_trnc = b,
+                "DataLineTrunc" => self.options.data_line_trunc = b,
+                // cssmtp always sends EHLO again after STARTTLS (RFC 3207 §4.2).
+                "TLSEhlo" => {}
+                _ => {
+                    self.options.test_mode = b;
+                    if b {
                         self.warning(
                             value.line,
-                            "Options AtSign is not implemented; only '@' is recognised",
+                            "Options TestMode is not implemented yet; mail is delivered",
                         );
-                    }
-                }
-                "tlsehlo" => {
-                    // cssmtp always sends EHLO again after STARTTLS (RFC 3207 §4.2).
-                    self.yes_no(value, "Options TLSEhlo");
-                }
-                _ => {
-                    let Some(b) = self.yes_no(value, &format!("Options {}", p.keyword.text)) else {
-                        continue;
-                    };
-                    match key.as_str() {
-                        "nulltrnc" => self.options.null_trnc = b,
-                        "datalinetrunc" => self.options.data_line_trunc = b,
-                        _ => {
-                            self.options.test_mode = b;
-                            if b {
-                                self.warning(
-                                    value.line,
-                                    "Options TestMode is not implemented yet; mail is delivered",
-                                );
-                            }
-                        }
                     }
                 }
             }

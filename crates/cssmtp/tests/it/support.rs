@@ -22,6 +22,14 @@ pub struct Env {
 impl Env {
     /// Writes a configuration: spool and run directories inside the scratch directory,
     /// plus `body` (TargetServer statements and whatever the test needs).
+    /// Like [`Env::new`], trusting the CA of `pki` (written as `ca.pem` beside the
+    /// configuration, named by a relative `TlsCaFile`).
+    pub fn with_ca(pki: &TestPki, body: &str) -> Self {
+        let env = Self::new(&format!("TlsCaFile ca.pem\n{body}"));
+        pki.write_ca(env.dir.path(), "ca.pem");
+        env
+    }
+
     pub fn new(body: &str) -> Self {
         // cssmtp's log, shown for failing tests (CSSMTP_LOG=debug for more).
         let _ = tracing_subscriber::fmt()

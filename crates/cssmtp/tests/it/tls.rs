@@ -13,17 +13,7 @@ async fn starttls_with_a_private_ca() {
         ..SinkOptions::default()
     })
     .await;
-    let env = Env::new("");
-    let ca = pki.write_ca(env.dir.path(), "ca.pem");
-    std::fs::write(
-        &env.config_path,
-        format!(
-            "ExtWrtName TESTWTR\nSpoolDirectory spool\nHostName cssmtp.test\nTlsCaFile {}\n{}",
-            ca.display(),
-            target(tls_sink.addr, "")
-        ),
-    )
-    .unwrap();
+    let env = Env::with_ca(&pki, &target(tls_sink.addr, ""));
     let file = format!(
         "EHLO h.example\nSTARTTLS\n{}EHLO h.example\n{}",
         mail(
@@ -58,18 +48,14 @@ async fn secure_targets_get_every_mail_over_tls_and_tls_mail_avoids_plain_target
         ..SinkOptions::default()
     })
     .await;
-    let env = Env::new("");
-    let ca = pki.write_ca(env.dir.path(), "ca.pem");
-    std::fs::write(
-        &env.config_path,
-        format!(
-            "ExtWrtName TESTWTR\nSpoolDirectory spool\nTlsCaFile {}\nMaxConnections 4\nSpoolTasks 4\n{}{}",
-            ca.display(),
+    let env = Env::with_ca(
+        &pki,
+        &format!(
+            "MaxConnections 4\nSpoolTasks 4\n{}{}",
             target(plain.addr, ""),
             target(secure.addr, "  Secure Yes")
         ),
-    )
-    .unwrap();
+    );
     for i in 0..6 {
         let tls = if i % 2 == 0 { "STARTTLS\n" } else { "" };
         env.submit(
@@ -109,17 +95,13 @@ async fn a_certificate_from_an_unknown_ca_is_refused() {
         ..SinkOptions::default()
     })
     .await;
-    let env = Env::new("");
-    let ca = trusted.write_ca(env.dir.path(), "ca.pem");
-    std::fs::write(
-        &env.config_path,
-        format!(
-            "ExtWrtName TESTWTR\nSpoolDirectory spool\nTlsCaFile {}\nRetryLimit\n{{\n  Count 0\n}}\n{}",
-            ca.display(),
+    let env = Env::with_ca(
+        &trusted,
+        &format!(
+            "RetryLimit\n{{\n  Count 0\n}}\n{}",
             target(tls_sink.addr, "")
         ),
-    )
-    .unwrap();
+    );
     env.submit(
         "BADCERT",
         &format!(
@@ -152,13 +134,13 @@ async fn a_certificate_for_another_name_is_refused() {
         ..SinkOptions::default()
     })
     .await;
-    let env = Env::new("");
-    let ca = pki.write_ca(env.dir.path(), "ca.pem");
-    std::fs::write(
-        &env.config_path,
-        format!("ExtWrtName TESTWTR\nSpoolDirectory spool\nTlsCaFile {}\nRetryLimit\n{{\n  Count 0\n}}\n{}", ca.display(), target(tls_sink.addr, "  Secure Yes")),
-    )
-    .unwrap();
+    let env = Env::with_ca(
+        &pki,
+        &format!(
+            "RetryLimit\n{{\n  Count 0\n}}\n{}",
+            target(tls_sink.addr, "  Secure Yes")
+        ),
+    );
     env.submit(
         "WRONGNAME",
         &format!(
