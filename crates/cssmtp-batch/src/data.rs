@@ -113,7 +113,7 @@ pub fn render_line(raw: &[u8], truncate: bool, out: &mut Vec<u8>) -> usize {
 pub fn render_lines(chunk: &[u8], truncate: bool, at_end: bool, out: &mut Vec<u8>) -> usize {
     let mut used = 0;
     let mut rest = chunk;
-    while let Some(lf) = rest.iter().position(|&b| b == b'\n') {
+    while let Some(lf) = memchr::memchr(b'\n', rest) {
         render_line(rest.get(..lf).unwrap_or_default(), truncate, out);
         used += lf + 1;
         rest = rest.get(lf + 1..).unwrap_or_default();

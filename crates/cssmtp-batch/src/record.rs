@@ -76,7 +76,7 @@ pub fn lines(bytes: &[u8]) -> impl Iterator<Item = Line<'_>> {
         if rest.is_empty() {
             return None;
         }
-        let len = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        let len = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
         let raw = rest.get(..len).unwrap_or_default();
         number = number.saturating_add(1);
         let line = Line::new(number, offset as u64, raw);

@@ -56,10 +56,21 @@ impl Reply {
     /// Builds a reply from its parts; control characters in `text` (other than the
     /// `\n` line separator) are replaced by spaces.
     pub fn new(code: u16, enhanced: Option<EnhancedStatus>, text: &str) -> Self {
+        Self::from_string(code, enhanced, text.to_owned())
+    }
+
+    /// Like [`Reply::new`], taking the text without copying it when it is already clean.
+    pub fn from_string(code: u16, enhanced: Option<EnhancedStatus>, text: String) -> Self {
+        let clean = !text
+            .chars()
+            .zip(text.chars().skip(1).chain(std::iter::once('\n')))
+            .any(|(c, next)| {
+                (c.is_control() && c != '\n') || (c.is_whitespace() && c != '\n' && next == '\n')
+            });
         Self {
             code,
             enhanced,
-            text: sanitize(text),
+            text: if clean { text } else { sanitize(&text) },
         }
     }
 
@@ -198,7 +209,7 @@ impl ReplyParser {
                     detail: detail.into(),
                 });
                 Ok(Some((
-                    Reply::new(response.code, enhanced, &response.message),
+                    Reply::from_string(response.code, enhanced, response.message),
                     used,
                 )))
             }

@@ -13,6 +13,7 @@ use crate::delivery::tls;
 use crate::delivery::worker::{self, DeliveryContext};
 use crate::spool::SpoolLayout;
 use crate::spool::intake::{self, Mode};
+use crate::spool::layout::DirSync;
 use crate::spool::task::{FileReport, TaskShared};
 use crate::stats::{Snapshot, Stats};
 
@@ -137,6 +138,8 @@ pub async fn run(config: Config, mode: Mode, stop: CancellationToken) -> anyhow:
         config.spool_tasks,
         config.max_connections
     );
+    let sync_stop = CancellationToken::new();
+    let (active_sync, syncer) = DirSync::spawn(layout.active.clone(), sync_stop.clone());
     let shared = Arc::new(TaskShared {
         config: Arc::clone(&config),
         host_name,
@@ -144,11 +147,14 @@ pub async fn run(config: Config, mode: Mode, stop: CancellationToken) -> anyhow:
         queue: queue_tx,
         stats: Arc::clone(&stats),
         stop: stop.clone(),
+        active_sync,
     });
     let files = intake::run(Arc::clone(&shared), router, mode).await?;
     // Closing the queue lets the workers finish and say QUIT.
     drop(shared);
     while workers.join_next().await.is_some() {}
+    sync_stop.cancel();
+    let _ = syncer.await;
     let stopped = stop.is_cancelled();
     tracing::info!(
         "CSM1004I cssmtp {}",

@@ -40,6 +40,7 @@ pub struct MailFacts<'a> {
 }
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 
 /// A token unique to this process and moment: time in nanoseconds, process ID and a
 /// counter, in base 36.
@@ -49,7 +50,7 @@ pub fn unique_token(now: DateTime<Local>) -> String {
     format!(
         "{}.{}.{}",
         base36(nanos),
-        base36(u64::from(std::process::id())),
+        base36(u64::from(*PID.get_or_init(std::process::id))),
         base36(seq)
     )
 }

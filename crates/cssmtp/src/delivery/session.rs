@@ -41,6 +41,9 @@ pub struct Session {
     rbuf: Vec<u8>,
     parser: ReplyParser,
     peer: SocketAddr,
+    /// Reused for every mail: the text on its way out, and the raw bytes read for it.
+    wbuf: Vec<u8>,
+    raw: Vec<u8>,
     /// What the server offered in its last EHLO reply.
     pub caps: Capabilities,
     /// Mails sent on this session.
@@ -78,6 +81,8 @@ impl Session {
             rbuf: Vec::with_capacity(4096),
             parser: ReplyParser::new(),
             peer,
+            wbuf: Vec::new(),
+            raw: Vec::new(),
             caps: Capabilities::plain_smtp(),
             mails: 0,
         };
@@ -365,23 +370,39 @@ impl Session {
 
     /// Streams the added headers and the text, ending with "." in the same write.
     async fn send_text(&mut self, job: &MailJob, t: &Timeouts) -> Result<(), Failure> {
-        let mut out = Vec::with_capacity(WRITE_BATCH + 4096);
+        let mut out = std::mem::take(&mut self.wbuf);
+        let mut raw = std::mem::take(&mut self.raw);
+        let result = self.stream_text(job, t, &mut out, &mut raw).await;
+        // Keep the buffers for the next mail, unless a huge mail made them grow.
+        out.clear();
+        raw.clear();
+        if out.capacity() <= 4 * WRITE_BATCH {
+            self.wbuf = out;
+        }
+        if raw.capacity() <= 4 * WRITE_BATCH {
+            self.raw = raw;
+        }
+        result
+    }
+
+    async fn stream_text(
+        &mut self,
+        job: &MailJob,
+        t: &Timeouts,
+        out: &mut Vec<u8>,
+        raw: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
         out.extend_from_slice(&job.headers);
         let mut body = Body::new(Arc::clone(&job.spool), &job.data);
         loop {
-            match body.next_chunk().await {
-                Ok(Some(chunk)) => {
-                    if out.is_empty() && chunk.len() >= WRITE_BATCH {
-                        self.write(&chunk, Stage::DataBlock, t.data_block).await?;
-                        continue;
-                    }
-                    out.extend_from_slice(&chunk);
+            match body.next_chunk(raw, out).await {
+                Ok(true) => {
                     if out.len() >= WRITE_BATCH {
-                        self.write(&out, Stage::DataBlock, t.data_block).await?;
+                        self.write(out, Stage::DataBlock, t.data_block).await?;
                         out.clear();
                     }
                 }
-                Ok(None) => break,
+                Ok(false) => break,
                 Err(e) => {
                     // The text cannot be completed: drop the connection without the
                     // final "." so that the server discards the partial mail.
@@ -394,7 +415,7 @@ impl Session {
             }
         }
         out.extend_from_slice(b".\r\n");
-        self.write(&out, Stage::DataBlock, t.data_block).await
+        self.write(out, Stage::DataBlock, t.data_block).await
     }
 
     async fn command(

@@ -232,3 +232,57 @@ fn move_no_replace(from: &Path, dir: &Path, name: &str) -> io::Result<Option<Pat
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+/// Makes changes to a directory (files removed from `active/`) durable in groups.
+///
+/// Callers ask for a sync and carry on; one background task fsyncs the directory, and
+/// every request made while a sync waits or runs is covered by the next one (the wait is
+/// [`GROUP_WINDOW`]). Removing a finished
+/// spool file is not an acknowledgement anyone waits for: it only bounds what a power
+/// failure could bring back (and send again) to the files finished in the last few
+/// milliseconds, at one fsync per group instead of one per file.
+/// How long a sync waits for more requests to cover.
+const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
+
+#[derive(Clone)]
+pub struct DirSync {
+    wake: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl DirSync {
+    /// Starts the syncer of `dir`; it syncs one last time and ends when `stop` is
+    /// cancelled.
+    pub fn spawn(
+        dir: PathBuf,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let notified = std::sync::Arc::clone(&wake);
+        let task = tokio::spawn(async move {
+            loop {
+                let last = tokio::select! {
+                    () = notified.notified() => false,
+                    () = stop.cancelled() => true,
+                };
+                if !last {
+                    // Let the requests of the next few milliseconds join this sync.
+                    tokio::time::sleep(GROUP_WINDOW).await;
+                }
+                let dir = dir.clone();
+                let synced = tokio::task::spawn_blocking(move || sync_dir(&dir)).await;
+                if let Ok(Err(e)) = synced {
+                    tracing::warn!("CSM2011W Cannot sync the spool directory: {e}");
+                }
+                if last {
+                    return;
+                }
+            }
+        });
+        (Self { wake }, task)
+    }
+
+    /// Asks for a sync of the directory, soon; does not wait for it.
+    pub fn request(&self) {
+        self.wake.notify_one();
+    }
+}

@@ -34,31 +34,46 @@ impl<R: BufRead> LineReader<R> {
         self.buf.clear();
         let start = self.offset;
         let mut len = 0usize;
-        // For lines longer than MAX_KEPT: where the last non-blank byte ends, before and
-        // after the most recent byte (a final CR is dropped by the record rules).
+        // Lines longer than MAX_KEPT are measured, not kept: where their last non-blank
+        // byte ends, with and without their last byte (a final CR is dropped by the
+        // record rules). Tracked byte by byte only for such lines.
+        let mut long = false;
         let mut sig_end = 0usize;
         let mut sig_end_before_last = 0usize;
         let mut last_byte = 0u8;
+        let mut track = |bytes: &[u8], len: &mut usize| {
+            for &b in bytes {
+                *len += 1;
+                sig_end_before_last = sig_end;
+                if b != b' ' {
+                    sig_end = *len;
+                }
+                last_byte = b;
+            }
+        };
         let mut found_lf = false;
         loop {
             let available = self.inner.fill_buf()?;
             if available.is_empty() {
                 break;
             }
-            let (chunk, consumed, done) = match available.iter().position(|&b| b == b'\n') {
+            let (chunk, consumed, done) = match memchr::memchr(b'\n', available) {
                 Some(lf) => (available.get(..lf).unwrap_or_default(), lf + 1, true),
                 None => (available, available.len(), false),
             };
-            let room = MAX_KEPT.saturating_sub(self.buf.len());
-            self.buf
-                .extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
-            for &b in chunk {
-                len += 1;
-                sig_end_before_last = sig_end;
-                if b != b' ' {
-                    sig_end = len;
+            if !long && self.buf.len() + chunk.len() <= MAX_KEPT {
+                self.buf.extend_from_slice(chunk);
+                len += chunk.len();
+            } else {
+                if !long {
+                    long = true;
+                    len = 0;
+                    track(&self.buf, &mut len);
                 }
-                last_byte = b;
+                let room = MAX_KEPT.saturating_sub(self.buf.len());
+                self.buf
+                    .extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+                track(chunk, &mut len);
             }
             self.inner.consume(consumed);
             if done {
@@ -73,7 +88,7 @@ impl<R: BufRead> LineReader<R> {
         self.number = self.number.saturating_add(1);
         let mut line = Line::new(self.number, start, &self.buf);
         line.len = len;
-        if len > self.buf.len() {
+        if long {
             line.trimmed_len = if last_byte == b'\r' {
                 sig_end_before_last
             } else {
@@ -87,13 +102,18 @@ impl<R: BufRead> LineReader<R> {
 /// What the parser thread sends to its spool task.
 #[derive(Debug)]
 pub enum Parsed {
-    Mail(Box<Mail>),
+    /// Mails in file order.
+    Mails(Vec<Mail>),
     Done(Summary),
     Failed(io::Error),
 }
 
-/// Parses a whole file, sending each mail as soon as it is complete. Stops early when
-/// the receiver is gone. Runs on a blocking thread.
+/// Mails sent to the spool task at a time: one hand-off between threads per batch, not
+/// per mail. The first mail of a file goes alone, so that it is on the wire at once.
+const BATCH: usize = 32;
+
+/// Parses a whole file, sending mails as they are complete. Stops early when the
+/// receiver is gone. Runs on a blocking thread.
 pub fn parse_into<R: BufRead>(
     reader: R,
     limits: cssmtp_batch::Limits,
@@ -101,13 +121,22 @@ pub fn parse_into<R: BufRead>(
 ) {
     let mut lines = LineReader::new(reader);
     let mut parser = Parser::new(limits);
+    let mut batch: Vec<Mail> = Vec::new();
+    let mut sent_any = false;
     loop {
         match lines.next_line() {
             Ok(Some(line)) => match parser.line(line) {
                 Step::Continue => {}
                 Step::Mail(mail) => {
-                    if tx.blocking_send(Parsed::Mail(mail)).is_err() {
-                        return;
+                    batch.push(*mail);
+                    if batch.len() >= BATCH || !sent_any {
+                        sent_any = true;
+                        if tx
+                            .blocking_send(Parsed::Mails(std::mem::take(&mut batch)))
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
                 }
                 Step::Stop => break,
@@ -118,6 +147,9 @@ pub fn parse_into<R: BufRead>(
                 return;
             }
         }
+    }
+    if !batch.is_empty() && tx.blocking_send(Parsed::Mails(batch)).is_err() {
+        return;
     }
     let _ = tx.blocking_send(Parsed::Done(parser.finish()));
 }
@@ -173,10 +205,10 @@ mod tests {
             cssmtp_batch::Limits::default(),
             &tx,
         );
-        let Some(Parsed::Mail(mail)) = rx.blocking_recv() else {
+        let Some(Parsed::Mails(mails)) = rx.blocking_recv() else {
             panic!()
         };
-        assert_eq!(*mail, expected[0]);
+        assert_eq!(mails, expected);
         assert!(matches!(rx.blocking_recv(), Some(Parsed::Done(_))));
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::layout::{SpoolLayout, sync_dir};
+use super::layout::{DirSync, SpoolLayout, sync_dir};
 use super::name::JobIdentity;
 use super::reader::{Parsed, parse_into};
 use crate::config::{BadSpoolDisp, Config};
@@ -45,6 +45,8 @@ pub struct TaskShared {
     pub queue: async_channel::Sender<MailJob>,
     pub stats: Arc<Stats>,
     pub stop: CancellationToken,
+    /// Group commit of removals from `active/`.
+    pub active_sync: DirSync,
 }
 
 /// A recipient that will not get the mail.
@@ -235,9 +237,11 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
                 }
             }
             parsed = parsed_rx.recv(), if !parse_done && task.mails.len() < MAX_PENDING_MAILS => match parsed {
-                Some(Parsed::Mail(mail)) => {
-                    if !task.accept(*mail, &stop).await {
-                        return task.report;
+                Some(Parsed::Mails(mails)) => {
+                    for mail in mails {
+                        if !task.accept(mail, &stop).await {
+                            return task.report;
+                        }
                     }
                 }
                 Some(Parsed::Done(s)) => {
@@ -496,7 +500,7 @@ async fn finish(shared: &TaskShared, path: &Path, mut report: FileReport) -> Fil
             BadSpoolDisp::Hold => hold(&shared.layout, path, &report),
         }
     };
-    let _ = sync_dir(&shared.layout.active);
+    shared.active_sync.request();
     report.disposition = match disposition {
         Ok(d) => d,
         Err(e) => {
