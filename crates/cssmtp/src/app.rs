@@ -17,10 +17,45 @@ use crate::spool::layout::DirSync;
 use crate::spool::task::{FileReport, TaskShared};
 use crate::stats::{Snapshot, Stats};
 
+/// How to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOptions {
+    pub mode: Mode,
+    /// Keep a [`FileReport`] of every spool file finished (the demo and tests read them).
+    /// Off for `cssmtp run`: a daemon must not grow with the files it has handled.
+    pub keep_reports: bool,
+}
+
+impl RunOptions {
+    /// Until stopped, keeping no reports.
+    pub fn daemon() -> Self {
+        Self {
+            mode: Mode::Daemon,
+            keep_reports: false,
+        }
+    }
+
+    /// Until the spool is drained, keeping no reports.
+    pub fn drain() -> Self {
+        Self {
+            mode: Mode::Drain,
+            keep_reports: false,
+        }
+    }
+
+    /// Also keep a report of every spool file.
+    pub fn keep_reports(self) -> Self {
+        Self {
+            keep_reports: true,
+            ..self
+        }
+    }
+}
+
 /// What a run did.
 #[derive(Debug)]
 pub struct RunReport {
-    /// Every spool file finished during the run.
+    /// The spool files finished during the run (with [`RunOptions::keep_reports`]).
     pub files: Vec<FileReport>,
     pub stats: Snapshot,
     /// The run was stopped (signal) rather than drained.
@@ -31,7 +66,7 @@ impl RunReport {
     /// True when every recipient of every finished file was delivered and no file had
     /// problems.
     pub fn all_delivered(&self) -> bool {
-        self.files.iter().all(|f| !f.has_problems())
+        self.stats.rcpts_undeliverable == 0 && self.stats.files_with_errors == 0
     }
 }
 
@@ -50,7 +85,11 @@ pub fn system_host_name() -> String {
 /// # Errors
 /// Start-up failures: the spool cannot be created or is served by another instance,
 /// TLS or DNS cannot be set up.
-pub async fn run(config: Config, mode: Mode, stop: CancellationToken) -> anyhow::Result<RunReport> {
+pub async fn run(
+    config: Config,
+    options: RunOptions,
+    stop: CancellationToken,
+) -> anyhow::Result<RunReport> {
     let config = Arc::new(config);
     let layout = SpoolLayout::new(config.writer_spool());
     layout.create().with_context(|| {
@@ -149,7 +188,13 @@ pub async fn run(config: Config, mode: Mode, stop: CancellationToken) -> anyhow:
         stop: stop.clone(),
         active_sync,
     });
-    let files = intake::run(Arc::clone(&shared), router, mode).await?;
+    let files = intake::run(
+        Arc::clone(&shared),
+        router,
+        options.mode,
+        options.keep_reports,
+    )
+    .await?;
     // Closing the queue lets the workers finish and say QUIT.
     drop(shared);
     while workers.join_next().await.is_some() {}

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::app::RunOptions;
 use crate::cli::{Command, SinkArgs};
 use crate::config::{self, Config, LoadError, Severity};
 use crate::sink::{Sink, SinkOptions};
 use crate::spool::SpoolLayout;
-use crate::spool::intake::Mode;
 use crate::spool::submit::{JobInfo, submit};
 
 pub const EXIT_OK: u8 = 0;
@@ -113,8 +113,12 @@ async fn run(path: &Path, drain: bool) -> u8 {
     };
     let stop = CancellationToken::new();
     stop_on_signals(stop.clone());
-    let mode = if drain { Mode::Drain } else { Mode::Daemon };
-    match crate::app::run(config, mode, stop).await {
+    let options = if drain {
+        RunOptions::drain()
+    } else {
+        RunOptions::daemon()
+    };
+    match crate::app::run(config, options, stop).await {
         Ok(report) if report.stopped && drain => EXIT_STOPPED,
         Ok(report) if drain && !report.all_delivered() => EXIT_NOT_DELIVERED,
         Ok(_) => EXIT_OK,

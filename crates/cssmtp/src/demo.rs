@@ -11,10 +11,10 @@ use std::path::Path;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::RunOptions;
 use crate::config;
 use crate::sink::{Sink, SinkOptions};
 use crate::spool::SpoolLayout;
-use crate::spool::intake::Mode;
 use crate::spool::submit::{JobInfo, submit};
 use crate::spool::task::Disposition;
 
@@ -175,7 +175,8 @@ Timeout
     )?;
     out.flush()?;
 
-    let report = crate::app::run(config, Mode::Drain, CancellationToken::new()).await?;
+    let options = RunOptions::drain().keep_reports();
+    let report = crate::app::run(config, options, CancellationToken::new()).await?;
 
     writeln!(out)?;
     writeln!(out, "Received by the target server:")?;

@@ -5,9 +5,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cssmtp::app;
+use cssmtp::app::{self, RunOptions};
 use cssmtp::sink::{Sink, SinkOptions};
-use cssmtp::spool::intake::Mode;
 use hickory_server::Server;
 use hickory_server::net::runtime::TokioRuntimeProvider;
 use hickory_server::proto::rr::rdata::{A, MX, SOA};
@@ -184,7 +183,7 @@ async fn back_pressure_until_a_target_comes_back() {
         ),
     );
     let stop = CancellationToken::new();
-    let run = tokio::spawn(app::run(env.config(), Mode::Drain, stop.clone()));
+    let run = tokio::spawn(app::run(env.config(), RunOptions::drain(), stop.clone()));
     // Well within ConnectRetry: the first connection has failed by now.
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert_eq!(

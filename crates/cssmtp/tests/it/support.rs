@@ -4,11 +4,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cssmtp::app::{self, RunReport};
+use cssmtp::app::{self, RunOptions, RunReport};
 use cssmtp::config::{self, Config};
 use cssmtp::sink::{Sink, SinkOptions};
 use cssmtp::spool::SpoolLayout;
-use cssmtp::spool::intake::Mode;
 use cssmtp::spool::submit::{JobInfo, submit};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -70,9 +69,13 @@ impl Env {
 
     /// Runs cssmtp until the spool is drained.
     pub async fn drain(&self) -> RunReport {
-        app::run(self.config(), Mode::Drain, CancellationToken::new())
-            .await
-            .unwrap()
+        app::run(
+            self.config(),
+            RunOptions::drain().keep_reports(),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap()
     }
 
     /// Files in a spool subdirectory (`""` for the intake directory itself).
