@@ -243,6 +243,7 @@ async fn sink(args: SinkArgs) -> u8 {
         lenient_end_of_data: args.lenient_end_of_data,
         store: args.store,
         print: true,
+        keep: false,
     };
     let sink = match Sink::bind(args.listen, options).await {
         Ok(s) => s,
@@ -255,6 +256,6 @@ async fn sink(args: SinkArgs) -> u8 {
     let stop = CancellationToken::new();
     stop_on_signals(stop.clone());
     stop.cancelled().await;
-    println!("sink: {} mail(s) received", sink.received().len());
+    println!("sink: {} mail(s) received", sink.count());
     EXIT_OK
 }

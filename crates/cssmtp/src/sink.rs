@@ -58,6 +58,9 @@ pub struct SinkOptions {
     pub store: Option<PathBuf>,
     /// Print a line per mail on standard output.
     pub print: bool,
+    /// Keep every mail in memory for [`Sink::received`] (tests, the demo); off for a
+    /// long-running `cssmtp sink`, which must not grow with the mail it receives.
+    pub keep: bool,
 }
 
 impl Default for SinkOptions {
@@ -72,6 +75,7 @@ impl Default for SinkOptions {
             lenient_end_of_data: false,
             store: None,
             print: false,
+            keep: true,
         }
     }
 }
@@ -127,6 +131,8 @@ struct Shared {
     notify: Notify,
     sessions: AtomicU64,
     next_id: AtomicU64,
+    /// Mails accepted (also those not kept).
+    accepted: AtomicU64,
     /// Addresses that already got their one `tempfail-once` refusal.
     failed_once: Mutex<HashSet<String>>,
 }
@@ -193,16 +199,20 @@ impl Sink {
             .unwrap_or_default()
     }
 
-    /// Waits until at least `n` mails were accepted.
+    /// Waits until at least `n` mails were accepted; returns those kept.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
         loop {
             let notified = self.shared.notify.notified();
-            let received = self.received();
-            if received.len() >= n {
-                return received;
+            if self.count() >= n as u64 {
+                return self.received();
             }
             notified.await;
         }
+    }
+
+    /// Mails accepted so far.
+    pub fn count(&self) -> u64 {
+        self.shared.accepted.load(Ordering::Relaxed)
     }
 
     /// Connections accepted so far.
@@ -568,9 +578,12 @@ fn finish_mail(
             if tls { ", TLS" } else { "" }
         );
     }
-    if let Ok(mut received) = shared.received.lock() {
+    if options.keep
+        && let Ok(mut received) = shared.received.lock()
+    {
         received.push(mail);
     }
+    shared.accepted.fetch_add(1, Ordering::Relaxed);
     shared.notify.notify_waiters();
     Some(format!("250 2.0.0 Ok: queued as {id}\r\n"))
 }
