@@ -35,6 +35,11 @@ pub struct DataSpan {
     /// offset (the first line that is not a header field, possibly `start` when the text
     /// has no header at all).
     pub missing_separator_at: Option<u64>,
+    /// Offset where the header block ends (its blank line, the missing separator, or
+    /// `end` when the text is all header).
+    pub header_end: u64,
+    /// An `Auto-Submitted:` field says the mail is automatic (any value but `no`).
+    pub auto_submitted: bool,
 }
 
 /// Tracks the header section while the parser walks through a mail's text.
@@ -45,6 +50,8 @@ pub(crate) struct HeaderScan {
     pub(crate) has_date: bool,
     pub(crate) has_message_id: bool,
     pub(crate) missing_separator_at: Option<u64>,
+    pub(crate) header_end: Option<u64>,
+    pub(crate) auto_submitted: bool,
 }
 
 impl HeaderScan {
@@ -55,6 +62,8 @@ impl HeaderScan {
             has_date: false,
             has_message_id: false,
             missing_separator_at: None,
+            header_end: None,
+            auto_submitted: false,
         }
     }
 
@@ -65,6 +74,7 @@ impl HeaderScan {
         }
         if text.is_empty() {
             self.in_header = false;
+            self.header_end = Some(offset);
             return;
         }
         if self.seen_field && matches!(text.first(), Some(b' ' | b'\t')) {
@@ -75,10 +85,15 @@ impl HeaderScan {
                 self.seen_field = true;
                 self.has_date |= name.eq_ignore_ascii_case(b"date");
                 self.has_message_id |= name.eq_ignore_ascii_case(b"message-id");
+                if name.eq_ignore_ascii_case(b"auto-submitted") {
+                    let value = text.get(name.len() + 1..).unwrap_or_default();
+                    self.auto_submitted |= !value.trim_ascii().eq_ignore_ascii_case(b"no");
+                }
             }
             None => {
                 self.in_header = false;
                 self.missing_separator_at = Some(offset);
+                self.header_end = Some(offset);
             }
         }
     }

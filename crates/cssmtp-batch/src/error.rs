@@ -55,10 +55,10 @@ pub struct SyntaxError {
 }
 
 impl SyntaxError {
-    /// True when the error counts toward `JESSyntaxErrLimit`. Bad recipients do not (the
-    /// recipient becomes undeliverable instead); neither do size rejections.
-    pub fn counts(&self) -> bool {
-        !matches!(
+    /// True for an error in a `RCPT TO`: that recipient is undeliverable, the mail goes
+    /// on, and the spool file is not bad for it.
+    pub fn is_recipient_error(&self) -> bool {
+        matches!(
             self.kind,
             ErrorKind::InvalidAddress("RCPT TO", _)
                 | ErrorKind::AngleBracketsRequired("RCPT TO")
@@ -69,9 +69,17 @@ impl SyntaxError {
                 | ErrorKind::ExpectedSyntax("RCPT TO:<path>")
                 | ErrorKind::NullRecipient
                 | ErrorKind::TooManyRecipients(_)
-                | ErrorKind::MailTooBig { .. }
-                | ErrorKind::LimitReached(_)
         )
+    }
+
+    /// True when the error counts toward `JESSyntaxErrLimit`. Bad recipients do not (the
+    /// recipient becomes undeliverable instead); neither do size rejections.
+    pub fn counts(&self) -> bool {
+        !self.is_recipient_error()
+            && !matches!(
+                self.kind,
+                ErrorKind::MailTooBig { .. } | ErrorKind::LimitReached(_)
+            )
     }
 
     /// The reply code and enhanced status, e.g. `(501, "5.5.4")`.

@@ -326,6 +326,8 @@ impl Parser {
                 has_date: body.header.has_date,
                 has_message_id: body.header.has_message_id,
                 missing_separator_at: body.header.missing_separator_at,
+                header_end: body.header.header_end.unwrap_or(line.offset),
+                auto_submitted: body.header.auto_submitted,
             },
         };
         Step::Mail(Box::new(mail))

@@ -6,12 +6,14 @@
 //!   [`Reply`] values, incrementally, from whatever chunks the socket delivers;
 //! * [`ehlo`]: the capabilities a server advertises in its EHLO reply;
 //! * [`command`]: rendering client commands, refusing anything that could smuggle a
-//!   line break into the command stream.
+//!   line break into the command stream;
+//! * [`data`]: dot-stuffing and line ends for mail text cssmtp generates.
 //!
 //! It never touches a socket, a file or a clock: bytes in, values out. The delivery
 //! code in the `cssmtp` crate drives it over tokio and rustls.
 
 pub mod command;
+pub mod data;
 pub mod ehlo;
 pub mod reply;
 

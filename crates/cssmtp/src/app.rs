@@ -11,6 +11,8 @@ use crate::delivery::resolve::{build_resolver, resolve};
 use crate::delivery::router::Router;
 use crate::delivery::tls;
 use crate::delivery::worker::{self, DeliveryContext};
+use crate::notify::{Limiter, Notifier};
+use crate::retry::extended;
 use crate::spool::SpoolLayout;
 use crate::spool::intake::{self, Mode};
 use crate::spool::layout::DirSync;
@@ -63,10 +65,12 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// True when every recipient of every finished file was delivered and no file had
-    /// problems.
+    /// True when every recipient of every finished file was delivered (none returned,
+    /// none left in extended retry) and no file had problems.
     pub fn all_delivered(&self) -> bool {
-        self.stats.rcpts_undeliverable == 0 && self.stats.files_with_errors == 0
+        self.stats.rcpts_undeliverable == 0
+            && self.stats.files_with_errors == 0
+            && self.stats.rcpts_extended == 0
     }
 }
 
@@ -179,6 +183,31 @@ pub async fn run(
     );
     let sync_stop = CancellationToken::new();
     let (active_sync, syncer) = DirSync::spawn(layout.active.clone(), sync_stop.clone());
+    let notifier = Arc::new(Notifier {
+        config: Arc::clone(&config),
+        host: host_name.clone(),
+        queue: queue_tx.clone(),
+        stats: Arc::clone(&stats),
+        limiter: Limiter::new(config.notify_limit),
+        stop: stop.clone(),
+    });
+    // Extended retry runs beside intake, from the MailDirectory.
+    let (extended_tx, extended) = match config.extended_retry.clone() {
+        Some(settings) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let manager = extended::Manager {
+                config: Arc::clone(&config),
+                settings,
+                notifier: Arc::clone(&notifier),
+                stats: Arc::clone(&stats),
+            };
+            (
+                Some(tx),
+                Some(tokio::spawn(manager.run(rx, stop.clone(), options.mode))),
+            )
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(TaskShared {
         config: Arc::clone(&config),
         host_name,
@@ -187,6 +216,8 @@ pub async fn run(
         stats: Arc::clone(&stats),
         stop: stop.clone(),
         active_sync,
+        notifier: Arc::clone(&notifier),
+        extended: extended_tx,
     });
     let files = intake::run(
         Arc::clone(&shared),
@@ -195,8 +226,13 @@ pub async fn run(
         options.keep_reports,
     )
     .await?;
-    // Closing the queue lets the workers finish and say QUIT.
     drop(shared);
+    if let Some(extended) = extended {
+        let _ = extended.await;
+    }
+    // Closing the queue (its last senders are gone now) lets the workers finish and
+    // say QUIT.
+    drop(notifier);
     while workers.join_next().await.is_some() {}
     sync_stop.cancel();
     let _ = syncer.await;

@@ -74,7 +74,8 @@ This mail is still delivered; the bad HELO is reported.
 }
 
 /// Runs the demo, writing its account to `out`. Returns whether the results are the
-/// expected ones: three mails delivered, two recipients undeliverable (on purpose).
+/// expected ones: three mails delivered, two recipients undeliverable (on purpose) and
+/// notified to their originators.
 ///
 /// # Errors
 /// When the scratch directory, the sink or cssmtp cannot be set up.
@@ -180,20 +181,26 @@ Timeout
 
     writeln!(out)?;
     writeln!(out, "Received by the target server:")?;
-    for mail in sink.received() {
+    let mut received = sink.received();
+    received.sort_by_key(|m| (m.mail_from.is_empty(), m.id));
+    for mail in &received {
         let rcpts: Vec<String> = mail.rcpt_to.iter().map(|r| format!("<{r}>")).collect();
+        let kind = if mail.mail_from.is_empty() {
+            "  (undeliverable notification)"
+        } else {
+            ""
+        };
         writeln!(
             out,
-            "  #{} from <{}> to {}\n      Subject: {}\n      Message-ID: {}",
+            "  #{} from <{}> to {}{kind}\n      Subject: {}",
             mail.id,
             mail.mail_from,
             rcpts.join(", "),
             mail.header("Subject").unwrap_or_default(),
-            mail.header("Message-ID").unwrap_or_default(),
         )?;
     }
     writeln!(out)?;
-    writeln!(out, "Not delivered:")?;
+    writeln!(out, "Not delivered, and what cssmtp did about it:")?;
     let mut none = true;
     let mut files = report.files.clone();
     files.sort_by(|a, b| a.job.file_name.cmp(&b.job.file_name));
@@ -206,6 +213,9 @@ Timeout
                 file.job.job_name, u.mail, u.address, u.reason
             )?;
         }
+        for (mail, what) in &file.returns {
+            writeln!(out, "  {} mail {mail}: {what}", file.job.job_name)?;
+        }
     }
     if none {
         writeln!(out, "  (nothing)")?;
@@ -214,32 +224,48 @@ Timeout
     writeln!(out, "Spool file results:")?;
     for file in &files {
         let what = match &file.disposition {
+            Disposition::Deleted if file.undeliverable_count > 0 => {
+                "done (delivered or returned); deleted".to_owned()
+            }
             Disposition::Deleted => "all delivered; deleted".to_owned(),
-            Disposition::Held(path) => format!("held for the operator: {}", path.display()),
+            Disposition::Held(path) => format!(
+                "errors in the file: held for the operator as {}",
+                path.display()
+            ),
             Disposition::Removed => "removed (BadSpoolDisp Delete)".to_owned(),
             Disposition::LeftActive => "left in active/".to_owned(),
         };
         writeln!(out, "  {}: {what}", file.job.file_name)?;
-        for e in &file.errors {
+        for e in file.errors.iter().filter(|e| !e.is_recipient_error()) {
             writeln!(out, "      line {}: {e}", e.line)?;
+        }
+        if let Some(done) = &file.report {
+            writeln!(out, "      {done}")?;
         }
     }
     let s = report.stats;
     writeln!(out)?;
     writeln!(
         out,
-        "Summary: {} mail(s) sent, {} recipient(s) delivered, {} undeliverable; {} spool file(s), {} held.",
-        s.mails_sent, s.rcpts_delivered, s.rcpts_undeliverable, s.files_done, s.files_held
+        "Summary: {} mail(s) sent, {} recipient(s) delivered, {} undeliverable ({} notification(s) sent), {} spool file(s), {} held.",
+        s.mails_sent,
+        s.rcpts_delivered,
+        s.rcpts_undeliverable,
+        s.notifications,
+        s.files_done,
+        s.files_held
     )?;
     if keep.is_some() {
         writeln!(out, "The demo's files are kept in {}.", dir.display())?;
     } else {
         writeln!(
             out,
-            "(Run `cssmtp demo --keep DIR` to keep the configuration, spool and held files.)"
+            "(Run `cssmtp demo --keep DIR` to keep the configuration, spool, reports and held files.)"
         )?;
     }
-    let expected =
-        sink.received().len() == 3 && s.rcpts_delivered == 4 && s.rcpts_undeliverable == 2;
+    let expected = received.len() == 5
+        && s.rcpts_delivered == 4
+        && s.rcpts_undeliverable == 2
+        && s.notifications == 2;
     Ok(expected)
 }

@@ -18,12 +18,16 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod demo;
+pub mod durable;
 pub mod headers;
 pub mod net;
+pub mod notify;
+pub mod retry;
 pub mod sink;
 pub mod spool;
 pub mod stats;

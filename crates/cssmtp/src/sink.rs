@@ -7,6 +7,7 @@
 //! | local part starts with | effect |
 //! |---|---|
 //! | `tempfail-once` | RCPT TO answered `451 4.2.1` the first time, accepted after |
+//! | `tempfail2`…`tempfail9` | the same for the first 2…9 times |
 //! | `tempfail` | RCPT TO answered `451 4.2.1` |
 //! | `reject`, `permfail`, `unknown` | RCPT TO answered `550 5.1.1` |
 //! | `data-tempfail` | the mail's final "." answered `451 4.3.0` |
@@ -21,7 +22,7 @@
 //! CR or LF is refused, as hardened servers do) or leniently (`<LF>.<LF>`, `<CR>.<CR>`…
 //! also end it, as servers vulnerable to SMTP smuggling do).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,8 +134,8 @@ struct Shared {
     next_id: AtomicU64,
     /// Mails accepted (also those not kept).
     accepted: AtomicU64,
-    /// Addresses that already got their one `tempfail-once` refusal.
-    failed_once: Mutex<HashSet<String>>,
+    /// How many `tempfail-once`/`tempfailN` refusals each address got.
+    refusals: Mutex<HashMap<String, u32>>,
 }
 
 /// A running sink.
@@ -246,12 +247,21 @@ const TEMPFAIL: &str = "451 4.2.1 Mailbox busy, try again later (scripted)\r\n";
 fn script_for(rcpt: &str, shared: &Shared) -> (Option<&'static str>, Option<Scripted>) {
     let local = rcpt.split('@').next().unwrap_or("").to_ascii_lowercase();
     let starts = |p: &str| local.starts_with(p);
-    if starts("tempfail-once") {
-        let first = shared
-            .failed_once
-            .lock()
-            .is_ok_and(|mut seen| seen.insert(rcpt.to_ascii_lowercase()));
-        if first {
+    let times = if starts("tempfail-once") {
+        Some(1)
+    } else {
+        local
+            .strip_prefix("tempfail")
+            .and_then(|rest| rest.chars().next())
+            .and_then(|c| c.to_digit(10))
+    };
+    if let Some(times) = times {
+        let refused = shared.refusals.lock().is_ok_and(|mut counts| {
+            let count = counts.entry(rcpt.to_ascii_lowercase()).or_default();
+            *count += 1;
+            *count <= times
+        });
+        if refused {
             (Some(TEMPFAIL), None)
         } else {
             (None, Some(Scripted::Accept))

@@ -13,6 +13,10 @@ pub struct Stats {
     files_done: AtomicU64,
     files_held: AtomicU64,
     files_with_errors: AtomicU64,
+    notifications: AtomicU64,
+    dead_letters: AtomicU64,
+    reports: AtomicU64,
+    rcpts_extended: AtomicU64,
 }
 
 /// A copy of the counters.
@@ -31,6 +35,14 @@ pub struct Snapshot {
     pub files_held: u64,
     /// Spool files that had syntax errors or undeliverable recipients.
     pub files_with_errors: u64,
+    /// Undeliverable notifications sent.
+    pub notifications: u64,
+    /// Dead letters (stored or not).
+    pub dead_letters: u64,
+    /// Error reports sent or written.
+    pub reports: u64,
+    /// Recipients handed to extended retry.
+    pub rcpts_extended: u64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -67,6 +79,22 @@ impl Stats {
         }
     }
 
+    pub fn notification_sent(&self) {
+        add(&self.notifications, 1);
+    }
+
+    pub fn dead_letter(&self) {
+        add(&self.dead_letters, 1);
+    }
+
+    pub fn report_made(&self) {
+        add(&self.reports, 1);
+    }
+
+    pub fn rcpts_extended(&self, n: u64) {
+        add(&self.rcpts_extended, n);
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Snapshot {
@@ -78,6 +106,10 @@ impl Stats {
             files_done: get(&self.files_done),
             files_held: get(&self.files_held),
             files_with_errors: get(&self.files_with_errors),
+            notifications: get(&self.notifications),
+            dead_letters: get(&self.dead_letters),
+            reports: get(&self.reports),
+            rcpts_extended: get(&self.rcpts_extended),
         }
     }
 }

@@ -613,3 +613,19 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn header_end_and_auto_submitted() {
+    let file = "HELO h.example\nMAIL FROM:<a@b.c>\nRCPT TO:<d@e.f>\nDATA\nSubject: s\nAuto-Submitted: auto-replied\n\nbody\n.\nMAIL FROM:<a@b.c>\nRCPT TO:<d@e.f>\nDATA\nAuto-Submitted: no\nSubject: only header\n.\n";
+    let (mails, _) = parse(file);
+    assert!(mails[0].data.auto_submitted);
+    assert_eq!(
+        &file[mails[0].data.start as usize..mails[0].data.header_end as usize],
+        "Subject: s\nAuto-Submitted: auto-replied\n"
+    );
+    assert!(
+        !mails[1].data.auto_submitted,
+        "Auto-Submitted: no is a person's mail"
+    );
+    assert_eq!(mails[1].data.header_end, mails[1].data.end, "all header");
+}

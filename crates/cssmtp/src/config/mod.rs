@@ -62,12 +62,48 @@ pub struct Config {
     pub tls_ca_files: Vec<PathBuf>,
     /// `NameServer`: DNS servers for TargetName/TargetMx (default: /etc/resolv.conf).
     pub name_servers: Vec<SocketAddr>,
+    /// `Undeliverable`.
+    pub undeliverable: Undeliverable,
+    /// `ExtendedRetry` (None: inactive, as when the statement is absent or Interval 0).
+    pub extended_retry: Option<ExtendedRetry>,
+    /// `MailAdministrator` (at most four).
+    pub mail_administrators: Vec<String>,
+    /// `Report`.
+    pub report: Report,
+    /// `ReportMailFrom`: reverse path of error reports (None: the null path `<>`).
+    pub report_mail_from: Option<String>,
+    /// `NotifyLimit`: notifications and error reports sent per minute at most (0: no
+    /// limit); more wait their turn.
+    pub notify_limit: u32,
 }
 
 impl Config {
     /// The writer's spool directory: `<SpoolDirectory>/<ExtWrtName>`.
     pub fn writer_spool(&self) -> PathBuf {
         self.spool_directory.join(&self.ext_wrt_name)
+    }
+
+    /// Where dead letters are stored (`DeadLetterDirectory`, default
+    /// `<SpoolDirectory>/<ExtWrtName>/deadletter`).
+    pub fn dead_letter_directory(&self) -> PathBuf {
+        self.undeliverable
+            .dead_letter_directory
+            .clone()
+            .unwrap_or_else(|| self.writer_spool().join("deadletter"))
+    }
+
+    /// Where mail in extended retry is kept (`MailDirectory`, default
+    /// `<SpoolDirectory>/<ExtWrtName>/mail`).
+    pub fn mail_directory(&self) -> PathBuf {
+        self.extended_retry
+            .as_ref()
+            .and_then(|e| e.mail_directory.clone())
+            .unwrap_or_else(|| self.writer_spool().join("mail"))
+    }
+
+    /// Where error reports are written with `Report File`.
+    pub fn report_directory(&self) -> PathBuf {
+        self.writer_spool().join("reports")
     }
 
     /// Parser limits from the JES statements and Options.
@@ -207,8 +243,77 @@ pub struct Options {
     pub null_trnc: bool,
     /// Cut data lines to 998 characters instead of rejecting the mail.
     pub data_line_trunc: bool,
-    /// Parse and report, never deliver (parsed; not implemented yet).
+    /// Parse and report, never deliver: CSSMTP's compatibility test mode.
     pub test_mode: bool,
+}
+
+/// `Undeliverable` statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undeliverable {
+    /// `ReturnToMailFrom Yes`: send a notification to the reverse path.
+    pub return_to_mail_from: bool,
+    /// `DeadLetterAction`.
+    pub dead_letter_action: DeadLetterAction,
+    /// `DeadLetterDirectory` (None: the default, see [`Config::dead_letter_directory`]).
+    pub dead_letter_directory: Option<PathBuf>,
+    /// `ReturnContent` (cssmtp): what of the original mail a notification carries.
+    pub return_content: ReturnContent,
+}
+
+impl Default for Undeliverable {
+    fn default() -> Self {
+        Self {
+            return_to_mail_from: true,
+            dead_letter_action: DeadLetterAction::Store,
+            dead_letter_directory: None,
+            return_content: ReturnContent::Headers,
+        }
+    }
+}
+
+/// `DeadLetterAction`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeadLetterAction {
+    /// One file per dead letter in the dead-letter directory.
+    #[default]
+    Store,
+    /// Logged only.
+    Delete,
+}
+
+/// What of the original mail an undeliverable notification carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReturnContent {
+    /// Its header only (`text/rfc822-headers`): enough to recognise it, without sending
+    /// bulk mail back.
+    #[default]
+    Headers,
+    /// The whole mail (`message/rfc822`), up to 1 MiB (larger: the header only).
+    Full,
+}
+
+/// `ExtendedRetry` statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtendedRetry {
+    /// `Age`: how long a mail stays in extended retry (days; 0: no limit).
+    pub age: Duration,
+    /// `Interval`: wait between attempts (minutes).
+    pub interval: Duration,
+    /// `MailDirectory` (None: the default, see [`Config::mail_directory`]).
+    pub mail_directory: Option<PathBuf>,
+}
+
+/// `Report`: where error reports about spool files go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Report {
+    /// One mail per spool file to the MailAdministrators.
+    Admin,
+    /// A file in `<SpoolDirectory>/<ExtWrtName>/reports/` (the Linux face of
+    /// CSSMTP's Report Sysout).
+    #[default]
+    File,
+    /// No report (problems are logged).
+    None,
 }
 
 /// `BadSpoolDisp`: what becomes of a spool file with problems.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::syntax::{self, Param, Statement, Word};
 use super::{
     BadSpoolDisp, Config, DEFAULT_EXT_WRT_NAME, DEFAULT_RUN_DIRECTORY, DEFAULT_SPOOL_DIRECTORY,
-    Diagnostic, Header, Options, RetryLimit, Severity, TargetHost, TargetSpec, Targets, Timeouts,
+    DeadLetterAction, Diagnostic, ExtendedRetry, Header, Options, Report, RetryLimit,
+    ReturnContent, Severity, TargetHost, TargetSpec, Targets, Timeouts, Undeliverable,
 };
 
 /// Top-level statements cssmtp knows, in their documented spelling.
@@ -30,15 +31,16 @@ const STATEMENTS: &[&str] = &[
     "MaxConnections",
     "TlsCaFile",
     "NameServer",
-];
-
-/// CSSMTP statements that are recognised but have no effect yet.
-const NOT_YET: &[&str] = &[
     "ExtendedRetry",
     "Undeliverable",
     "MailAdministrator",
     "Report",
     "ReportMailFrom",
+    "NotifyLimit",
+];
+
+/// CSSMTP statements that are recognised but have no effect yet.
+const NOT_YET: &[&str] = &[
     "LogLevel",
     "ChkPointSizeLimit",
     "SMF119",
@@ -87,6 +89,12 @@ struct Validator {
     max_connections: usize,
     tls_ca_files: Vec<PathBuf>,
     name_servers: Vec<SocketAddr>,
+    undeliverable: Undeliverable,
+    extended_retry: Option<ExtendedRetry>,
+    mail_administrators: Vec<(String, u32)>,
+    report: Option<(Report, u32)>,
+    report_mail_from: Option<String>,
+    notify_limit: u32,
 }
 
 impl Validator {
@@ -119,6 +127,12 @@ impl Validator {
             max_connections: 16,
             tls_ca_files: Vec::new(),
             name_servers: Vec::new(),
+            undeliverable: Undeliverable::default(),
+            extended_retry: None,
+            mail_administrators: Vec::new(),
+            report: None,
+            report_mail_from: None,
+            notify_limit: 600,
         }
     }
 
@@ -175,6 +189,8 @@ impl Validator {
             "header" => self.header(s),
             "retrylimit" => self.retry_limit(s),
             "options" => self.options(s),
+            "undeliverable" => self.undeliverable(s),
+            "extendedretry" => self.extended_retry(s),
             _ => self.simple(name, &key, s),
         }
     }
@@ -244,6 +260,42 @@ impl Validator {
                     self.max_connections = n as usize;
                 }
             }
+            "notifylimit" => {
+                if let Some(n) = self.number(value, 0, 1_000_000, name) {
+                    self.notify_limit = n as u32;
+                }
+            }
+            "mailadministrator" => {
+                if let Some(mailbox) = self.mailbox(value, name) {
+                    if let Some((_, first)) =
+                        self.mail_administrators.iter().find(|(m, _)| *m == mailbox)
+                    {
+                        let first = *first;
+                        self.warning(
+                            line,
+                            format!("MailAdministrator {mailbox} duplicates line {first}; ignored"),
+                        );
+                    } else if self.mail_administrators.len() == 4 {
+                        self.warning(line, format!("only the first four MailAdministrator statements are used; ignoring {mailbox}"));
+                    } else {
+                        self.mail_administrators.push((mailbox, line));
+                    }
+                }
+            }
+            "reportmailfrom" => {
+                if let Some(mailbox) = self.mailbox(value, name) {
+                    self.report_mail_from = Some(mailbox);
+                }
+            }
+            "report" => match text.to_ascii_lowercase().as_str() {
+                "admin" => self.report = Some((Report::Admin, line)),
+                "file" | "sysout" => self.report = Some((Report::File, line)),
+                "none" => self.report = Some((Report::None, line)),
+                _ => self.error(
+                    line,
+                    format!("Report must be Admin, File or None, not {text:?}"),
+                ),
+            },
             "badspooldisp" => match text.to_ascii_lowercase().as_str() {
                 "hold" => self.bad_spool_disp = BadSpoolDisp::Hold,
                 "delete" => self.bad_spool_disp = BadSpoolDisp::Delete,
@@ -617,21 +669,114 @@ impl Validator {
                 "DataLineTrunc" => self.options.data_line_trunc = b,
                 // cssmtp always sends EHLO again after STARTTLS (RFC 3207 §4.2).
                 "TLSEhlo" => {}
-                _ => {
-                    self.options.test_mode = b;
-                    if b {
-                        self.warning(
-                            value.line,
-                            "Options TestMode is not implemented yet; mail is delivered",
-                        );
-                    }
-                }
+                _ => self.options.test_mode = b,
             }
         }
     }
 
+    /// A mailbox (`user@host.domain`), case kept (mailboxes are case sensitive).
+    fn mailbox(&mut self, w: &Word, what: &str) -> Option<String> {
+        let text = w.text.trim_start_matches('<').trim_end_matches('>');
+        match cssmtp_batch::address::parse_path(&format!("<{text}>"), "RCPT TO") {
+            Ok(mailbox) if mailbox.contains('@') => Some(mailbox),
+            _ => {
+                self.error(
+                    w.line,
+                    format!("{what} {:?} is not a mailbox (user@host.domain)", w.text),
+                );
+                None
+            }
+        }
+    }
+
+    fn undeliverable(&mut self, s: &Statement) {
+        const KNOWN: &[&str] = &[
+            "ReturnToMailFrom",
+            "DeadLetterAction",
+            "DeadLetterDirectory",
+            "ReturnContent",
+        ];
+        for (name, value) in self.params("Undeliverable", s, KNOWN) {
+            let text = value.text.to_ascii_lowercase();
+            match name {
+                "ReturnToMailFrom" => {
+                    if let Some(b) = self.yes_no(value, "ReturnToMailFrom") {
+                        self.undeliverable.return_to_mail_from = b;
+                    }
+                }
+                "DeadLetterAction" => match text.as_str() {
+                    "store" => self.undeliverable.dead_letter_action = DeadLetterAction::Store,
+                    "delete" => self.undeliverable.dead_letter_action = DeadLetterAction::Delete,
+                    _ => self.error(
+                        value.line,
+                        format!(
+                            "DeadLetterAction must be Store or Delete, not {:?}",
+                            value.text
+                        ),
+                    ),
+                },
+                "DeadLetterDirectory" => {
+                    self.undeliverable.dead_letter_directory = self.path(value)
+                }
+                _ => match text.as_str() {
+                    "headers" => self.undeliverable.return_content = ReturnContent::Headers,
+                    "full" => self.undeliverable.return_content = ReturnContent::Full,
+                    _ => self.error(
+                        value.line,
+                        format!(
+                            "ReturnContent must be Headers or Full, not {:?}",
+                            value.text
+                        ),
+                    ),
+                },
+            }
+        }
+    }
+
+    fn extended_retry(&mut self, s: &Statement) {
+        let mut age = 5u64;
+        let mut interval = 30u64;
+        let mut directory = None;
+        for (name, value) in self.params("ExtendedRetry", s, &["Age", "Interval", "MailDirectory"])
+        {
+            match name {
+                "Age" => {
+                    if let Some(n) = self.number(value, 0, 3650, "ExtendedRetry Age") {
+                        age = n;
+                    }
+                }
+                "Interval" => {
+                    if let Some(n) = self.number(value, 0, 10_080, "ExtendedRetry Interval") {
+                        interval = n;
+                    }
+                }
+                _ => directory = self.path(value),
+            }
+        }
+        // Interval 0 bypasses extended retry.
+        self.extended_retry = (interval > 0).then(|| ExtendedRetry {
+            age: Duration::from_secs(age * 86_400),
+            interval: Duration::from_secs(interval * 60),
+            mail_directory: directory,
+        });
+    }
+
     fn finish(mut self) -> (Option<Config>, Vec<Diagnostic>) {
         let targets = self.targets();
+        if let Some((Report::Admin, line)) = self.report
+            && self.mail_administrators.is_empty()
+        {
+            self.error(
+                line,
+                "Report Admin needs at least one MailAdministrator statement",
+            );
+        }
+        if self.options.test_mode && matches!(self.report, Some((Report::None, _))) {
+            self.warning(
+                self.report.map_or(0, |(_, l)| l),
+                "Options TestMode YES with Report None: test results are only logged",
+            );
+        }
         self.diagnostics.sort_by_key(|d| d.line);
         let has_errors = self
             .diagnostics
@@ -663,6 +808,16 @@ impl Validator {
                 max_connections: self.max_connections,
                 tls_ca_files: self.tls_ca_files,
                 name_servers: self.name_servers,
+                undeliverable: self.undeliverable,
+                extended_retry: self.extended_retry,
+                mail_administrators: self
+                    .mail_administrators
+                    .into_iter()
+                    .map(|(m, _)| m)
+                    .collect(),
+                report: self.report.map_or(Report::File, |(r, _)| r),
+                report_mail_from: self.report_mail_from,
+                notify_limit: self.notify_limit,
             }),
             _ => None,
         };

@@ -30,21 +30,63 @@ pub struct SpoolText {
     pub truncate: bool,
 }
 
+/// A mail's text: in its spool file, or (for mail cssmtp writes itself: notifications,
+/// reports) in memory.
+#[derive(Debug, Clone)]
+pub enum MailText {
+    /// Lines of a claimed spool file, rendered for the wire when sent.
+    Spool {
+        spool: Arc<SpoolText>,
+        data: DataSpan,
+    },
+    /// Already in wire form: CRLF lines, dot-stuffed, without the final ".".
+    Memory(Arc<[u8]>),
+}
+
+impl MailText {
+    /// Size on the wire (without the final ".").
+    pub fn wire_size(&self) -> u64 {
+        match self {
+            Self::Spool { data, .. } => {
+                data.wire_size
+                    + if data.missing_separator_at.is_some() {
+                        2
+                    } else {
+                        0
+                    }
+            }
+            Self::Memory(bytes) => bytes.len() as u64,
+        }
+    }
+}
+
 enum Piece {
     Text { start: u64, end: u64 },
     Blank,
+    Memory(Arc<[u8]>),
 }
 
 /// The wire form of one mail's text, produced chunk by chunk.
 pub struct Body {
-    text: Arc<SpoolText>,
+    spool: Option<Arc<SpoolText>>,
     pieces: Vec<Piece>,
     index: usize,
     pos: u64,
 }
 
 impl Body {
-    pub fn new(text: Arc<SpoolText>, span: &DataSpan) -> Self {
+    pub fn new(text: &MailText) -> Self {
+        let (spool, span) = match text {
+            MailText::Memory(bytes) => {
+                return Self {
+                    spool: None,
+                    pieces: vec![Piece::Memory(Arc::clone(bytes))],
+                    index: 0,
+                    pos: 0,
+                };
+            }
+            MailText::Spool { spool, data } => (Arc::clone(spool), data),
+        };
         let pieces = match span.missing_separator_at {
             Some(at) if (span.start..=span.end).contains(&at) => vec![
                 Piece::Text {
@@ -63,7 +105,7 @@ impl Body {
             }],
         };
         Self {
-            text,
+            spool: Some(spool),
             pieces,
             index: 0,
             pos: 0,
@@ -86,16 +128,24 @@ impl Body {
                     out.extend_from_slice(b"\r\n");
                     return Ok(true);
                 }
+                Piece::Memory(ref bytes) => {
+                    out.extend_from_slice(bytes);
+                    self.index += 1;
+                    return Ok(true);
+                }
                 Piece::Text { start, end } => {
+                    let Some(spool) = self.spool.as_ref() else {
+                        return Err(io::Error::other("mail text has no spool file"));
+                    };
                     let pos = self.pos.max(start);
                     if pos >= end {
                         self.index += 1;
                         continue;
                     }
                     let used = if end - pos <= INLINE_READ {
-                        read_lines(&self.text, pos, end, raw, out)?
+                        read_lines(spool, pos, end, raw, out)?
                     } else {
-                        let text = Arc::clone(&self.text);
+                        let text = Arc::clone(spool);
                         let (rendered, used) = tokio::task::spawn_blocking(move || {
                             let mut rendered = Vec::new();
                             read_lines(&text, pos, end, &mut Vec::new(), &mut rendered)

@@ -15,10 +15,9 @@ pub mod worker;
 
 use std::sync::Arc;
 
-use cssmtp_batch::DataSpan;
 use tokio::sync::mpsc;
 
-pub use body::SpoolText;
+pub use body::{MailText, SpoolText};
 pub use outcome::{Disposition, Failure, Problem, RcptResult, Stage, classify};
 
 /// Identifies a mail: the spool task (TKID) and the mail's number in its spool file.
@@ -32,8 +31,7 @@ pub struct MailKey {
 #[derive(Debug)]
 pub struct MailJob {
     pub key: MailKey,
-    /// The claimed spool file, to read the text from.
-    pub spool: Arc<SpoolText>,
+
     /// The reverse path ("" for `<>`).
     pub reverse_path: String,
     /// The recipients to attempt now.
@@ -44,8 +42,8 @@ pub struct MailJob {
     pub needs_tls: bool,
     /// Headers cssmtp adds (Received:, and Date:/Message-ID: when missing), wire form.
     pub headers: Arc<[u8]>,
-    /// Where the text is in the spool file.
-    pub data: DataSpan,
+    /// The text.
+    pub text: MailText,
     /// Size on the wire: added headers plus text (what SIZE= announces).
     pub size: u64,
     /// Where the results go.

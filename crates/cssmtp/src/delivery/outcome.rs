@@ -127,6 +127,25 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// The RFC 3463 status code for a notification: the server's enhanced code when it
+    /// sent one, else one that says the same.
+    pub fn status(&self) -> String {
+        match &self.problem {
+            Problem::Reply(reply) => match reply.enhanced {
+                Some(e) => e.to_string(),
+                None => format!("{}.0.0", reply.code / 100),
+            },
+            Problem::Timeout(_) | Problem::Connection(_) | Problem::Stopping => "4.4.2".into(),
+            Problem::Protocol(_) => "4.5.0".into(),
+            Problem::Tls(_) => "4.7.5".into(),
+            Problem::TooBig { .. } => "5.3.4".into(),
+            Problem::NoTlsTarget => "5.7.10".into(),
+            Problem::UnsafeArgument(_) => "5.1.3".into(),
+        }
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.target {

@@ -9,7 +9,6 @@
 //! failure records its stage.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use cssmtp_wire::{Capabilities, Command, Reply, ReplyParser};
 use rustls::pki_types::ServerName;
@@ -393,7 +392,7 @@ impl Session {
         raw: &mut Vec<u8>,
     ) -> Result<(), Failure> {
         out.extend_from_slice(&job.headers);
-        let mut body = Body::new(Arc::clone(&job.spool), &job.data);
+        let mut body = Body::new(&job.text);
         loop {
             match body.next_chunk(raw, out).await {
                 Ok(true) => {

@@ -11,14 +11,13 @@
 //! wins, whatever else is running. Names starting with `.` and ending in `.tmp` are
 //! files still being written and are never read.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+use crate::durable::{create_dir, move_no_replace};
 
 /// The directories of one writer's spool.
 #[derive(Debug, Clone)]
@@ -194,44 +193,7 @@ impl SpoolLayout {
     }
 }
 
-/// Creates `dir` (and its parents) when missing, with exactly `mode` whatever the umask.
-/// An existing directory is left as the administrator made it.
-fn create_dir(dir: &Path, mode: u32) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    DirBuilder::new().recursive(true).mode(mode).create(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-}
-
-/// Renames `from` into `dir` as `name`, or `name.1`, `name.2`… never replacing a file.
-fn move_no_replace(from: &Path, dir: &Path, name: &str) -> io::Result<Option<PathBuf>> {
-    for n in 0u32..1000 {
-        let to = if n == 0 {
-            dir.join(name)
-        } else {
-            dir.join(format!("{name}.{n}"))
-        };
-        match renameat2(AT_FDCWD, from, AT_FDCWD, &to, RenameFlags::RENAME_NOREPLACE) {
-            Ok(()) => return Ok(Some(to)),
-            Err(Errno::EEXIST) => continue,
-            Err(Errno::ENOENT) if !from.exists() => return Ok(None),
-            Err(e) => return Err(io::Error::from(e)),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        format!("too many files named {name}"),
-    ))
-}
-
-/// Makes a finished write durable: fsync of the directory that holds it.
-///
-/// # Errors
-/// An I/O error.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub use crate::durable::sync_dir;
 
 /// Makes changes to a directory (files removed from `active/`) durable in groups.
 ///

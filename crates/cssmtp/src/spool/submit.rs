@@ -1,15 +1,13 @@
 //! `cssmtp submit`: putting batch-SMTP files into the spool.
 //!
-//! Each file is written as `.<name>.tmp` in the writer's spool directory, flushed to
-//! disk, then renamed to its final name, so cssmtp never reads half a file. The name
+//! Each file is written durably (see [`crate::durable`]): as `.<name>.tmp` in the
+//! writer's spool directory, flushed to disk, then renamed to its final name, so cssmtp
+//! never reads half a file. The name
 //! carries the job name and job ID (see [`super::name`]).
 
-use std::fs::OpenOptions;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
-use super::layout::sync_dir;
 use super::name::spool_file_name;
 
 /// Who submits.
@@ -45,7 +43,7 @@ impl JobInfo {
 /// path. `index` tells files of one submit apart.
 ///
 /// # Errors
-/// An I/O error; nothing is left behind but, at worst, a `.tmp` file.
+/// An I/O error; at worst a `.tmp` file is left behind, which intake ignores.
 pub fn submit(dir: &Path, job: &JobInfo, index: usize, contents: &[u8]) -> io::Result<PathBuf> {
     let unique = format!(
         "{}-{}",
@@ -53,22 +51,5 @@ pub fn submit(dir: &Path, job: &JobInfo, index: usize, contents: &[u8]) -> io::R
         index
     );
     let name = spool_file_name(&job.job_name, &job.job_id, &unique);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let target = dir.join(&name);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &target)?;
-        sync_dir(dir)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(target)
+    crate::durable::write_new(dir, &name, contents, 0o640)
 }

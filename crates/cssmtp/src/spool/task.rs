@@ -1,38 +1,51 @@
 //! The spool task (CSSMTP's "JES task"): one claimed spool file, from its first line to
 //! its disposition.
 //!
-//! The task owns the state of every recipient of every mail in its file. A parser on a
-//! blocking thread streams mails in; each mail is queued for delivery with its headers
-//! built once; results come back per recipient. Recipients that got a 4xx are tried
-//! again every `RetryLimit Interval`, at most `Count` times, while the file stays
-//! claimed (CSSMTP's long retry); the text is read again from the file each time. The
-//! file is removed only when every recipient of every mail is final; a file with syntax
-//! errors or undeliverable recipients goes to `hold/` with a report (BadSpoolDisp Hold)
-//! or is removed (BadSpoolDisp Delete).
+//! The task owns the state of every recipient of every mail in its file:
+//!
+//! ```text
+//! pending ──▶ delivered
+//!    │   ╲──▶ retrying (4xx: again every RetryLimit Interval, at most Count times)
+//!    │             ╲──▶ extended (RetryLimit exhausted, ExtendedRetry active: MailDirectory)
+//!    ╰──▶ failed (5xx, no target can take it, RetryLimit exhausted) ──▶ returned:
+//!           notification to the originator, dead letter, or logged (ReturnToMailFrom No)
+//! ```
+//!
+//! A parser on a blocking thread streams mails in; each mail is queued for delivery with
+//! its headers built once; results come back per recipient. While recipients wait to be
+//! retried, the spool file stays claimed and their text is read again from it when sent.
+//! When every recipient of a mail is final, its undeliverable recipients are returned
+//! (one notification per mail) and those bound for extended retry are written to the
+//! MailDirectory. When every mail is final, the file is deleted, or, when it had errors
+//! of its own (syntax, JESJobSize, unreadable), held or removed as `BadSpoolDisp` says;
+//! a file with problems gets an error report as `Report` says.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, BufReader, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io::BufReader;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use chrono::{DateTime, Local};
 use cssmtp_batch::{Mail, Summary, SyntaxError};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::layout::{DirSync, SpoolLayout, sync_dir};
+use super::layout::{DirSync, SpoolLayout};
 use super::name::JobIdentity;
 use super::reader::{Parsed, parse_into};
-use crate::config::{BadSpoolDisp, Config};
-use crate::delivery::{MailJob, MailKey, MailOutcome, RcptResult, SpoolText};
+use crate::config::{BadSpoolDisp, Config, ReturnContent};
+use crate::delivery::{MailJob, MailKey, MailOutcome, MailText, RcptResult, SpoolText};
 use crate::headers::{self, MailFacts, Origin};
+use crate::notify::{FailedRecipient, MailOrigin, Notifier, Original, Returned, report};
+use crate::retry::extended;
 use crate::stats::Stats;
 
-/// Mails of one file tracked at once (in delivery or waiting to retry); the parser waits
-/// beyond this, so memory stays bounded whatever the file's size.
+/// Mails of one file tracked at once (in delivery, waiting to retry, or being returned);
+/// the parser waits beyond this, so memory stays bounded whatever the file's size.
 const MAX_PENDING_MAILS: usize = 1024;
 /// Undeliverable recipients listed in a report (all are counted).
 const MAX_LISTED: usize = 1000;
@@ -47,6 +60,10 @@ pub struct TaskShared {
     pub stop: CancellationToken,
     /// Group commit of removals from `active/`.
     pub active_sync: DirSync,
+    pub notifier: Arc<Notifier>,
+    /// Tells extended retry about the mails written to the MailDirectory (None when
+    /// ExtendedRetry is inactive).
+    pub extended: Option<mpsc::UnboundedSender<PathBuf>>,
 }
 
 /// A recipient that will not get the mail.
@@ -62,11 +79,11 @@ pub struct Undeliverable {
 /// What became of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
-    /// Every recipient delivered, no errors: removed.
+    /// Every recipient delivered or returned, no error in the file: removed.
     Deleted,
-    /// Problems: moved to `hold/` (path of the file there).
+    /// Errors in the file: moved to `hold/` (path of the file there).
     Held(PathBuf),
-    /// Problems, BadSpoolDisp Delete: removed.
+    /// Errors in the file, BadSpoolDisp Delete: removed.
     Removed,
     /// cssmtp stopped first: the file stays in `active/` for the next start.
     LeftActive,
@@ -77,29 +94,46 @@ pub enum Disposition {
 pub struct FileReport {
     pub tkid: u32,
     pub job: JobIdentity,
+    /// The user who owns the spool file.
+    pub owner: String,
     pub mails: u32,
     pub rcpts_delivered: u64,
     pub undeliverable_count: u64,
     pub undeliverable: Vec<Undeliverable>,
+    /// Recipients handed to extended retry.
+    pub rcpts_extended: u64,
+    /// What was done for each mail with undeliverable recipients.
+    pub returns: Vec<(u32, String)>,
     pub errors: Vec<SyntaxError>,
     /// A problem with the file as a whole (unreadable, JESJobSize).
     pub file_problem: Option<String>,
+    /// `Options TestMode YES`: nothing was sent.
+    pub test_mode: bool,
     pub disposition: Disposition,
+    /// What was done with the error report.
+    pub report: Option<String>,
 }
 
 impl FileReport {
     /// True when the file had anything to report.
     pub fn has_problems(&self) -> bool {
-        self.undeliverable_count > 0 || !self.errors.is_empty() || self.file_problem.is_some()
+        self.undeliverable_count > 0 || self.is_bad()
+    }
+
+    /// True when the file itself has errors (not only undeliverable recipients): it
+    /// follows `BadSpoolDisp`.
+    pub fn is_bad(&self) -> bool {
+        self.file_problem.is_some() || self.errors.iter().any(|e| !e.is_recipient_error())
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rcpt {
     Pending,
     Delivered,
     Retry,
-    Final,
+    Failed,
+    Extended,
 }
 
 struct MailState {
@@ -114,6 +148,8 @@ struct MailState {
     size: u64,
     attempts: u32,
     in_flight: bool,
+    /// Recipients that will not get the mail, with why.
+    failed: Vec<FailedRecipient>,
 }
 
 impl MailState {
@@ -122,7 +158,7 @@ impl MailState {
             && self
                 .rcpts
                 .iter()
-                .all(|r| matches!(r, Rcpt::Delivered | Rcpt::Final))
+                .all(|r| matches!(r, Rcpt::Delivered | Rcpt::Failed | Rcpt::Extended))
     }
 }
 
@@ -131,10 +167,12 @@ struct Task {
     shared: Arc<TaskShared>,
     spool: Arc<SpoolText>,
     job: JobIdentity,
-    owner: String,
+    arrival: DateTime<Local>,
     mails: HashMap<u32, MailState>,
     due: BTreeSet<(Instant, u32)>,
     outcomes: mpsc::UnboundedSender<MailOutcome>,
+    /// Mails being returned to their originators.
+    returns: JoinSet<(u32, Returned)>,
     report: FileReport,
 }
 
@@ -149,13 +187,18 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
     let mut report = FileReport {
         tkid,
         job: job.clone(),
+        owner: String::new(),
         mails: 0,
         rcpts_delivered: 0,
         undeliverable_count: 0,
         undeliverable: Vec::new(),
+        rcpts_extended: 0,
+        returns: Vec::new(),
         errors: Vec::new(),
         file_problem: None,
+        test_mode: shared.config.options.test_mode,
         disposition: Disposition::LeftActive,
+        report: None,
     };
     tracing::info!(
         tkid,
@@ -171,6 +214,10 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
             return finish(&shared, &path, report).await;
         }
     };
+    report.owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+        .ok()
+        .flatten()
+        .map_or_else(|| meta.uid().to_string(), |u| u.name);
     let limit = shared.config.jes_job_size;
     if limit > 0 && meta.len() > limit.saturating_mul(1000) {
         report.file_problem = Some(format!(
@@ -179,10 +226,6 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         ));
         return finish(&shared, &path, report).await;
     }
-    let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
-        .ok()
-        .flatten()
-        .map_or_else(|| meta.uid().to_string(), |u| u.name);
     let reader = match file.try_clone() {
         Ok(f) => f,
         Err(e) => {
@@ -209,17 +252,18 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         shared: Arc::clone(&shared),
         spool,
         job,
-        owner,
+        arrival: Local::now(),
         mails: HashMap::new(),
         due: BTreeSet::new(),
         outcomes,
+        returns: JoinSet::new(),
         report,
     };
     let stop = shared.stop.clone();
     let mut summary: Option<Summary> = None;
     let mut parse_done = false;
     loop {
-        if parse_done && task.mails.is_empty() {
+        if parse_done && task.mails.is_empty() && task.returns.is_empty() {
             break;
         }
         let next_due = task.due.first().map(|(at, _)| *at);
@@ -230,7 +274,12 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
                 tracing::info!(tkid, "CSM2009I Task {tkid} stopped; spool file {} stays claimed for the next start", task.job.file_name);
                 return task.report;
             }
-            Some(outcome) = outcome_rx.recv() => task.apply(outcome),
+            Some(outcome) = outcome_rx.recv() => task.apply(outcome).await,
+            Some(done) = task.returns.join_next(), if !task.returns.is_empty() => {
+                if let Ok((mail, returned)) = done {
+                    task.report.returns.push((mail, returned.to_string()));
+                }
+            }
             () = sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
                 if !task.retry_due(&stop).await {
                     return task.report;
@@ -270,15 +319,22 @@ impl Task {
     /// Takes a parsed mail: records its refused recipients and queues it.
     async fn accept(&mut self, mail: Mail, stop: &CancellationToken) -> bool {
         self.report.mails += 1;
-        for rejected in &mail.rejected {
-            self.undeliverable(
-                mail.ordinal,
-                rejected.error.line,
-                &rejected.text,
-                rejected.error.to_string(),
-            );
+        let failed: Vec<FailedRecipient> = mail
+            .rejected
+            .iter()
+            .map(|r| FailedRecipient::from_syntax(&r.text, &r.error))
+            .collect();
+        for f in &failed {
+            self.undeliverable(mail.ordinal, f);
         }
-        if mail.recipients.is_empty() {
+        if self.shared.config.options.test_mode {
+            tracing::info!(
+                tkid = self.tkid,
+                "CSM2110I TestMode: mail {} of {} to {} recipient(s) read, not sent",
+                mail.ordinal,
+                self.job.file_name,
+                mail.recipients.len()
+            );
             return true;
         }
         let config = &self.shared.config;
@@ -286,7 +342,7 @@ impl Task {
             host: &self.shared.host_name,
             writer: &config.ext_wrt_name,
             job: &self.job,
-            owner: &self.owner,
+            owner: &self.report.owner,
         };
         let facts = MailFacts {
             ordinal: mail.ordinal,
@@ -295,12 +351,8 @@ impl Task {
             has_date: mail.data.has_date,
             has_message_id: mail.data.has_message_id,
         };
-        let headers: Arc<[u8]> = Arc::from(headers::build(
-            &origin,
-            &facts,
-            config.header,
-            chrono::Local::now(),
-        ));
+        let headers: Arc<[u8]> =
+            Arc::from(headers::build(&origin, &facts, config.header, Local::now()));
         let separator = if mail.data.missing_separator_at.is_some() {
             2
         } else {
@@ -320,8 +372,14 @@ impl Task {
             size,
             attempts: 0,
             in_flight: false,
+            failed,
         };
         self.mails.insert(mail.ordinal, state);
+        if count == 0 {
+            // Only refused recipients: nothing to send, something to return.
+            self.complete(mail.ordinal).await;
+            return true;
+        }
         self.dispatch(mail.ordinal, stop).await
     }
 
@@ -347,7 +405,6 @@ impl Task {
                 tkid: self.tkid,
                 ordinal,
             },
-            spool: Arc::clone(&self.spool),
             reverse_path: state.reverse_path.clone(),
             recipients: rcpt_index
                 .iter()
@@ -356,7 +413,10 @@ impl Task {
             rcpt_index,
             needs_tls: state.needs_tls,
             headers: Arc::clone(&state.headers),
-            data: state.data.clone(),
+            text: MailText::Spool {
+                spool: Arc::clone(&self.spool),
+                data: state.data.clone(),
+            },
             size: state.size,
             reply: self.outcomes.clone(),
         };
@@ -376,7 +436,7 @@ impl Task {
             self.due.remove(&(at, ordinal));
             if let Some(state) = self.mails.get_mut(&ordinal) {
                 for r in &mut state.rcpts {
-                    if matches!(r, Rcpt::Retry) {
+                    if *r == Rcpt::Retry {
                         *r = Rcpt::Pending;
                     }
                 }
@@ -388,31 +448,36 @@ impl Task {
         true
     }
 
-    fn undeliverable(&mut self, mail: u32, line: u32, address: &str, reason: String) {
+    /// Counts and lists a recipient that will not get its mail.
+    fn undeliverable(&mut self, mail: u32, f: &FailedRecipient) {
         self.shared.stats.rcpt_undeliverable();
         self.report.undeliverable_count += 1;
         tracing::warn!(
             tkid = self.tkid,
-            "CSM2102W Mail {mail} (line {line}) of {} is undeliverable to <{address}>: {reason}",
-            self.job.file_name
+            "CSM2102W Mail {mail} (line {}) of {} is undeliverable to <{}>: {}",
+            f.line,
+            self.job.file_name,
+            f.address,
+            f.reason
         );
         if self.report.undeliverable.len() < MAX_LISTED {
             self.report.undeliverable.push(Undeliverable {
                 mail,
-                line,
-                address: address.to_owned(),
-                reason,
+                line: f.line,
+                address: f.address.clone(),
+                reason: f.reason.clone(),
             });
         }
     }
 
-    fn apply(&mut self, outcome: MailOutcome) {
+    async fn apply(&mut self, outcome: MailOutcome) {
         let ordinal = outcome.key.ordinal;
         let retry = self.shared.config.retry_limit;
+        let extended = self.shared.config.extended_retry.is_some();
         let mut delivered = 0usize;
         let mut target = None;
         let mut final_reply = None;
-        let mut failed: Vec<(u32, String, String)> = Vec::new();
+        let mut failed: Vec<FailedRecipient> = Vec::new();
         let mut any_retry = false;
         let Some(state) = self.mails.get_mut(&ordinal) else {
             return;
@@ -438,7 +503,6 @@ impl Task {
                 RcptResult::Retry(failure) if may_retry => {
                     self.shared.stats.rcpt_retried();
                     tracing::info!(
-                        tkid = self.tkid,
                         "CSM2103I Mail {ordinal} of {} to <{address}> will be tried again in {} s (attempt {} of {}): {failure}",
                         self.job.file_name,
                         retry.interval.as_secs(),
@@ -448,25 +512,38 @@ impl Task {
                     *slot = Rcpt::Retry;
                     any_retry = true;
                 }
+                RcptResult::Retry(failure) if extended => {
+                    tracing::info!(
+                        "CSM2111I Mail {ordinal} of {} to <{address}> goes to extended retry: {failure}",
+                        self.job.file_name
+                    );
+                    *slot = Rcpt::Extended;
+                }
                 RcptResult::Retry(failure) => {
-                    *slot = Rcpt::Final;
-                    let reason = if retry.count == 0 || retry.interval.is_zero() {
-                        format!("{failure}; no retry (RetryLimit)")
+                    *slot = Rcpt::Failed;
+                    let note = if retry.count == 0 || retry.interval.is_zero() {
+                        "no retry (RetryLimit)".to_owned()
                     } else {
-                        format!("{failure}; RetryLimit of {} retries exhausted", retry.count)
+                        format!("RetryLimit of {} retries exhausted", retry.count)
                     };
-                    failed.push((line, address, reason));
+                    failed.push(FailedRecipient::from_failure(
+                        &address,
+                        line,
+                        &failure,
+                        Some(&note),
+                    ));
                 }
                 RcptResult::Undeliverable(failure) => {
-                    *slot = Rcpt::Final;
-                    failed.push((line, address, failure.to_string()));
+                    *slot = Rcpt::Failed;
+                    failed.push(FailedRecipient::from_failure(
+                        &address, line, &failure, None,
+                    ));
                 }
             }
         }
         if any_retry {
             self.due.insert((Instant::now() + retry.interval, ordinal));
         }
-        let done = state.is_final();
         if delivered > 0 {
             tracing::info!(
                 tkid = self.tkid,
@@ -476,28 +553,165 @@ impl Task {
                 final_reply.map(|r| r.to_string()).unwrap_or_default()
             );
         }
-        for (line, address, reason) in failed {
-            self.undeliverable(ordinal, line, &address, reason);
+        for f in &failed {
+            self.undeliverable(ordinal, f);
         }
-        if done {
-            self.mails.remove(&ordinal);
+        if let Some(state) = self.mails.get_mut(&ordinal) {
+            state.failed.extend(failed);
+            if state.is_final() {
+                self.complete(ordinal).await;
+            }
         }
+    }
+
+    /// Every recipient of a mail is final: hand the extended ones to extended retry and
+    /// return the failed ones.
+    async fn complete(&mut self, ordinal: u32) {
+        let Some(mut state) = self.mails.remove(&ordinal) else {
+            return;
+        };
+        let text = MailText::Spool {
+            spool: Arc::clone(&self.spool),
+            data: state.data.clone(),
+        };
+        let extended: Vec<usize> = (0..state.rcpts.len())
+            .filter(|&i| state.rcpts.get(i) == Some(&Rcpt::Extended))
+            .collect();
+        if !extended.is_empty()
+            && let Err(e) = self
+                .keep_for_extended_retry(ordinal, &state, &extended, &text)
+                .await
+        {
+            tracing::error!(
+                "CSM2112E Mail {ordinal} of {} cannot be kept for extended retry: {e}",
+                self.job.file_name
+            );
+            for &i in &extended {
+                let f = FailedRecipient {
+                    address: state.addresses.get(i).cloned().unwrap_or_default(),
+                    line: state.lines.get(i).copied().unwrap_or(state.line),
+                    status: "4.3.0".into(),
+                    diagnostic: None,
+                    remote_mta: None,
+                    reason: format!(
+                        "RetryLimit exhausted and the mail could not be kept for extended retry: {e}"
+                    ),
+                };
+                self.undeliverable(ordinal, &f);
+                state.failed.push(f);
+            }
+        }
+        if state.failed.is_empty() || self.shared.config.options.test_mode {
+            return;
+        }
+        // Read what the notification or dead letter needs while the file is claimed.
+        let header_text = MailText::Spool {
+            spool: Arc::clone(&self.spool),
+            data: cssmtp_batch::DataSpan {
+                end: state.data.header_end,
+                missing_separator_at: None,
+                ..state.data.clone()
+            },
+        };
+        let mut header = state.headers.to_vec();
+        header.extend(extended::read_all(&header_text).await.unwrap_or_default());
+        let header = cssmtp_wire::data::dot_unstuff(&header);
+        let no_originator = state.reverse_path.is_empty() || state.data.auto_submitted;
+        let full = if no_originator
+            || self.shared.config.undeliverable.return_content == ReturnContent::Full
+        {
+            let mut full = state.headers.to_vec();
+            full.extend(extended::read_all(&text).await.unwrap_or_default());
+            Some(full)
+        } else {
+            None
+        };
+        let original = Original {
+            reverse_path: state.reverse_path.clone(),
+            auto_submitted: state.data.auto_submitted,
+            header,
+            full,
+        };
+        let notifier = Arc::clone(&self.shared.notifier);
+        let (job, arrival, line, failed) =
+            (self.job.clone(), self.arrival, state.line, state.failed);
+        self.returns.spawn(async move {
+            let origin = MailOrigin {
+                host: &notifier.host,
+                job: &job,
+                mail: ordinal,
+                line,
+                arrival,
+            };
+            let returned = notifier.return_mail(&origin, &original, &failed).await;
+            (ordinal, returned)
+        });
+    }
+
+    /// Writes the mail, for its `extended` recipients, into the MailDirectory.
+    async fn keep_for_extended_retry(
+        &mut self,
+        ordinal: u32,
+        state: &MailState,
+        extended: &[usize],
+        text: &MailText,
+    ) -> std::io::Result<()> {
+        let mut wire = state.headers.to_vec();
+        wire.extend(extended::read_all(text).await?);
+        let meta = extended::Meta {
+            spool_file: self.job.file_name.clone(),
+            job_name: self.job.job_name.clone(),
+            job_id: self.job.job_id.clone(),
+            mail: ordinal,
+            line: state.line,
+            first_attempt: std::time::SystemTime::from(self.arrival),
+            rcpt_lines: extended
+                .iter()
+                .map(|&i| state.lines.get(i).copied().unwrap_or(state.line))
+                .collect(),
+        };
+        let rcpts: Vec<String> = extended
+            .iter()
+            .filter_map(|&i| state.addresses.get(i).cloned())
+            .collect();
+        let dir = self.shared.config.mail_directory();
+        let (host, needs_tls, reverse_path) = (
+            self.shared.host_name.clone(),
+            state.needs_tls,
+            state.reverse_path.clone(),
+        );
+        let count = rcpts.len() as u64;
+        let path = tokio::task::spawn_blocking(move || {
+            extended::store(&dir, &host, &meta, needs_tls, &reverse_path, &rcpts, &wire)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.report.rcpts_extended += count;
+        self.shared.stats.rcpts_extended(count);
+        tracing::info!(
+            "CSM2113I Mail {ordinal} of {} kept for extended retry as {}",
+            self.job.file_name,
+            path.display()
+        );
+        if let Some(tx) = &self.shared.extended {
+            let _ = tx.send(path);
+        }
+        Ok(())
     }
 }
 
-/// Disposes of the file and logs the result.
+/// Disposes of the file, sends its error report and logs the result.
 async fn finish(shared: &TaskShared, path: &Path, mut report: FileReport) -> FileReport {
     let name = report.job.file_name.clone();
-    for e in &report.errors {
+    for e in report.errors.iter().filter(|e| !e.is_recipient_error()) {
         tracing::warn!(tkid = report.tkid, "CSM2010W {name} line {}: {e}", e.line);
     }
-    let problems = report.has_problems();
-    let disposition = if !problems {
+    let disposition = if !report.is_bad() {
         std::fs::remove_file(path).map(|()| Disposition::Deleted)
     } else {
         match shared.config.bad_spool_disp {
             BadSpoolDisp::Delete => std::fs::remove_file(path).map(|()| Disposition::Removed),
-            BadSpoolDisp::Hold => hold(&shared.layout, path, &report),
+            BadSpoolDisp::Hold => shared.layout.hold(path).map(Disposition::Held),
         }
     };
     shared.active_sync.request();
@@ -511,17 +725,41 @@ async fn finish(shared: &TaskShared, path: &Path, mut report: FileReport) -> Fil
             Disposition::LeftActive
         }
     };
+    let problems = report.has_problems();
+    if let Disposition::Held(held) = &report.disposition {
+        // The report beside the held file, whatever `Report` says: the operator who
+        // finds the file finds why.
+        let mut beside = held.clone().into_os_string();
+        beside.push(".report");
+        let text = report::text(&report, &shared.host_name, &shared.config.ext_wrt_name);
+        let written = crate::durable::replace(Path::new(&beside), text.as_bytes(), 0o640);
+        if let Err(e) = written {
+            tracing::error!(
+                "CSM2008E Cannot write {}: {e}",
+                Path::new(&beside).display()
+            );
+        }
+    }
+    if problems {
+        report.report = shared.notifier.report(&report).await;
+    }
     let summary = format!(
-        "{} mail(s), {} recipient(s) delivered, {} undeliverable, {} error(s){}",
+        "{} mail(s), {} recipient(s) delivered, {} undeliverable, {} in extended retry, {} error(s){}{}",
         report.mails,
         report.rcpts_delivered,
         report.undeliverable_count,
+        report.rcpts_extended,
         report.errors.len(),
         report
             .file_problem
             .as_ref()
             .map(|p| format!("; {p}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if report.test_mode {
+            "; TestMode: nothing sent"
+        } else {
+            ""
+        }
     );
     match &report.disposition {
         Disposition::Deleted => tracing::info!(
@@ -544,59 +782,4 @@ async fn finish(shared: &TaskShared, path: &Path, mut report: FileReport) -> Fil
         .stats
         .file_done(matches!(report.disposition, Disposition::Held(_)), problems);
     report
-}
-
-/// Moves the file to `hold/` and writes `<name>.report` next to it.
-fn hold(layout: &SpoolLayout, path: &Path, report: &FileReport) -> io::Result<Disposition> {
-    let held = layout.hold(path)?;
-    let mut report_path = held.clone().into_os_string();
-    report_path.push(".report");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o640)
-        .open(&report_path)?;
-    file.write_all(render_report(report).as_bytes())?;
-    file.sync_all()?;
-    sync_dir(&layout.hold)?;
-    Ok(Disposition::Held(held))
-}
-
-/// The text of a hold report: what went wrong, line by line.
-pub fn render_report(report: &FileReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "Spool file: {}", report.job.file_name);
-    let _ = writeln!(out, "Job: {} {}", report.job.job_name, report.job.job_id);
-    let _ = writeln!(
-        out,
-        "Mails: {}; recipients delivered: {}; undeliverable: {}",
-        report.mails, report.rcpts_delivered, report.undeliverable_count
-    );
-    if let Some(problem) = &report.file_problem {
-        let _ = writeln!(out, "\nProblem with the file: {problem}");
-    }
-    if !report.errors.is_empty() {
-        let _ = writeln!(out, "\nErrors:");
-        for e in &report.errors {
-            let _ = writeln!(out, "  line {}: {e}", e.line);
-        }
-    }
-    if !report.undeliverable.is_empty() {
-        let _ = writeln!(out, "\nUndeliverable recipients:");
-        for u in &report.undeliverable {
-            let _ = writeln!(
-                out,
-                "  mail {} line {} <{}>: {}",
-                u.mail, u.line, u.address, u.reason
-            );
-        }
-        if report.undeliverable_count > report.undeliverable.len() as u64 {
-            let _ = writeln!(
-                out,
-                "  ... and {} more",
-                report.undeliverable_count - report.undeliverable.len() as u64
-            );
-        }
-    }
-    out
 }

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use cssmtp::sink::SinkOptions;
 use cssmtp::spool::task::Disposition;
 
-use crate::support::{Env, mail, sink, target, text_with_ids, without_added_headers};
+use crate::support::{
+    Env, mail, notifications, originals, sink, target, text_with_ids, without_added_headers,
+};
 
 #[tokio::test]
 async fn multi_mail_multi_recipient_files_arrive_byte_exact() {
@@ -171,7 +173,7 @@ async fn a_rejected_recipient_does_not_stop_the_others() {
     );
     env.submit("REJ", &file);
     let report = env.drain().await;
-    let received = sink.received();
+    let received = originals(&sink);
     assert_eq!(received.len(), 1);
     assert_eq!(
         received[0].rcpt_to,
@@ -189,13 +191,30 @@ async fn a_rejected_recipient_does_not_stop_the_others() {
         "{:?}",
         file.undeliverable
     );
-    // Until undeliverable notifications exist, such a file is held with its report.
-    let Disposition::Held(held) = &file.disposition else {
-        panic!("{:?}", file.disposition)
-    };
-    let report_text = std::fs::read_to_string(format!("{}.report", held.display())).unwrap();
+    // The originator is told, and the file, with nothing wrong in itself, is deleted.
+    let returned = notifications(&sink);
+    assert_eq!(returned.len(), 1);
+    assert_eq!(returned[0].rcpt_to, ["a@h.example"]);
     assert!(
-        report_text.contains("mail 1 line 4 <reject-two@example.com>: 550 5.1.1"),
+        returned[0]
+            .text()
+            .contains("Final-Recipient: rfc822; reject-two@example.com")
+    );
+    assert_eq!(file.disposition, Disposition::Deleted);
+    assert_eq!(
+        file.returns,
+        [(1, "notification sent to <a@h.example>".to_string())]
+    );
+    // With Report File (the default), the error report is in reports/.
+    let report_text = std::fs::read_to_string(
+        env.layout()
+            .incoming
+            .join("reports")
+            .join(format!("{}.report", file.job.file_name)),
+    )
+    .unwrap();
+    assert!(
+        report_text.contains("mail 1, line 4, <reject-two@example.com>: 550 5.1.1"),
         "{report_text}"
     );
 }
@@ -224,7 +243,7 @@ async fn mail_from_refused_and_all_recipients_refused() {
     );
     env.submit("MIX", &file);
     let report = env.drain().await;
-    let received = sink.received();
+    let received = originals(&sink);
     assert_eq!(
         received.len(),
         1,
@@ -276,7 +295,7 @@ async fn without_pipelining_and_with_helo_only_servers() {
         );
         env.submit("NOPIPE", &file);
         let report = env.drain().await;
-        let received = sink.received();
+        let received = originals(&sink);
         assert_eq!(received.len(), 1);
         assert_eq!(received[0].rcpt_to, ["one@example.com", "two@example.com"]);
         assert_eq!(report.stats.rcpts_undeliverable, 1);

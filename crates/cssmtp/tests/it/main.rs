@@ -16,3 +16,4 @@ mod routing;
 mod smuggling;
 mod support;
 mod tls;
+mod undeliverable;

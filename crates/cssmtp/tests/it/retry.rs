@@ -3,7 +3,7 @@
 use cssmtp::sink::SinkOptions;
 use cssmtp::spool::task::Disposition;
 
-use crate::support::{Env, mail, sink, target, text_with_ids};
+use crate::support::{Env, mail, notifications, originals, sink, target, text_with_ids};
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_4xx_recipient_is_retried_and_delivered() {
@@ -67,7 +67,14 @@ async fn retries_stop_at_the_retry_limit() {
         ),
     );
     let report = env.drain().await;
-    assert_eq!(sink.received().len(), 1);
+    assert_eq!(originals(&sink).len(), 1);
+    let returned = notifications(&sink);
+    assert_eq!(returned.len(), 1, "the originator is told once");
+    assert!(
+        returned[0]
+            .text()
+            .contains("Final-Recipient: rfc822; tempfail@example.com")
+    );
     assert_eq!(
         report.stats.rcpts_retried, 2,
         "two retries after the first attempt"
@@ -108,7 +115,7 @@ async fn a_connection_lost_in_data_is_retried() {
     );
     let report = env.drain().await;
     assert_eq!(
-        sink.received().len(),
+        originals(&sink).len(),
         1,
         "the other mail went out on a new connection"
     );

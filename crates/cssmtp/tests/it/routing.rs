@@ -15,7 +15,9 @@ use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Env, closed_port, mail, sink, target, text_with_ids};
+use crate::support::{
+    Env, closed_port, mail, notifications, originals, sink, target, text_with_ids,
+};
 
 fn big_text(subject: &str, bytes: usize) -> String {
     let line = "0123456789012345678901234567890123456789012345678901234567890123456789\n";
@@ -65,7 +67,8 @@ async fn size_routing_never_sends_a_mail_larger_than_size() {
         "{large_subjects:?} {:?}",
         report.files
     );
-    assert_eq!(small.received().len() + large.received().len(), 2);
+    assert_eq!(originals(&small).len() + originals(&large).len(), 2);
+    assert_eq!(notifications(&small).len() + notifications(&large).len(), 1);
     let undeliverable = &report.files[0].undeliverable;
     assert_eq!(undeliverable.len(), 1);
     assert_eq!(undeliverable[0].mail, 2);
@@ -95,7 +98,7 @@ async fn message_size_limits_plain_smtp_targets() {
     );
     env.submit("PLAIN", &file);
     let report = env.drain().await;
-    let received = plain.received();
+    let received = originals(&plain);
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].header("Subject").unwrap(), "small");
     assert_eq!(report.files[0].undeliverable.len(), 1);

@@ -203,3 +203,19 @@ pub fn text_with_ids(subject: &str, body: &str) -> String {
         subject.replace(' ', "-")
     )
 }
+
+/// The mails a sink received that are not notifications (non-null reverse path).
+pub fn originals(sink: &cssmtp::sink::Sink) -> Vec<cssmtp::sink::Received> {
+    sink.received()
+        .into_iter()
+        .filter(|m| !m.mail_from.is_empty())
+        .collect()
+}
+
+/// The undeliverable notifications a sink received (null reverse path).
+pub fn notifications(sink: &cssmtp::sink::Sink) -> Vec<cssmtp::sink::Received> {
+    sink.received()
+        .into_iter()
+        .filter(|m| m.mail_from.is_empty())
+        .collect()
+}

@@ -248,3 +248,86 @@ proptest::proptest! {
         let _ = check(&lines.join("\n"));
     }
 }
+
+#[test]
+fn undeliverable_extended_retry_and_reports() {
+    let (config, diags) = check(
+        "TargetServer\n{\n TargetIp 192.0.2.1\n}\n\
+         Undeliverable\n{\n  ReturnToMailFrom No\n  DeadLetterAction Delete\n  DeadLetterDirectory dead\n  ReturnContent Full\n}\n\
+         ExtendedRetry\n{\n  Age 3\n  Interval 60\n  MailDirectory /var/cssmtp/MAILFWD1/mail\n}\n\
+         MailAdministrator ops@corp.example\nMailAdministrator <Zos-Team@corp.example>\n\
+         MailAdministrator ops@corp.example\nReport Admin\nReportMailFrom mailfwd1@zos1.corp.example\nNotifyLimit 100\n",
+    );
+    assert_eq!(
+        diags,
+        vec![
+            "/etc/cssmtp/cssmtp.conf:20: warning: MailAdministrator ops@corp.example duplicates line 18; ignored"
+        ]
+    );
+    let config = config.unwrap();
+    assert!(!config.undeliverable.return_to_mail_from);
+    assert_eq!(
+        config.undeliverable.dead_letter_action,
+        DeadLetterAction::Delete
+    );
+    assert_eq!(
+        config.dead_letter_directory(),
+        Path::new("/etc/cssmtp/dead")
+    );
+    assert_eq!(config.undeliverable.return_content, ReturnContent::Full);
+    let extended = config.extended_retry.clone().unwrap();
+    assert_eq!(extended.age, Duration::from_secs(3 * 86_400));
+    assert_eq!(extended.interval, Duration::from_secs(3600));
+    assert_eq!(
+        config.mail_directory(),
+        Path::new("/var/cssmtp/MAILFWD1/mail")
+    );
+    assert_eq!(
+        config.mail_administrators,
+        ["ops@corp.example", "Zos-Team@corp.example"],
+        "case kept"
+    );
+    assert_eq!(config.report, Report::Admin);
+    assert_eq!(
+        config.report_mail_from.as_deref(),
+        Some("mailfwd1@zos1.corp.example")
+    );
+    assert_eq!(config.notify_limit, 100);
+}
+
+#[test]
+fn undeliverable_defaults_and_rules() {
+    let (config, _) = check("ExtWrtName W\nTargetServer\n{\n TargetIp 192.0.2.1\n}\n");
+    let config = config.unwrap();
+    assert!(config.undeliverable.return_to_mail_from);
+    assert_eq!(
+        config.undeliverable.dead_letter_action,
+        DeadLetterAction::Store
+    );
+    assert_eq!(
+        config.dead_letter_directory(),
+        Path::new("/var/spool/cssmtp/W/deadletter")
+    );
+    assert!(config.extended_retry.is_none(), "inactive when absent");
+    assert_eq!(config.report, Report::File);
+    assert_eq!(config.notify_limit, 600);
+
+    let (config, _) =
+        check("TargetServer\n{\n TargetIp 192.0.2.1\n}\nExtendedRetry\n{\n  Interval 0\n}\n");
+    assert!(
+        config.unwrap().extended_retry.is_none(),
+        "Interval 0 bypasses extended retry"
+    );
+
+    let (config, diags) = check(
+        "TargetServer\n{\n TargetIp 192.0.2.1\n}\nReport Admin\nMailAdministrator not-a-mailbox\n",
+    );
+    assert!(config.is_none());
+    assert_eq!(
+        diags,
+        vec![
+            "/etc/cssmtp/cssmtp.conf:5: error: Report Admin needs at least one MailAdministrator statement",
+            "/etc/cssmtp/cssmtp.conf:6: error: MailAdministrator \"not-a-mailbox\" is not a mailbox (user@host.domain)",
+        ]
+    );
+}

@@ -1,0 +1,509 @@
+//! When mail cannot be delivered: notifications to the originator, dead letters, error
+//! reports to the mail administrators.
+//!
+//! * [`dsn`] builds RFC 3464 notifications, [`report`] error reports, [`deadletter`] dead
+//!   letters (pure);
+//! * [`Notifier`] carries them out: a notification is tried once through the target
+//!   servers, from the null reverse path; if it fails it becomes a dead letter, never a
+//!   notification about a notification. Mail whose reverse path is null, or that is
+//!   itself automatic (`Auto-Submitted`), goes straight to a dead letter. Notifications
+//!   and reports together are limited to `NotifyLimit` per minute (more wait), and there
+//!   is at most one notification per mail and one report per spool file: no failure can
+//!   make unbounded mail.
+
+pub mod deadletter;
+pub mod dsn;
+pub mod report;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Local};
+use cssmtp_batch::SyntaxError;
+use cssmtp_wire::data::dot_stuff;
+use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, DeadLetterAction, Report};
+use crate::delivery::{Failure, MailJob, MailKey, MailText, RcptResult};
+use crate::spool::name::JobIdentity;
+use crate::spool::task::FileReport;
+use crate::stats::Stats;
+
+/// One line of text, at most `max` characters, without control characters: safe in a
+/// header, a NOOP line or a log line.
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect();
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// Where a mail came from, for notifications and logs.
+#[derive(Debug, Clone)]
+pub struct MailOrigin<'a> {
+    pub host: &'a str,
+    pub job: &'a JobIdentity,
+    /// The mail's number in its spool file.
+    pub mail: u32,
+    /// Line of its MAIL FROM.
+    pub line: u32,
+    /// When cssmtp took the spool file.
+    pub arrival: DateTime<Local>,
+}
+
+/// A recipient that will not get a mail, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRecipient {
+    pub address: String,
+    /// Line of its RCPT TO.
+    pub line: u32,
+    /// RFC 3463 status, e.g. `5.1.1`.
+    pub status: String,
+    /// The SMTP reply (or SMTP-style error text), for `Diagnostic-Code: smtp;`.
+    pub diagnostic: Option<String>,
+    /// The target server involved, `ip:port`.
+    pub remote_mta: Option<String>,
+    /// The whole story, for people.
+    pub reason: String,
+}
+
+impl FailedRecipient {
+    /// From a delivery failure; `note` is added to the reason (e.g. "RetryLimit of 5
+    /// retries exhausted").
+    pub fn from_failure(address: &str, line: u32, failure: &Failure, note: Option<&str>) -> Self {
+        Self {
+            address: address.to_owned(),
+            line,
+            status: failure.status(),
+            diagnostic: failure.reply().map(ToString::to_string),
+            remote_mta: failure.target.clone(),
+            reason: match note {
+                Some(note) => format!("{failure}; {note}"),
+                None => failure.to_string(),
+            },
+        }
+    }
+
+    /// From a RCPT TO refused by the batch parser.
+    pub fn from_syntax(text: &str, error: &SyntaxError) -> Self {
+        let (_, enhanced) = error.code();
+        let address = text
+            .trim()
+            .trim_start_matches("TO:")
+            .trim_start_matches("to:")
+            .trim();
+        let address = address.trim_start_matches('<').trim_end_matches('>');
+        Self {
+            address: one_line(address, 256),
+            line: error.line,
+            status: enhanced.to_owned(),
+            diagnostic: Some(error.to_string()),
+            remote_mta: None,
+            reason: format!("{error} (spool file line {})", error.line),
+        }
+    }
+}
+
+/// A limit of `per_minute` events, as a token bucket; waiting callers wait their turn.
+pub struct Limiter {
+    per_minute: u32,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Limiter {
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            state: Mutex::new((f64::from(per_minute), Instant::now())),
+        }
+    }
+
+    /// Waits until one more event is allowed (0: no limit).
+    pub async fn acquire(&self) {
+        if self.per_minute == 0 {
+            return;
+        }
+        let rate = f64::from(self.per_minute) / 60.0;
+        loop {
+            let wait = {
+                let mut state = self
+                    .state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let now = Instant::now();
+                let (tokens, last) = *state;
+                let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate)
+                    .min(f64::from(self.per_minute));
+                if tokens >= 1.0 {
+                    *state = (tokens - 1.0, now);
+                    return;
+                }
+                *state = (tokens, now);
+                Duration::from_secs_f64((1.0 - tokens) / rate)
+            };
+            tracing::debug!(
+                "Notification rate limit (NotifyLimit): waiting {} ms",
+                wait.as_millis()
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The original mail, for its notification or dead letter.
+#[derive(Debug, Clone)]
+pub struct Original {
+    pub reverse_path: String,
+    /// The mail says `Auto-Submitted` (other than `no`): never answered automatically.
+    pub auto_submitted: bool,
+    /// Its header block as sent (with cssmtp's headers), CRLF lines, unstuffed.
+    pub header: Vec<u8>,
+    /// The whole mail as sent (wire form, dot-stuffed), when it was read.
+    pub full: Option<Vec<u8>>,
+}
+
+/// What became of an undeliverable mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Returned {
+    /// A notification was accepted for the originator.
+    Notified(String),
+    /// Stored as a dead letter (the notification, or the mail when it has no originator).
+    DeadLetter(PathBuf),
+    /// Dead letter not stored (`DeadLetterAction Delete`), logged only.
+    DeadLetterDeleted,
+    /// `ReturnToMailFrom No`: logged only.
+    NotReturned,
+}
+
+impl std::fmt::Display for Returned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Notified(to) => write!(f, "notification sent to <{to}>"),
+            Self::DeadLetter(path) => write!(f, "dead letter {}", path.display()),
+            Self::DeadLetterDeleted => write!(f, "dead letter not kept (DeadLetterAction Delete)"),
+            Self::NotReturned => write!(f, "not returned (ReturnToMailFrom No)"),
+        }
+    }
+}
+
+/// Carries out notifications, dead letters and reports.
+pub struct Notifier {
+    pub config: Arc<Config>,
+    pub host: String,
+    pub queue: async_channel::Sender<MailJob>,
+    pub stats: Arc<Stats>,
+    pub limiter: Limiter,
+    pub stop: CancellationToken,
+}
+
+impl Notifier {
+    fn message_id(&self) -> String {
+        format!(
+            "{}@{}",
+            crate::headers::unique_token(Local::now()),
+            self.host
+        )
+    }
+
+    /// Returns an undeliverable mail: a notification to its originator, or a dead letter.
+    pub async fn return_mail(
+        &self,
+        origin: &MailOrigin<'_>,
+        original: &Original,
+        failed: &[FailedRecipient],
+    ) -> Returned {
+        let file = &origin.job.file_name;
+        if !self.config.undeliverable.return_to_mail_from {
+            tracing::info!(
+                "CSM2104I Mail {} of {file} not returned to <{}> (ReturnToMailFrom No)",
+                origin.mail,
+                original.reverse_path
+            );
+            return Returned::NotReturned;
+        }
+        let reasons: Vec<String> = failed
+            .iter()
+            .map(|f| format!("<{}>: {}", f.address, f.reason))
+            .collect();
+        if original.reverse_path.is_empty() || original.auto_submitted {
+            // Nobody to return it to, or answering it could start a loop.
+            let why = if original.reverse_path.is_empty() {
+                "its reverse path is null"
+            } else {
+                "it is an automatic message (Auto-Submitted)"
+            };
+            let mut notes = vec![format!(
+                "undeliverable mail {} of spool file {file}; not returned: {why}",
+                origin.mail
+            )];
+            notes.extend(reasons);
+            let text = original
+                .full
+                .clone()
+                .unwrap_or_else(|| dot_stuff(&original.header));
+            let rcpts: Vec<String> = failed.iter().map(|f| f.address.clone()).collect();
+            return self
+                .dead_letter(
+                    origin,
+                    deadletter::Kind::Undeliverable,
+                    &notes,
+                    &original.reverse_path,
+                    &rcpts,
+                    &text,
+                )
+                .await;
+        }
+        let returned = if self.config.undeliverable.return_content
+            == crate::config::ReturnContent::Full
+            && let Some(full) = original.full.as_ref().filter(|f| f.len() <= 1024 * 1024)
+        {
+            dsn::Returned::Full(full)
+        } else {
+            dsn::Returned::Headers(&original.header)
+        };
+        let unstuffed;
+        let returned = match returned {
+            dsn::Returned::Full(full) => {
+                unstuffed = cssmtp_wire::data::dot_unstuff(full);
+                dsn::Returned::Full(&unstuffed)
+            }
+            headers => headers,
+        };
+        let notification = dsn::notification(
+            origin,
+            &original.reverse_path,
+            failed,
+            returned,
+            Local::now(),
+            &self.message_id(),
+        );
+        let wire = dot_stuff(&notification);
+        self.limiter.acquire().await;
+        match self
+            .send_once("", std::slice::from_ref(&original.reverse_path), &wire)
+            .await
+        {
+            Ok(()) => {
+                self.stats.notification_sent();
+                tracing::info!(
+                    "CSM2105I Undeliverable notification for mail {} of {file} sent to <{}>",
+                    origin.mail,
+                    original.reverse_path
+                );
+                Returned::Notified(original.reverse_path.clone())
+            }
+            Err(failures) => {
+                let mut notes = vec![format!(
+                    "undeliverable notification for mail {} of spool file {file} could not be sent",
+                    origin.mail
+                )];
+                notes.extend(failures);
+                notes.extend(reasons);
+                self.dead_letter(
+                    origin,
+                    deadletter::Kind::Undeliverable,
+                    &notes,
+                    "",
+                    std::slice::from_ref(&original.reverse_path),
+                    &wire,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Sends an error report about a spool file, as `Report` says; returns what was done.
+    pub async fn report(&self, report: &FileReport) -> Option<String> {
+        let writer = &self.config.ext_wrt_name;
+        match self.config.report {
+            Report::None => None,
+            Report::File => {
+                let text = report::text(report, &self.host, writer);
+                let dir = self.config.report_directory();
+                let name = format!("{}.report", report.job.file_name);
+                let written = tokio::task::spawn_blocking(move || {
+                    crate::durable::create_dir(&dir, 0o750)?;
+                    crate::durable::write_new(&dir, &name, text.as_bytes(), 0o640)
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
+                match written {
+                    Ok(path) => {
+                        self.stats.report_made();
+                        tracing::info!(
+                            "CSM2106I Error report for {} written to {}",
+                            report.job.file_name,
+                            path.display()
+                        );
+                        Some(format!("error report written to {}", path.display()))
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "CSM2109E Cannot write the error report for {}: {e}",
+                            report.job.file_name
+                        );
+                        None
+                    }
+                }
+            }
+            Report::Admin => {
+                let from = self.config.report_mail_from.clone().unwrap_or_default();
+                let admins = self.config.mail_administrators.clone();
+                let mail = report::mail(
+                    report,
+                    &self.host,
+                    writer,
+                    &from,
+                    &admins,
+                    Local::now(),
+                    &self.message_id(),
+                );
+                let wire = dot_stuff(&mail);
+                self.limiter.acquire().await;
+                match self.send_once(&from, &admins, &wire).await {
+                    Ok(()) => {
+                        self.stats.report_made();
+                        tracing::info!(
+                            "CSM2106I Error report for {} sent to {}",
+                            report.job.file_name,
+                            admins.join(", ")
+                        );
+                        Some(format!("error report sent to {}", admins.join(", ")))
+                    }
+                    Err(failures) => {
+                        let origin = MailOrigin {
+                            host: &self.host,
+                            job: &report.job,
+                            mail: 0,
+                            line: 0,
+                            arrival: Local::now(),
+                        };
+                        let mut notes = vec![format!(
+                            "error report for spool file {} could not be sent",
+                            report.job.file_name
+                        )];
+                        notes.extend(failures);
+                        let done = self
+                            .dead_letter(
+                                &origin,
+                                deadletter::Kind::Report,
+                                &notes,
+                                &from,
+                                &admins,
+                                &wire,
+                            )
+                            .await;
+                        Some(done.to_string())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a generated mail (wire form) once; the failures, when any recipient did
+    /// not get it.
+    async fn send_once(&self, from: &str, to: &[String], wire: &[u8]) -> Result<(), Vec<String>> {
+        let (reply, mut results) = mpsc::unbounded_channel();
+        let job = MailJob {
+            key: MailKey {
+                tkid: 0,
+                ordinal: 0,
+            },
+            reverse_path: from.to_owned(),
+            recipients: to.to_vec(),
+            rcpt_index: (0..to.len()).collect(),
+            needs_tls: false,
+            headers: Arc::from(Vec::new()),
+            size: wire.len() as u64,
+            text: MailText::Memory(Arc::from(wire)),
+            reply,
+        };
+        let sent = tokio::select! {
+            () = self.stop.cancelled() => false,
+            sent = self.queue.send(job) => sent.is_ok(),
+        };
+        if !sent {
+            return Err(vec!["cssmtp stopped before it could be sent".into()]);
+        }
+        let Some(outcome) = results.recv().await else {
+            return Err(vec!["cssmtp stopped before it was sent".into()]);
+        };
+        let failures: Vec<String> = outcome
+            .results
+            .iter()
+            .filter_map(|(i, r)| match r {
+                RcptResult::Delivered { .. } => None,
+                RcptResult::Retry(f) | RcptResult::Undeliverable(f) => {
+                    Some(format!("<{}>: {f}", to.get(*i).map_or("?", String::as_str)))
+                }
+            })
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures)
+        }
+    }
+
+    /// Stores (or, with DeadLetterAction Delete, only logs) a dead letter.
+    async fn dead_letter(
+        &self,
+        origin: &MailOrigin<'_>,
+        kind: deadletter::Kind,
+        notes: &[String],
+        from: &str,
+        to: &[String],
+        wire: &[u8],
+    ) -> Returned {
+        self.stats.dead_letter();
+        let summary = notes.first().cloned().unwrap_or_default();
+        if self.config.undeliverable.dead_letter_action == DeadLetterAction::Delete {
+            tracing::warn!(
+                "CSM2108W Dead letter not kept (DeadLetterAction Delete): {}",
+                notes.join("; ")
+            );
+            return Returned::DeadLetterDeleted;
+        }
+        let dir = self.config.dead_letter_directory();
+        let name = deadletter::file_name(
+            &origin.job.job_name,
+            &origin.job.job_id,
+            origin.mail,
+            kind,
+            Local::now(),
+        );
+        let content = deadletter::content(&self.host, notes, from, to, wire);
+        let written = tokio::task::spawn_blocking(move || {
+            crate::durable::create_dir(&dir, 0o750)?;
+            crate::durable::write_new(&dir, &name, &content, 0o640)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        match written {
+            Ok(path) => {
+                tracing::warn!(
+                    "CSM2107W Dead letter stored as {}: {summary}",
+                    path.display()
+                );
+                Returned::DeadLetter(path)
+            }
+            Err(e) => {
+                tracing::error!(
+                    "CSM2109E Cannot store a dead letter ({e}): {}",
+                    notes.join("; ")
+                );
+                Returned::DeadLetterDeleted
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+//! Error reports about spool files: the text (for `Report File` and the `.report` beside a
+//! held file) and the mail to the MailAdministrators (`Report Admin`). Pure.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Local};
+use mail_builder::MessageBuilder;
+use mail_builder::headers::address::Address;
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::headers::message_id::MessageId;
+use mail_builder::headers::raw::Raw;
+use mail_builder::mime::{BodyPart, MimePart};
+
+use super::one_line;
+use crate::spool::task::{Disposition, FileReport};
+
+/// The report's text: each problem with its line and SMTP-style text.
+pub fn text(report: &FileReport, host: &str, writer: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "cssmtp error report\n");
+    let _ = writeln!(out, "Spool file:  {}", report.job.file_name);
+    let _ = writeln!(
+        out,
+        "Job:         {} {} (owner {})",
+        report.job.job_name, report.job.job_id, report.owner
+    );
+    let _ = writeln!(out, "Writer:      {writer} on {host}");
+    let result = match &report.disposition {
+        Disposition::Deleted => "deleted (every recipient delivered or returned)".to_owned(),
+        Disposition::Held(path) => format!("held as {}", path.display()),
+        Disposition::Removed => "removed (BadSpoolDisp Delete)".to_owned(),
+        Disposition::LeftActive => "left in active/ (cssmtp stopped)".to_owned(),
+    };
+    let _ = writeln!(out, "Result:      {result}");
+    let _ = writeln!(
+        out,
+        "Mails:       {} read, {} recipient(s) delivered, {} undeliverable{}",
+        report.mails,
+        report.rcpts_delivered,
+        report.undeliverable_count,
+        if report.test_mode {
+            " (TestMode: nothing was sent)"
+        } else {
+            ""
+        }
+    );
+    if let Some(problem) = &report.file_problem {
+        let _ = writeln!(out, "\nProblem with the file:\n  {problem}");
+    }
+    let errors: Vec<_> = report
+        .errors
+        .iter()
+        .filter(|e| !e.is_recipient_error())
+        .collect();
+    if !errors.is_empty() {
+        let _ = writeln!(out, "\nErrors:");
+        for e in errors {
+            let _ = writeln!(out, "  line {}: {e}", e.line);
+        }
+    }
+    if !report.undeliverable.is_empty() {
+        let _ = writeln!(out, "\nUndeliverable recipients:");
+        for u in &report.undeliverable {
+            let _ = writeln!(
+                out,
+                "  mail {}, line {}, <{}>: {}",
+                u.mail,
+                u.line,
+                u.address,
+                one_line(&u.reason, 900)
+            );
+        }
+        let listed = report.undeliverable.len() as u64;
+        if report.undeliverable_count > listed {
+            let _ = writeln!(
+                out,
+                "  ... and {} more",
+                report.undeliverable_count - listed
+            );
+        }
+    }
+    if !report.returns.is_empty() {
+        let _ = writeln!(out, "\nReturned to the originators:");
+        for (mail, what) in &report.returns {
+            let _ = writeln!(out, "  mail {mail}: {what}");
+        }
+    }
+    out
+}
+
+/// The report as a mail to the administrators (CRLF lines, not dot-stuffed).
+pub fn mail(
+    report: &FileReport,
+    host: &str,
+    writer: &str,
+    from: &str,
+    to: &[String],
+    now: DateTime<Local>,
+    message_id: &str,
+) -> Vec<u8> {
+    let body = text(report, host, writer).replace('\n', "\r\n");
+    let from = if from.is_empty() {
+        format!("MAILER-DAEMON@{host}")
+    } else {
+        from.to_owned()
+    };
+    MessageBuilder::new()
+        .from(Address::new_address(Some(format!("cssmtp {writer}")), from))
+        .to(Address::new_list(
+            to.iter()
+                .map(|a| Address::new_address(None::<&str>, a.clone()))
+                .collect(),
+        ))
+        .subject(format!(
+            "cssmtp error report: job {} {}",
+            report.job.job_name, report.job.job_id
+        ))
+        .header("Date", Raw::new(now.to_rfc2822()))
+        .message_id(MessageId::new(message_id.to_owned()))
+        .header("Auto-Submitted", Raw::new("auto-generated"))
+        // As is (no quoted-printable), so that it reads well anywhere.
+        .body({
+            let (charset, encoding) = if body.is_ascii() {
+                ("us-ascii", "7bit")
+            } else {
+                ("utf-8", "8bit")
+            };
+            MimePart::new(
+                ContentType::new("text/plain").attribute("charset", charset),
+                BodyPart::Binary(body.into_bytes().into()),
+            )
+            .header("Content-Transfer-Encoding", Raw::new(encoding))
+        })
+        .write_to_vec()
+        .unwrap_or_default()
+}
