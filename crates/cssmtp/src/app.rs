@@ -1,5 +1,7 @@
 //! Wiring: builds every part from a [`Config`] and runs until drained or stopped.
 
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -11,6 +13,7 @@ use crate::delivery::resolve::{build_resolver, resolve};
 use crate::delivery::router::Router;
 use crate::delivery::tls;
 use crate::delivery::worker::{self, DeliveryContext};
+use crate::journal::{self, FileCheckpoint, Journal, JournalWriter};
 use crate::notify::{Limiter, Notifier};
 use crate::retry::extended;
 use crate::spool::SpoolLayout;
@@ -26,6 +29,8 @@ pub struct RunOptions {
     /// Keep a [`FileReport`] of every spool file finished (the demo and tests read them).
     /// Off for `cssmtp run`: a daemon must not grow with the files it has handled.
     pub keep_reports: bool,
+    /// Cold start (`run -f`): discard the checkpoint journal.
+    pub cold: bool,
 }
 
 impl RunOptions {
@@ -34,6 +39,7 @@ impl RunOptions {
         Self {
             mode: Mode::Daemon,
             keep_reports: false,
+            cold: false,
         }
     }
 
@@ -42,6 +48,7 @@ impl RunOptions {
         Self {
             mode: Mode::Drain,
             keep_reports: false,
+            cold: false,
         }
     }
 
@@ -103,6 +110,11 @@ pub async fn run(
         )
     })?;
     let _lock = layout.lock(&config.ext_wrt_name)?;
+    let Checkpointing {
+        journal,
+        recovered,
+        writer: journal_writer,
+    } = open_journal(&config, &layout, options.cold)?;
     let host_name = config.host_name.clone().unwrap_or_else(system_host_name);
     let (tls_config, skipped) = tls::client_config(&config.tls_ca_files)?;
     if skipped > 0 {
@@ -218,6 +230,8 @@ pub async fn run(
         active_sync,
         notifier: Arc::clone(&notifier),
         extended: extended_tx,
+        journal,
+        recovered: std::sync::Mutex::new(recovered),
     });
     let files = intake::run(
         Arc::clone(&shared),
@@ -236,6 +250,11 @@ pub async fn run(
     while workers.join_next().await.is_some() {}
     sync_stop.cancel();
     let _ = syncer.await;
+    if let Some(writer) = journal_writer {
+        // Every handle is gone with the tasks and workers: the writer ends once what it
+        // was given is written.
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    }
     let stopped = stop.is_cancelled();
     tracing::info!(
         "CSM1004I cssmtp {}",
@@ -249,5 +268,70 @@ pub async fn run(
         files,
         stats: stats.snapshot(),
         stopped,
+    })
+}
+
+/// The checkpoint journal, when kept, and what it knew at start.
+#[derive(Default)]
+struct Checkpointing {
+    journal: Option<Journal>,
+    recovered: HashMap<String, FileCheckpoint>,
+    writer: Option<JournalWriter>,
+}
+
+/// Opens the checkpoint journal (`ChkPoint Yes`, not in TestMode), reading what it knows
+/// of the spool files left in `active/`.
+fn open_journal(
+    config: &Config,
+    layout: &SpoolLayout,
+    cold: bool,
+) -> anyhow::Result<Checkpointing> {
+    let path = config.journal_path();
+    if !config.chk_point || config.options.test_mode {
+        if cold {
+            tracing::warn!(
+                "CSM1007W Cold start: no checkpoint journal is kept (ChkPoint No or TestMode)"
+            );
+        }
+        return Ok(Checkpointing::default());
+    }
+    let mut live = HashSet::new();
+    for file in layout
+        .left_active()
+        .context("cannot list the active spool files")?
+    {
+        let name = file.file_name().and_then(|n| n.to_str());
+        if let (Some(name), Ok(meta)) = (name, std::fs::metadata(&file)) {
+            live.insert(journal::file_key(name, meta.ino()));
+        }
+    }
+    if cold {
+        tracing::warn!(
+            "CSM1007W Cold start: checkpoint journal {} discarded; {} spool file(s) left in active/ are sent again in full",
+            path.display(),
+            live.len()
+        );
+    }
+    let (journal, recovered, writer) = Journal::open(&path, &layout.active, &live, cold)
+        .with_context(|| format!("cannot open the checkpoint journal {}", path.display()))?;
+    if !cold {
+        tracing::info!(
+            "CSM1008I Checkpoint journal {}: {} record(s) read, {} spool file(s) to resume",
+            path.display(),
+            recovered.records,
+            recovered.files.len()
+        );
+    }
+    if recovered.damaged > 0 {
+        tracing::warn!(
+            "CSM1009W Checkpoint journal {}: {} damaged record(s) skipped (checksum or format); their recipients are treated as not yet final",
+            path.display(),
+            recovered.damaged
+        );
+    }
+    Ok(Checkpointing {
+        journal: Some(journal),
+        recovered: recovered.files,
+        writer: Some(writer),
     })
 }

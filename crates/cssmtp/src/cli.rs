@@ -49,6 +49,10 @@ pub enum Command {
         /// mail was delivered.
         #[arg(long)]
         drain: bool,
+        /// Cold start: discard the checkpoint journal, so that spool files left part
+        /// done by an earlier run are sent again in full (CSSMTP's -f).
+        #[arg(short = 'f', long = "cold")]
+        cold: bool,
     },
     /// Check a configuration file and print every problem with its line.
     Check {

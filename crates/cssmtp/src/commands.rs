@@ -21,7 +21,11 @@ pub const EXIT_CONFIG: u8 = 78;
 
 pub async fn dispatch(command: Command) -> u8 {
     match command {
-        Command::Run { config, drain } => run(&config, drain).await,
+        Command::Run {
+            config,
+            drain,
+            cold,
+        } => run(&config, drain, cold).await,
         Command::Check { config } => check(&config),
         Command::Submit {
             config,
@@ -106,18 +110,19 @@ fn stop_on_signals(stop: CancellationToken) {
     });
 }
 
-async fn run(path: &Path, drain: bool) -> u8 {
+async fn run(path: &Path, drain: bool, cold: bool) -> u8 {
     let config = match load_config(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let stop = CancellationToken::new();
     stop_on_signals(stop.clone());
-    let options = if drain {
+    let mut options = if drain {
         RunOptions::drain()
     } else {
         RunOptions::daemon()
     };
+    options.cold = cold;
     match crate::app::run(config, options, stop).await {
         Ok(report) if report.stopped && drain => EXIT_STOPPED,
         Ok(report) if drain && !report.all_delivered() => EXIT_NOT_DELIVERED,

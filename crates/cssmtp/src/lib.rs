@@ -25,6 +25,7 @@ pub mod delivery;
 pub mod demo;
 pub mod durable;
 pub mod headers;
+pub mod journal;
 pub mod net;
 pub mod notify;
 pub mod retry;

@@ -17,6 +17,10 @@
 //!
 //! A reverse path whose local part starts with `reject` is refused at MAIL FROM (`550`).
 //!
+//! Tests can also arm a [`Gate`]: the next mail to reach it is held there, its
+//! connection left waiting for a reply that never comes, so that a test can kill the
+//! client at that exact point.
+//!
 //! Options offer or hide PIPELINING, SIZE, STARTTLS and EHLO itself, and choose how the
 //! end of the mail text is found: strictly (`<CRLF>.<CRLF>` only, and a text with a bare
 //! CR or LF is refused, as hardened servers do) or leniently (`<LF>.<LF>`, `<CR>.<CR>`…
@@ -136,6 +140,45 @@ struct Shared {
     accepted: AtomicU64,
     /// How many `tempfail-once`/`tempfailN` refusals each address got.
     refusals: Mutex<HashMap<String, u32>>,
+    /// Gates armed, and the mails held at them.
+    gates: Mutex<(Vec<Gate>, Vec<Held>)>,
+}
+
+/// Where an armed gate holds the next mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// At the DATA command: no 354 is sent (the client has not started the text).
+    AtData,
+    /// After the final ".": the mail is accepted (kept and counted, as a server that
+    /// committed it would have), but its reply is never sent.
+    AfterDot,
+}
+
+/// A mail held at a gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub gate: Gate,
+    pub rcpt_to: Vec<String>,
+}
+
+impl Shared {
+    /// Takes the gate if it is armed; records the mail held.
+    fn pass(&self, gate: Gate, rcpt_to: &[String]) -> bool {
+        let Ok(mut gates) = self.gates.lock() else {
+            return false;
+        };
+        let Some(at) = gates.0.iter().position(|g| *g == gate) else {
+            return false;
+        };
+        gates.0.remove(at);
+        gates.1.push(Held {
+            gate,
+            rcpt_to: rcpt_to.to_vec(),
+        });
+        drop(gates);
+        self.notify.notify_waiters();
+        true
+    }
 }
 
 /// A running sink.
@@ -219,6 +262,30 @@ impl Sink {
     /// Connections accepted so far.
     pub fn sessions(&self) -> u64 {
         self.shared.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Arms `gate` for the next mail that reaches it.
+    pub fn arm(&self, gate: Gate) {
+        if let Ok(mut gates) = self.shared.gates.lock() {
+            gates.0.push(gate);
+        }
+    }
+
+    /// Waits until at least `n` mails were held at gates; returns them.
+    pub async fn wait_held(&self, n: usize) -> Vec<Held> {
+        loop {
+            let notified = self.shared.notify.notified();
+            let held = self
+                .shared
+                .gates
+                .lock()
+                .map(|g| g.1.clone())
+                .unwrap_or_default();
+            if held.len() >= n {
+                return held;
+            }
+            notified.await;
+        }
     }
 
     /// Stops listening and closes every connection.
@@ -396,6 +463,10 @@ async fn serve(
                         out.extend_from_slice(b"554 5.5.1 No valid recipients\r\n");
                         continue;
                     }
+                    if shared.pass(Gate::AtData, &env.rcpt_to) {
+                        let _ = conn.send(&out).await;
+                        return std::future::pending().await;
+                    }
                     out.extend_from_slice(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n");
                     if conn.send(&out).await.is_err() {
                         return;
@@ -405,6 +476,7 @@ async fn serve(
                         return;
                     };
                     let script = std::mem::replace(&mut after_data, Scripted::Accept);
+                    let rcpt_to = env.rcpt_to.clone();
                     let reply = finish_mail(
                         data,
                         &mut env,
@@ -416,6 +488,12 @@ async fn serve(
                         &shared,
                     );
                     match reply {
+                        Some(reply)
+                            if reply.starts_with("250")
+                                && shared.pass(Gate::AfterDot, &rcpt_to) =>
+                        {
+                            return std::future::pending().await;
+                        }
                         Some(reply) => out.extend_from_slice(reply.as_bytes()),
                         None => {
                             conn.shutdown().await;

@@ -75,6 +75,25 @@ pub struct Config {
     /// `NotifyLimit`: notifications and error reports sent per minute at most (0: no
     /// limit); more wait their turn.
     pub notify_limit: u32,
+    /// `ChkPoint`: keep the checkpoint journal (warm restarts).
+    pub chk_point: bool,
+    /// `ChkPointDirectory` (None: `<SpoolDirectory>/<ExtWrtName>/checkpoint`).
+    pub chk_point_directory: Option<PathBuf>,
+    /// `ChkPointSizeLimit`: mails whose state is tracked at once (CSSMTP: 64000).
+    pub chk_point_size_limit: u32,
+    /// `PossiblyDelivered`: what a warm restart does with recipients whose final "." was
+    /// sent and whose reply was not read.
+    pub possibly_delivered: PossiblyDelivered,
+}
+
+/// `PossiblyDelivered`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PossiblyDelivered {
+    /// Send them again (they may receive the mail twice; none loses it).
+    #[default]
+    Resend,
+    /// Do not send them again: the spool file is held with a report for the operator.
+    Hold,
 }
 
 impl Config {
@@ -99,6 +118,14 @@ impl Config {
             .as_ref()
             .and_then(|e| e.mail_directory.clone())
             .unwrap_or_else(|| self.writer_spool().join("mail"))
+    }
+
+    /// The checkpoint journal of this writer: `<ChkPointDirectory>/<ExtWrtName>.journal`.
+    pub fn journal_path(&self) -> PathBuf {
+        self.chk_point_directory
+            .clone()
+            .unwrap_or_else(|| self.writer_spool().join("checkpoint"))
+            .join(format!("{}.journal", self.ext_wrt_name))
     }
 
     /// Where error reports are written with `Report File`.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::syntax::{self, Param, Statement, Word};
 use super::{
     BadSpoolDisp, Config, DEFAULT_EXT_WRT_NAME, DEFAULT_RUN_DIRECTORY, DEFAULT_SPOOL_DIRECTORY,
-    DeadLetterAction, Diagnostic, ExtendedRetry, Header, Options, Report, RetryLimit,
-    ReturnContent, Severity, TargetHost, TargetSpec, Targets, Timeouts, Undeliverable,
+    DeadLetterAction, Diagnostic, ExtendedRetry, Header, Options, PossiblyDelivered, Report,
+    RetryLimit, ReturnContent, Severity, TargetHost, TargetSpec, Targets, Timeouts, Undeliverable,
 };
 
 /// Top-level statements cssmtp knows, in their documented spelling.
@@ -37,17 +37,14 @@ const STATEMENTS: &[&str] = &[
     "Report",
     "ReportMailFrom",
     "NotifyLimit",
+    "ChkPoint",
+    "ChkPointDirectory",
+    "ChkPointSizeLimit",
+    "PossiblyDelivered",
 ];
 
 /// CSSMTP statements that are recognised but have no effect yet.
-const NOT_YET: &[&str] = &[
-    "LogLevel",
-    "ChkPointSizeLimit",
-    "SMF119",
-    "Translate",
-    "MBCS",
-    "UserExit",
-];
+const NOT_YET: &[&str] = &["LogLevel", "SMF119", "Translate", "MBCS", "UserExit"];
 
 /// Validates the text of a configuration file read from `file`.
 ///
@@ -95,6 +92,10 @@ struct Validator {
     report: Option<(Report, u32)>,
     report_mail_from: Option<String>,
     notify_limit: u32,
+    chk_point: bool,
+    chk_point_directory: Option<PathBuf>,
+    chk_point_size_limit: u32,
+    possibly_delivered: PossiblyDelivered,
 }
 
 impl Validator {
@@ -133,6 +134,10 @@ impl Validator {
             report: None,
             report_mail_from: None,
             notify_limit: 600,
+            chk_point: true,
+            chk_point_directory: None,
+            chk_point_size_limit: 64_000,
+            possibly_delivered: PossiblyDelivered::Resend,
         }
     }
 
@@ -260,6 +265,25 @@ impl Validator {
                     self.max_connections = n as usize;
                 }
             }
+            "chkpoint" => {
+                if let Some(b) = self.yes_no(value, name) {
+                    self.chk_point = b;
+                }
+            }
+            "chkpointdirectory" => self.chk_point_directory = self.path(value),
+            "chkpointsizelimit" => {
+                if let Some(n) = self.number(value, 100, 10_000_000, name) {
+                    self.chk_point_size_limit = n as u32;
+                }
+            }
+            "possiblydelivered" => match text.to_ascii_lowercase().as_str() {
+                "resend" => self.possibly_delivered = PossiblyDelivered::Resend,
+                "hold" => self.possibly_delivered = PossiblyDelivered::Hold,
+                _ => self.error(
+                    line,
+                    format!("PossiblyDelivered must be Resend or Hold, not {text:?}"),
+                ),
+            },
             "notifylimit" => {
                 if let Some(n) = self.number(value, 0, 1_000_000, name) {
                     self.notify_limit = n as u32;
@@ -818,6 +842,10 @@ impl Validator {
                 report: self.report.map_or(Report::File, |(r, _)| r),
                 report_mail_from: self.report_mail_from,
                 notify_limit: self.notify_limit,
+                chk_point: self.chk_point,
+                chk_point_directory: self.chk_point_directory,
+                chk_point_size_limit: self.chk_point_size_limit,
+                possibly_delivered: self.possibly_delivered,
             }),
             _ => None,
         };

@@ -48,6 +48,25 @@ pub struct MailJob {
     pub size: u64,
     /// Where the results go.
     pub reply: mpsc::UnboundedSender<MailOutcome>,
+    /// Where the session records the mail's progress (spool mails, with `ChkPoint Yes`).
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// The journal entry of a mail being sent: before its final "." the session durably
+/// records the recipients the server accepted, and after the reply what became of them
+/// (see [`crate::journal`]).
+#[derive(Clone)]
+pub struct Checkpoint {
+    pub journal: crate::journal::Journal,
+    /// The spool file's journal key.
+    pub file: Arc<str>,
+    pub mail: u32,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Checkpoint({} mail {})", self.file, self.mail)
+    }
 }
 
 /// The results of one [`MailJob`].

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use cssmtp_wire::{Capabilities, Command, Reply, ReplyParser};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant, timeout, timeout_at};
 use tokio_rustls::{TlsConnector, TlsStream};
 
@@ -20,6 +21,7 @@ use super::MailJob;
 use super::body::Body;
 use super::outcome::{Failure, Problem, RcptResult, Stage};
 use crate::config::Timeouts;
+use crate::journal::Record;
 use crate::net::Conn;
 
 /// Text is sent to the socket in writes of about this size.
@@ -294,8 +296,34 @@ impl Session {
             }
             return self.abandon(false, params).await;
         }
-        self.send_text(job, t).await?;
+        // The checkpoint: these recipients may get the mail once the final "." goes.
+        let sent = job.checkpoint.as_ref().map(|c| {
+            c.journal.append_durable(&Record::Sent {
+                f: c.file.to_string(),
+                m: c.mail,
+                r: global_indexes(job, &accepted),
+            })
+        });
+        self.send_text(job, t, sent).await?;
         let final_reply = self.read_reply(Stage::DataTerm, t.data_term).await?;
+        if let Some(c) = &job.checkpoint {
+            // No longer in doubt. Appended before this connection's next `sent`, so
+            // durable before its next final ".": one mail per connection in doubt.
+            let (d, retry) = if final_reply.is_positive() {
+                (global_indexes(job, &accepted), Vec::new())
+            } else {
+                (Vec::new(), global_indexes(job, &accepted))
+            };
+            c.journal.append(&Record::Result {
+                f: c.file.to_string(),
+                m: c.mail,
+                a: 0,
+                d,
+                x: Vec::new(),
+                retry,
+                u: Vec::new(),
+            });
+        }
         let target = self.peer.to_string();
         for i in &accepted {
             let result = if final_reply.is_positive() {
@@ -367,11 +395,17 @@ impl Session {
         Ok(())
     }
 
-    /// Streams the added headers and the text, ending with "." in the same write.
-    async fn send_text(&mut self, job: &MailJob, t: &Timeouts) -> Result<(), Failure> {
+    /// Streams the added headers and the text, ending with "." in the same write; that
+    /// last write waits for `durable` (the checkpoint of the mail being sent).
+    async fn send_text(
+        &mut self,
+        job: &MailJob,
+        t: &Timeouts,
+        durable: Option<oneshot::Receiver<()>>,
+    ) -> Result<(), Failure> {
         let mut out = std::mem::take(&mut self.wbuf);
         let mut raw = std::mem::take(&mut self.raw);
-        let result = self.stream_text(job, t, &mut out, &mut raw).await;
+        let result = self.stream_text(job, t, &mut out, &mut raw, durable).await;
         // Keep the buffers for the next mail, unless a huge mail made them grow.
         out.clear();
         raw.clear();
@@ -390,6 +424,7 @@ impl Session {
         t: &Timeouts,
         out: &mut Vec<u8>,
         raw: &mut Vec<u8>,
+        durable: Option<oneshot::Receiver<()>>,
     ) -> Result<(), Failure> {
         out.extend_from_slice(&job.headers);
         let mut body = Body::new(&job.text);
@@ -414,6 +449,10 @@ impl Session {
             }
         }
         out.extend_from_slice(b".\r\n");
+        if let Some(durable) = durable {
+            // Resolves once the journal has synced (or has failed, which it reports).
+            let _ = durable.await;
+        }
         self.write(out, Stage::DataBlock, t.data_block).await
     }
 
@@ -497,4 +536,12 @@ impl Session {
         }
         self.close().await;
     }
+}
+
+/// The indexes among the mail's recipients of `accepted` (indexes among the job's).
+fn global_indexes(job: &MailJob, accepted: &[usize]) -> Vec<usize> {
+    accepted
+        .iter()
+        .filter_map(|&i| job.rcpt_index.get(i).copied())
+        .collect()
 }

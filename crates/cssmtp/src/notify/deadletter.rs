@@ -48,10 +48,28 @@ pub fn file_name(
 /// The content of a dead letter: `notes`, then a batch-SMTP transaction sending `text`
 /// (wire form: CRLF lines, dot-stuffed) from `from` to `to`.
 pub fn content(host: &str, notes: &[String], from: &str, to: &[String], text: &[u8]) -> Vec<u8> {
+    batch_file(
+        host,
+        "cssmtp dead letter: re-send with 'cssmtp submit' once the cause is fixed",
+        notes,
+        from,
+        to,
+        text,
+    )
+}
+
+/// A batch-SMTP file kept for an operator: `title` and `notes` as NOOP lines, then a
+/// transaction sending `text` (wire form) from `from` to `to`.
+pub fn batch_file(
+    host: &str,
+    title: &str,
+    notes: &[String],
+    from: &str,
+    to: &[String],
+    text: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + 512);
-    out.extend_from_slice(
-        b"NOOP cssmtp dead letter: re-send with 'cssmtp submit' once the cause is fixed\r\n",
-    );
+    out.extend_from_slice(format!("NOOP {}\r\n", one_line(title, 480)).as_bytes());
     for note in notes {
         out.extend_from_slice(format!("NOOP {}\r\n", one_line(note, 480)).as_bytes());
     }

@@ -423,6 +423,7 @@ impl Notifier {
             size: wire.len() as u64,
             text: MailText::Memory(Arc::from(wire)),
             reply,
+            checkpoint: None,
         };
         let sent = tokio::select! {
             () = self.stop.cancelled() => false,

@@ -44,6 +44,13 @@ pub fn text(report: &FileReport, host: &str, writer: &str) -> String {
             ""
         }
     );
+    if report.possibly_delivered_held > 0 {
+        let _ = writeln!(
+            out,
+            "\nPossibly delivered before a restart, held in hold/ (PossiblyDelivered Hold):\n  {} recipient(s); see the *.possibly-delivered files",
+            report.possibly_delivered_held
+        );
+    }
     if let Some(problem) = &report.file_problem {
         let _ = writeln!(out, "\nProblem with the file:\n  {problem}");
     }

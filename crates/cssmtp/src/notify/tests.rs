@@ -164,6 +164,7 @@ fn file_report() -> FileReport {
             Undeliverable { mail: 3, line: 14, address: "bad address".into(), reason: "501 5.1.3 JES Syntax error. Invalid address '<bad address>' in 'RCPT TO' (spool file line 14)".into() },
         ],
         rcpts_extended: 0,
+        possibly_delivered_held: 0,
         returns: vec![(1, "notification sent to <payroll@zos1.corp.example>".into()), (3, "dead letter /var/spool/cssmtp/MAILFWD1/deadletter/PAYROLL.J0012345.Nov282026.220047.000000.3U".into())],
         errors: vec![
             cssmtp_batch::SyntaxError { line: 1, kind: cssmtp_batch::ErrorKind::TooManyArgs("HELO") },

@@ -304,6 +304,7 @@ impl Manager {
             size: text.wire_size(),
             text: text.clone(),
             reply,
+            checkpoint: None,
         };
         if self.notifier.queue.send(job).await.is_err() {
             return Attempt::Again;

@@ -37,15 +37,19 @@ use tokio_util::sync::CancellationToken;
 use super::layout::{DirSync, SpoolLayout};
 use super::name::JobIdentity;
 use super::reader::{Parsed, parse_into};
-use crate::config::{BadSpoolDisp, Config, ReturnContent};
-use crate::delivery::{MailJob, MailKey, MailOutcome, MailText, RcptResult, SpoolText};
+use crate::config::{BadSpoolDisp, Config, PossiblyDelivered, ReturnContent};
+use crate::delivery::{Checkpoint, MailJob, MailKey, MailOutcome, MailText, RcptResult, SpoolText};
 use crate::headers::{self, MailFacts, Origin};
-use crate::notify::{FailedRecipient, MailOrigin, Notifier, Original, Returned, report};
+use crate::journal::{self, FailedRcpt, FileCheckpoint, Journal, MailCheckpoint, Record};
+use crate::notify::{
+    FailedRecipient, MailOrigin, Notifier, Original, Returned, deadletter, report,
+};
 use crate::retry::extended;
 use crate::stats::Stats;
 
 /// Mails of one file tracked at once (in delivery, waiting to retry, or being returned);
 /// the parser waits beyond this, so memory stays bounded whatever the file's size.
+/// `ChkPointSizeLimit`, shared by the spool tasks, may lower it.
 const MAX_PENDING_MAILS: usize = 1024;
 /// Undeliverable recipients listed in a report (all are counted).
 const MAX_LISTED: usize = 1000;
@@ -64,6 +68,19 @@ pub struct TaskShared {
     /// Tells extended retry about the mails written to the MailDirectory (None when
     /// ExtendedRetry is inactive).
     pub extended: Option<mpsc::UnboundedSender<PathBuf>>,
+    /// The checkpoint journal (`ChkPoint Yes`, not in TestMode).
+    pub journal: Option<Journal>,
+    /// What the journal knew at start of the files left in `active/`; each task takes
+    /// its file's.
+    pub recovered: std::sync::Mutex<HashMap<String, FileCheckpoint>>,
+}
+
+impl TaskShared {
+    /// Mails one spool task tracks at once.
+    pub fn max_pending_mails(&self) -> usize {
+        let share = self.config.chk_point_size_limit as usize / self.config.spool_tasks.max(1);
+        share.clamp(1, MAX_PENDING_MAILS)
+    }
 }
 
 /// A recipient that will not get the mail.
@@ -102,6 +119,9 @@ pub struct FileReport {
     pub undeliverable: Vec<Undeliverable>,
     /// Recipients handed to extended retry.
     pub rcpts_extended: u64,
+    /// Recipients possibly delivered before a restart and held (`PossiblyDelivered
+    /// Hold`).
+    pub possibly_delivered_held: u64,
     /// What was done for each mail with undeliverable recipients.
     pub returns: Vec<(u32, String)>,
     pub errors: Vec<SyntaxError>,
@@ -117,7 +137,7 @@ pub struct FileReport {
 impl FileReport {
     /// True when the file had anything to report.
     pub fn has_problems(&self) -> bool {
-        self.undeliverable_count > 0 || self.is_bad()
+        self.undeliverable_count > 0 || self.possibly_delivered_held > 0 || self.is_bad()
     }
 
     /// True when the file itself has errors (not only undeliverable recipients): it
@@ -134,6 +154,11 @@ enum Rcpt {
     Retry,
     Failed,
     Extended,
+    /// In extended retry since before a restart (the MailDirectory has it).
+    Kept,
+    /// Possibly delivered before a restart, held for the operator (`PossiblyDelivered
+    /// Hold`).
+    Held,
 }
 
 struct MailState {
@@ -150,6 +175,8 @@ struct MailState {
     in_flight: bool,
     /// Recipients that will not get the mail, with why.
     failed: Vec<FailedRecipient>,
+    /// Its undeliverable recipients were returned before a restart.
+    returned: bool,
 }
 
 impl MailState {
@@ -158,7 +185,7 @@ impl MailState {
             && self
                 .rcpts
                 .iter()
-                .all(|r| matches!(r, Rcpt::Delivered | Rcpt::Failed | Rcpt::Extended))
+                .all(|r| !matches!(r, Rcpt::Pending | Rcpt::Retry))
     }
 }
 
@@ -174,6 +201,10 @@ struct Task {
     /// Mails being returned to their originators.
     returns: JoinSet<(u32, Returned)>,
     report: FileReport,
+    /// The journal and this file's key in it.
+    checkpoint: Option<(Journal, Arc<str>)>,
+    /// What the journal knew of this file at start (warm restart).
+    recovered: FileCheckpoint,
 }
 
 /// Processes one claimed spool file (at `path`, in `active/`).
@@ -193,6 +224,7 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         undeliverable_count: 0,
         undeliverable: Vec::new(),
         rcpts_extended: 0,
+        possibly_delivered_held: 0,
         returns: Vec::new(),
         errors: Vec::new(),
         file_problem: None,
@@ -211,26 +243,49 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         Ok(x) => x,
         Err(e) => {
             report.file_problem = Some(format!("cannot read the spool file: {e}"));
-            return finish(&shared, &path, report).await;
+            return finish(&shared, &path, report, None).await;
         }
     };
     report.owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
         .ok()
         .flatten()
         .map_or_else(|| meta.uid().to_string(), |u| u.name);
+    let key: Arc<str> = Arc::from(journal::file_key(&name, meta.ino()));
+    let recovered = shared
+        .recovered
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&*key);
+    let checkpoint = shared.journal.clone().map(|j| (j, Arc::clone(&key)));
+    if let Some((journal, key)) = &checkpoint {
+        match &recovered {
+            Some(known) => tracing::info!(
+                tkid,
+                "CSM2300I Task {tkid} resuming spool file {name} from the checkpoint: {} mail(s) known",
+                known.mails.len()
+            ),
+            // Durable before anything is sent: records of an earlier claim of this
+            // name and inode (a held file released) no longer apply.
+            None => {
+                let _ = journal
+                    .append_durable(&Record::Claim { f: key.to_string() })
+                    .await;
+            }
+        }
+    }
     let limit = shared.config.jes_job_size;
     if limit > 0 && meta.len() > limit.saturating_mul(1000) {
         report.file_problem = Some(format!(
             "552 5.3.4 Spool file size {} bytes exceeds JESJobSize {limit} (thousands of bytes); no mail sent",
             meta.len()
         ));
-        return finish(&shared, &path, report).await;
+        return finish(&shared, &path, report, None).await;
     }
     let reader = match file.try_clone() {
         Ok(f) => f,
         Err(e) => {
             report.file_problem = Some(format!("cannot read the spool file: {e}"));
-            return finish(&shared, &path, report).await;
+            return finish(&shared, &path, report, None).await;
         }
     };
     let (parsed_tx, mut parsed_rx) = mpsc::channel(16);
@@ -258,7 +313,10 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         outcomes,
         returns: JoinSet::new(),
         report,
+        checkpoint,
+        recovered: recovered.unwrap_or_default(),
     };
+    let max_pending = shared.max_pending_mails();
     let stop = shared.stop.clone();
     let mut summary: Option<Summary> = None;
     let mut parse_done = false;
@@ -277,6 +335,7 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
             Some(outcome) = outcome_rx.recv() => task.apply(outcome).await,
             Some(done) = task.returns.join_next(), if !task.returns.is_empty() => {
                 if let Ok((mail, returned)) = done {
+                    task.record(|f| Record::Returned { f, m: mail });
                     task.report.returns.push((mail, returned.to_string()));
                 }
             }
@@ -285,7 +344,7 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
                     return task.report;
                 }
             }
-            parsed = parsed_rx.recv(), if !parse_done && task.mails.len() < MAX_PENDING_MAILS => match parsed {
+            parsed = parsed_rx.recv(), if !parse_done && task.mails.len() < max_pending => match parsed {
                 Some(Parsed::Mails(mails)) => {
                     for mail in mails {
                         if !task.accept(mail, &stop).await {
@@ -312,7 +371,8 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         task.report.errors = summary.errors;
     }
     let report = task.report;
-    finish(&shared, &path, report).await
+    let checkpoint = task.checkpoint;
+    finish(&shared, &path, report, checkpoint.as_ref()).await
 }
 
 impl Task {
@@ -360,7 +420,7 @@ impl Task {
         };
         let size = headers.len() as u64 + mail.data.wire_size + separator;
         let count = mail.recipients.len();
-        let state = MailState {
+        let mut state = MailState {
             line: mail.line,
             reverse_path: mail.reverse_path,
             addresses: mail.recipients.iter().map(|r| r.address.clone()).collect(),
@@ -373,14 +433,151 @@ impl Task {
             attempts: 0,
             in_flight: false,
             failed,
+            returned: false,
         };
+        if let Some(known) = self.recovered.mails.remove(&mail.ordinal) {
+            let held = self.restore(mail.ordinal, &mut state, known);
+            if !held.is_empty() {
+                self.hold_possibly_delivered(mail.ordinal, &mut state, &held)
+                    .await;
+            }
+        }
+        let done = state.is_final();
         self.mails.insert(mail.ordinal, state);
-        if count == 0 {
-            // Only refused recipients: nothing to send, something to return.
+        if done {
+            // Only refused recipients (nothing to send, something to return), or every
+            // recipient final before a restart.
             self.complete(mail.ordinal).await;
             return true;
         }
         self.dispatch(mail.ordinal, stop).await
+    }
+
+    /// Applies what the journal knew of a mail before a restart; returns the recipients
+    /// possibly delivered that `PossiblyDelivered Hold` keeps from being sent again.
+    fn restore(
+        &mut self,
+        ordinal: u32,
+        state: &mut MailState,
+        known: MailCheckpoint,
+    ) -> Vec<usize> {
+        state.attempts = known.attempts;
+        state.returned = known.returned;
+        let mut held = Vec::new();
+        for (i, slot) in state.rcpts.iter_mut().enumerate() {
+            if known.delivered.contains(&i) {
+                *slot = Rcpt::Delivered;
+                self.report.rcpts_delivered += 1;
+            } else if known.extended.contains(&i) {
+                *slot = Rcpt::Kept;
+                self.report.rcpts_extended += 1;
+            } else if let Some(f) = known.failed.get(&i) {
+                *slot = Rcpt::Failed;
+                let f = FailedRecipient {
+                    address: state.addresses.get(i).cloned().unwrap_or_default(),
+                    line: state.lines.get(i).copied().unwrap_or(state.line),
+                    status: f.status.clone(),
+                    diagnostic: f.diagnostic.clone(),
+                    remote_mta: f.remote.clone(),
+                    reason: f.reason.clone(),
+                };
+                self.report.undeliverable_count += 1;
+                state.failed.push(f);
+            } else if known.in_doubt.contains(&i) {
+                let address = state.addresses.get(i).map_or("", String::as_str);
+                let policy = self.shared.config.possibly_delivered;
+                tracing::warn!(
+                    tkid = self.tkid,
+                    "CSM2301W Mail {ordinal} of {} was possibly delivered to <{address}> before the restart (the final \".\" was sent, its reply not read); {}",
+                    self.job.file_name,
+                    match policy {
+                        PossiblyDelivered::Resend => "sending it again (PossiblyDelivered Resend)",
+                        PossiblyDelivered::Hold =>
+                            "holding it for the operator (PossiblyDelivered Hold)",
+                    }
+                );
+                if policy == PossiblyDelivered::Hold {
+                    *slot = Rcpt::Held;
+                    held.push(i);
+                }
+            }
+        }
+        held
+    }
+
+    /// Writes the mail, for its possibly delivered recipients, into `hold/` as a batch
+    /// SMTP file the operator may release into `incoming/` (or delete).
+    async fn hold_possibly_delivered(
+        &mut self,
+        ordinal: u32,
+        state: &mut MailState,
+        held: &[usize],
+    ) {
+        let text = MailText::Spool {
+            spool: Arc::clone(&self.spool),
+            data: state.data.clone(),
+        };
+        let rcpts: Vec<String> = held
+            .iter()
+            .filter_map(|&i| state.addresses.get(i).cloned())
+            .collect();
+        let mut wire = state.headers.to_vec();
+        let written = match extended::read_all(&text).await {
+            Ok(body) => {
+                wire.extend(body);
+                let content = deadletter::batch_file(
+                    &self.shared.host_name,
+                    "cssmtp: possibly delivered before a restart (PossiblyDelivered Hold); move this file into incoming/ to send it again",
+                    &[format!(
+                        "from spool file {} mail {ordinal} (line {})",
+                        self.job.file_name, state.line
+                    )],
+                    &state.reverse_path,
+                    &rcpts,
+                    &wire,
+                );
+                let name = format!("{}.mail{ordinal}.possibly-delivered", self.job.file_name);
+                let dir = self.shared.layout.hold.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::durable::write_new(&dir, &name, &content, 0o640)
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+            }
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(path) => {
+                tracing::warn!(
+                    tkid = self.tkid,
+                    "CSM2302W Mail {ordinal} of {} to {} possibly delivered recipient(s) held as {}",
+                    self.job.file_name,
+                    rcpts.len(),
+                    path.display()
+                );
+                self.report.possibly_delivered_held += rcpts.len() as u64;
+            }
+            Err(e) => {
+                // Never lose mail: when it cannot be held, it is sent again.
+                tracing::error!(
+                    "CSM2008E Cannot hold mail {ordinal} of {} in hold/: {e}; sending it again",
+                    self.job.file_name
+                );
+                for &i in held {
+                    if let Some(slot) = state.rcpts.get_mut(i) {
+                        *slot = Rcpt::Pending;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends a record about this file to the journal (when there is one).
+    fn record(&self, make: impl FnOnce(String) -> Record) {
+        if let Some((journal, key)) = &self.checkpoint {
+            journal.append(&make(key.to_string()));
+        }
     }
 
     /// Queues the pending recipients of a mail; false when cssmtp is stopping.
@@ -419,6 +616,11 @@ impl Task {
             },
             size: state.size,
             reply: self.outcomes.clone(),
+            checkpoint: self.checkpoint.as_ref().map(|(journal, file)| Checkpoint {
+                journal: journal.clone(),
+                file: Arc::clone(file),
+                mail: ordinal,
+            }),
         };
         tokio::select! {
             biased;
@@ -478,6 +680,10 @@ impl Task {
         let mut target = None;
         let mut final_reply = None;
         let mut failed: Vec<FailedRecipient> = Vec::new();
+        // For the journal: not final yet (retry, or extended retry until the
+        // MailDirectory has the mail), and failed.
+        let mut again: Vec<usize> = Vec::new();
+        let mut failed_at: Vec<usize> = Vec::new();
         let mut any_retry = false;
         let Some(state) = self.mails.get_mut(&ordinal) else {
             return;
@@ -510,6 +716,7 @@ impl Task {
                         retry.count + 1
                     );
                     *slot = Rcpt::Retry;
+                    again.push(i);
                     any_retry = true;
                 }
                 RcptResult::Retry(failure) if extended => {
@@ -518,9 +725,11 @@ impl Task {
                         self.job.file_name
                     );
                     *slot = Rcpt::Extended;
+                    again.push(i);
                 }
                 RcptResult::Retry(failure) => {
                     *slot = Rcpt::Failed;
+                    failed_at.push(i);
                     let note = if retry.count == 0 || retry.interval.is_zero() {
                         "no retry (RetryLimit)".to_owned()
                     } else {
@@ -535,14 +744,33 @@ impl Task {
                 }
                 RcptResult::Undeliverable(failure) => {
                     *slot = Rcpt::Failed;
+                    failed_at.push(i);
                     failed.push(FailedRecipient::from_failure(
                         &address, line, &failure, None,
                     ));
                 }
             }
         }
+        let attempts = state.attempts;
         if any_retry {
             self.due.insert((Instant::now() + retry.interval, ordinal));
+        }
+        // Deliveries are recorded by the session, as soon as the server's reply is read.
+        if !again.is_empty() || !failed.is_empty() {
+            let u = failed_at
+                .iter()
+                .zip(&failed)
+                .map(|(&i, f)| failed_rcpt(i, f))
+                .collect();
+            self.record(|f| Record::Result {
+                f,
+                m: ordinal,
+                a: attempts,
+                d: Vec::new(),
+                x: Vec::new(),
+                retry: again,
+                u,
+            });
         }
         if delivered > 0 {
             tracing::info!(
@@ -577,15 +805,20 @@ impl Task {
         let extended: Vec<usize> = (0..state.rcpts.len())
             .filter(|&i| state.rcpts.get(i) == Some(&Rcpt::Extended))
             .collect();
-        if !extended.is_empty()
-            && let Err(e) = self
-                .keep_for_extended_retry(ordinal, &state, &extended, &text)
-                .await
-        {
+        let kept = if extended.is_empty() {
+            None
+        } else {
+            Some(
+                self.keep_for_extended_retry(ordinal, &state, &extended, &text)
+                    .await,
+            )
+        };
+        if let Some(Err(e)) = kept {
             tracing::error!(
                 "CSM2112E Mail {ordinal} of {} cannot be kept for extended retry: {e}",
                 self.job.file_name
             );
+            let mut u = Vec::new();
             for &i in &extended {
                 let f = FailedRecipient {
                     address: state.addresses.get(i).cloned().unwrap_or_default(),
@@ -598,10 +831,34 @@ impl Task {
                     ),
                 };
                 self.undeliverable(ordinal, &f);
+                u.push(failed_rcpt(i, &f));
                 state.failed.push(f);
             }
+            let a = state.attempts;
+            self.record(|f| Record::Result {
+                f,
+                m: ordinal,
+                a,
+                d: Vec::new(),
+                x: Vec::new(),
+                retry: Vec::new(),
+                u,
+            });
+        } else if kept.is_some() {
+            // The MailDirectory has it (durably) now. A crash just before this record
+            // leaves it in both places: sent again from the spool file, and from there.
+            let a = state.attempts;
+            self.record(|f| Record::Result {
+                f,
+                m: ordinal,
+                a,
+                d: Vec::new(),
+                x: extended,
+                retry: Vec::new(),
+                u: Vec::new(),
+            });
         }
-        if state.failed.is_empty() || self.shared.config.options.test_mode {
+        if state.failed.is_empty() || state.returned || self.shared.config.options.test_mode {
             return;
         }
         // Read what the notification or dead letter needs while the file is claimed.
@@ -701,10 +958,32 @@ impl Task {
 }
 
 /// Disposes of the file, sends its error report and logs the result.
-async fn finish(shared: &TaskShared, path: &Path, mut report: FileReport) -> FileReport {
+async fn finish(
+    shared: &TaskShared,
+    path: &Path,
+    mut report: FileReport,
+    checkpoint: Option<&(Journal, Arc<str>)>,
+) -> FileReport {
     let name = report.job.file_name.clone();
     for e in report.errors.iter().filter(|e| !e.is_recipient_error()) {
         tracing::warn!(tkid = report.tkid, "CSM2010W {name} line {}: {e}", e.line);
+    }
+    if let Some((journal, key)) = checkpoint {
+        // Every recipient is final: durably so (with every record before) before the
+        // file goes, so that a file a power failure brings back is not sent again. (A
+        // failing journal has said so, CSM2303E; the file goes all the same: keeping
+        // it would send it all again.)
+        let disp = match (report.is_bad(), shared.config.bad_spool_disp) {
+            (false, _) => "deleted",
+            (true, BadSpoolDisp::Delete) => "removed",
+            (true, BadSpoolDisp::Hold) => "held",
+        };
+        let _ = journal
+            .append_durable(&Record::Done {
+                f: key.to_string(),
+                disp: disp.into(),
+            })
+            .await;
     }
     let disposition = if !report.is_bad() {
         std::fs::remove_file(path).map(|()| Disposition::Deleted)
@@ -716,7 +995,12 @@ async fn finish(shared: &TaskShared, path: &Path, mut report: FileReport) -> Fil
     };
     shared.active_sync.request();
     report.disposition = match disposition {
-        Ok(d) => d,
+        Ok(d) => {
+            if let Some((journal, key)) = checkpoint {
+                journal.forget(key);
+            }
+            d
+        }
         Err(e) => {
             tracing::error!(
                 "CSM2008E Cannot dispose of spool file {}: {e}; it stays in active/",
@@ -782,4 +1066,15 @@ async fn finish(shared: &TaskShared, path: &Path, mut report: FileReport) -> Fil
         .stats
         .file_done(matches!(report.disposition, Disposition::Held(_)), problems);
     report
+}
+
+/// A failed recipient as the journal keeps it.
+fn failed_rcpt(i: usize, f: &FailedRecipient) -> FailedRcpt {
+    FailedRcpt {
+        i,
+        status: f.status.clone(),
+        diagnostic: f.diagnostic.clone(),
+        remote: f.remote_mta.clone(),
+        reason: f.reason.clone(),
+    }
 }

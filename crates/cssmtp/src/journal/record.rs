@@ -1,0 +1,160 @@
+//! Journal records and their line format: `<crc32, 8 hex digits> <JSON>\n`.
+//!
+//! Versioned (`"v":1`), checksummed (CRC-32 of the JSON text), one per line: a torn or
+//! corrupted line fails its checksum and is skipped, and the next line is read as usual.
+//! Pure.
+
+use serde::{Deserialize, Serialize};
+
+/// The record format version written.
+pub const VERSION: u8 = 1;
+
+/// A recipient that will not get its mail, as the journal keeps it (enough to return
+/// the mail after a restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedRcpt {
+    /// Index among the mail's recipients.
+    pub i: usize,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    pub reason: String,
+}
+
+/// What happened. `f` is the spool file key (`<name>@<inode>`), `m` the mail's number in
+/// it, recipient numbers are indexes among the mail's recipients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "lowercase")]
+pub enum Record {
+    /// A spool file was claimed afresh: anything recorded before under its key is
+    /// forgotten (a held file released under the same name and inode).
+    Claim { f: String },
+    /// About to send the final "." for these accepted recipients (written durably first).
+    Sent { f: String, m: u32, r: Vec<usize> },
+    /// The results of one attempt: delivered, handed to extended retry, to be retried,
+    /// failed. `a` counts attempts so far.
+    Result {
+        f: String,
+        m: u32,
+        a: u32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        d: Vec<usize>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        x: Vec<usize>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        retry: Vec<usize>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        u: Vec<FailedRcpt>,
+    },
+    /// The mail's undeliverable recipients were returned (notification or dead letter).
+    Returned { f: String, m: u32 },
+    /// Every recipient of the file is final; `disp` is what becomes of it.
+    Done { f: String, disp: String },
+}
+
+impl Record {
+    /// The spool file key the record is about.
+    pub fn file(&self) -> &str {
+        match self {
+            Self::Claim { f }
+            | Self::Sent { f, .. }
+            | Self::Result { f, .. }
+            | Self::Returned { f, .. }
+            | Self::Done { f, .. } => f,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Versioned {
+    v: u8,
+    #[serde(flatten)]
+    record: Record,
+}
+
+#[derive(Serialize)]
+struct VersionedRef<'a> {
+    v: u8,
+    #[serde(flatten)]
+    record: &'a Record,
+}
+
+/// One line of the journal, with its newline.
+pub fn encode(record: &Record) -> Vec<u8> {
+    let json = serde_json::to_string(&VersionedRef { v: VERSION, record }).unwrap_or_default();
+    format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())).into_bytes()
+}
+
+/// Why a line is not a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bad {
+    /// The checksum does not match (corruption, or a torn write).
+    Checksum,
+    /// The line is not `<crc> <json>` or the JSON is not a record of a known version.
+    Format,
+}
+
+/// Reads one line (without its newline).
+///
+/// # Errors
+/// [`Bad`] when the line is not an intact record.
+pub fn decode(line: &[u8]) -> Result<Record, Bad> {
+    let text = std::str::from_utf8(line).map_err(|_| Bad::Format)?;
+    let (crc, json) = text.split_once(' ').ok_or(Bad::Format)?;
+    let crc = u32::from_str_radix(crc, 16).map_err(|_| Bad::Format)?;
+    if crc32fast::hash(json.as_bytes()) != crc {
+        return Err(Bad::Checksum);
+    }
+    let versioned: Versioned = serde_json::from_str(json).map_err(|_| Bad::Format)?;
+    if versioned.v != VERSION {
+        return Err(Bad::Format);
+    }
+    Ok(versioned.record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage() {
+        let record = Record::Result {
+            f: "PAYROLL.J1.x@42".into(),
+            m: 3,
+            a: 2,
+            d: vec![0, 2],
+            x: vec![],
+            retry: vec![1],
+            u: vec![FailedRcpt {
+                i: 3,
+                status: "5.1.1".into(),
+                diagnostic: Some("550 5.1.1 no".into()),
+                remote: None,
+                reason: "550 ...".into(),
+            }],
+        };
+        let line = encode(&record);
+        assert!(line.ends_with(b"\n"));
+        let body = &line[..line.len() - 1];
+        assert_eq!(decode(body), Ok(record));
+        let mut damaged = body.to_vec();
+        let last = damaged.len() - 3;
+        damaged[last] ^= 0x01;
+        assert_eq!(decode(&damaged), Err(Bad::Checksum));
+        assert_eq!(
+            decode(&body[..body.len() / 2]),
+            Err(Bad::Checksum),
+            "a torn line"
+        );
+        assert_eq!(decode(b"garbage"), Err(Bad::Format));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_lines_never_panic(line in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = decode(&line);
+        }
+    }
+}
