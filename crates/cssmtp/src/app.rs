@@ -13,12 +13,12 @@ use crate::delivery::resolve::{build_resolver, resolve};
 use crate::delivery::router::Router;
 use crate::delivery::tls;
 use crate::delivery::worker::{self, DeliveryContext};
-use crate::journal::{self, FileCheckpoint, Journal, JournalWriter};
+use crate::journal::{self, FileCheckpoint, Journal, JournalOptions, JournalWriter};
 use crate::notify::{Limiter, Notifier};
 use crate::retry::extended;
 use crate::spool::SpoolLayout;
 use crate::spool::intake::{self, Mode};
-use crate::spool::layout::DirSync;
+use crate::spool::layout::Reaper;
 use crate::spool::task::{FileReport, TaskShared};
 use crate::stats::{Snapshot, Stats};
 
@@ -194,7 +194,7 @@ pub async fn run(
         config.max_connections
     );
     let sync_stop = CancellationToken::new();
-    let (active_sync, syncer) = DirSync::spawn(layout.active.clone(), sync_stop.clone());
+    let (reaper, syncer) = Reaper::spawn(layout.active.clone(), journal.clone(), sync_stop.clone());
     let notifier = Arc::new(Notifier {
         config: Arc::clone(&config),
         host: host_name.clone(),
@@ -227,7 +227,7 @@ pub async fn run(
         queue: queue_tx,
         stats: Arc::clone(&stats),
         stop: stop.clone(),
-        active_sync,
+        reaper,
         notifier: Arc::clone(&notifier),
         extended: extended_tx,
         journal,
@@ -312,7 +312,11 @@ fn open_journal(
             live.len()
         );
     }
-    let (journal, recovered, writer) = Journal::open(&path, &layout.active, &live, cold)
+    let options = JournalOptions {
+        cold,
+        sync_each_mail: config.chk_point_sync_each_mail,
+    };
+    let (journal, recovered, writer) = Journal::open(&path, &live, options)
         .with_context(|| format!("cannot open the checkpoint journal {}", path.display()))?;
     if !cold {
         tracing::info!(
@@ -320,6 +324,12 @@ fn open_journal(
             path.display(),
             recovered.records,
             recovered.files.len()
+        );
+    }
+    if recovered.system_restarted && !recovered.files.is_empty() {
+        tracing::warn!(
+            "CSM1014W The system restarted since the checkpoint journal {} was last written: with ChkPointSync Interval, a mail whose final \".\" went out in its last moments may be sent again without a CSM2301W",
+            path.display()
         );
     }
     if recovered.damaged > 0 {

@@ -84,6 +84,9 @@ pub struct Config {
     /// `PossiblyDelivered`: what a warm restart does with recipients whose final "." was
     /// sent and whose reply was not read.
     pub possibly_delivered: PossiblyDelivered,
+    /// `ChkPointSync Mail`: sync the journal before each mail's final "." (exact after
+    /// a system crash too); `Interval` (default): every few milliseconds.
+    pub chk_point_sync_each_mail: bool,
 }
 
 /// `PossiblyDelivered`.

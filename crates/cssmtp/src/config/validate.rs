@@ -41,6 +41,7 @@ const STATEMENTS: &[&str] = &[
     "ChkPointDirectory",
     "ChkPointSizeLimit",
     "PossiblyDelivered",
+    "ChkPointSync",
 ];
 
 /// CSSMTP statements that are recognised but have no effect yet.
@@ -96,6 +97,7 @@ struct Validator {
     chk_point_directory: Option<PathBuf>,
     chk_point_size_limit: u32,
     possibly_delivered: PossiblyDelivered,
+    chk_point_sync_each_mail: bool,
 }
 
 impl Validator {
@@ -138,6 +140,7 @@ impl Validator {
             chk_point_directory: None,
             chk_point_size_limit: 64_000,
             possibly_delivered: PossiblyDelivered::Resend,
+            chk_point_sync_each_mail: false,
         }
     }
 
@@ -282,6 +285,14 @@ impl Validator {
                 _ => self.error(
                     line,
                     format!("PossiblyDelivered must be Resend or Hold, not {text:?}"),
+                ),
+            },
+            "chkpointsync" => match text.to_ascii_lowercase().as_str() {
+                "mail" => self.chk_point_sync_each_mail = true,
+                "interval" => self.chk_point_sync_each_mail = false,
+                _ => self.error(
+                    line,
+                    format!("ChkPointSync must be Interval or Mail, not {text:?}"),
                 ),
             },
             "notifylimit" => {
@@ -846,6 +857,7 @@ impl Validator {
                 chk_point_directory: self.chk_point_directory,
                 chk_point_size_limit: self.chk_point_size_limit,
                 possibly_delivered: self.possibly_delivered,
+                chk_point_sync_each_mail: self.chk_point_sync_each_mail,
             }),
             _ => None,
         };

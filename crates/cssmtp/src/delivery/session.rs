@@ -297,8 +297,8 @@ impl Session {
             return self.abandon(false, params).await;
         }
         // The checkpoint: these recipients may get the mail once the final "." goes.
-        let sent = job.checkpoint.as_ref().map(|c| {
-            c.journal.append_durable(&Record::Sent {
+        let sent = job.checkpoint.as_ref().and_then(|c| {
+            c.journal.append_before_dot(&Record::Sent {
                 f: c.file.to_string(),
                 m: c.mail,
                 r: global_indexes(job, &accepted),
@@ -307,8 +307,8 @@ impl Session {
         self.send_text(job, t, sent).await?;
         let final_reply = self.read_reply(Stage::DataTerm, t.data_term).await?;
         if let Some(c) = &job.checkpoint {
-            // No longer in doubt. Appended before this connection's next `sent`, so
-            // durable before its next final ".": one mail per connection in doubt.
+            // No longer in doubt. Written before this connection's next `sent`: one
+            // mail per connection is ever in doubt.
             let (d, retry) = if final_reply.is_positive() {
                 (global_indexes(job, &accepted), Vec::new())
             } else {
@@ -396,7 +396,8 @@ impl Session {
     }
 
     /// Streams the added headers and the text, ending with "." in the same write; that
-    /// last write waits for `durable` (the checkpoint of the mail being sent).
+    /// last write waits for `durable` (the sync of the mail's checkpoint, with
+    /// `ChkPointSync Mail`).
     async fn send_text(
         &mut self,
         job: &MailJob,

@@ -2,25 +2,34 @@
 //! it neither loses nor duplicates mail.
 //!
 //! **Store.** One append-only file per writer name, `<ChkPointDirectory>/<WRITER>.journal`
-//! (several instances may share the directory: each has its own file, and the writer-name
-//! lock makes one process its only writer). Records are lines, each versioned and
-//! checksummed ([`record`]), so damage is found and skipped line by line, and an operator
-//! can read the file. An append-only log with group commit was chosen over an embedded
-//! database: the access pattern is append-then-read-once-at-start, one fsync covers every
-//! record queued while the previous one ran, and there is nothing to build (no C
-//! library), nothing to tune and nothing to corrupt but a line.
+//! (several instances may share the directory: each has its own file, locked by the one
+//! process using it). Records are lines, each versioned and checksummed ([`record`]), so
+//! damage is found and skipped line by line, and an operator can read the file. An
+//! append-only log was chosen over an embedded database: the access pattern is
+//! append-then-read-once-at-start; a record is one `write(2)`, so it costs a few
+//! microseconds and, once written, survives the process; one fsync (group commit, on a
+//! syncer thread) covers every record written before it; and there is nothing to build
+//! (no C library), nothing to tune and nothing to corrupt but a line.
 //!
 //! **Order.** Before the final "." of a mail goes out, a `sent` record naming the
-//! recipients the server accepted is written durably (the session waits for it: its
-//! fsync is shared with every other connection's). After the reply, the spool task
-//! records the result. Before a spool file is deleted, a `done` record is durable. So
-//! after a crash: recipients with a result are skipped; a `sent` record without a result
-//! means the final "." may have been sent and its reply not read: those recipients are
-//! **possibly delivered**, flagged (CSM2301W) and, by `PossiblyDelivered`, sent again
-//! (default, as CSSMTP users expect: never lose mail) or held for the operator. No other
-//! recipient can be duplicated. The flagged ones are at most the mails in flight at the
-//! crash (at most `MaxConnections`) plus those whose result was still queued for the next
-//! group commit (at most the results of one fsync interval).
+//! recipients the server accepted is written; right after the reply is read, a `result`
+//! record (written by the same session, so before its next mail's `sent`). Before a
+//! spool file is deleted, a `done` record is synced. After a crash of the process (kill
+//! -9, a panic, the OOM killer), every record written survives: recipients with a result
+//! are skipped; a `sent` without a result means the final "." may have been sent and its
+//! reply not read: those recipients are **possibly delivered**, flagged (CSM2301W) and,
+//! by `PossiblyDelivered`, sent again (default, as CSSMTP users expect: never lose mail)
+//! or held for the operator. No other recipient can be duplicated, and the flagged mails
+//! are at most one per connection: at most `MaxConnections`.
+//!
+//! **System crashes.** A power failure or kernel crash also takes what was written and
+//! not yet synced: at most the last [`SYNC_INTERVAL`] (the syncer syncs that often while
+//! records are written). With `ChkPointSync Interval` (default) a mail whose final "."
+//! went out in that interval may then be sent again without a flag; the next start says
+//! so (CSM1014W: it compares the boot of the system that wrote the journal with its
+//! own). With `ChkPointSync Mail` every `sent` record is synced before its "." (the
+//! syncs of all connections shared): exact after a system crash too, at a cost in
+//! throughput (see the README).
 //!
 //! **Size.** Records of finished spool files are dropped when the journal is rewritten:
 //! at start, and when it grows past [`COMPACT_AT`].
@@ -29,7 +38,7 @@ pub mod record;
 mod store;
 
 pub use record::{FailedRcpt, Record};
-pub use store::{Journal, JournalWriter, Recovered};
+pub use store::{Journal, JournalOptions, JournalWriter, Recovered, SYNC_INTERVAL};
 
 /// The journal is rewritten (finished files dropped) when it grows past this size.
 pub const COMPACT_AT: u64 = 64 * 1024 * 1024;
@@ -66,7 +75,6 @@ impl FileCheckpoint {
     /// Applies one record (in journal order).
     pub fn apply(&mut self, record: &Record) {
         match record {
-            Record::Claim { .. } => *self = Self::default(),
             Record::Sent { m, r, .. } => {
                 let mail = self.mails.entry(*m).or_default();
                 mail.in_doubt = r
@@ -96,6 +104,9 @@ impl FileCheckpoint {
                 }
             }
             Record::Returned { m, .. } => self.mails.entry(*m).or_default().returned = true,
+            Record::Start { .. } => {}
+            // Held files come back only when released: afresh.
+            Record::Done { disp, .. } if disp == "held" => *self = Self::default(),
             Record::Done { disp, .. } => self.done = Some(disp.clone()),
         }
     }
@@ -106,7 +117,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn in_doubt_until_a_result_and_a_claim_starts_afresh() {
+    fn in_doubt_until_a_result_and_a_held_file_comes_back_afresh() {
         let f = || "F@1".to_string();
         let mut file = FileCheckpoint::default();
         file.apply(&Record::Sent {
@@ -141,7 +152,6 @@ mod tests {
             f: f(),
             disp: "held".into(),
         });
-        file.apply(&Record::Claim { f: f() });
         assert_eq!(
             file,
             FileCheckpoint::default(),

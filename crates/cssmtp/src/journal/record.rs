@@ -28,9 +28,8 @@ pub struct FailedRcpt {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "lowercase")]
 pub enum Record {
-    /// A spool file was claimed afresh: anything recorded before under its key is
-    /// forgotten (a held file released under the same name and inode).
-    Claim { f: String },
+    /// The journal was opened, by a process running in this boot of the system.
+    Start { boot: String },
     /// About to send the final "." for these accepted recipients (written durably first).
     Sent { f: String, m: u32, r: Vec<usize> },
     /// The results of one attempt: delivered, handed to extended retry, to be retried,
@@ -50,7 +49,10 @@ pub enum Record {
     },
     /// The mail's undeliverable recipients were returned (notification or dead letter).
     Returned { f: String, m: u32 },
-    /// Every recipient of the file is final; `disp` is what becomes of it.
+    /// Every recipient of the file is final; `disp` is what becomes of it: `deleted`
+    /// or `removed` (written durably before the file goes), or `held` (written once the
+    /// file is in `hold/`: should it come back into `active/`, released by an operator
+    /// under the same name and inode, it is a new file).
     Done { f: String, disp: String },
 }
 
@@ -58,8 +60,8 @@ impl Record {
     /// The spool file key the record is about.
     pub fn file(&self) -> &str {
         match self {
-            Self::Claim { f }
-            | Self::Sent { f, .. }
+            Self::Start { .. } => "",
+            Self::Sent { f, .. }
             | Self::Result { f, .. }
             | Self::Returned { f, .. }
             | Self::Done { f, .. } => f,

@@ -1,17 +1,32 @@
-//! The journal file: recovery at start, appends with group commit on a writer thread,
+//! The journal file: recovery at start, appends, group commit on a syncer thread,
 //! compaction.
+//!
+//! Appends are plain `write(2)` calls on a file opened with `O_APPEND`, made by whoever
+//! records something (a session before its final ".", a spool task): each record is one
+//! write, so records from concurrent writers never interleave, and once the call
+//! returns the record survives the process (kill -9, a panic, the OOM killer). Making
+//! records survive the *system* (power failure, kernel crash) is the syncer's work: it
+//! syncs the file when asked ([`Journal::sync`]; every request that arrives while a
+//! sync runs is answered by the next one: group commit) and, while anything is written
+//! and unsynced, every [`SYNC_INTERVAL`].
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::record::{self, Bad, Record};
 use super::{COMPACT_AT, FileCheckpoint};
+
+/// While records are written and unsynced, the journal is synced at least this often:
+/// the most a power failure can take from it.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(10);
 
 /// What recovery found.
 #[derive(Debug, Default)]
@@ -22,97 +37,106 @@ pub struct Recovered {
     pub damaged: u64,
     /// Records read.
     pub records: u64,
+    /// The journal was last written before the system restarted (a power failure or a
+    /// system crash may have taken its last [`SYNC_INTERVAL`] of records).
+    pub system_restarted: bool,
 }
 
-enum Op {
-    Append(Vec<u8>, Option<oneshot::Sender<()>>, String),
-    Forget(String),
+enum Request {
+    Sync(oneshot::Sender<()>),
+}
+
+struct Inner {
+    path: PathBuf,
+    file: RwLock<File>,
+    size: AtomicU64,
+    /// Written since the last sync.
+    dirty: AtomicBool,
+    failed: AtomicBool,
+    /// Sync before each mail's final "." (`ChkPointSync Mail`).
+    sync_each_mail: bool,
+    /// Finished files whose records go at the next compaction.
+    forgotten: Mutex<HashSet<String>>,
+    requests: mpsc::Sender<Request>,
 }
 
 /// A handle on the journal (cheap to clone).
 #[derive(Clone)]
 pub struct Journal {
-    tx: mpsc::UnboundedSender<Op>,
-    failed: Arc<Mutex<bool>>,
+    inner: Arc<Inner>,
 }
 
-/// The journal's writer thread. It ends, after writing and syncing what it was given,
-/// once every [`Journal`] handle is dropped; [`JournalWriter::join`] waits for that.
+/// The journal's syncer thread. It ends, after a last sync, once every [`Journal`]
+/// handle is dropped; [`JournalWriter::join`] waits for that.
 pub struct JournalWriter {
     thread: std::thread::JoinHandle<()>,
-    /// Held for the writer's life: one process writes a journal file.
+    /// Held for the journal's life: one process uses a journal file.
     _lock: nix::fcntl::Flock<File>,
 }
 
 impl JournalWriter {
-    /// Waits for the writer to finish (blocking: call it where blocking is allowed).
+    /// Waits for the syncer to finish (blocking: call it where blocking is allowed).
     pub fn join(self) {
         let _ = self.thread.join();
     }
 }
 
+/// Options of [`Journal::open`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JournalOptions {
+    /// Discard what the journal holds (cold start).
+    pub cold: bool,
+    /// Sync before each mail's final "." (`ChkPointSync Mail`).
+    pub sync_each_mail: bool,
+}
+
 impl Journal {
     /// Opens (creating) the journal at `path`: reads what it knows of the files whose
-    /// keys are in `live` (the files in `active/`, a directory the writer syncs before
-    /// it drops the records of files removed from it), rewrites it with only those,
-    /// and starts its writer. With `cold`, the journal is discarded first.
+    /// keys are in `live` (the files in `active/`), rewrites it with only those, and
+    /// starts its syncer.
     ///
     /// # Errors
     /// An I/O error creating or rewriting the journal, or another process holding it.
     pub fn open(
         path: &Path,
-        active: &Path,
         live: &HashSet<String>,
-        cold: bool,
+        options: JournalOptions,
     ) -> io::Result<(Self, Recovered, JournalWriter)> {
         if let Some(dir) = path.parent() {
             crate::durable::create_dir(dir, 0o750)?;
         }
-        let mut lock_path = path.as_os_str().to_owned();
-        lock_path.push(".lock");
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o640)
-            .open(&lock_path)?;
-        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, errno)| {
-                io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!("the checkpoint journal is in use by another process ({errno})"),
-                )
-            })?;
+        let lock = lock(path)?;
+        let boot = boot_id();
         let mut recovered = Recovered::default();
-        if cold {
+        if options.cold {
             if path.exists() {
                 std::fs::remove_file(path)?;
             }
         } else {
-            recovered = recover(path, live)?;
+            recovered = recover(path, live, &boot)?;
         }
-        compact(path, live)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(path)?;
-        let size = file.metadata()?.len();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let failed = Arc::new(Mutex::new(false));
-        let writer = Writer {
+        let mut kept = compacted(path, |key| live.contains(key))?;
+        // Which boot of the system wrote what follows.
+        kept.extend(record::encode(&Record::Start { boot }));
+        crate::durable::replace(path, &kept, 0o640)?;
+        let file = open_append(path)?;
+        let (requests, rx) = mpsc::channel();
+        let inner = Arc::new(Inner {
             path: path.to_owned(),
-            active: active.to_owned(),
-            file,
-            size,
-            live: live.clone(),
-            failed: Arc::clone(&failed),
-        };
+            size: AtomicU64::new(file.metadata()?.len()),
+            file: RwLock::new(file),
+            dirty: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            sync_each_mail: options.sync_each_mail,
+            forgotten: Mutex::new(HashSet::new()),
+            requests,
+        });
+        let syncer = Arc::downgrade(&inner);
         let thread = std::thread::Builder::new()
             .name("cssmtp-journal".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || run_syncer(&syncer, &rx))?;
         Ok((
-            Self { tx, failed },
+            Self { inner },
             recovered,
             JournalWriter {
                 thread,
@@ -121,193 +145,250 @@ impl Journal {
         ))
     }
 
-    /// Appends a record; it becomes durable with the next group commit.
+    /// Appends a record: once this returns, it survives the process; it survives the
+    /// system after the next sync (at most [`SYNC_INTERVAL`] later).
     pub fn append(&self, record: &Record) {
-        let _ = self.tx.send(Op::Append(
-            record::encode(record),
-            None,
-            record.file().to_owned(),
-        ));
+        let line = record::encode(record);
+        let written = {
+            let file = self
+                .inner
+                .file
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (&*file).write_all(&line)
+        };
+        match written {
+            Ok(()) => {
+                self.inner.dirty.store(true, Ordering::Release);
+                let size = self
+                    .inner
+                    .size
+                    .fetch_add(line.len() as u64, Ordering::Relaxed);
+                if size < COMPACT_AT && size + line.len() as u64 >= COMPACT_AT {
+                    // The syncer compacts after its next sync; wake it.
+                    drop(self.sync());
+                }
+            }
+            Err(e) => self.inner.fail(&e),
+        }
     }
 
-    /// Appends a record and resolves once it is durable (or the journal failed: see
-    /// [`Journal::is_failing`]).
-    pub fn append_durable(&self, record: &Record) -> oneshot::Receiver<()> {
+    /// Resolves once everything appended before the call is synced (or the journal
+    /// failed: see [`Journal::is_failing`]).
+    pub fn sync(&self) -> oneshot::Receiver<()> {
         let (ack, done) = oneshot::channel();
-        let _ = self.tx.send(Op::Append(
-            record::encode(record),
-            Some(ack),
-            record.file().to_owned(),
-        ));
+        let _ = self.inner.requests.send(Request::Sync(ack));
         done
     }
 
-    /// The file is finished and deleted: its records may go at the next compaction.
+    /// Appends a record and resolves once it is synced.
+    pub fn append_durable(&self, record: &Record) -> oneshot::Receiver<()> {
+        self.append(record);
+        self.sync()
+    }
+
+    /// Appends the `sent` record of a mail about to get its final "."; with
+    /// `ChkPointSync Mail`, the "." must wait for the returned sync.
+    pub fn append_before_dot(&self, record: &Record) -> Option<oneshot::Receiver<()>> {
+        self.append(record);
+        self.inner.sync_each_mail.then(|| self.sync())
+    }
+
+    /// The file is finished and gone (durably): its records may go at the next
+    /// compaction.
     pub fn forget(&self, file: &str) {
-        let _ = self.tx.send(Op::Forget(file.to_owned()));
+        if let Ok(mut forgotten) = self.inner.forgotten.lock() {
+            forgotten.insert(file.to_owned());
+        }
     }
 
     /// True once a write or sync failed (warm-restart guarantees are then lost).
     pub fn is_failing(&self) -> bool {
-        *self
-            .failed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.failed.load(Ordering::Relaxed)
     }
 }
 
-/// Reads the journal, keeping what concerns `live` files; damaged lines are counted and
-/// skipped.
-fn recover(path: &Path, live: &HashSet<String>) -> io::Result<Recovered> {
-    let mut recovered = Recovered::default();
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(recovered),
-        Err(e) => return Err(e),
-    };
-    let mut reader = BufReader::new(file);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        let body = line.strip_suffix(b"\n").unwrap_or(&line);
-        if body.is_empty() {
-            continue;
-        }
-        match record::decode(body) {
-            Ok(rec) => {
-                recovered.records += 1;
-                if live.contains(rec.file()) {
-                    recovered
-                        .files
-                        .entry(rec.file().to_owned())
-                        .or_default()
-                        .apply(&rec);
-                }
-            }
-            Err(Bad::Checksum | Bad::Format) => recovered.damaged += 1,
-        }
-    }
-    Ok(recovered)
-}
-
-/// Rewrites the journal with only the intact records of `live` files.
-fn compact(path: &Path, live: &HashSet<String>) -> io::Result<()> {
-    let mut kept = Vec::new();
-    if let Ok(file) = File::open(path) {
-        let mut reader = BufReader::new(file);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            let body = line.strip_suffix(b"\n").unwrap_or(&line);
-            if let Ok(rec) = record::decode(body)
-                && live.contains(rec.file())
-            {
-                kept.extend_from_slice(body);
-                kept.push(b'\n');
-            }
-        }
-    } else {
-        return Ok(());
-    }
-    crate::durable::replace(path, &kept, 0o640)
-}
-
-struct Writer {
-    path: PathBuf,
-    active: PathBuf,
-    file: File,
-    size: u64,
-    /// Files with records that must survive compaction.
-    live: HashSet<String>,
-    failed: Arc<Mutex<bool>>,
-}
-
-impl Writer {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>) {
-        let mut batch = Vec::with_capacity(64 * 1024);
-        let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
-        let mut forget: Vec<String> = Vec::new();
-        while let Some(op) = rx.blocking_recv() {
-            // Everything queued while the last sync ran joins this one (group commit).
-            let mut next = Some(op);
-            while let Some(op) = next.take().or_else(|| rx.try_recv().ok()) {
-                match op {
-                    Op::Append(bytes, ack, file) => {
-                        batch.extend_from_slice(&bytes);
-                        self.live.insert(file);
-                        acks.extend(ack);
-                    }
-                    Op::Forget(file) => forget.push(file),
-                }
-                if batch.len() > 4 * 1024 * 1024 {
-                    break;
-                }
-            }
-            if !batch.is_empty() {
-                let written = self
-                    .file
-                    .write_all(&batch)
-                    .and_then(|()| self.file.sync_data());
-                if let Err(e) = written {
-                    self.fail(&e);
-                }
-                self.size += batch.len() as u64;
-                batch.clear();
-            }
-            for ack in acks.drain(..) {
-                let _ = ack.send(());
-            }
-            for file in forget.drain(..) {
-                self.live.remove(&file);
-            }
-            if self.size > COMPACT_AT {
-                self.compact();
-            }
-        }
-    }
-
+impl Inner {
     fn fail(&self, e: &io::Error) {
-        let mut failed = self
-            .failed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !*failed {
+        if !self.failed.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 "CSM2303E Cannot write the checkpoint journal {}: {e}; a restart may send mail again",
                 self.path.display()
             );
         }
-        *failed = true;
     }
 
-    fn compact(&mut self) {
-        // Records of a finished file go only once its removal from active/ is durable:
-        // a file brought back by a power failure must still find them.
-        let result = crate::durable::sync_dir(&self.active)
-            .and_then(|()| compact(&self.path, &self.live))
-            .and_then(|()| {
-                let file = OpenOptions::new().append(true).open(&self.path)?;
-                let size = file.metadata()?.len();
-                Ok((file, size))
-            });
+    fn sync(&self) {
+        self.dirty.store(false, Ordering::Release);
+        let file = self
+            .file
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = file.sync_data() {
+            self.fail(&e);
+        }
+    }
+
+    /// Rewrites the journal without the records of forgotten files (appends wait).
+    fn compact(&self) {
+        let mut file = self
+            .file
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let forgotten = std::mem::take(
+            &mut *self
+                .forgotten
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let result = compacted(&self.path, |key| !forgotten.contains(key))
+            .and_then(|kept| crate::durable::replace(&self.path, &kept, 0o640))
+            .and_then(|()| open_append(&self.path));
         match result {
-            Ok((file, size)) => {
+            Ok(reopened) => {
+                let size = reopened.metadata().map(|m| m.len()).unwrap_or(0);
+                *file = reopened;
+                self.size.store(size, Ordering::Relaxed);
                 tracing::info!(
                     "CSM2304I Checkpoint journal {} compacted to {size} bytes",
                     self.path.display()
                 );
-                self.file = file;
-                self.size = size;
             }
-            Err(e) => self.fail(&e),
+            Err(e) => {
+                self.fail(&e);
+                // Try again only after as much growth again.
+                self.size.store(0, Ordering::Relaxed);
+            }
         }
     }
+}
+
+/// The syncer: syncs on request (every request queued while it syncs shares the next
+/// sync) and every [`SYNC_INTERVAL`] while something is unsynced; compacts past
+/// [`COMPACT_AT`]. Ends with a last sync when every [`Journal`] is gone.
+fn run_syncer(inner: &std::sync::Weak<Inner>, rx: &mpsc::Receiver<Request>) {
+    let mut acks = Vec::new();
+    loop {
+        let first = match rx.recv_timeout(SYNC_INTERVAL) {
+            Ok(request) => Some(request),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if let Some(inner) = inner.upgrade() {
+                    inner.sync();
+                }
+                return;
+            }
+        };
+        acks.extend(first.into_iter().chain(rx.try_iter()).map(|r| match r {
+            Request::Sync(ack) => ack,
+        }));
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if !acks.is_empty() || inner.dirty.load(Ordering::Acquire) {
+            inner.sync();
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+        if inner.size.load(Ordering::Relaxed) >= COMPACT_AT {
+            inner.compact();
+        }
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
+/// One process per journal: an exclusive lock on `<journal>.lock`.
+fn lock(path: &Path) -> io::Result<nix::fcntl::Flock<File>> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o640)
+        .open(&lock_path)?;
+    nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, errno)| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("the checkpoint journal is in use by another process ({errno})"),
+            )
+        },
+    )
+}
+
+/// This boot of the system (changes when the system restarts).
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Calls `each` with every line of the journal (without its newline).
+fn each_line(path: &Path, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let body = line.strip_suffix(b"\n").unwrap_or(&line);
+        if !body.is_empty() {
+            each(body);
+        }
+    }
+}
+
+/// Reads the journal, keeping what concerns `live` files; damaged lines are counted and
+/// skipped.
+fn recover(path: &Path, live: &HashSet<String>, boot: &str) -> io::Result<Recovered> {
+    let mut recovered = Recovered::default();
+    let mut last_boot = None;
+    each_line(path, |line| match record::decode(line) {
+        Ok(Record::Start { boot }) => last_boot = Some(boot),
+        Ok(rec) => {
+            recovered.records += 1;
+            if live.contains(rec.file()) {
+                recovered
+                    .files
+                    .entry(rec.file().to_owned())
+                    .or_default()
+                    .apply(&rec);
+            }
+        }
+        Err(Bad::Checksum | Bad::Format) => recovered.damaged += 1,
+    })?;
+    recovered.system_restarted = last_boot.is_some_and(|b| b != boot);
+    Ok(recovered)
+}
+
+/// The intact records of the files `keep` says to keep, as lines.
+fn compacted(path: &Path, keep: impl Fn(&str) -> bool) -> io::Result<Vec<u8>> {
+    let mut kept = Vec::new();
+    each_line(path, |line| {
+        if let Ok(rec) = record::decode(line)
+            && !matches!(rec, Record::Start { .. })
+            && keep(rec.file())
+        {
+            kept.extend_from_slice(line);
+            kept.push(b'\n');
+        }
+    })?;
+    Ok(kept)
 }
 
 #[cfg(test)]
@@ -318,15 +399,19 @@ mod tests {
         Record::Sent { f: f.into(), m, r }
     }
 
+    fn warm() -> JournalOptions {
+        JournalOptions::default()
+    }
+
     #[tokio::test]
     async fn recovery_skips_damage_and_keeps_live_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("W.journal");
         let live: HashSet<String> = ["a@1".to_string()].into();
         {
-            let (journal, recovered, writer) =
-                Journal::open(&path, dir.path(), &live, false).unwrap();
+            let (journal, recovered, writer) = Journal::open(&path, &live, warm()).unwrap();
             assert_eq!(recovered.records, 0);
+            assert!(!recovered.system_restarted);
             journal.append(&sent("a@1", 1, vec![0, 1]));
             journal.append(&Record::Result {
                 f: "a@1".into(),
@@ -351,12 +436,11 @@ mod tests {
         }
         // Damage: a torn last line and a corrupted one in the middle.
         let mut text = std::fs::read(&path).unwrap();
-        let second = text.iter().position(|&b| b == b'\n').unwrap() + 5;
-        text[second] ^= 0x20;
+        let lines: Vec<usize> = (0..text.len()).filter(|&i| text[i] == b'\n').collect();
+        text[lines[1] + 5] ^= 0x20;
         text.extend_from_slice(b"0badc0de {\"v\":1,\"t\":\"se");
         std::fs::write(&path, &text).unwrap();
-        let (_journal, recovered, _writer) =
-            Journal::open(&path, dir.path(), &live, false).unwrap();
+        let (_journal, recovered, _writer) = Journal::open(&path, &live, warm()).unwrap();
         assert_eq!(recovered.damaged, 2);
         let file = &recovered.files["a@1"];
         // The Result line was damaged: mail 1 is in doubt for both recipients.
@@ -375,22 +459,59 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cold_start_discards() {
+    async fn cold_start_discards_and_one_process_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("W.journal");
         let live: HashSet<String> = ["a@1".to_string()].into();
-        let (journal, _, writer) = Journal::open(&path, dir.path(), &live, false).unwrap();
+        let (journal, _, writer) = Journal::open(&path, &live, warm()).unwrap();
         journal
             .append_durable(&sent("a@1", 1, vec![0]))
             .await
             .unwrap();
         assert!(
-            Journal::open(&path, dir.path(), &live, false).is_err(),
+            Journal::open(&path, &live, warm()).is_err(),
             "one process at a time"
         );
         drop(journal);
         writer.join();
-        let (_j, recovered, _w) = Journal::open(&path, dir.path(), &live, true).unwrap();
+        let cold = JournalOptions {
+            cold: true,
+            ..warm()
+        };
+        let (_j, recovered, _w) = Journal::open(&path, &live, cold).unwrap();
         assert!(recovered.files.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_journal_written_before_a_system_restart_is_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("W.journal");
+        let live: HashSet<String> = ["a@1".to_string()].into();
+        let line = record::encode(&Record::Start {
+            boot: "another-boot".into(),
+        });
+        std::fs::write(&path, line).unwrap();
+        let (_j, recovered, _w) = Journal::open(&path, &live, warm()).unwrap();
+        assert!(recovered.system_restarted);
+    }
+
+    #[tokio::test]
+    async fn compaction_drops_forgotten_files_and_appends_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("W.journal");
+        let (journal, _, writer) = Journal::open(&path, &HashSet::new(), warm()).unwrap();
+        journal.append(&sent("gone@1", 1, vec![0]));
+        journal.append(&sent("kept@2", 1, vec![0]));
+        journal.forget("gone@1");
+        journal.inner.compact();
+        journal
+            .append_durable(&sent("kept@2", 2, vec![0]))
+            .await
+            .unwrap();
+        drop(journal);
+        writer.join();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("gone@1"), "{text}");
+        assert_eq!(text.matches("kept@2").count(), 2, "{text}");
     }
 }

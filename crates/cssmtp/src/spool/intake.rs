@@ -84,9 +84,14 @@ pub async fn run(
     let mut resumed = layout.left_active()?;
     if !resumed.is_empty() {
         tracing::warn!(
-            "CSM1011W {} spool file(s) left in {} by an earlier run are processed again from the start",
+            "CSM1011W {} spool file(s) left in {} by an earlier run are processed again {}",
             resumed.len(),
-            layout.active.display()
+            layout.active.display(),
+            if shared.journal.is_some() {
+                "where the checkpoint journal says they stopped"
+            } else {
+                "from the start (no checkpoint journal: mail already sent from them is sent again)"
+            }
         );
     }
     resumed.reverse();

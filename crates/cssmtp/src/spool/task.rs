@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::layout::{DirSync, SpoolLayout};
+use super::layout::{Reaper, SpoolLayout};
 use super::name::JobIdentity;
 use super::reader::{Parsed, parse_into};
 use crate::config::{BadSpoolDisp, Config, PossiblyDelivered, ReturnContent};
@@ -62,8 +62,8 @@ pub struct TaskShared {
     pub queue: async_channel::Sender<MailJob>,
     pub stats: Arc<Stats>,
     pub stop: CancellationToken,
-    /// Group commit of removals from `active/`.
-    pub active_sync: DirSync,
+    /// Removes finished files from `active/` (in groups).
+    pub reaper: Reaper,
     pub notifier: Arc<Notifier>,
     /// Tells extended retry about the mails written to the MailDirectory (None when
     /// ExtendedRetry is inactive).
@@ -257,21 +257,12 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .remove(&*key);
     let checkpoint = shared.journal.clone().map(|j| (j, Arc::clone(&key)));
-    if let Some((journal, key)) = &checkpoint {
-        match &recovered {
-            Some(known) => tracing::info!(
-                tkid,
-                "CSM2300I Task {tkid} resuming spool file {name} from the checkpoint: {} mail(s) known",
-                known.mails.len()
-            ),
-            // Durable before anything is sent: records of an earlier claim of this
-            // name and inode (a held file released) no longer apply.
-            None => {
-                let _ = journal
-                    .append_durable(&Record::Claim { f: key.to_string() })
-                    .await;
-            }
-        }
+    if let Some(known) = &recovered {
+        tracing::info!(
+            tkid,
+            "CSM2300I Task {tkid} resuming spool file {name} from the checkpoint: {} mail(s) known",
+            known.mails.len()
+        );
     }
     let limit = shared.config.jes_job_size;
     if limit > 0 && meta.len() > limit.saturating_mul(1000) {
@@ -279,13 +270,13 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
             "552 5.3.4 Spool file size {} bytes exceeds JESJobSize {limit} (thousands of bytes); no mail sent",
             meta.len()
         ));
-        return finish(&shared, &path, report, None).await;
+        return finish(&shared, &path, report, checkpoint.as_ref()).await;
     }
     let reader = match file.try_clone() {
         Ok(f) => f,
         Err(e) => {
             report.file_problem = Some(format!("cannot read the spool file: {e}"));
-            return finish(&shared, &path, report, None).await;
+            return finish(&shared, &path, report, checkpoint.as_ref()).await;
         }
     };
     let (parsed_tx, mut parsed_rx) = mpsc::channel(16);
@@ -968,35 +959,46 @@ async fn finish(
     for e in report.errors.iter().filter(|e| !e.is_recipient_error()) {
         tracing::warn!(tkid = report.tkid, "CSM2010W {name} line {}: {e}", e.line);
     }
-    if let Some((journal, key)) = checkpoint {
-        // Every recipient is final: durably so (with every record before) before the
-        // file goes, so that a file a power failure brings back is not sent again. (A
-        // failing journal has said so, CSM2303E; the file goes all the same: keeping
-        // it would send it all again.)
-        let disp = match (report.is_bad(), shared.config.bad_spool_disp) {
-            (false, _) => "deleted",
-            (true, BadSpoolDisp::Delete) => "removed",
-            (true, BadSpoolDisp::Hold) => "held",
-        };
-        let _ = journal
-            .append_durable(&Record::Done {
+    let hold = report.is_bad() && shared.config.bad_spool_disp == BadSpoolDisp::Hold;
+    let disposition = if !hold {
+        // Every recipient is final. The reaper makes that durable (with every record
+        // before) before the file goes, so that a file a power failure brings back is
+        // not sent again. (A failing journal has said so, CSM2303E; the file goes all
+        // the same: keeping it would send it all again.)
+        let key = checkpoint.map(|(journal, key)| {
+            let disp = if report.is_bad() {
+                "removed"
+            } else {
+                "deleted"
+            };
+            journal.append(&Record::Done {
                 f: key.to_string(),
                 disp: disp.into(),
-            })
-            .await;
-    }
-    let disposition = if !report.is_bad() {
-        std::fs::remove_file(path).map(|()| Disposition::Deleted)
+            });
+            Arc::clone(key)
+        });
+        shared.reaper.remove(path.to_owned(), key);
+        Ok(if report.is_bad() {
+            Disposition::Removed
+        } else {
+            Disposition::Deleted
+        })
     } else {
-        match shared.config.bad_spool_disp {
-            BadSpoolDisp::Delete => std::fs::remove_file(path).map(|()| Disposition::Removed),
-            BadSpoolDisp::Hold => shared.layout.hold(path).map(Disposition::Held),
-        }
+        // Moved, then recorded (a file back in active/ after `held` is a released one,
+        // so the move must be durable first).
+        shared.layout.hold(path).and_then(|to| {
+            crate::durable::sync_dir(&shared.layout.hold)?;
+            crate::durable::sync_dir(&shared.layout.active)?;
+            Ok(Disposition::Held(to))
+        })
     };
-    shared.active_sync.request();
     report.disposition = match disposition {
         Ok(d) => {
-            if let Some((journal, key)) = checkpoint {
+            if let Some((journal, key)) = checkpoint.filter(|_| hold) {
+                journal.append(&Record::Done {
+                    f: key.to_string(),
+                    disp: "held".into(),
+                });
                 journal.forget(key);
             }
             d
