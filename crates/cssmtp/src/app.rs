@@ -251,8 +251,8 @@ pub async fn run(
     sync_stop.cancel();
     let _ = syncer.await;
     if let Some(writer) = journal_writer {
-        // Every handle is gone with the tasks and workers: the writer ends once what it
-        // was given is written.
+        // Every handle is gone with the tasks, the workers and the reaper: the syncer
+        // ends after a last sync.
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     }
     let stopped = stop.is_cancelled();

@@ -304,15 +304,17 @@ impl Session {
                 r: global_indexes(job, &accepted),
             })
         });
-        self.send_text(job, t, sent).await?;
-        let final_reply = self.read_reply(Stage::DataTerm, t.data_term).await?;
+        let replied = match self.send_text(job, t, sent).await {
+            Ok(()) => self.read_reply(Stage::DataTerm, t.data_term).await,
+            Err(failure) => Err(failure),
+        };
         if let Some(c) = &job.checkpoint {
-            // No longer in doubt. Written before this connection's next `sent`: one
-            // mail per connection is ever in doubt.
-            let (d, retry) = if final_reply.is_positive() {
-                (global_indexes(job, &accepted), Vec::new())
-            } else {
-                (Vec::new(), global_indexes(job, &accepted))
+            // No longer in doubt: delivered, or to be sent again (as any mail whose
+            // reply never came, RFC 5321 6.1). Written before this connection's next
+            // `sent`: one mail per connection is ever in doubt.
+            let (d, retry) = match &replied {
+                Ok(reply) if reply.is_positive() => (global_indexes(job, &accepted), Vec::new()),
+                _ => (Vec::new(), global_indexes(job, &accepted)),
             };
             c.journal.append(&Record::Result {
                 f: c.file.to_string(),
@@ -322,8 +324,10 @@ impl Session {
                 x: Vec::new(),
                 retry,
                 u: Vec::new(),
+                h: Vec::new(),
             });
         }
+        let final_reply = replied?;
         let target = self.peer.to_string();
         for i in &accepted {
             let result = if final_reply.is_positive() {

@@ -59,6 +59,8 @@ pub struct MailCheckpoint {
     pub failed: BTreeMap<usize, FailedRcpt>,
     /// Sent the final "." for these, no result recorded: possibly delivered.
     pub in_doubt: BTreeSet<usize>,
+    /// Possibly delivered before an earlier restart, and held (`PossiblyDelivered Hold`).
+    pub held: BTreeSet<usize>,
     pub returned: bool,
     pub attempts: u32,
 }
@@ -90,16 +92,19 @@ impl FileCheckpoint {
                 x,
                 retry,
                 u,
+                h,
                 ..
             } => {
                 let mail = self.mails.entry(*m).or_default();
                 mail.attempts = mail.attempts.max(*a);
                 mail.delivered.extend(d);
                 mail.extended.extend(x);
+                mail.held.extend(h);
                 for f in u {
                     mail.failed.insert(f.i, f.clone());
                 }
-                for i in d.iter().chain(x).chain(retry).chain(u.iter().map(|f| &f.i)) {
+                let failed = u.iter().map(|f| &f.i);
+                for i in d.iter().chain(x).chain(retry).chain(h).chain(failed) {
                     mail.in_doubt.remove(i);
                 }
             }
@@ -133,6 +138,7 @@ mod tests {
             x: vec![],
             retry: vec![1],
             u: vec![],
+            h: Vec::new(),
         });
         let mail = &file.mails[&1];
         assert_eq!(
@@ -148,6 +154,19 @@ mod tests {
             r: vec![0, 1],
         });
         assert_eq!(file.mails[&1].in_doubt, [1].into());
+        // Held after a restart: final, not in doubt again.
+        file.apply(&Record::Result {
+            f: f(),
+            m: 1,
+            a: 0,
+            d: vec![],
+            x: vec![],
+            retry: vec![],
+            u: vec![],
+            h: vec![1],
+        });
+        assert!(file.mails[&1].in_doubt.is_empty());
+        assert_eq!(file.mails[&1].held, [1].into());
         file.apply(&Record::Done {
             f: f(),
             disp: "held".into(),

@@ -33,7 +33,7 @@ pub enum Record {
     /// About to send the final "." for these accepted recipients (written durably first).
     Sent { f: String, m: u32, r: Vec<usize> },
     /// The results of one attempt: delivered, handed to extended retry, to be retried,
-    /// failed. `a` counts attempts so far.
+    /// failed (or held). `a` counts attempts so far.
     Result {
         f: String,
         m: u32,
@@ -46,6 +46,9 @@ pub enum Record {
         retry: Vec<usize>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         u: Vec<FailedRcpt>,
+        /// Possibly delivered before a restart and held for the operator.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        h: Vec<usize>,
     },
     /// The mail's undeliverable recipients were returned (notification or dead letter).
     Returned { f: String, m: u32 },
@@ -136,6 +139,7 @@ mod tests {
                 remote: None,
                 reason: "550 ...".into(),
             }],
+            h: vec![4],
         };
         let line = encode(&record);
         assert!(line.ends_with(b"\n"));

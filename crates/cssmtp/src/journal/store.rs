@@ -48,6 +48,8 @@ enum Request {
 
 struct Inner {
     path: PathBuf,
+    /// This boot of the system (recorded at the head of the journal).
+    boot: String,
     file: RwLock<File>,
     size: AtomicU64,
     /// Written since the last sync.
@@ -117,12 +119,13 @@ impl Journal {
         }
         let mut kept = compacted(path, |key| live.contains(key))?;
         // Which boot of the system wrote what follows.
-        kept.extend(record::encode(&Record::Start { boot }));
+        kept.extend(record::encode(&Record::Start { boot: boot.clone() }));
         crate::durable::replace(path, &kept, 0o640)?;
         let file = open_append(path)?;
         let (requests, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
             path: path.to_owned(),
+            boot,
             size: AtomicU64::new(file.metadata()?.len()),
             file: RwLock::new(file),
             dirty: AtomicBool::new(false),
@@ -242,7 +245,12 @@ impl Inner {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         let result = compacted(&self.path, |key| !forgotten.contains(key))
-            .and_then(|kept| crate::durable::replace(&self.path, &kept, 0o640))
+            .and_then(|mut kept| {
+                kept.extend(record::encode(&Record::Start {
+                    boot: self.boot.clone(),
+                }));
+                crate::durable::replace(&self.path, &kept, 0o640)
+            })
             .and_then(|()| open_append(&self.path));
         match result {
             Ok(reopened) => {
@@ -421,6 +429,7 @@ mod tests {
                 x: vec![],
                 retry: vec![],
                 u: vec![],
+                h: Vec::new(),
             });
             journal.append(&sent("a@1", 2, vec![0]));
             journal.append(&sent("b@2", 1, vec![0]));
@@ -512,6 +521,10 @@ mod tests {
         writer.join();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("gone@1"), "{text}");
+        assert!(
+            text.contains(r#""t":"start""#),
+            "the boot is still recorded: {text}"
+        );
         assert_eq!(text.matches("kept@2").count(), 2, "{text}");
     }
 }

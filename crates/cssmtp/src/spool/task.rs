@@ -462,6 +462,9 @@ impl Task {
             } else if known.extended.contains(&i) {
                 *slot = Rcpt::Kept;
                 self.report.rcpts_extended += 1;
+            } else if known.held.contains(&i) {
+                *slot = Rcpt::Held;
+                self.report.possibly_delivered_held += 1;
             } else if let Some(f) = known.failed.get(&i) {
                 *slot = Rcpt::Failed;
                 let f = FailedRecipient {
@@ -473,6 +476,14 @@ impl Task {
                     reason: f.reason.clone(),
                 };
                 self.report.undeliverable_count += 1;
+                if self.report.undeliverable.len() < MAX_LISTED {
+                    self.report.undeliverable.push(Undeliverable {
+                        mail: ordinal,
+                        line: f.line,
+                        address: f.address.clone(),
+                        reason: f.reason.clone(),
+                    });
+                }
                 state.failed.push(f);
             } else if known.in_doubt.contains(&i) {
                 let address = state.addresses.get(i).map_or("", String::as_str);
@@ -548,6 +559,17 @@ impl Task {
                     path.display()
                 );
                 self.report.possibly_delivered_held += rcpts.len() as u64;
+                let (a, h) = (state.attempts, held.to_vec());
+                self.record(|f| Record::Result {
+                    f,
+                    m: ordinal,
+                    a,
+                    d: Vec::new(),
+                    x: Vec::new(),
+                    retry: Vec::new(),
+                    u: Vec::new(),
+                    h,
+                });
             }
             Err(e) => {
                 // Never lose mail: when it cannot be held, it is sent again.
@@ -761,6 +783,7 @@ impl Task {
                 x: Vec::new(),
                 retry: again,
                 u,
+                h: Vec::new(),
             });
         }
         if delivered > 0 {
@@ -834,6 +857,7 @@ impl Task {
                 x: Vec::new(),
                 retry: Vec::new(),
                 u,
+                h: Vec::new(),
             });
         } else if kept.is_some() {
             // The MailDirectory has it (durably) now. A crash just before this record
@@ -847,6 +871,7 @@ impl Task {
                 x: extended,
                 retry: Vec::new(),
                 u: Vec::new(),
+                h: Vec::new(),
             });
         }
         if state.failed.is_empty() || state.returned || self.shared.config.options.test_mode {

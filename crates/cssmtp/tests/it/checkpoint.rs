@@ -444,6 +444,7 @@ async fn crashed_mid_data(env: &Env) -> String {
                 x: vec![],
                 retry: vec![],
                 u: vec![],
+                h: Vec::new(),
             },
             Record::Sent {
                 f: key.clone(),
@@ -458,6 +459,7 @@ async fn crashed_mid_data(env: &Env) -> String {
                 x: vec![],
                 retry: vec![],
                 u: vec![],
+                h: Vec::new(),
             },
             Record::Sent {
                 f: key.clone(),
@@ -516,11 +518,7 @@ async fn possibly_delivered_hold_keeps_them_for_the_operator() {
     // The held file is batch SMTP for exactly those recipients: the operator releases
     // it into incoming/ and it goes.
     let layout = env.layout();
-    std::fs::rename(
-        layout.hold.join(&held[0]),
-        layout.incoming.join("RELEASED.J1.x"),
-    )
-    .unwrap();
+    std::fs::rename(layout.hold.join(&held[0]), layout.incoming.join(&held[0])).unwrap();
     let (code, log) = Daemon::start(&env, &["--drain"]).stop_when_done().await;
     assert_eq!(code, Some(0), "{log:#?}");
     let received = sink.received();
@@ -596,6 +594,7 @@ async fn final_recipients_and_retry_counts_survive_a_restart() {
                 x: vec![],
                 retry: vec![2],
                 u: vec![failed],
+                h: Vec::new(),
             },
             Record::Result {
                 f: key.clone(),
@@ -605,6 +604,7 @@ async fn final_recipients_and_retry_counts_survive_a_restart() {
                 x: vec![2],
                 retry: vec![],
                 u: vec![],
+                h: Vec::new(),
             },
             Record::Returned {
                 f: key.clone(),
@@ -618,6 +618,7 @@ async fn final_recipients_and_retry_counts_survive_a_restart() {
                 x: vec![],
                 retry: vec![0],
                 u: vec![],
+                h: Vec::new(),
             },
         ],
     )
