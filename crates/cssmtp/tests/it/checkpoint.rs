@@ -109,6 +109,17 @@ fn in_doubt_at_crash(env: &Env) -> BTreeSet<(String, u32)> {
     open
 }
 
+/// Kills the daemon (SIGKILL); keeps its log and the mails in doubt in the journal.
+async fn crashed(
+    daemon: Daemon,
+    env: &Env,
+    logs: &mut Vec<Vec<String>>,
+    in_doubt: &mut Vec<BTreeSet<(String, u32)>>,
+) {
+    logs.push(daemon.kill().await);
+    in_doubt.push(in_doubt_at_crash(env));
+}
+
 /// How many times the sink received each recipient.
 fn deliveries(sink: &Sink) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
@@ -185,8 +196,7 @@ async fn crash_and_restart(conf: &str) {
     // 1. At an arbitrary instant, mail flowing on every connection.
     let daemon = Daemon::start(&env, &[]);
     sink.wait_for(200).await;
-    logs.push(daemon.kill().await);
-    in_doubt.push(in_doubt_at_crash(&env));
+    crashed(daemon, &env, &mut logs, &mut in_doubt).await;
 
     // 2. Mid-DATA: the final "." was sent and the server kept the mail, but its reply
     //    never came.
@@ -194,23 +204,20 @@ async fn crash_and_restart(conf: &str) {
     sink.arm(Gate::AfterDot);
     let held = sink.wait_held(1).await;
     let after_dot = held[0].rcpt_to.clone();
-    logs.push(daemon.kill().await);
-    in_doubt.push(in_doubt_at_crash(&env));
+    crashed(daemon, &env, &mut logs, &mut in_doubt).await;
 
     // 3. Mid-transaction, before the text: DATA sent, 354 never came.
     let daemon = Daemon::start(&env, &[]);
     sink.arm(Gate::AtData);
     let held = sink.wait_held(2).await;
     let at_data = held[1].rcpt_to.clone();
-    logs.push(daemon.kill().await);
-    in_doubt.push(in_doubt_at_crash(&env));
+    crashed(daemon, &env, &mut logs, &mut in_doubt).await;
 
     // 4. An arbitrary instant again.
     let daemon = Daemon::start(&env, &[]);
     let so_far = usize::try_from(sink.count()).unwrap();
     sink.wait_for(so_far + 200).await;
-    logs.push(daemon.kill().await);
-    in_doubt.push(in_doubt_at_crash(&env));
+    crashed(daemon, &env, &mut logs, &mut in_doubt).await;
 
     // 5. To the end.
     let (code, log) = Daemon::start(&env, &["--drain"]).stop_when_done().await;
