@@ -8,7 +8,10 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounting::{Accounting, AccountingWriter, Kind};
+use crate::config::LiveConfig;
 use crate::config::{Config, TargetHost, Targets};
+use crate::control::Control;
 use crate::delivery::resolve::{build_resolver, resolve};
 use crate::delivery::router::Router;
 use crate::delivery::tls;
@@ -19,6 +22,7 @@ use crate::retry::extended;
 use crate::spool::SpoolLayout;
 use crate::spool::intake::{self, Mode};
 use crate::spool::layout::Reaper;
+use crate::spool::status::{Suspend, TaskRegistry};
 use crate::spool::task::{FileReport, TaskShared};
 use crate::stats::{Snapshot, Stats};
 
@@ -31,6 +35,8 @@ pub struct RunOptions {
     pub keep_reports: bool,
     /// Cold start (`run -f`): discard the checkpoint journal.
     pub cold: bool,
+    /// SIGHUP means REFRESH (`cssmtp run`; not for tests running several in a process).
+    pub sighup: bool,
 }
 
 impl RunOptions {
@@ -40,6 +46,7 @@ impl RunOptions {
             mode: Mode::Daemon,
             keep_reports: false,
             cold: false,
+            sighup: false,
         }
     }
 
@@ -49,6 +56,7 @@ impl RunOptions {
             mode: Mode::Drain,
             keep_reports: false,
             cold: false,
+            sighup: false,
         }
     }
 
@@ -167,6 +175,8 @@ pub async fn run(
     }
 
     let stats = Arc::new(Stats::default());
+    let live = Arc::new(LiveConfig::new(Arc::clone(&config)));
+    let (accounting, accounting_writer) = open_accounting(&config);
     let (queue_tx, queue_rx) = async_channel::bounded(config.max_connections * 2);
     let ctx = Arc::new(DeliveryContext::new(
         Arc::clone(&router),
@@ -174,6 +184,7 @@ pub async fn run(
         host_name.clone(),
         tls_config,
         Arc::clone(&stats),
+        accounting.clone(),
     ));
     let mut workers = JoinSet::new();
     for _ in 0..config.max_connections {
@@ -196,7 +207,7 @@ pub async fn run(
     let sync_stop = CancellationToken::new();
     let (reaper, syncer) = Reaper::spawn(layout.active.clone(), journal.clone(), sync_stop.clone());
     let notifier = Arc::new(Notifier {
-        config: Arc::clone(&config),
+        config: Arc::clone(&live),
         host: host_name.clone(),
         queue: queue_tx.clone(),
         stats: Arc::clone(&stats),
@@ -204,24 +215,49 @@ pub async fn run(
         stop: stop.clone(),
     });
     // Extended retry runs beside intake, from the MailDirectory.
-    let (extended_tx, extended) = match config.extended_retry.clone() {
+    let extended_current = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (extended_tx, extended_flush, extended) = match config.extended_retry.clone() {
         Some(settings) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (flush_tx, flush_rx) = tokio::sync::mpsc::unbounded_channel();
             let manager = extended::Manager {
                 config: Arc::clone(&config),
                 settings,
                 notifier: Arc::clone(&notifier),
                 stats: Arc::clone(&stats),
+                current: Arc::clone(&extended_current),
             };
             (
                 Some(tx),
-                Some(tokio::spawn(manager.run(rx, stop.clone(), options.mode))),
+                Some(flush_tx),
+                Some(tokio::spawn(manager.run(
+                    rx,
+                    flush_rx,
+                    stop.clone(),
+                    options.mode,
+                ))),
             )
         }
-        None => (None, None),
+        None => (None, None, None),
     };
+    let tasks = Arc::new(TaskRegistry::default());
+    let (suspend_tx, suspend_rx) = tokio::sync::watch::channel(Suspend::Running);
+    let control = Arc::new(Control {
+        config: Arc::clone(&live),
+        router: Arc::clone(&router),
+        stats: Arc::clone(&stats),
+        tasks: Arc::clone(&tasks),
+        suspend: suspend_tx,
+        stop: stop.clone(),
+        extended_flush,
+        extended_current: Arc::clone(&extended_current),
+        accounting: accounting.clone(),
+        started: std::time::SystemTime::now(),
+    });
+    control.config_record("start");
+    let services = start_services(&config, &control, options, &sync_stop, suspend_rx.clone()).await;
     let shared = Arc::new(TaskShared {
-        config: Arc::clone(&config),
+        config: Arc::clone(&live),
         host_name,
         layout,
         queue: queue_tx,
@@ -232,6 +268,9 @@ pub async fn run(
         extended: extended_tx,
         journal,
         recovered: std::sync::Mutex::new(recovered),
+        tasks,
+        suspend: suspend_rx,
+        accounting: accounting.clone(),
     });
     let files = intake::run(
         Arc::clone(&shared),
@@ -250,6 +289,15 @@ pub async fn run(
     while workers.join_next().await.is_some() {}
     sync_stop.cancel();
     let _ = syncer.await;
+    for service in services {
+        let _ = service.await;
+    }
+    drop(control);
+    drop(ctx);
+    drop(accounting);
+    if let Some(writer) = accounting_writer {
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    }
     if let Some(writer) = journal_writer {
         // Every handle is gone with the tasks, the workers and the reaper: the syncer
         // ends after a last sync.
@@ -344,4 +392,172 @@ fn open_journal(
         recovered: recovered.files,
         writer: Some(writer),
     })
+}
+
+/// Opens the accounting file when `SMF119` selects any record.
+fn open_accounting(config: &Config) -> (Accounting, Option<AccountingWriter>) {
+    if !config.smf119.any() {
+        return (Accounting::disabled(), None);
+    }
+    let path = config.accounting_path();
+    match Accounting::open(&path, config.smf119) {
+        Ok((accounting, writer)) => {
+            tracing::info!(
+                "CSM1042I Accounting records (SMF119) are written to {}",
+                path.display()
+            );
+            (accounting, Some(writer))
+        }
+        Err(e) => {
+            tracing::error!(
+                "CSM1040E Cannot open the accounting file {}: {e}; no accounting records are written",
+                path.display()
+            );
+            (Accounting::disabled(), None)
+        }
+    }
+}
+
+/// Starts what runs beside the mail path until `stop`: the control socket, the metrics
+/// endpoint, the health monitor, STATS records and, for `cssmtp run`, SIGHUP.
+async fn start_services(
+    config: &Config,
+    control: &Arc<Control>,
+    options: RunOptions,
+    stop: &CancellationToken,
+    suspend: tokio::sync::watch::Receiver<Suspend>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut services = Vec::new();
+    let socket = config.control_socket();
+    match crate::control::server::bind(&socket) {
+        Ok(listener) => {
+            tracing::info!(
+                "CSM1043I Operator commands: cssmtp modify -c {} <command> (socket {})",
+                config.file.display(),
+                socket.display()
+            );
+            services.push(tokio::spawn(crate::control::server::serve(
+                listener,
+                socket,
+                Arc::clone(control),
+                stop.clone(),
+            )));
+        }
+        Err(e) => tracing::error!(
+            "CSM1025E Cannot create the control socket {}: {e}; operator commands are not available",
+            socket.display()
+        ),
+    }
+    if let Some(addr) = config.metrics_listen {
+        match crate::metrics::bind(addr).await {
+            Ok(listener) => {
+                let local = listener
+                    .local_addr()
+                    .map_or_else(|_| addr.to_string(), |a| a.to_string());
+                tracing::info!("CSM1044I Metrics at http://{local}/metrics");
+                let sources = Arc::new(crate::metrics::Sources {
+                    stats: Arc::clone(&control.stats),
+                    router: Arc::clone(&control.router),
+                    tasks: Arc::clone(&control.tasks),
+                    extended_current: Arc::clone(&control.extended_current),
+                    suspend,
+                });
+                services.push(tokio::spawn(crate::metrics::serve(
+                    listener,
+                    sources,
+                    stop.clone(),
+                )));
+            }
+            Err(e) => tracing::error!(
+                "CSM1024E Cannot listen for metrics on {addr}: {e}; no metrics endpoint"
+            ),
+        }
+    }
+    let directories = vec![
+        config.writer_spool(),
+        config.dead_letter_directory(),
+        config.mail_directory(),
+    ]
+    .into_iter()
+    .filter(|d| d.exists())
+    .collect();
+    services.push(tokio::spawn(crate::monitor::run(
+        Arc::clone(&control.tasks),
+        directories,
+        stop.clone(),
+    )));
+    if !config.stats_interval.is_zero() && control.accounting.wants(Kind::Stats) {
+        services.push(tokio::spawn(stats_records(
+            Arc::clone(control),
+            config.stats_interval,
+            stop.clone(),
+        )));
+    }
+    if options.sighup {
+        services.push(tokio::spawn(refresh_on_sighup(
+            Arc::clone(control),
+            stop.clone(),
+        )));
+    }
+    services
+}
+
+/// A STATS accounting record every `interval`.
+async fn stats_records(
+    control: Arc<Control>,
+    interval: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let s = control.stats.snapshot();
+        let tasks = control.tasks.all();
+        control.accounting.record(
+            Kind::Stats,
+            serde_json::json!({
+                "interval_seconds": interval.as_secs(),
+                "counters": {
+                    "mails_attempted": s.mails_attempted,
+                    "mails_sent": s.mails_sent,
+                    "mails_all_sent": s.mails_all_sent,
+                    "mails_total_retry": s.mails_total_retry,
+                    "mails_undeliverable": s.mails_undeliverable,
+                    "rcpts_delivered": s.rcpts_delivered,
+                    "rcpts_undeliverable": s.rcpts_undeliverable,
+                    "rcpts_retried": s.rcpts_retried,
+                    "rcpts_extended": s.rcpts_extended,
+                    "files_done": s.files_done,
+                    "files_held": s.files_held,
+                    "notifications": s.notifications,
+                    "dead_letters": s.dead_letters,
+                    "reports": s.reports,
+                    "connections": s.connections,
+                },
+                "spool_tasks": tasks.len(),
+                "mails_in_retry": control.tasks.mails_in_retry(),
+                "mails_in_extended_retry": control.extended_current.load(std::sync::atomic::Ordering::Relaxed),
+                "accounting_records_lost": control.accounting.lost(),
+            }),
+        );
+    }
+}
+
+/// SIGHUP: REFRESH, as the operator command.
+async fn refresh_on_sighup(control: Arc<Control>, stop: CancellationToken) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        tracing::info!("CSM5021I SIGHUP: REFRESH");
+        let _ = control.execute(crate::control::Command::Refresh).await;
+    }
 }

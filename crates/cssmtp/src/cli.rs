@@ -54,6 +54,34 @@ pub enum Command {
         #[arg(short = 'f', long = "cold")]
         cold: bool,
     },
+    /// Give the running daemon an operator command (CSSMTP's MODIFY) and print its reply.
+    #[command(after_help = concat!(
+        "Commands (words separated by commas or blanks; capitals are the shortest abbreviation):\n",
+        "  Display,CONFig | Display,IPlist | Display,LOGlevel\n",
+        "  Display,SPoolstatus[,Summary | ,Detail[,ALL | ,TKID=n]]\n",
+        "  Display,TARgets[,ADDR=ip]\n",
+        "  FLUSHRetry,{AGE=days | TKID=n}\n",
+        "  LOGlevel,LEVEL=n          (1 error, 2 warning, 4 event, 8 detail, 16 trace)\n",
+        "  REFRESH | REFRESHIPlist | REFRESHTargets\n",
+        "  SUSpend[,Immediate | ,Delay] | RESume | STOP\n\n",
+        "Examples:\n",
+        "  cssmtp modify -c /etc/cssmtp/cssmtp.conf DISPLAY,TARGETS\n",
+        "  cssmtp modify d sp detail\n",
+        "  cssmtp modify --json d tar\n\n",
+        "Exit status: 0 the command was carried out; 1 it was refused or failed;\n",
+        "  69 the daemon cannot be reached (not running, or another RunDirectory)."
+    ))]
+    Modify {
+        /// Configuration file (for the control socket: <RunDirectory>/<ExtWrtName>.sock).
+        #[arg(short, long, env = "CSSMTP_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print the reply as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The command, e.g. DISPLAY,TARGETS or "d tar".
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Check a configuration file and print every problem with its line.
     Check {
         /// Configuration file.
@@ -118,4 +146,7 @@ pub struct SinkArgs {
     /// Name in the greeting and EHLO reply.
     #[arg(long, default_value = "sink.localhost")]
     pub hostname: String,
+    /// Accept every sender and recipient (no behaviour scripted by local part).
+    #[arg(long)]
+    pub accept_all: bool,
 }

@@ -16,6 +16,8 @@ use crate::spool::submit::{JobInfo, submit};
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FATAL: u8 = 1;
 pub const EXIT_NOT_DELIVERED: u8 = 3;
+/// `modify`: the daemon cannot be reached (EX_UNAVAILABLE).
+pub const EXIT_UNAVAILABLE: u8 = 69;
 pub const EXIT_STOPPED: u8 = 75;
 pub const EXIT_CONFIG: u8 = 78;
 
@@ -27,6 +29,11 @@ pub async fn dispatch(command: Command) -> u8 {
             cold,
         } => run(&config, drain, cold).await,
         Command::Check { config } => check(&config),
+        Command::Modify {
+            config,
+            json,
+            command,
+        } => modify(&config, json, &command.join(",")).await,
         Command::Submit {
             config,
             job_name,
@@ -77,6 +84,52 @@ pub fn load_config(path: &Path) -> Result<Config, u8> {
     }
 }
 
+/// `cssmtp modify`: one operator command to the running daemon.
+async fn modify(path: &Path, json: bool, command: &str) -> u8 {
+    // Refuse what the daemon would refuse, without bothering it.
+    if let Err(e) = crate::control::parse(command) {
+        eprintln!(
+            "cssmtp modify: {e}\nCommands:\n{}",
+            crate::control::command::SYNTAX
+        );
+        return 2;
+    }
+    let socket = match config::control_socket_of(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cssmtp modify: cannot read {}: {e}", path.display());
+            return EXIT_CONFIG;
+        }
+    };
+    match crate::control::request(&socket, command).await {
+        Ok(reply) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&reply).unwrap_or_default()
+                );
+            } else if reply.ok {
+                for line in &reply.lines {
+                    println!("{line}");
+                }
+            } else {
+                for line in &reply.lines {
+                    eprintln!("{line}");
+                }
+            }
+            if reply.ok { EXIT_OK } else { EXIT_FATAL }
+        }
+        Err(e) => {
+            eprintln!(
+                "cssmtp modify: cannot reach the daemon at {}: {e} (is `cssmtp run -c {}` running?)",
+                socket.display(),
+                path.display()
+            );
+            EXIT_UNAVAILABLE
+        }
+    }
+}
+
 fn check(path: &Path) -> u8 {
     match config::load(path) {
         Ok((_, diagnostics)) => {
@@ -117,12 +170,14 @@ async fn run(path: &Path, drain: bool, cold: bool) -> u8 {
     };
     let stop = CancellationToken::new();
     stop_on_signals(stop.clone());
+    crate::logging::apply_config(config.log_level);
     let mut options = if drain {
         RunOptions::drain()
     } else {
         RunOptions::daemon()
     };
     options.cold = cold;
+    options.sighup = true;
     match crate::app::run(config, options, stop).await {
         Ok(report) if report.stopped && drain => EXIT_STOPPED,
         Ok(report) if drain && !report.all_delivered() => EXIT_NOT_DELIVERED,
@@ -249,6 +304,7 @@ async fn sink(args: SinkArgs) -> u8 {
         store: args.store,
         print: true,
         keep: false,
+        scripted: !args.accept_all,
     };
     let sink = match Sink::bind(args.listen, options).await {
         Ok(s) => s,

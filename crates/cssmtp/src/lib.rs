@@ -16,16 +16,21 @@
 //!
 //! `app::run` wires it together; `main.rs` only parses the command line.
 
+pub mod accounting;
 pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod demo;
 pub mod durable;
 pub mod headers;
 pub mod journal;
+pub mod logging;
+pub mod metrics;
+pub mod monitor;
 pub mod net;
 pub mod notify;
 pub mod retry;

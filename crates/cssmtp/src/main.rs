@@ -1,43 +1,34 @@
 //! The `cssmtp` command: parses the command line and hands over to the library.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use cssmtp::cli::{Cli, Command, LogFormat};
 use cssmtp::commands;
 
-fn init_logging(cli: &Cli, default: &str) {
-    let level = if cli.quiet {
-        "warn"
-    } else {
-        match cli.verbose {
-            0 => default,
-            1 => "debug",
-            _ => "trace",
-        }
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CSSMTP_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},hickory=warn,rustls=warn"))
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
-    match cli.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.compact().init(),
+/// The log mask the command line asks for, if it does.
+fn command_line_mask(cli: &Cli, quiet_by_default: bool) -> Option<u32> {
+    use cssmtp::logging::{ALL, DEFAULT, DETAIL, ERROR, WARNING};
+    match (cli.quiet, cli.verbose) {
+        (true, _) => Some(ERROR | WARNING),
+        (false, 0) if quiet_by_default => Some(ERROR | WARNING),
+        (false, 0) => None,
+        (false, 1) => Some(DEFAULT | DETAIL),
+        (false, _) => Some(ALL),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = match cli.command {
-        Command::Check { .. } | Command::Submit { .. } => "warn",
-        _ => "info",
+    let quiet_by_default = matches!(
+        cli.command,
+        Command::Check { .. } | Command::Submit { .. } | Command::Modify { .. }
+    );
+    let format = match cli.log_format {
+        LogFormat::Json => cssmtp::logging::Format::Json,
+        LogFormat::Text => cssmtp::logging::Format::Text,
     };
-    init_logging(&cli, default_level);
+    cssmtp::logging::init(format, command_line_mask(&cli, quiet_by_default));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -66,6 +66,9 @@ pub struct SinkOptions {
     /// Keep every mail in memory for [`Sink::received`] (tests, the demo); off for a
     /// long-running `cssmtp sink`, which must not grow with the mail it receives.
     pub keep: bool,
+    /// Script behaviour by the recipient's local part (see above); off: every
+    /// recipient and sender is accepted.
+    pub scripted: bool,
 }
 
 impl Default for SinkOptions {
@@ -81,6 +84,7 @@ impl Default for SinkOptions {
             store: None,
             print: false,
             keep: true,
+            scripted: true,
         }
     }
 }
@@ -425,7 +429,9 @@ async fn serve(
                         out.extend_from_slice(b"503 5.5.1 Say HELO or EHLO first\r\n");
                     } else if env.mail_from.is_some() {
                         out.extend_from_slice(b"503 5.5.1 Nested MAIL command\r\n");
-                    } else if from.address.to_ascii_lowercase().starts_with("reject") {
+                    } else if options.scripted
+                        && from.address.to_ascii_lowercase().starts_with("reject")
+                    {
                         out.extend_from_slice(b"550 5.7.1 Sender refused (scripted)\r\n");
                     } else if options.size.is_some_and(|max| from.size as u64 > max) {
                         out.extend_from_slice(b"552 5.3.4 Message size exceeds fixed limit\r\n");
@@ -441,7 +447,12 @@ async fn serve(
                         continue;
                     }
                     let address = to.address.into_owned();
-                    match script_for(&address, &shared) {
+                    let script = if options.scripted {
+                        script_for(&address, &shared)
+                    } else {
+                        (None, Some(Scripted::Accept))
+                    };
+                    match script {
                         (Some("drop"), _) => {
                             let _ = conn.send(&out).await;
                             conn.shutdown().await;

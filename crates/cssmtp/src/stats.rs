@@ -1,4 +1,5 @@
-//! Counters since start, for the end-of-run report, the demo and (later) DISPLAY.
+//! Counters since start, for the end-of-run report, the demo, DISPLAY TARGETS, the
+//! accounting STATS records and the metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,6 +18,10 @@ pub struct Stats {
     dead_letters: AtomicU64,
     reports: AtomicU64,
     rcpts_extended: AtomicU64,
+    mails_all_sent: AtomicU64,
+    mails_total_retry: AtomicU64,
+    mails_undeliverable: AtomicU64,
+    connections: AtomicU64,
 }
 
 /// A copy of the counters.
@@ -43,6 +48,14 @@ pub struct Snapshot {
     pub reports: u64,
     /// Recipients handed to extended retry.
     pub rcpts_extended: u64,
+    /// Mails final with every recipient delivered (DISPLAY TARGETS: MAIL SENT).
+    pub mails_all_sent: u64,
+    /// Mails that went into long retry (TOTAL RETRY).
+    pub mails_total_retry: u64,
+    /// Mails with undeliverable recipients (UNDELIVER).
+    pub mails_undeliverable: u64,
+    /// Connections opened to target servers.
+    pub connections: u64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -95,6 +108,22 @@ impl Stats {
         add(&self.rcpts_extended, n);
     }
 
+    pub fn mail_all_sent(&self) {
+        add(&self.mails_all_sent, 1);
+    }
+
+    pub fn mail_into_retry(&self) {
+        add(&self.mails_total_retry, 1);
+    }
+
+    pub fn mail_undeliverable(&self) {
+        add(&self.mails_undeliverable, 1);
+    }
+
+    pub fn connection_opened(&self) {
+        add(&self.connections, 1);
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Snapshot {
@@ -110,6 +139,10 @@ impl Stats {
             dead_letters: get(&self.dead_letters),
             reports: get(&self.reports),
             rcpts_extended: get(&self.rcpts_extended),
+            mails_all_sent: get(&self.mails_all_sent),
+            mails_total_retry: get(&self.mails_total_retry),
+            mails_undeliverable: get(&self.mails_undeliverable),
+            connections: get(&self.connections),
         }
     }
 }

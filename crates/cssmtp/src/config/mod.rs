@@ -6,6 +6,7 @@
 //! run the very same code. Paths that are not absolute are taken relative to the
 //! configuration file's directory.
 
+pub mod running;
 pub mod syntax;
 pub mod validate;
 
@@ -87,6 +88,68 @@ pub struct Config {
     /// `ChkPointSync Mail`: sync the journal before each mail's final "." (exact after
     /// a system crash too); `Interval` (default): every few milliseconds.
     pub chk_point_sync_each_mail: bool,
+    /// `LogLevel`: the log bit mask (see [`crate::logging`]).
+    pub log_level: u32,
+    /// `SMF119`: which accounting records are written.
+    pub smf119: Smf119,
+    /// `AccountingFile` (None: see [`Config::accounting_path`]).
+    pub accounting_file: Option<PathBuf>,
+    /// `StatsInterval`: how often a STATS record is written (0: never).
+    pub stats_interval: Duration,
+    /// `MetricsListen`: where the Prometheus endpoint listens (None: no endpoint).
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `SMF119`: the accounting records written (CSSMTP's SMF type 119 subtypes 48 to 52).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Smf119 {
+    /// Start, REFRESH and LOGLEVEL changes (subtype 48).
+    pub config: bool,
+    /// The end of each target-server connection (49).
+    pub connect: bool,
+    /// The end of each mail (50).
+    pub mail: bool,
+    /// The end of each spool file (51).
+    pub spool: bool,
+    /// Every `StatsInterval` (52).
+    pub stats: bool,
+}
+
+impl Smf119 {
+    /// True when some record is written.
+    pub fn any(&self) -> bool {
+        self.config || self.connect || self.mail || self.spool || self.stats
+    }
+}
+
+/// The configuration in force, replaced as a whole by REFRESH. Readers take the
+/// current one ([`LiveConfig::current`]) where they use it: a spool task, for
+/// instance, takes it when it starts on a file and keeps it for that file.
+#[derive(Debug)]
+pub struct LiveConfig(std::sync::RwLock<std::sync::Arc<Config>>);
+
+impl LiveConfig {
+    pub fn new(config: std::sync::Arc<Config>) -> Self {
+        Self(std::sync::RwLock::new(config))
+    }
+
+    /// The configuration in force now.
+    pub fn current(&self) -> std::sync::Arc<Config> {
+        std::sync::Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Puts `config` in force.
+    pub fn replace(&self, config: std::sync::Arc<Config>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+    }
 }
 
 /// `PossiblyDelivered`.
@@ -129,6 +192,20 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.writer_spool().join("checkpoint"))
             .join(format!("{}.journal", self.ext_wrt_name))
+    }
+
+    /// The accounting records file (default
+    /// `<SpoolDirectory>/<ExtWrtName>/accounting/smf119.jsonl`).
+    pub fn accounting_path(&self) -> PathBuf {
+        self.accounting_file
+            .clone()
+            .unwrap_or_else(|| self.writer_spool().join("accounting").join("smf119.jsonl"))
+    }
+
+    /// The control socket: `<RunDirectory>/<ExtWrtName>.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        self.run_directory
+            .join(format!("{}.sock", self.ext_wrt_name))
     }
 
     /// Where error reports are written with `Report File`.
@@ -412,6 +489,36 @@ fn errors(diagnostics: &[Diagnostic]) -> usize {
         .iter()
         .filter(|d| d.severity == Severity::Error)
         .count()
+}
+
+/// The control socket named by the configuration file at `path`, read leniently (only
+/// `ExtWrtName` and `RunDirectory`, whatever else is wrong in the file): an operator can
+/// still reach the daemon, and REFRESH it, while the file has errors.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn control_socket_of(path: &Path) -> std::io::Result<PathBuf> {
+    let text = std::fs::read_to_string(path)?;
+    let (statements, _) = syntax::parse(&text);
+    let value = |name: &str| {
+        statements
+            .iter()
+            .rev()
+            .find(|s| s.keyword.text.eq_ignore_ascii_case(name))
+            .and_then(|s| s.values.first())
+            .map(|w| w.text.clone())
+    };
+    let writer = value("ExtWrtName")
+        .unwrap_or_else(|| DEFAULT_EXT_WRT_NAME.into())
+        .to_ascii_uppercase();
+    let run = PathBuf::from(value("RunDirectory").unwrap_or_else(|| DEFAULT_RUN_DIRECTORY.into()));
+    let base = path.parent().unwrap_or(Path::new("."));
+    let run = if run.is_absolute() {
+        run
+    } else {
+        base.join(run)
+    };
+    Ok(run.join(format!("{writer}.sock")))
 }
 
 /// Reads and validates a configuration file.

@@ -42,10 +42,15 @@ const STATEMENTS: &[&str] = &[
     "ChkPointSizeLimit",
     "PossiblyDelivered",
     "ChkPointSync",
+    "LogLevel",
+    "SMF119",
+    "AccountingFile",
+    "StatsInterval",
+    "MetricsListen",
 ];
 
 /// CSSMTP statements that are recognised but have no effect yet.
-const NOT_YET: &[&str] = &["LogLevel", "SMF119", "Translate", "MBCS", "UserExit"];
+const NOT_YET: &[&str] = &["Translate", "MBCS", "UserExit"];
 
 /// Validates the text of a configuration file read from `file`.
 ///
@@ -98,6 +103,11 @@ struct Validator {
     chk_point_size_limit: u32,
     possibly_delivered: PossiblyDelivered,
     chk_point_sync_each_mail: bool,
+    log_level: u32,
+    smf119: super::Smf119,
+    accounting_file: Option<PathBuf>,
+    stats_interval: Duration,
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl Validator {
@@ -141,6 +151,11 @@ impl Validator {
             chk_point_size_limit: 64_000,
             possibly_delivered: PossiblyDelivered::Resend,
             chk_point_sync_each_mail: false,
+            log_level: crate::logging::DEFAULT,
+            smf119: super::Smf119::default(),
+            accounting_file: None,
+            stats_interval: Duration::from_secs(15 * 60),
+            metrics_listen: None,
         }
     }
 
@@ -199,6 +214,7 @@ impl Validator {
             "options" => self.options(s),
             "undeliverable" => self.undeliverable(s),
             "extendedretry" => self.extended_retry(s),
+            "smf119" => self.smf119(s),
             _ => self.simple(name, &key, s),
         }
     }
@@ -287,6 +303,31 @@ impl Validator {
                     format!("PossiblyDelivered must be Resend or Hold, not {text:?}"),
                 ),
             },
+            "loglevel" => {
+                if let Some(n) = self.number(value, 0, 31, name) {
+                    self.log_level = n as u32;
+                }
+            }
+            "accountingfile" => self.accounting_file = self.path(value),
+            "statsinterval" => {
+                if let Some(n) = self.number(value, 0, 1440, "StatsInterval (minutes)") {
+                    self.stats_interval = Duration::from_secs(n * 60);
+                }
+            }
+            "metricslisten" => {
+                // `port`, `address:port` or `[v6]:port`; a port alone listens on loopback.
+                let addr = text
+                    .parse::<u16>()
+                    .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+                    .or_else(|_| text.parse::<SocketAddr>());
+                match addr {
+                    Ok(addr) => self.metrics_listen = Some(addr),
+                    Err(_) => self.error(
+                        line,
+                        format!("MetricsListen must be a port or address:port, not {text:?}"),
+                    ),
+                }
+            }
             "chkpointsync" => match text.to_ascii_lowercase().as_str() {
                 "mail" => self.chk_point_sync_each_mail = true,
                 "interval" => self.chk_point_sync_each_mail = false,
@@ -684,6 +725,39 @@ impl Validator {
         };
     }
 
+    /// `SMF119 { Config Connect Mail Spool Stats }`: each record type named is written
+    /// (`Name Yes|No` is also accepted).
+    fn smf119(&mut self, s: &Statement) {
+        const KNOWN: &[&str] = &["Config", "Connect", "Mail", "Spool", "Stats"];
+        for p in self.block("SMF119", s) {
+            let Some(name) = KNOWN
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(&p.keyword.text))
+            else {
+                self.unknown_param("SMF119", p, KNOWN);
+                continue;
+            };
+            let on = match p.values.as_slice() {
+                [] => true,
+                [value] => match self.yes_no(value, &format!("SMF119 {name}")) {
+                    Some(b) => b,
+                    None => continue,
+                },
+                [_, extra, ..] => {
+                    self.error(extra.line, format!("SMF119 {name} takes at most one value"));
+                    continue;
+                }
+            };
+            match *name {
+                "Config" => self.smf119.config = on,
+                "Connect" => self.smf119.connect = on,
+                "Mail" => self.smf119.mail = on,
+                "Spool" => self.smf119.spool = on,
+                _ => self.smf119.stats = on,
+            }
+        }
+    }
+
     fn options(&mut self, s: &Statement) {
         const KNOWN: &[&str] = &["NullTrnc", "TestMode", "DataLineTrunc", "AtSign", "TLSEhlo"];
         for (name, value) in self.params("Options", s, KNOWN) {
@@ -858,6 +932,11 @@ impl Validator {
                 chk_point_size_limit: self.chk_point_size_limit,
                 possibly_delivered: self.possibly_delivered,
                 chk_point_sync_each_mail: self.chk_point_sync_each_mail,
+                log_level: self.log_level,
+                smf119: self.smf119,
+                accounting_file: self.accounting_file,
+                stats_interval: self.stats_interval,
+                metrics_listen: self.metrics_listen,
             }),
             _ => None,
         };

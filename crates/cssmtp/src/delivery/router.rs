@@ -116,6 +116,12 @@ pub struct Router {
     choosing: Mutex<()>,
 }
 
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Router({} targets)", self.targets().len())
+    }
+}
+
 impl Router {
     pub fn new(resolved: Vec<Resolved>, connect_retry: Duration) -> Self {
         let router = Self {
@@ -128,12 +134,25 @@ impl Router {
         router
     }
 
-    /// Replaces the target list (after resolving again).
+    /// Replaces the target list (after resolving again, or REFRESH). A target whose
+    /// address was already in the list keeps what is known of it (health, capabilities,
+    /// counters); sessions open to the old list are closed by their workers when their
+    /// next mail finds their target gone.
     pub fn set_targets(&self, resolved: Vec<Resolved>) {
+        let old = self.targets();
         let targets: Vec<Arc<Target>> = resolved
             .into_iter()
             .enumerate()
-            .map(|(i, r)| Arc::new(Target::new(i, r)))
+            .map(|(i, r)| {
+                let target = Target::new(i, r);
+                if let Some(before) = old.iter().find(|t| t.addr == target.addr) {
+                    let mut st = before.state();
+                    // Connections to the old entry are counted (and released) there.
+                    st.connections = 0;
+                    *target.lock() = st;
+                }
+                Arc::new(target)
+            })
             .collect();
         *self
             .targets
@@ -217,6 +236,19 @@ impl Router {
             Problem::NoTlsTarget
         };
         Choice::Unroutable(Failure::new(Stage::Route, None, problem))
+    }
+
+    /// REFRESHTARGETS: every target may be tried again at once (down and TLS-broken
+    /// marks cleared); returns how many targets there are.
+    pub fn reset_health(&self) -> usize {
+        let targets = self.targets();
+        for t in targets.iter() {
+            let mut st = t.lock();
+            st.down_until = None;
+            st.tls_broken_until = None;
+        }
+        self.changed.notify_waiters();
+        targets.len()
     }
 
     /// True when some target may be tried now (intake back-pressure).

@@ -15,6 +15,9 @@ use super::outcome::{Failure, Problem, RcptResult, Stage};
 use super::router::{Choice, Router, Target};
 use super::session::{Session, SessionParams};
 use super::{MailJob, MailOutcome};
+use std::time::SystemTime;
+
+use crate::accounting::{self, Accounting, Kind};
 use crate::config::Timeouts;
 use crate::stats::Stats;
 
@@ -30,6 +33,8 @@ pub struct DeliveryContext {
     pub helo_name: String,
     pub tls: TlsConnector,
     pub stats: Arc<Stats>,
+    /// CONNECT accounting records.
+    pub accounting: Accounting,
 }
 
 impl DeliveryContext {
@@ -39,6 +44,7 @@ impl DeliveryContext {
         helo_name: String,
         tls: Arc<ClientConfig>,
         stats: Arc<Stats>,
+        accounting: Accounting,
     ) -> Self {
         Self {
             router,
@@ -46,6 +52,7 @@ impl DeliveryContext {
             helo_name,
             tls: TlsConnector::from(tls),
             stats,
+            accounting,
         }
     }
 
@@ -60,6 +67,28 @@ impl DeliveryContext {
 struct Open {
     target: Arc<Target>,
     session: Session,
+    opened: SystemTime,
+}
+
+/// A CONNECT accounting record for a session ending (`how`: quit or dropped).
+fn connect_record(ctx: &DeliveryContext, open: &Open, how: &str) {
+    if ctx.accounting.wants(Kind::Connect) {
+        let end = SystemTime::now();
+        ctx.accounting.record(
+            Kind::Connect,
+            serde_json::json!({
+                "target": open.target.addr.to_string(),
+                "origin": open.target.origin,
+                "start": accounting::time(open.opened),
+                "end": accounting::time(end),
+                "seconds": end.duration_since(open.opened).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+                "mails": open.session.mails,
+                "tls": open.session.is_tls(),
+                "esmtp": open.session.caps.esmtp,
+                "ended": how,
+            }),
+        );
+    }
 }
 
 /// Runs one worker until the queue closes or `stop` is cancelled.
@@ -88,14 +117,16 @@ pub async fn run(
 }
 
 async fn close(ctx: &DeliveryContext, open: Option<Open>) {
-    if let Some(Open { target, session }) = open {
-        ctx.router.closed(&target);
-        session.quit(&ctx.params()).await;
+    if let Some(open) = open {
+        connect_record(ctx, &open, "quit");
+        ctx.router.closed(&open.target);
+        open.session.quit(&ctx.params()).await;
     }
 }
 
 fn drop_session(ctx: &DeliveryContext, open: &mut Option<Open>) {
     if let Some(o) = open.take() {
+        connect_record(ctx, &o, "dropped");
         ctx.router.closed(&o.target);
     }
 }
@@ -150,9 +181,11 @@ async fn deliver(
             match Session::open(target.addr, &params).await {
                 Ok(session) => {
                     ctx.router.opened(&target, session.caps);
+                    ctx.stats.connection_opened();
                     *open = Some(Open {
                         target: Arc::clone(&target),
                         session,
+                        opened: SystemTime::now(),
                     });
                 }
                 Err(failure) => {

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DeadLetterAction, Report};
+use crate::config::{DeadLetterAction, LiveConfig, Report};
 use crate::delivery::{Failure, MailJob, MailKey, MailText, RcptResult};
 use crate::spool::name::JobIdentity;
 use crate::spool::task::FileReport;
@@ -193,7 +193,8 @@ impl std::fmt::Display for Returned {
 
 /// Carries out notifications, dead letters and reports.
 pub struct Notifier {
-    pub config: Arc<Config>,
+    /// The configuration in force (REFRESH changes it).
+    pub config: Arc<LiveConfig>,
     pub host: String,
     pub queue: async_channel::Sender<MailJob>,
     pub stats: Arc<Stats>,
@@ -218,7 +219,7 @@ impl Notifier {
         failed: &[FailedRecipient],
     ) -> Returned {
         let file = &origin.job.file_name;
-        if !self.config.undeliverable.return_to_mail_from {
+        if !self.config.current().undeliverable.return_to_mail_from {
             tracing::info!(
                 "CSM2104I Mail {} of {file} not returned to <{}> (ReturnToMailFrom No)",
                 origin.mail,
@@ -258,7 +259,7 @@ impl Notifier {
                 )
                 .await;
         }
-        let returned = if self.config.undeliverable.return_content
+        let returned = if self.config.current().undeliverable.return_content
             == crate::config::ReturnContent::Full
             && let Some(full) = original.full.as_ref().filter(|f| f.len() <= 1024 * 1024)
         {
@@ -319,12 +320,13 @@ impl Notifier {
 
     /// Sends an error report about a spool file, as `Report` says; returns what was done.
     pub async fn report(&self, report: &FileReport) -> Option<String> {
-        let writer = &self.config.ext_wrt_name;
-        match self.config.report {
+        let config = self.config.current();
+        let writer = &config.ext_wrt_name;
+        match config.report {
             Report::None => None,
             Report::File => {
                 let text = report::text(report, &self.host, writer);
-                let dir = self.config.report_directory();
+                let dir = config.report_directory();
                 let name = format!("{}.report", report.job.file_name);
                 let written = tokio::task::spawn_blocking(move || {
                     crate::durable::create_dir(&dir, 0o750)?;
@@ -353,8 +355,8 @@ impl Notifier {
                 }
             }
             Report::Admin => {
-                let from = self.config.report_mail_from.clone().unwrap_or_default();
-                let admins = self.config.mail_administrators.clone();
+                let from = config.report_mail_from.clone().unwrap_or_default();
+                let admins = config.mail_administrators.clone();
                 let mail = report::mail(
                     report,
                     &self.host,
@@ -464,14 +466,14 @@ impl Notifier {
     ) -> Returned {
         self.stats.dead_letter();
         let summary = notes.first().cloned().unwrap_or_default();
-        if self.config.undeliverable.dead_letter_action == DeadLetterAction::Delete {
+        if self.config.current().undeliverable.dead_letter_action == DeadLetterAction::Delete {
             tracing::warn!(
                 "CSM2108W Dead letter not kept (DeadLetterAction Delete): {}",
                 notes.join("; ")
             );
             return Returned::DeadLetterDeleted;
         }
-        let dir = self.config.dead_letter_directory();
+        let dir = self.config.current().dead_letter_directory();
         let name = deadletter::file_name(
             &origin.job.job_name,
             &origin.job.job_id,

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Local, Utc};
 use tokio::sync::mpsc;
@@ -142,12 +142,16 @@ pub struct Manager {
     pub settings: ExtendedRetry,
     pub notifier: Arc<Notifier>,
     pub stats: Arc<Stats>,
+    /// Mails in extended retry now (DISPLAY TARGETS, metrics).
+    pub current: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug)]
 enum Attempt {
     /// Nothing left to do: the file is gone.
     Done,
+    /// FLUSHRETRY,AGE=: not old enough; left as it was.
+    Young,
     /// Try again after Interval.
     Again,
 }
@@ -157,6 +161,7 @@ impl Manager {
     pub async fn run(
         self,
         mut new_files: mpsc::UnboundedReceiver<PathBuf>,
+        mut flush: mpsc::UnboundedReceiver<crate::control::FlushAge>,
         stop: CancellationToken,
         mode: Mode,
     ) {
@@ -178,6 +183,10 @@ impl Manager {
         let mut attempts: JoinSet<(PathBuf, Attempt)> = JoinSet::new();
         let mut in_flight: BTreeSet<PathBuf> = BTreeSet::new();
         loop {
+            manager.current.store(
+                (due.len() + in_flight.len()) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let now = Instant::now();
             while attempts.len() < PARALLEL {
                 let Some(first) = due.first().cloned().filter(|(at, _)| *at <= now) else {
@@ -188,7 +197,7 @@ impl Manager {
                 if in_flight.insert(path.clone()) {
                     let m = Arc::clone(&manager);
                     attempts.spawn(async move {
-                        let outcome = m.attempt(&path).await;
+                        let outcome = m.attempt(&path, None).await;
                         (path, outcome)
                     });
                 }
@@ -206,13 +215,30 @@ impl Manager {
                 Some(done) = attempts.join_next(), if !attempts.is_empty() => {
                     if let Ok((path, outcome)) = done {
                         in_flight.remove(&path);
-                        if matches!(outcome, Attempt::Again) {
+                        if matches!(outcome, Attempt::Again | Attempt::Young) {
                             due.insert((Instant::now() + manager.settings.interval, path));
                         }
                     }
                 }
                 Some(path) = new_files.recv() => {
                     due.insert((Instant::now() + manager.settings.interval, path));
+                }
+                Some((age, answer)) = flush.recv() => {
+                    // Mails being tried now are left to their attempt.
+                    let mut returned = 0;
+                    for (at, path) in std::mem::take(&mut due) {
+                        match manager.attempt(&path, Some(age)).await {
+                            Attempt::Done => returned += 1,
+                            Attempt::Young | Attempt::Again => {
+                                due.insert((at, path));
+                            }
+                        }
+                    }
+                    tracing::info!(
+                        "CSM2210I FLUSHRETRY: {returned} mail(s) in extended retry for {} day(s) or more returned",
+                        age.as_secs() / 86_400
+                    );
+                    let _ = answer.send(returned);
                 }
                 () = async {
                     match next {
@@ -227,8 +253,9 @@ impl Manager {
         while attempts.join_next().await.is_some() {}
     }
 
-    /// One attempt for one mail file.
-    async fn attempt(&self, path: &Path) -> Attempt {
+    /// One attempt for one mail file. With `flush_age` (FLUSHRETRY,AGE=), no attempt:
+    /// the mail is returned when it has been in extended retry that long.
+    async fn attempt(&self, path: &Path, flush_age: Option<Duration>) -> Attempt {
         let loaded = {
             let path = path.to_owned();
             tokio::task::spawn_blocking(move || load(&path)).await
@@ -263,8 +290,20 @@ impl Manager {
             data: mail.data.clone(),
         };
         let lines = |i: usize| meta.rcpt_lines.get(i).copied().unwrap_or(meta.line);
-        if !self.settings.age.is_zero() && age >= self.settings.age {
-            let days = self.settings.age.as_secs() / 86_400;
+        let expired = match flush_age {
+            Some(limit) if age >= limit => Some(format!(
+                "returned by the operator (FLUSHRETRY,AGE={}) after {} day(s) in extended retry",
+                limit.as_secs() / 86_400,
+                age.as_secs() / 86_400
+            )),
+            Some(_) => return Attempt::Young,
+            None if !self.settings.age.is_zero() && age >= self.settings.age => Some(format!(
+                "not delivered within ExtendedRetry Age of {} day(s)",
+                self.settings.age.as_secs() / 86_400
+            )),
+            None => None,
+        };
+        if let Some(reason) = expired {
             let failed: Vec<FailedRecipient> = mail
                 .recipients
                 .iter()
@@ -275,11 +314,11 @@ impl Manager {
                     status: "4.4.7".into(),
                     diagnostic: None,
                     remote_mta: None,
-                    reason: format!("not delivered within ExtendedRetry Age of {days} day(s)"),
+                    reason: reason.clone(),
                 })
                 .collect();
             tracing::warn!(
-                "CSM2204W Mail {} of {} is undeliverable: ExtendedRetry Age of {days} day(s) exhausted",
+                "CSM2204W Mail {} of {} is undeliverable: {reason}",
                 meta.mail,
                 meta.spool_file
             );

@@ -15,6 +15,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::status::Suspend;
 use super::task::{self, FileReport, TaskShared};
 use crate::delivery::router::Router;
 
@@ -73,7 +74,7 @@ pub async fn run(
             None
         }
     };
-    let slots = shared.config.spool_tasks;
+    let slots = shared.config.current().spool_tasks;
     let mut tasks: JoinSet<FileReport> = JoinSet::new();
     let mut reports = Vec::new();
     let mut next_tkid = 0u32;
@@ -97,9 +98,12 @@ pub async fn run(
     resumed.reverse();
     let mut listing: Vec<super::layout::Candidate> = Vec::new();
     let mut stale = true;
+    let mut suspend = shared.suspend.clone();
     loop {
-        // Claim while there are free task slots and a target to send to.
-        while tasks.len() < slots && router.any_usable() {
+        // Claim while there are free task slots and a target to send to, unless the
+        // operator suspended intake (SUSPEND).
+        let suspended = *suspend.borrow_and_update() != Suspend::Running;
+        while !suspended && tasks.len() < slots && router.any_usable() {
             if let Some(path) = resumed.pop() {
                 spawn(&mut tasks, path);
                 continue;
@@ -150,6 +154,7 @@ pub async fn run(
                 }
             } => {}
             () = router.changed() => {}
+            Ok(()) = suspend.changed() => {}
         }
     }
     // Stopping: tasks stop at their next safe point.

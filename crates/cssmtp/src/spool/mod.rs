@@ -11,6 +11,7 @@ pub mod intake;
 pub mod layout;
 pub mod name;
 pub mod reader;
+pub mod status;
 pub mod submit;
 pub mod task;
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Local};
 use cssmtp_batch::{Mail, Summary, SyntaxError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -37,7 +37,9 @@ use tokio_util::sync::CancellationToken;
 use super::layout::{Reaper, SpoolLayout};
 use super::name::JobIdentity;
 use super::reader::{Parsed, parse_into};
-use crate::config::{BadSpoolDisp, Config, PossiblyDelivered, ReturnContent};
+use super::status::{Suspend, TaskRegistry, TaskStatus};
+use crate::accounting::{self, Accounting, Kind};
+use crate::config::{BadSpoolDisp, Config, LiveConfig, PossiblyDelivered, ReturnContent};
 use crate::delivery::{Checkpoint, MailJob, MailKey, MailOutcome, MailText, RcptResult, SpoolText};
 use crate::headers::{self, MailFacts, Origin};
 use crate::journal::{self, FailedRcpt, FileCheckpoint, Journal, MailCheckpoint, Record};
@@ -56,7 +58,8 @@ const MAX_LISTED: usize = 1000;
 
 /// What spool tasks share.
 pub struct TaskShared {
-    pub config: Arc<Config>,
+    /// The configuration in force; a task takes it when it starts on a file.
+    pub config: Arc<LiveConfig>,
     pub host_name: String,
     pub layout: SpoolLayout,
     pub queue: async_channel::Sender<MailJob>,
@@ -73,12 +76,19 @@ pub struct TaskShared {
     /// What the journal knew at start of the files left in `active/`; each task takes
     /// its file's.
     pub recovered: std::sync::Mutex<HashMap<String, FileCheckpoint>>,
+    /// The tasks running now (DISPLAY SPOOLSTATUS, FLUSHRETRY).
+    pub tasks: Arc<TaskRegistry>,
+    /// SUSPEND and RESUME.
+    pub suspend: watch::Receiver<Suspend>,
+    /// MAIL and SPOOL accounting records.
+    pub accounting: Accounting,
 }
 
 impl TaskShared {
     /// Mails one spool task tracks at once.
     pub fn max_pending_mails(&self) -> usize {
-        let share = self.config.chk_point_size_limit as usize / self.config.spool_tasks.max(1);
+        let config = self.config.current();
+        let share = config.chk_point_size_limit as usize / config.spool_tasks.max(1);
         share.clamp(1, MAX_PENDING_MAILS)
     }
 }
@@ -177,6 +187,8 @@ struct MailState {
     failed: Vec<FailedRecipient>,
     /// Its undeliverable recipients were returned before a restart.
     returned: bool,
+    /// It went into long retry (counted once).
+    retried: bool,
 }
 
 impl MailState {
@@ -205,6 +217,11 @@ struct Task {
     checkpoint: Option<(Journal, Arc<str>)>,
     /// What the journal knew of this file at start (warm restart).
     recovered: FileCheckpoint,
+    /// The configuration in force when the task started.
+    config: Arc<Config>,
+    /// What DISPLAY SPOOLSTATUS shows of this task.
+    status: Arc<TaskStatus>,
+    suspend: watch::Receiver<Suspend>,
 }
 
 /// Processes one claimed spool file (at `path`, in `active/`).
@@ -215,6 +232,10 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         .unwrap_or("?")
         .to_owned();
     let job = JobIdentity::from_file_name(&name);
+    let config = shared.config.current();
+    let (status, mut flush_requests) = TaskStatus::new(tkid, &name, &job.job_name, &job.job_id);
+    let registered = shared.tasks.register(status);
+    let status = Arc::clone(&registered.status);
     let mut report = FileReport {
         tkid,
         job: job.clone(),
@@ -228,7 +249,7 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         returns: Vec::new(),
         errors: Vec::new(),
         file_problem: None,
-        test_mode: shared.config.options.test_mode,
+        test_mode: config.options.test_mode,
         disposition: Disposition::LeftActive,
         report: None,
     };
@@ -264,7 +285,7 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
             known.mails.len()
         );
     }
-    let limit = shared.config.jes_job_size;
+    let limit = config.jes_job_size;
     if limit > 0 && meta.len() > limit.saturating_mul(1000) {
         report.file_problem = Some(format!(
             "552 5.3.4 Spool file size {} bytes exceeds JESJobSize {limit} (thousands of bytes); no mail sent",
@@ -280,7 +301,7 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         }
     };
     let (parsed_tx, mut parsed_rx) = mpsc::channel(16);
-    let limits = shared.config.batch_limits();
+    let limits = config.batch_limits();
     let parser = tokio::task::spawn_blocking(move || {
         parse_into(
             BufReader::with_capacity(64 * 1024, reader),
@@ -291,7 +312,7 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
     let (outcomes, mut outcome_rx) = mpsc::unbounded_channel();
     let spool = Arc::new(SpoolText {
         file,
-        truncate: shared.config.options.data_line_trunc,
+        truncate: config.options.data_line_trunc,
     });
     let mut task = Task {
         tkid,
@@ -306,6 +327,9 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         report,
         checkpoint,
         recovered: recovered.unwrap_or_default(),
+        config,
+        status,
+        suspend: shared.suspend.clone(),
     };
     let max_pending = shared.max_pending_mails();
     let stop = shared.stop.clone();
@@ -315,6 +339,7 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         if parse_done && task.mails.is_empty() && task.returns.is_empty() {
             break;
         }
+        task.publish();
         let next_due = task.due.first().map(|(at, _)| *at);
         tokio::select! {
             biased;
@@ -324,6 +349,10 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
                 return task.report;
             }
             Some(outcome) = outcome_rx.recv() => task.apply(outcome).await,
+            Some(answer) = flush_requests.recv() => {
+                let flushed = task.flush_retry().await;
+                let _ = answer.send(flushed);
+            }
             Some(done) = task.returns.join_next(), if !task.returns.is_empty() => {
                 if let Ok((mail, returned)) = done {
                     task.record(|f| Record::Returned { f, m: mail });
@@ -378,7 +407,7 @@ impl Task {
         for f in &failed {
             self.undeliverable(mail.ordinal, f);
         }
-        if self.shared.config.options.test_mode {
+        if self.config.options.test_mode {
             tracing::info!(
                 tkid = self.tkid,
                 "CSM2110I TestMode: mail {} of {} to {} recipient(s) read, not sent",
@@ -388,7 +417,7 @@ impl Task {
             );
             return true;
         }
-        let config = &self.shared.config;
+        let config = &self.config;
         let origin = Origin {
             host: &self.shared.host_name,
             writer: &config.ext_wrt_name,
@@ -425,6 +454,7 @@ impl Task {
             in_flight: false,
             failed,
             returned: false,
+            retried: false,
         };
         if let Some(known) = self.recovered.mails.remove(&mail.ordinal) {
             let held = self.restore(mail.ordinal, &mut state, known);
@@ -487,7 +517,7 @@ impl Task {
                 state.failed.push(f);
             } else if known.in_doubt.contains(&i) {
                 let address = state.addresses.get(i).map_or("", String::as_str);
-                let policy = self.shared.config.possibly_delivered;
+                let policy = self.config.possibly_delivered;
                 tracing::warn!(
                     tkid = self.tkid,
                     "CSM2301W Mail {ordinal} of {} was possibly delivered to <{address}> before the restart (the final \".\" was sent, its reply not read); {}",
@@ -593,8 +623,112 @@ impl Task {
         }
     }
 
+    /// Updates what DISPLAY SPOOLSTATUS shows of the task.
+    fn publish(&self) {
+        let s = &self.status;
+        let set = |c: &std::sync::atomic::AtomicU64, v: u64| {
+            c.store(v, std::sync::atomic::Ordering::Relaxed);
+        };
+        set(&s.mails_read, u64::from(self.report.mails));
+        set(&s.mails_pending, self.mails.len() as u64);
+        set(&s.mails_retry, self.due.len() as u64);
+        set(&s.rcpts_delivered, self.report.rcpts_delivered);
+        set(&s.rcpts_undeliverable, self.report.undeliverable_count);
+        set(&s.rcpts_extended, self.report.rcpts_extended);
+        if let Ok(mut next) = s.next_retry.lock() {
+            *next = self.due.first().map(|(at, _)| {
+                std::time::SystemTime::now() + at.saturating_duration_since(Instant::now())
+            });
+        }
+    }
+
+    /// FLUSHRETRY: the mails waiting in long retry leave it now, to extended retry when
+    /// it is active, else undeliverable (returned). Returns how many mails.
+    async fn flush_retry(&mut self) -> u64 {
+        let extended = self.config.extended_retry.is_some();
+        let waiting: Vec<u32> = std::mem::take(&mut self.due)
+            .into_iter()
+            .map(|(_, ordinal)| ordinal)
+            .collect();
+        let mut flushed = 0;
+        for ordinal in waiting {
+            let Some(state) = self.mails.get_mut(&ordinal) else {
+                continue;
+            };
+            let mut failed = Vec::new();
+            let mut failed_at = Vec::new();
+            let mut again = Vec::new();
+            for (i, slot) in state.rcpts.iter_mut().enumerate() {
+                if *slot != Rcpt::Retry {
+                    continue;
+                }
+                if extended {
+                    *slot = Rcpt::Extended;
+                    again.push(i);
+                } else {
+                    *slot = Rcpt::Failed;
+                    failed_at.push(i);
+                    failed.push(FailedRecipient {
+                        address: state.addresses.get(i).cloned().unwrap_or_default(),
+                        line: state.lines.get(i).copied().unwrap_or(state.line),
+                        status: "4.4.7".into(),
+                        diagnostic: None,
+                        remote_mta: None,
+                        reason: "long retry ended by the operator (FLUSHRETRY); not delivered"
+                            .into(),
+                    });
+                }
+            }
+            let attempts = state.attempts;
+            flushed += 1;
+            let u = failed_at
+                .iter()
+                .zip(&failed)
+                .map(|(&i, f)| failed_rcpt(i, f))
+                .collect();
+            self.record(|f| Record::Result {
+                f,
+                m: ordinal,
+                a: attempts,
+                d: Vec::new(),
+                x: Vec::new(),
+                retry: again,
+                u,
+                h: Vec::new(),
+            });
+            for f in &failed {
+                self.undeliverable(ordinal, f);
+            }
+            if let Some(state) = self.mails.get_mut(&ordinal) {
+                state.failed.extend(failed);
+                if state.is_final() {
+                    self.complete(ordinal).await;
+                }
+            }
+        }
+        tracing::info!(
+            tkid = self.tkid,
+            "CSM2114I Task {}: {flushed} mail(s) of {} taken out of long retry (FLUSHRETRY), to {}",
+            self.tkid,
+            self.job.file_name,
+            if extended {
+                "extended retry"
+            } else {
+                "undeliverable"
+            }
+        );
+        flushed
+    }
+
     /// Queues the pending recipients of a mail; false when cssmtp is stopping.
     async fn dispatch(&mut self, ordinal: u32, stop: &CancellationToken) -> bool {
+        // SUSPEND,IMMEDIATE: no new mail goes out until RESUME.
+        while *self.suspend.borrow() == Suspend::Immediate {
+            tokio::select! {
+                () = stop.cancelled() => return false,
+                changed = self.suspend.changed() => if changed.is_err() { break },
+            }
+        }
         let Some(state) = self.mails.get_mut(&ordinal) else {
             return true;
         };
@@ -687,8 +821,8 @@ impl Task {
 
     async fn apply(&mut self, outcome: MailOutcome) {
         let ordinal = outcome.key.ordinal;
-        let retry = self.shared.config.retry_limit;
-        let extended = self.shared.config.extended_retry.is_some();
+        let retry = self.config.retry_limit;
+        let extended = self.config.extended_retry.is_some();
         let mut delivered = 0usize;
         let mut target = None;
         let mut final_reply = None;
@@ -767,6 +901,10 @@ impl Task {
         let attempts = state.attempts;
         if any_retry {
             self.due.insert((Instant::now() + retry.interval, ordinal));
+            if !state.retried {
+                state.retried = true;
+                self.shared.stats.mail_into_retry();
+            }
         }
         // Deliveries are recorded by the session, as soon as the server's reply is read.
         if !again.is_empty() || !failed.is_empty() {
@@ -806,12 +944,44 @@ impl Task {
         }
     }
 
+    /// The MAIL accounting record of a mail now final.
+    fn mail_record(&self, ordinal: u32, state: &MailState) {
+        if !self.shared.accounting.wants(Kind::Mail) {
+            return;
+        }
+        let count = |f: fn(&Rcpt) -> bool| state.rcpts.iter().filter(|r| f(r)).count();
+        self.shared.accounting.record(
+            Kind::Mail,
+            serde_json::json!({
+                "spool_file": self.job.file_name,
+                "job_name": self.job.job_name,
+                "job_id": self.job.job_id,
+                "tkid": self.tkid,
+                "mail": ordinal,
+                "line": state.line,
+                "from": state.reverse_path,
+                "rcpts": state.rcpts.len() + state.failed.len() - count(|r| *r == Rcpt::Failed),
+                "delivered": count(|r| *r == Rcpt::Delivered),
+                "undeliverable": state.failed.len(),
+                "extended_retry": count(|r| matches!(r, Rcpt::Extended | Rcpt::Kept)),
+                "held": count(|r| *r == Rcpt::Held),
+                "size": state.size,
+                "attempts": state.attempts,
+                "arrival": accounting::time(std::time::SystemTime::from(self.arrival)),
+            }),
+        );
+    }
+
     /// Every recipient of a mail is final: hand the extended ones to extended retry and
     /// return the failed ones.
     async fn complete(&mut self, ordinal: u32) {
         let Some(mut state) = self.mails.remove(&ordinal) else {
             return;
         };
+        if state.rcpts.iter().all(|r| *r == Rcpt::Delivered) && state.failed.is_empty() {
+            self.shared.stats.mail_all_sent();
+        }
+        self.mail_record(ordinal, &state);
         let text = MailText::Spool {
             spool: Arc::clone(&self.spool),
             data: state.data.clone(),
@@ -874,9 +1044,10 @@ impl Task {
                 h: Vec::new(),
             });
         }
-        if state.failed.is_empty() || state.returned || self.shared.config.options.test_mode {
+        if state.failed.is_empty() || state.returned || self.config.options.test_mode {
             return;
         }
+        self.shared.stats.mail_undeliverable();
         // Read what the notification or dead letter needs while the file is claimed.
         let header_text = MailText::Spool {
             spool: Arc::clone(&self.spool),
@@ -890,15 +1061,14 @@ impl Task {
         header.extend(extended::read_all(&header_text).await.unwrap_or_default());
         let header = cssmtp_wire::data::dot_unstuff(&header);
         let no_originator = state.reverse_path.is_empty() || state.data.auto_submitted;
-        let full = if no_originator
-            || self.shared.config.undeliverable.return_content == ReturnContent::Full
-        {
-            let mut full = state.headers.to_vec();
-            full.extend(extended::read_all(&text).await.unwrap_or_default());
-            Some(full)
-        } else {
-            None
-        };
+        let full =
+            if no_originator || self.config.undeliverable.return_content == ReturnContent::Full {
+                let mut full = state.headers.to_vec();
+                full.extend(extended::read_all(&text).await.unwrap_or_default());
+                Some(full)
+            } else {
+                None
+            };
         let original = Original {
             reverse_path: state.reverse_path.clone(),
             auto_submitted: state.data.auto_submitted,
@@ -947,7 +1117,7 @@ impl Task {
             .iter()
             .filter_map(|&i| state.addresses.get(i).cloned())
             .collect();
-        let dir = self.shared.config.mail_directory();
+        let dir = self.config.mail_directory();
         let (host, needs_tls, reverse_path) = (
             self.shared.host_name.clone(),
             state.needs_tls,
@@ -984,7 +1154,8 @@ async fn finish(
     for e in report.errors.iter().filter(|e| !e.is_recipient_error()) {
         tracing::warn!(tkid = report.tkid, "CSM2010W {name} line {}: {e}", e.line);
     }
-    let hold = report.is_bad() && shared.config.bad_spool_disp == BadSpoolDisp::Hold;
+    let config = shared.config.current();
+    let hold = report.is_bad() && config.bad_spool_disp == BadSpoolDisp::Hold;
     let disposition = if !hold {
         // Every recipient is final. The reaper makes that durable (with every record
         // before) before the file goes, so that a file a power failure brings back is
@@ -1042,7 +1213,7 @@ async fn finish(
         // finds the file finds why.
         let mut beside = held.clone().into_os_string();
         beside.push(".report");
-        let text = report::text(&report, &shared.host_name, &shared.config.ext_wrt_name);
+        let text = report::text(&report, &shared.host_name, &config.ext_wrt_name);
         let written = crate::durable::replace(Path::new(&beside), text.as_bytes(), 0o640);
         if let Err(e) = written {
             tracing::error!(
@@ -1092,6 +1263,31 @@ async fn finish(
     shared
         .stats
         .file_done(matches!(report.disposition, Disposition::Held(_)), problems);
+    if shared.accounting.wants(Kind::Spool) {
+        shared.accounting.record(
+            Kind::Spool,
+            serde_json::json!({
+                "spool_file": name,
+                "job_name": report.job.job_name,
+                "job_id": report.job.job_id,
+                "owner": report.owner,
+                "tkid": report.tkid,
+                "mails": report.mails,
+                "rcpts_delivered": report.rcpts_delivered,
+                "rcpts_undeliverable": report.undeliverable_count,
+                "rcpts_extended_retry": report.rcpts_extended,
+                "errors": report.errors.len(),
+                "problem": report.file_problem,
+                "test_mode": report.test_mode,
+                "disposition": match &report.disposition {
+                    Disposition::Deleted => "deleted".to_owned(),
+                    Disposition::Held(to) => format!("held {}", to.display()),
+                    Disposition::Removed => "removed".to_owned(),
+                    Disposition::LeftActive => "left in active/".to_owned(),
+                },
+            }),
+        );
+    }
     report
 }
 

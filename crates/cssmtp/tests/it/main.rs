@@ -11,6 +11,7 @@
 mod binary;
 mod checkpoint;
 mod forwarding;
+mod operator;
 mod retry;
 mod robustness;
 mod routing;

@@ -209,13 +209,37 @@ fn target_server_rules() {
 #[test]
 fn recognised_but_not_implemented_statements_warn() {
     let (config, diags) =
-        check("TargetServer\n{\n TargetIp 192.0.2.1\n}\nSMF119\n{\n CONFIG YES\n}\nLogLevel 7\n");
+        check("TargetServer\n{\n TargetIp 192.0.2.1\n}\nTranslate IBM-1047\nLogLevel 7\n");
     assert!(config.is_some());
-    assert_eq!(diags.len(), 2);
+    assert_eq!(diags.len(), 1);
     assert!(
         diags[0]
-            .contains(":5: warning: SMF119 is a CSSMTP statement cssmtp does not implement yet")
+            .contains(":5: warning: Translate is a CSSMTP statement cssmtp does not implement yet")
     );
+}
+
+#[test]
+fn operator_statements() {
+    let (config, diags) = check(
+        "TargetServer\n{\n TargetIp 192.0.2.1\n}\nLogLevel 15\nSMF119\n{\n Config\n Mail Yes\n Spool No\n}\nStatsInterval 5\nMetricsListen 9464\nAccountingFile /var/log/cssmtp/acct.jsonl\n",
+    );
+    assert!(diags.is_empty(), "{diags:?}");
+    let config = config.unwrap();
+    assert_eq!(config.log_level, 15);
+    assert!(config.smf119.config && config.smf119.mail && !config.smf119.spool);
+    assert_eq!(config.stats_interval, Duration::from_secs(300));
+    assert_eq!(
+        config.metrics_listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert_eq!(
+        config.accounting_path(),
+        Path::new("/var/log/cssmtp/acct.jsonl")
+    );
+    let (_, diags) = check(
+        "TargetServer\n{\n TargetIp 192.0.2.1\n}\nLogLevel 99\nSMF119\n{\n Bogus\n}\nMetricsListen nowhere\n",
+    );
+    assert_eq!(diags.len(), 3, "{diags:?}");
 }
 
 #[test]

@@ -1,0 +1,319 @@
+//! The Prometheus endpoint (`MetricsListen`): `GET /metrics` in the text exposition
+//! format, read at each scrape from the same state DISPLAY TARGETS and SPOOLSTATUS
+//! show. Labels are few and bounded: the target address (at most four) and an outcome;
+//! never a recipient or a spool file.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::router::Router;
+use crate::spool::status::{Suspend, TaskRegistry};
+use crate::stats::Stats;
+
+/// What the metrics are read from.
+#[derive(Debug)]
+pub struct Sources {
+    pub stats: Arc<Stats>,
+    pub router: Arc<Router>,
+    pub tasks: Arc<TaskRegistry>,
+    /// Mails in extended retry now.
+    pub extended_current: Arc<AtomicU64>,
+    pub suspend: watch::Receiver<Suspend>,
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Collector for Sources {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.stats.snapshot();
+        let e = &mut encoder;
+        counter(
+            e,
+            "cssmtp_mails_attempted",
+            "Mails handed to a target server.",
+            s.mails_attempted,
+        )?;
+        counter(
+            e,
+            "cssmtp_mails_sent",
+            "Mails a target accepted for at least one recipient.",
+            s.mails_sent,
+        )?;
+        counter(
+            e,
+            "cssmtp_mails_all_sent",
+            "Mails final with every recipient delivered.",
+            s.mails_all_sent,
+        )?;
+        counter(
+            e,
+            "cssmtp_mails_retry",
+            "Mails that went into long retry.",
+            s.mails_total_retry,
+        )?;
+        counter(
+            e,
+            "cssmtp_mails_undeliverable",
+            "Mails with undeliverable recipients.",
+            s.mails_undeliverable,
+        )?;
+        counter(e, "cssmtp_dead_letters", "Dead letters.", s.dead_letters)?;
+        counter(
+            e,
+            "cssmtp_notifications",
+            "Undeliverable notifications sent.",
+            s.notifications,
+        )?;
+        counter(
+            e,
+            "cssmtp_error_reports",
+            "Error reports sent or written.",
+            s.reports,
+        )?;
+        counter(
+            e,
+            "cssmtp_spool_files",
+            "Spool files finished.",
+            s.files_done,
+        )?;
+        counter(
+            e,
+            "cssmtp_spool_files_held",
+            "Spool files held.",
+            s.files_held,
+        )?;
+        counter(
+            e,
+            "cssmtp_connections_opened",
+            "Connections opened to target servers.",
+            s.connections,
+        )?;
+        {
+            let mut family = e.encode_descriptor(
+                "cssmtp_recipients",
+                "Recipients by outcome.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (outcome, value) in [
+                ("delivered", s.rcpts_delivered),
+                ("undeliverable", s.rcpts_undeliverable),
+                ("retried", s.rcpts_retried),
+                ("extended", s.rcpts_extended),
+            ] {
+                ConstCounter::new(value).encode(family.encode_family(&[("outcome", outcome)])?)?;
+            }
+        }
+        let tasks = self.tasks.all();
+        let pending: u64 = tasks
+            .iter()
+            .map(|t| t.mails_pending.load(Ordering::Relaxed))
+            .sum();
+        let retry: u64 = tasks
+            .iter()
+            .map(|t| t.mails_retry.load(Ordering::Relaxed))
+            .sum();
+        gauge(
+            e,
+            "cssmtp_spool_tasks",
+            "Spool tasks running.",
+            to_i64(tasks.len() as u64),
+        )?;
+        gauge(
+            e,
+            "cssmtp_mails_pending",
+            "Mails of running spool tasks not final yet.",
+            to_i64(pending),
+        )?;
+        gauge(
+            e,
+            "cssmtp_mails_in_retry",
+            "Mails waiting in long retry.",
+            to_i64(retry),
+        )?;
+        gauge(
+            e,
+            "cssmtp_mails_in_extended_retry",
+            "Mails in extended retry (the MailDirectory).",
+            to_i64(self.extended_current.load(Ordering::Relaxed)),
+        )?;
+        gauge(
+            e,
+            "cssmtp_suspended",
+            "1 when intake is suspended (SUSPEND).",
+            i64::from(*self.suspend.borrow() != Suspend::Running),
+        )?;
+        let targets = self.router.targets();
+        let now = tokio::time::Instant::now();
+        let states: Vec<_> = targets
+            .iter()
+            .map(|t| (t.addr.to_string(), t.state()))
+            .collect();
+        let family = |e: &mut DescriptorEncoder,
+                      name: &str,
+                      help: &str,
+                      kind: MetricType,
+                      value: &dyn Fn(&crate::delivery::router::TargetState) -> i64|
+         -> Result<(), std::fmt::Error> {
+            let mut family = e.encode_descriptor(name, help, None, kind)?;
+            for (addr, st) in &states {
+                let labels = [("target", addr.as_str())];
+                match kind {
+                    MetricType::Counter => ConstCounter::new(u64::try_from(value(st)).unwrap_or(0))
+                        .encode(family.encode_family(&labels)?)?,
+                    _ => ConstGauge::new(value(st)).encode(family.encode_family(&labels)?)?,
+                }
+            }
+            Ok(())
+        };
+        family(
+            e,
+            "cssmtp_target_up",
+            "1 when the target server is ready.",
+            MetricType::Gauge,
+            &|st| i64::from(st.down_until.is_none_or(|u| u <= now)),
+        )?;
+        family(
+            e,
+            "cssmtp_target_connections",
+            "Connections open to the target server.",
+            MetricType::Gauge,
+            &|st| i64::from(st.connections),
+        )?;
+        family(
+            e,
+            "cssmtp_target_mail_attempts",
+            "Mails handed to the target server.",
+            MetricType::Counter,
+            &|st| to_i64(st.mail_attempts),
+        )?;
+        family(
+            e,
+            "cssmtp_target_mails_sent",
+            "Mails the target server accepted.",
+            MetricType::Counter,
+            &|st| to_i64(st.mail_sent),
+        )?;
+        family(
+            e,
+            "cssmtp_target_connect_failures",
+            "Failed connections to the target server.",
+            MetricType::Counter,
+            &|st| to_i64(st.connect_failures),
+        )?;
+        Ok(())
+    }
+}
+
+/// The text exposition of the metrics now.
+pub fn render(sources: Arc<Sources>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(sources));
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+        text.clear();
+    }
+    text
+}
+
+/// Serves `GET /metrics` on `listener` until `stop`.
+pub async fn serve(listener: TcpListener, sources: Arc<Sources>, stop: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+        };
+        let sources = Arc::clone(&sources);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let sources = Arc::clone(&sources);
+                async move { Ok::<_, Infallible>(answer(&request, sources)) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(io, service);
+            tokio::select! {
+                () = stop.cancelled() => {}
+                _ = connection => {}
+            }
+        });
+    }
+}
+
+fn answer(request: &Request<Incoming>, sources: Arc<Sources>) -> Response<Full<Bytes>> {
+    let response = |status: StatusCode, content_type: &str, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        if let Ok(value) = content_type.parse() {
+            r.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+        }
+        r
+    };
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            render(sources),
+        ),
+        (&Method::GET, _) => response(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "cssmtp: try /metrics\n".into(),
+        ),
+        _ => response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        ),
+    }
+}
+
+/// Binds the metrics endpoint.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
