@@ -16,6 +16,8 @@
 //! | `drop-in-data` | the connection is closed after the text, before the reply |
 //!
 //! A reverse path whose local part starts with `reject` is refused at MAIL FROM (`550`).
+//! With [`SinkOptions::scripted`] off (`--accept-all`), every sender and recipient is
+//! accepted.
 //!
 //! Tests can also arm a [`Gate`]: the next mail to reach it is held there, its
 //! connection left waiting for a reply that never comes, so that a test can kill the
