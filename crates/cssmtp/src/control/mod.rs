@@ -380,15 +380,19 @@ impl Control {
         if task.flush.send(answer).is_err() {
             return Reply::error(format!("CSM5090E Spool task TKID={tkid} has ended"));
         }
-        match flushed.await {
-            Ok(n) => Reply::ok(
+        // A task holding a mail for SUSPEND,IMMEDIATE answers only after RESUME.
+        match tokio::time::timeout(Duration::from_secs(30), flushed).await {
+            Ok(Ok(n)) => Reply::ok(
                 vec![format!(
                     "CSM5010I FLUSHRETRY: {n} mail(s) of spool task {tkid} ({}) taken out of long retry",
                     task.file
                 )],
                 json!({ "tkid": tkid, "mails": n }),
             ),
-            Err(_) => Reply::error(format!("CSM5090E Spool task TKID={tkid} has ended")),
+            Ok(Err(_)) => Reply::error(format!("CSM5090E Spool task TKID={tkid} has ended")),
+            Err(_) => Reply::error(format!(
+                "CSM5090E Spool task TKID={tkid} did not answer within 30 seconds (is intake suspended IMMEDIATE?); the request stays queued"
+            )),
         }
     }
 

@@ -106,7 +106,7 @@ async fn display_targets_iplist_config_and_spool_match_what_happened() {
     let sink = sink(SinkOptions::default()).await;
     let down = closed_port();
     let env = Env::new(&format!(
-        "{}{}SMF119\n{{\n  Config\n  Connect\n  Mail\n  Spool\n}}\n",
+        "{}{}SMF119\n{{\n  Config\n  Connect\n  Mail\n  Spool\n  Stats\n}}\nStatsInterval 1\n",
         target(sink.addr, ""),
         target(down, "")
     ));
@@ -177,7 +177,7 @@ async fn display_targets_iplist_config_and_spool_match_what_happened() {
     let statements: Vec<String> =
         serde_json::from_value(config.data["statements"].clone()).unwrap();
     assert!(statements.contains(&"ExtWrtName TESTWTR".to_string()));
-    assert!(statements.contains(&"SMF119 { Config Connect Mail Spool }".to_string()));
+    assert!(statements.contains(&"SMF119 { Config Connect Mail Spool Stats }".to_string()));
 
     // Accounting: a spool record per file, a mail record per mail, with their counts.
     let records = accounting(&env);
@@ -197,8 +197,14 @@ async fn display_targets_iplist_config_and_spool_match_what_happened() {
         .unwrap();
     assert_eq!(three["rcpts_undeliverable"], 1);
     assert_eq!(three["disposition"], "deleted");
+    // A virtual minute later, a STATS record with the counters.
+    tokio::time::sleep(Duration::from_secs(61)).await;
     daemon.end().await;
     let records = accounting(&env);
+    let stats = records.iter().find(|r| r["type"] == "stats").unwrap();
+    assert_eq!(stats["subtype"], 52);
+    assert_eq!(stats["counters"]["mails_all_sent"], 2, "{stats:#?}");
+    assert_eq!(stats["counters"]["rcpts_delivered"], 3);
     assert!(
         records
             .iter()
@@ -235,6 +241,21 @@ async fn suspend_stops_intake_and_resume_restarts_it() {
     assert_eq!(env.files_in("").len(), 1);
     daemon.ok("RESUME").await;
     sink.wait_for(2).await;
+
+    // SUSPEND (IMMEDIATE) also holds mail of spool files in progress: a mail waiting
+    // in long retry is not tried again until RESUME.
+    env.submit("RETRYING", &one_mail(&["tempfail-once@example.com"]));
+    eventually(|| async { daemon.cmd("D,TAR").await.data["global"]["current_retry"] == 1 }).await;
+    daemon.ok("SUSPEND,IMMEDIATE").await;
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert_eq!(
+        sink.count(),
+        2,
+        "five RetryLimit intervals later, not tried again"
+    );
+    daemon.ok("RESUME").await;
+    sink.wait_for(3).await;
+    assert_eq!(sink.received()[2].rcpt_to, ["tempfail-once@example.com"]);
     daemon.end().await;
 }
 
