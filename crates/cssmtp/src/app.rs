@@ -473,14 +473,12 @@ async fn start_services(
             ),
         }
     }
+    // Checked once they exist (the dead-letter and mail directories appear when used).
     let directories = vec![
         config.writer_spool(),
         config.dead_letter_directory(),
         config.mail_directory(),
-    ]
-    .into_iter()
-    .filter(|d| d.exists())
-    .collect();
+    ];
     services.push(tokio::spawn(crate::monitor::run(
         Arc::clone(&control.tasks),
         directories,

@@ -616,6 +616,33 @@ impl Task {
         }
     }
 
+    /// Records recipients of a mail that are not final yet (`again`: retry, or extended
+    /// retry until the MailDirectory has the mail) and those that failed.
+    fn record_failures(
+        &self,
+        ordinal: u32,
+        attempts: u32,
+        again: Vec<usize>,
+        failed_at: &[usize],
+        failed: &[FailedRecipient],
+    ) {
+        let u = failed_at
+            .iter()
+            .zip(failed)
+            .map(|(&i, f)| failed_rcpt(i, f))
+            .collect();
+        self.record(|f| Record::Result {
+            f,
+            m: ordinal,
+            a: attempts,
+            d: Vec::new(),
+            x: Vec::new(),
+            retry: again,
+            u,
+            h: Vec::new(),
+        });
+    }
+
     /// Appends a record about this file to the journal (when there is one).
     fn record(&self, make: impl FnOnce(String) -> Record) {
         if let Some((journal, key)) = &self.checkpoint {
@@ -681,21 +708,7 @@ impl Task {
             }
             let attempts = state.attempts;
             flushed += 1;
-            let u = failed_at
-                .iter()
-                .zip(&failed)
-                .map(|(&i, f)| failed_rcpt(i, f))
-                .collect();
-            self.record(|f| Record::Result {
-                f,
-                m: ordinal,
-                a: attempts,
-                d: Vec::new(),
-                x: Vec::new(),
-                retry: again,
-                u,
-                h: Vec::new(),
-            });
+            self.record_failures(ordinal, attempts, again, &failed_at, &failed);
             for f in &failed {
                 self.undeliverable(ordinal, f);
             }
@@ -908,21 +921,7 @@ impl Task {
         }
         // Deliveries are recorded by the session, as soon as the server's reply is read.
         if !again.is_empty() || !failed.is_empty() {
-            let u = failed_at
-                .iter()
-                .zip(&failed)
-                .map(|(&i, f)| failed_rcpt(i, f))
-                .collect();
-            self.record(|f| Record::Result {
-                f,
-                m: ordinal,
-                a: attempts,
-                d: Vec::new(),
-                x: Vec::new(),
-                retry: again,
-                u,
-                h: Vec::new(),
-            });
+            self.record_failures(ordinal, attempts, again, &failed_at, &failed);
         }
         if delivered > 0 {
             tracing::info!(
