@@ -5,6 +5,7 @@
 //! end, so cssmtp never stops between the final "." and its reply.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustls::ClientConfig;
 use tokio::time::{Duration, sleep, sleep_until};
@@ -15,8 +16,6 @@ use super::outcome::{Failure, Problem, RcptResult, Stage};
 use super::router::{Choice, Router, Target};
 use super::session::{Session, SessionParams};
 use super::{MailJob, MailOutcome};
-use std::time::SystemTime;
-
 use crate::accounting::{self, Accounting, Kind};
 use crate::config::Timeouts;
 use crate::stats::Stats;
