@@ -147,7 +147,7 @@ impl Limiter {
                 Duration::from_secs_f64((1.0 - tokens) / rate)
             };
             tracing::debug!(
-                "Notification rate limit (NotifyLimit): waiting {} ms",
+                "CSM2115I Notification rate limit (NotifyLimit): waiting {} ms",
                 wait.as_millis()
             );
             tokio::time::sleep(wait).await;
