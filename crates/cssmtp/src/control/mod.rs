@@ -380,7 +380,6 @@ impl Control {
         if task.flush.send(answer).is_err() {
             return Reply::error(format!("CSM5090E Spool task TKID={tkid} has ended"));
         }
-        // A task holding a mail for SUSPEND,IMMEDIATE answers only after RESUME.
         match tokio::time::timeout(Duration::from_secs(30), flushed).await {
             Ok(Ok(n)) => Reply::ok(
                 vec![format!(
@@ -391,7 +390,7 @@ impl Control {
             ),
             Ok(Err(_)) => Reply::error(format!("CSM5090E Spool task TKID={tkid} has ended")),
             Err(_) => Reply::error(format!(
-                "CSM5090E Spool task TKID={tkid} did not answer within 30 seconds (is intake suspended IMMEDIATE?); the request stays queued"
+                "CSM5090E Spool task TKID={tkid} did not answer within 30 seconds; the request stays queued"
             )),
         }
     }

@@ -222,6 +222,8 @@ struct Task {
     /// What DISPLAY SPOOLSTATUS shows of this task.
     status: Arc<TaskStatus>,
     suspend: watch::Receiver<Suspend>,
+    /// Mails held back by SUSPEND,IMMEDIATE, sent on RESUME.
+    parked: BTreeSet<u32>,
 }
 
 /// Processes one claimed spool file (at `path`, in `active/`).
@@ -330,7 +332,9 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         config,
         status,
         suspend: shared.suspend.clone(),
+        parked: BTreeSet::new(),
     };
+    let mut resumed = shared.suspend.clone();
     let max_pending = shared.max_pending_mails();
     let stop = shared.stop.clone();
     let mut summary: Option<Summary> = None;
@@ -352,6 +356,12 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
             Some(answer) = flush_requests.recv() => {
                 let flushed = task.flush_retry().await;
                 let _ = answer.send(flushed);
+            }
+            Ok(()) = resumed.changed(), if !task.parked.is_empty() => {
+                let now = *resumed.borrow_and_update();
+                if now != Suspend::Immediate && !task.release_parked(&stop).await {
+                    return task.report;
+                }
             }
             Some(done) = task.returns.join_next(), if !task.returns.is_empty() => {
                 if let Ok((mail, returned)) = done {
@@ -733,14 +743,24 @@ impl Task {
         flushed
     }
 
+    /// RESUME: the mails SUSPEND,IMMEDIATE held back go out; false when cssmtp is
+    /// stopping.
+    async fn release_parked(&mut self, stop: &CancellationToken) -> bool {
+        for ordinal in std::mem::take(&mut self.parked) {
+            if !self.dispatch(ordinal, stop).await {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Queues the pending recipients of a mail; false when cssmtp is stopping.
     async fn dispatch(&mut self, ordinal: u32, stop: &CancellationToken) -> bool {
-        // SUSPEND,IMMEDIATE: no new mail goes out until RESUME.
-        while *self.suspend.borrow() == Suspend::Immediate {
-            tokio::select! {
-                () = stop.cancelled() => return false,
-                changed = self.suspend.changed() => if changed.is_err() { break },
-            }
+        // SUSPEND,IMMEDIATE: no new mail goes out until RESUME; the task goes on
+        // with everything else (results, FLUSHRETRY, returns).
+        if *self.suspend.borrow() == Suspend::Immediate {
+            self.parked.insert(ordinal);
+            return true;
         }
         let Some(state) = self.mails.get_mut(&ordinal) else {
             return true;

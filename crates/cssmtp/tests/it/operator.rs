@@ -253,6 +253,11 @@ async fn suspend_stops_intake_and_resume_restarts_it() {
         2,
         "five RetryLimit intervals later, not tried again"
     );
+    // The task holding it still answers (it is not blocked waiting for RESUME).
+    let tkid = daemon.ok("D,SP").await.data["tasks"][0]["tkid"]
+        .as_u64()
+        .unwrap();
+    daemon.ok(&format!("FLUSHRETRY,TKID={tkid}")).await;
     daemon.ok("RESUME").await;
     sink.wait_for(3).await;
     assert_eq!(sink.received()[2].rcpt_to, ["tempfail-once@example.com"]);
