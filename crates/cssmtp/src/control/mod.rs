@@ -200,7 +200,10 @@ impl Control {
         let extended = self.extended_current.load(Ordering::Relaxed);
         let mut lines = vec![
             "CSM5001I DISPLAY TARGETS".to_owned(),
-            "GLOBAL INFORMATION (since start):".to_owned(),
+            format!(
+                "GLOBAL INFORMATION (since start, {}):",
+                accounting::time(self.started)
+            ),
             format!(
                 "  MAIL SENT: {:<10} TOTAL RETRY: {:<10} CURRENT RETRY: {}",
                 s.mails_all_sent, s.mails_total_retry, current_retry
@@ -274,6 +277,7 @@ impl Control {
         Reply::ok(
             lines,
             json!({
+                "started": accounting::time(self.started),
                 "global": {
                     "mail_sent": s.mails_all_sent,
                     "total_retry": s.mails_total_retry,
