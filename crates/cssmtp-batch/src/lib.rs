@@ -30,6 +30,7 @@ pub mod data;
 pub mod error;
 pub mod parser;
 pub mod record;
+pub mod write;
 
 pub use data::{DataSpan, render_lines};
 pub use error::{ErrorKind, SyntaxError};

@@ -9,10 +9,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::{Accounting, AccountingWriter, Kind};
+use crate::config::Config;
 use crate::config::LiveConfig;
-use crate::config::{Config, TargetHost, Targets};
 use crate::control::Control;
-use crate::delivery::resolve::{build_resolver, resolve};
+use crate::delivery::resolve::{resolve, resolver_for};
 use crate::delivery::router::Router;
 use crate::delivery::tls;
 use crate::delivery::worker::{self, DeliveryContext};
@@ -128,15 +128,8 @@ pub async fn run(
     if skipped > 0 {
         tracing::warn!("CSM1020W {skipped} system CA certificate(s) could not be loaded");
     }
-    let needs_resolver = match &config.targets {
-        Targets::Mx(_) => true,
-        Targets::Hosts(hosts) => hosts.iter().any(|h| matches!(h.host, TargetHost::Name(_))),
-    };
-    let resolver = if needs_resolver {
-        Some(build_resolver(&config.name_servers).map_err(anyhow::Error::msg)?)
-    } else {
-        None
-    };
+    let resolver =
+        resolver_for(&config.targets, &config.name_servers).map_err(anyhow::Error::msg)?;
     let (resolved, warnings) = resolve(&config.targets, resolver.as_ref()).await;
     for w in &warnings {
         tracing::warn!("CSM1021W {w}");
@@ -449,7 +442,7 @@ async fn start_services(
         ),
     }
     if let Some(addr) = config.metrics_listen {
-        match crate::metrics::bind(addr).await {
+        match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
                 let local = listener
                     .local_addr()

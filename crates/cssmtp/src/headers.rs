@@ -116,6 +116,29 @@ pub fn build(
     out.into_bytes()
 }
 
+/// The value of the first header field `name` in a header block, unfolded.
+pub fn header_value(header: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(header);
+    let mut lines = text.split("\r\n").peekable();
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            break;
+        }
+        if let Some((field, value)) = line.split_once(':')
+            && field.trim().eq_ignore_ascii_case(name)
+        {
+            let mut value = value.trim().to_owned();
+            while let Some(next) = lines.peek().filter(|l| l.starts_with([' ', '\t'])) {
+                value.push(' ');
+                value.push_str(next.trim());
+                lines.next();
+            }
+            return Some(value);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,6 @@
 //! never a recipient or a spool file.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -308,12 +307,4 @@ fn answer(request: &Request<Incoming>, sources: Arc<Sources>) -> Response<Full<B
             "GET only\n".into(),
         ),
     }
-}
-
-/// Binds the metrics endpoint.
-///
-/// # Errors
-/// The address cannot be bound.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

@@ -114,25 +114,7 @@ impl Received {
 
     /// The value of the first header field `name` (case-insensitive), unfolded.
     pub fn header(&self, name: &str) -> Option<String> {
-        let text = self.text();
-        let mut lines = text.split("\r\n").peekable();
-        while let Some(line) = lines.next() {
-            if line.is_empty() {
-                break;
-            }
-            if let Some((field, value)) = line.split_once(':')
-                && field.eq_ignore_ascii_case(name)
-            {
-                let mut value = value.trim().to_owned();
-                while let Some(next) = lines.peek().filter(|l| l.starts_with([' ', '\t'])) {
-                    value.push(' ');
-                    value.push_str(next.trim());
-                    lines.next();
-                }
-                return Some(value);
-            }
-        }
-        None
+        crate::headers::header_value(&self.data, name)
     }
 }
 
@@ -591,24 +573,12 @@ fn lenient_end(buf: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
             if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
                 after += 1;
             }
-            let data = unstuff(buf.get(..i).unwrap_or_default());
+            let data = cssmtp_wire::data::dot_unstuff(buf.get(..i).unwrap_or_default());
             return Some((data, buf.get(after..).unwrap_or_default().to_vec()));
         }
         i += 1;
     }
     None
-}
-
-fn unstuff(text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
-    let mut line_start = true;
-    for &b in text {
-        if !(line_start && b == b'.') {
-            out.push(b);
-        }
-        line_start = b == b'\n';
-    }
-    out
 }
 
 fn has_bare_line_end(data: &[u8]) -> bool {

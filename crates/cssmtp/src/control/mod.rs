@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 pub use command::{Command, parse};
 
 use crate::accounting::{self, Accounting, Kind};
-use crate::config::{self, Config, LiveConfig, LoadError, Severity, Targets, running};
-use crate::delivery::resolve::{Resolved, build_resolver, resolve};
+use crate::config::{self, Config, LiveConfig, LoadError, Severity, running};
+use crate::delivery::resolve::{Resolved, resolve, resolver_for};
 use crate::delivery::router::Router;
 use crate::logging;
 use crate::spool::status::{Suspend, TaskRegistry};
@@ -516,17 +516,7 @@ impl Control {
 
     /// Resolves the targets of `config`; an error when none resolves.
     async fn resolve_targets(&self, config: &Config) -> Result<Vec<Resolved>, String> {
-        let needs_resolver = match &config.targets {
-            Targets::Mx(_) => true,
-            Targets::Hosts(hosts) => hosts
-                .iter()
-                .any(|h| matches!(h.host, config::TargetHost::Name(_))),
-        };
-        let resolver = if needs_resolver {
-            Some(build_resolver(&config.name_servers)?)
-        } else {
-            None
-        };
+        let resolver = resolver_for(&config.targets, &config.name_servers)?;
         let (resolved, warnings) = resolve(&config.targets, resolver.as_ref()).await;
         for w in &warnings {
             tracing::warn!("CSM1021W {w}");

@@ -60,6 +60,26 @@ pub fn build_resolver(name_servers: &[SocketAddr]) -> Result<TokioResolver, Stri
     .map_err(|e| e.to_string())
 }
 
+/// A resolver when `targets` need one (TargetName or TargetMx): `name_servers`, or the
+/// system's.
+///
+/// # Errors
+/// A message when the system configuration cannot be read.
+pub fn resolver_for(
+    targets: &Targets,
+    name_servers: &[SocketAddr],
+) -> Result<Option<TokioResolver>, String> {
+    let needs_resolver = match targets {
+        Targets::Mx(_) => true,
+        Targets::Hosts(hosts) => hosts.iter().any(|h| matches!(h.host, TargetHost::Name(_))),
+    };
+    if needs_resolver {
+        build_resolver(name_servers).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Resolves the configured targets. Returns the addresses (at most four, no duplicates)
 /// and warnings for the operator.
 pub async fn resolve(

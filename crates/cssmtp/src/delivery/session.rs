@@ -21,7 +21,7 @@ use super::MailJob;
 use super::body::Body;
 use super::outcome::{Failure, Problem, RcptResult, Stage};
 use crate::config::Timeouts;
-use crate::journal::Record;
+use crate::journal::{Outcome, Record};
 use crate::net::Conn;
 
 /// Text is sent to the socket in writes of about this size.
@@ -94,10 +94,6 @@ impl Session {
         }
         session.hello(params).await?;
         Ok(session)
-    }
-
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
     }
 
     pub fn is_tls(&self) -> bool {
@@ -297,34 +293,37 @@ impl Session {
             return self.abandon(false, params).await;
         }
         // The checkpoint: these recipients may get the mail once the final "." goes.
-        let sent = job.checkpoint.as_ref().and_then(|c| {
+        let checkpoint = job
+            .checkpoint
+            .as_ref()
+            .map(|c| (c, global_indexes(job, &accepted)));
+        let sent = checkpoint.as_ref().and_then(|(c, r)| {
             c.journal.append_before_dot(&Record::Sent {
                 f: c.file.to_string(),
                 m: c.mail,
-                r: global_indexes(job, &accepted),
+                r: r.clone(),
             })
         });
         let replied = match self.send_text(job, t, sent).await {
             Ok(()) => self.read_reply(Stage::DataTerm, t.data_term).await,
             Err(failure) => Err(failure),
         };
-        if let Some(c) = &job.checkpoint {
+        if let Some((c, r)) = checkpoint {
             // No longer in doubt: delivered, or to be sent again (as any mail whose
             // reply never came, RFC 5321 6.1). Written before this connection's next
             // `sent`: one mail per connection is ever in doubt.
             let (d, retry) = match &replied {
-                Ok(reply) if reply.is_positive() => (global_indexes(job, &accepted), Vec::new()),
-                _ => (Vec::new(), global_indexes(job, &accepted)),
+                Ok(reply) if reply.is_positive() => (r, Vec::new()),
+                _ => (Vec::new(), r),
             };
             c.journal.append(&Record::Result {
                 f: c.file.to_string(),
                 m: c.mail,
-                a: 0,
-                d,
-                x: Vec::new(),
-                retry,
-                u: Vec::new(),
-                h: Vec::new(),
+                o: Outcome {
+                    d,
+                    retry,
+                    ..Outcome::default()
+                },
             });
         }
         let final_reply = replied?;

@@ -37,7 +37,7 @@
 pub mod record;
 mod store;
 
-pub use record::{FailedRcpt, Record};
+pub use record::{FailedRcpt, Outcome, Record};
 pub use store::{Journal, JournalOptions, JournalWriter, Recovered, SYNC_INTERVAL};
 
 /// The journal is rewritten (finished files dropped) when it grows past this size.
@@ -69,8 +69,6 @@ pub struct MailCheckpoint {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileCheckpoint {
     pub mails: HashMap<u32, MailCheckpoint>,
-    /// Every recipient was final; what became of the file.
-    pub done: Option<String>,
 }
 
 impl FileCheckpoint {
@@ -87,12 +85,15 @@ impl FileCheckpoint {
             }
             Record::Result {
                 m,
-                a,
-                d,
-                x,
-                retry,
-                u,
-                h,
+                o:
+                    Outcome {
+                        a,
+                        d,
+                        x,
+                        retry,
+                        u,
+                        h,
+                    },
                 ..
             } => {
                 let mail = self.mails.entry(*m).or_default();
@@ -110,9 +111,11 @@ impl FileCheckpoint {
             }
             Record::Returned { m, .. } => self.mails.entry(*m).or_default().returned = true,
             Record::Start { .. } => {}
-            // Held files come back only when released: afresh.
+            // Held files come back only when released: afresh. (`deleted` and `removed`
+            // only make what came before durable: the records say every recipient is
+            // final.)
             Record::Done { disp, .. } if disp == "held" => *self = Self::default(),
-            Record::Done { disp, .. } => self.done = Some(disp.clone()),
+            Record::Done { .. } => {}
         }
     }
 }
@@ -133,12 +136,12 @@ mod tests {
         file.apply(&Record::Result {
             f: f(),
             m: 1,
-            a: 0,
-            d: vec![0],
-            x: vec![],
-            retry: vec![1],
-            u: vec![],
-            h: Vec::new(),
+            o: Outcome {
+                a: 0,
+                d: vec![0],
+                retry: vec![1],
+                ..Outcome::default()
+            },
         });
         let mail = &file.mails[&1];
         assert_eq!(
@@ -158,12 +161,11 @@ mod tests {
         file.apply(&Record::Result {
             f: f(),
             m: 1,
-            a: 0,
-            d: vec![],
-            x: vec![],
-            retry: vec![],
-            u: vec![],
-            h: vec![1],
+            o: Outcome {
+                a: 0,
+                h: vec![1],
+                ..Outcome::default()
+            },
         });
         assert!(file.mails[&1].in_doubt.is_empty());
         assert_eq!(file.mails[&1].held, [1].into());

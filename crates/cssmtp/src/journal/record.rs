@@ -23,6 +23,29 @@ pub struct FailedRcpt {
     pub reason: String,
 }
 
+/// What a `result` record says of a mail's recipients (its fields are written into the
+/// record's line, and those left empty are left out).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Attempts so far.
+    pub a: u32,
+    /// Delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub d: Vec<usize>,
+    /// In extended retry (the MailDirectory has the mail).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub x: Vec<usize>,
+    /// To be tried again (not final, not in doubt).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry: Vec<usize>,
+    /// Failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub u: Vec<FailedRcpt>,
+    /// Possibly delivered before a restart and held for the operator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub h: Vec<usize>,
+}
+
 /// What happened. `f` is the spool file key (`<name>@<inode>`), `m` the mail's number in
 /// it, recipient numbers are indexes among the mail's recipients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,23 +55,12 @@ pub enum Record {
     Start { boot: String },
     /// About to send the final "." for these accepted recipients (written durably first).
     Sent { f: String, m: u32, r: Vec<usize> },
-    /// The results of one attempt: delivered, handed to extended retry, to be retried,
-    /// failed (or held). `a` counts attempts so far.
+    /// The results of one attempt (or of the operator's FLUSHRETRY).
     Result {
         f: String,
         m: u32,
-        a: u32,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        d: Vec<usize>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        x: Vec<usize>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        retry: Vec<usize>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        u: Vec<FailedRcpt>,
-        /// Possibly delivered before a restart and held for the operator.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        h: Vec<usize>,
+        #[serde(flatten)]
+        o: Outcome,
     },
     /// The mail's undeliverable recipients were returned (notification or dead letter).
     Returned { f: String, m: u32 },
@@ -128,18 +140,20 @@ mod tests {
         let record = Record::Result {
             f: "PAYROLL.J1.x@42".into(),
             m: 3,
-            a: 2,
-            d: vec![0, 2],
-            x: vec![],
-            retry: vec![1],
-            u: vec![FailedRcpt {
-                i: 3,
-                status: "5.1.1".into(),
-                diagnostic: Some("550 5.1.1 no".into()),
-                remote: None,
-                reason: "550 ...".into(),
-            }],
-            h: vec![4],
+            o: Outcome {
+                a: 2,
+                d: vec![0, 2],
+                retry: vec![1],
+                u: vec![FailedRcpt {
+                    i: 3,
+                    status: "5.1.1".into(),
+                    diagnostic: Some("550 5.1.1 no".into()),
+                    remote: None,
+                    reason: "550 ...".into(),
+                }],
+                h: vec![4],
+                ..Outcome::default()
+            },
         };
         let line = encode(&record);
         assert!(line.ends_with(b"\n"));

@@ -109,15 +109,11 @@ impl Journal {
         }
         let lock = lock(path)?;
         let boot = boot_id();
-        let mut recovered = Recovered::default();
-        if options.cold {
-            if path.exists() {
-                std::fs::remove_file(path)?;
-            }
+        let (recovered, mut kept) = if options.cold {
+            (Recovered::default(), Vec::new())
         } else {
-            recovered = recover(path, live, &boot)?;
-        }
-        let mut kept = compacted(path, |key| live.contains(key))?;
+            recover(path, live, &boot)?
+        };
         // Which boot of the system wrote what follows.
         kept.extend(record::encode(&Record::Start { boot: boot.clone() }));
         crate::durable::replace(path, &kept, 0o640)?;
@@ -177,7 +173,7 @@ impl Journal {
     }
 
     /// Resolves once everything appended before the call is synced (or the journal
-    /// failed: see [`Journal::is_failing`]).
+    /// failed, which it has said: CSM2303E).
     pub fn sync(&self) -> oneshot::Receiver<()> {
         let (ack, done) = oneshot::channel();
         let _ = self.inner.requests.send(Request::Sync(ack));
@@ -203,11 +199,6 @@ impl Journal {
         if let Ok(mut forgotten) = self.inner.forgotten.lock() {
             forgotten.insert(file.to_owned());
         }
-    }
-
-    /// True once a write or sync failed (warm-restart guarantees are then lost).
-    pub fn is_failing(&self) -> bool {
-        self.inner.failed.load(Ordering::Relaxed)
     }
 }
 
@@ -361,10 +352,11 @@ fn each_line(path: &Path, mut each: impl FnMut(&[u8])) -> io::Result<()> {
     }
 }
 
-/// Reads the journal, keeping what concerns `live` files; damaged lines are counted and
-/// skipped.
-fn recover(path: &Path, live: &HashSet<String>, boot: &str) -> io::Result<Recovered> {
+/// Reads the journal in one pass: what it knows of `live` files (damaged lines are
+/// counted and skipped), and those files' intact records as lines, for the rewrite.
+fn recover(path: &Path, live: &HashSet<String>, boot: &str) -> io::Result<(Recovered, Vec<u8>)> {
     let mut recovered = Recovered::default();
+    let mut kept = Vec::new();
     let mut last_boot = None;
     each_line(path, |line| match record::decode(line) {
         Ok(Record::Start { boot }) => last_boot = Some(boot),
@@ -376,12 +368,14 @@ fn recover(path: &Path, live: &HashSet<String>, boot: &str) -> io::Result<Recove
                     .entry(rec.file().to_owned())
                     .or_default()
                     .apply(&rec);
+                kept.extend_from_slice(line);
+                kept.push(b'\n');
             }
         }
         Err(Bad::Checksum | Bad::Format) => recovered.damaged += 1,
     })?;
     recovered.system_restarted = last_boot.is_some_and(|b| b != boot);
-    Ok(recovered)
+    Ok((recovered, kept))
 }
 
 /// The intact records of the files `keep` says to keep, as lines.
@@ -402,6 +396,7 @@ fn compacted(path: &Path, keep: impl Fn(&str) -> bool) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::Outcome;
 
     fn sent(f: &str, m: u32, r: Vec<usize>) -> Record {
         Record::Sent { f: f.into(), m, r }
@@ -424,12 +419,11 @@ mod tests {
             journal.append(&Record::Result {
                 f: "a@1".into(),
                 m: 1,
-                a: 1,
-                d: vec![0],
-                x: vec![],
-                retry: vec![],
-                u: vec![],
-                h: Vec::new(),
+                o: Outcome {
+                    a: 1,
+                    d: vec![0],
+                    ..Outcome::default()
+                },
             });
             journal.append(&sent("a@1", 2, vec![0]));
             journal.append(&sent("b@2", 1, vec![0]));

@@ -73,16 +73,7 @@ pub fn batch_file(
     for note in notes {
         out.extend_from_slice(format!("NOOP {}\r\n", one_line(note, 480)).as_bytes());
     }
-    out.extend_from_slice(format!("EHLO {host}\r\nMAIL FROM:<{from}>\r\n").as_bytes());
-    for rcpt in to {
-        out.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
-    }
-    out.extend_from_slice(b"DATA\r\n");
-    out.extend_from_slice(text);
-    if !text.is_empty() && !text.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\nQUIT\r\n");
+    cssmtp_batch::write::transaction(&mut out, host, false, from, to, text);
     out
 }
 

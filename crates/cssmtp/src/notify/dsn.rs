@@ -26,29 +26,6 @@ pub enum Returned<'a> {
     Full(&'a [u8]),
 }
 
-/// The value of the first header field `name` in a header block, unfolded.
-pub fn header_value(header: &[u8], name: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(header);
-    let mut lines = text.split("\r\n").peekable();
-    while let Some(line) = lines.next() {
-        if line.is_empty() {
-            break;
-        }
-        if let Some((field, value)) = line.split_once(':')
-            && field.trim().eq_ignore_ascii_case(name)
-        {
-            let mut value = value.trim().to_owned();
-            while let Some(next) = lines.peek().filter(|l| l.starts_with([' ', '\t'])) {
-                value.push(' ');
-                value.push_str(next.trim());
-                lines.next();
-            }
-            return Some(value);
-        }
-    }
-    None
-}
-
 /// `dns; [192.0.2.1]` for a target written `192.0.2.1:25`.
 fn remote_mta(target: &str) -> String {
     let host = match target.rsplit_once(':') {
@@ -75,7 +52,7 @@ pub fn notification(
         Returned::Headers(h) => h,
         Returned::Full(m) => m,
     };
-    let subject = header_value(header, "Subject").map(|s| one_line(&s, 120));
+    let subject = crate::headers::header_value(header, "Subject").map(|s| one_line(&s, 120));
     let mut human = format!(
         "This is the cssmtp mail forwarder at {host}.\r\n\r\n\
          Your mail could not be delivered to {which}:\r\n\r\n",

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ExtendedRetry};
 use crate::delivery::{Failure, MailJob, MailKey, MailText, RcptResult, SpoolText};
-use crate::notify::{FailedRecipient, MailOrigin, Notifier, Original, one_line};
+use crate::notify::{FailedRecipient, MailOrigin, Notifier, Original};
 use crate::spool::intake::Mode;
 use crate::spool::name::JobIdentity;
 use crate::stats::Stats;
@@ -74,8 +74,7 @@ pub fn mail_file(
     let lines: Vec<String> = meta.rcpt_lines.iter().map(u32::to_string).collect();
     let mut out = format!(
         "NOOP cssmtp-extended-retry v1 spool-file={} job={} jobid={} mail={} line={} first-attempt={} rcpt-lines={}\r\n\
-         NOOP mail {} of spool file {} in extended retry; re-send with 'cssmtp submit' if needed\r\n\
-         EHLO {host}\r\n",
+         NOOP mail {} of spool file {} in extended retry; re-send with 'cssmtp submit' if needed\r\n",
         meta.spool_file,
         meta.job_name,
         meta.job_id,
@@ -87,16 +86,7 @@ pub fn mail_file(
         meta.spool_file,
     )
     .into_bytes();
-    if needs_tls {
-        out.extend_from_slice(b"STARTTLS\r\n");
-    }
-    out.extend_from_slice(format!("MAIL FROM:<{reverse_path}>\r\n").as_bytes());
-    for rcpt in rcpts {
-        out.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
-    }
-    out.extend_from_slice(b"DATA\r\n");
-    out.extend_from_slice(text);
-    out.extend_from_slice(b".\r\nQUIT\r\n");
+    cssmtp_batch::write::transaction(&mut out, host, needs_tls, reverse_path, rcpts, text);
     out
 }
 
@@ -578,17 +568,6 @@ pub fn store(
         let _ = file.set_modified(crate::clock::now());
     }
     Ok(path)
-}
-
-/// A one-line summary for logs.
-pub fn describe(meta: &Meta) -> String {
-    one_line(
-        &format!(
-            "mail {} of {} (job {} {})",
-            meta.mail, meta.spool_file, meta.job_name, meta.job_id
-        ),
-        300,
-    )
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use crate::accounting::{self, Accounting, Kind};
 use crate::config::{BadSpoolDisp, Config, LiveConfig, PossiblyDelivered, ReturnContent};
 use crate::delivery::{Checkpoint, MailJob, MailKey, MailOutcome, MailText, RcptResult, SpoolText};
 use crate::headers::{self, MailFacts, Origin};
-use crate::journal::{self, FailedRcpt, FileCheckpoint, Journal, MailCheckpoint, Record};
+use crate::journal::{self, FailedRcpt, FileCheckpoint, Journal, MailCheckpoint, Outcome, Record};
 use crate::notify::{
     FailedRecipient, MailOrigin, Notifier, Original, Returned, deadletter, report,
 };
@@ -603,12 +603,11 @@ impl Task {
                 self.record(|f| Record::Result {
                     f,
                     m: ordinal,
-                    a,
-                    d: Vec::new(),
-                    x: Vec::new(),
-                    retry: Vec::new(),
-                    u: Vec::new(),
-                    h,
+                    o: Outcome {
+                        a,
+                        h,
+                        ..Outcome::default()
+                    },
                 });
             }
             Err(e) => {
@@ -624,33 +623,6 @@ impl Task {
                 }
             }
         }
-    }
-
-    /// Records recipients of a mail that are not final yet (`again`: retry, or extended
-    /// retry until the MailDirectory has the mail) and those that failed.
-    fn record_failures(
-        &self,
-        ordinal: u32,
-        attempts: u32,
-        again: Vec<usize>,
-        failed_at: &[usize],
-        failed: &[FailedRecipient],
-    ) {
-        let u = failed_at
-            .iter()
-            .zip(failed)
-            .map(|(&i, f)| failed_rcpt(i, f))
-            .collect();
-        self.record(|f| Record::Result {
-            f,
-            m: ordinal,
-            a: attempts,
-            d: Vec::new(),
-            x: Vec::new(),
-            retry: again,
-            u,
-            h: Vec::new(),
-        });
     }
 
     /// Appends a record about this file to the journal (when there is one).
@@ -718,16 +690,8 @@ impl Task {
             }
             let attempts = state.attempts;
             flushed += 1;
-            self.record_failures(ordinal, attempts, again, &failed_at, &failed);
-            for f in &failed {
-                self.undeliverable(ordinal, f);
-            }
-            if let Some(state) = self.mails.get_mut(&ordinal) {
-                state.failed.extend(failed);
-                if state.is_final() {
-                    self.complete(ordinal).await;
-                }
-            }
+            self.conclude(ordinal, attempts, again, &failed_at, failed)
+                .await;
         }
         tracing::info!(
             tkid = self.tkid,
@@ -939,10 +903,6 @@ impl Task {
                 self.shared.stats.mail_into_retry();
             }
         }
-        // Deliveries are recorded by the session, as soon as the server's reply is read.
-        if !again.is_empty() || !failed.is_empty() {
-            self.record_failures(ordinal, attempts, again, &failed_at, &failed);
-        }
         if delivered > 0 {
             tracing::info!(
                 tkid = self.tkid,
@@ -951,6 +911,39 @@ impl Task {
                 target.unwrap_or_default(),
                 final_reply.map(|r| r.to_string()).unwrap_or_default()
             );
+        }
+        // Deliveries are recorded by the session, as soon as the server's reply is read.
+        self.conclude(ordinal, attempts, again, &failed_at, failed)
+            .await;
+    }
+
+    /// After an attempt (or FLUSHRETRY): records the recipients of a mail not final yet
+    /// (`again`) and those that failed, counts and lists the failed ones, and completes
+    /// the mail when every recipient is final.
+    async fn conclude(
+        &mut self,
+        ordinal: u32,
+        attempts: u32,
+        again: Vec<usize>,
+        failed_at: &[usize],
+        failed: Vec<FailedRecipient>,
+    ) {
+        if !again.is_empty() || !failed.is_empty() {
+            let u = failed_at
+                .iter()
+                .zip(&failed)
+                .map(|(&i, f)| failed_rcpt(i, f))
+                .collect();
+            self.record(|f| Record::Result {
+                f,
+                m: ordinal,
+                o: Outcome {
+                    a: attempts,
+                    retry: again,
+                    u,
+                    ..Outcome::default()
+                },
+            });
         }
         for f in &failed {
             self.undeliverable(ordinal, f);
@@ -1041,12 +1034,11 @@ impl Task {
             self.record(|f| Record::Result {
                 f,
                 m: ordinal,
-                a,
-                d: Vec::new(),
-                x: Vec::new(),
-                retry: Vec::new(),
-                u,
-                h: Vec::new(),
+                o: Outcome {
+                    a,
+                    u,
+                    ..Outcome::default()
+                },
             });
         } else if kept.is_some() {
             // The MailDirectory has it (durably) now. A crash just before this record
@@ -1055,12 +1047,11 @@ impl Task {
             self.record(|f| Record::Result {
                 f,
                 m: ordinal,
-                a,
-                d: Vec::new(),
-                x: extended,
-                retry: Vec::new(),
-                u: Vec::new(),
-                h: Vec::new(),
+                o: Outcome {
+                    a,
+                    x: extended,
+                    ..Outcome::default()
+                },
             });
         }
         if state.failed.is_empty() || state.returned || self.config.options.test_mode {

@@ -4,18 +4,8 @@ use std::process::Stdio;
 
 use cssmtp::sink::SinkOptions;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 
-use crate::support::{Env, mail, sink, target, text_with_ids};
-
-fn cssmtp() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cssmtp"));
-    command
-        .env_remove("CSSMTP_CONFIG")
-        .env_remove("CSSMTP_LOG")
-        .kill_on_drop(true);
-    command
-}
+use crate::support::{Env, cssmtp, mail, sink, target, text_with_ids};
 
 #[tokio::test]
 async fn check_prints_every_error_with_its_line() {

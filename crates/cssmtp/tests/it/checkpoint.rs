@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
 
-use cssmtp::journal::{self, Journal, JournalOptions, Record};
+use cssmtp::journal::{self, Journal, JournalOptions, Outcome, Record};
 use cssmtp::sink::{Gate, Sink, SinkOptions};
 use cssmtp::spool::submit::{JobInfo, submit};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::task::JoinHandle;
 
-use crate::support::{Env, mail, sink, target};
+use crate::support::{Env, cssmtp, mail, sink, target};
 
 /// MaxConnections of the crash test: at most this many mails are in doubt per crash.
 const CONNECTIONS: usize = 4;
@@ -26,16 +26,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(env: &Env, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cssmtp"))
+        let mut child = cssmtp()
             .arg("-q")
             .arg("run")
             .arg("-c")
             .arg(&env.config_path)
             .args(extra)
-            .env_remove("CSSMTP_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -446,12 +444,11 @@ async fn crashed_mid_data(env: &Env) -> String {
             Record::Result {
                 f: key.clone(),
                 m: 1,
-                a: 0,
-                d: vec![0],
-                x: vec![],
-                retry: vec![],
-                u: vec![],
-                h: Vec::new(),
+                o: Outcome {
+                    a: 0,
+                    d: vec![0],
+                    ..Outcome::default()
+                },
             },
             Record::Sent {
                 f: key.clone(),
@@ -461,12 +458,11 @@ async fn crashed_mid_data(env: &Env) -> String {
             Record::Result {
                 f: key.clone(),
                 m: 2,
-                a: 0,
-                d: vec![0],
-                x: vec![],
-                retry: vec![],
-                u: vec![],
-                h: Vec::new(),
+                o: Outcome {
+                    a: 0,
+                    d: vec![0],
+                    ..Outcome::default()
+                },
             },
             Record::Sent {
                 f: key.clone(),
@@ -596,22 +592,22 @@ async fn final_recipients_and_retry_counts_survive_a_restart() {
             Record::Result {
                 f: key.clone(),
                 m: 1,
-                a: 1,
-                d: vec![0],
-                x: vec![],
-                retry: vec![2],
-                u: vec![failed],
-                h: Vec::new(),
+                o: Outcome {
+                    a: 1,
+                    d: vec![0],
+                    retry: vec![2],
+                    u: vec![failed],
+                    ..Outcome::default()
+                },
             },
             Record::Result {
                 f: key.clone(),
                 m: 1,
-                a: 1,
-                d: vec![],
-                x: vec![2],
-                retry: vec![],
-                u: vec![],
-                h: Vec::new(),
+                o: Outcome {
+                    a: 1,
+                    x: vec![2],
+                    ..Outcome::default()
+                },
             },
             Record::Returned {
                 f: key.clone(),
@@ -620,12 +616,11 @@ async fn final_recipients_and_retry_counts_survive_a_restart() {
             Record::Result {
                 f: key.clone(),
                 m: 2,
-                a: 1,
-                d: vec![],
-                x: vec![],
-                retry: vec![0],
-                u: vec![],
-                h: Vec::new(),
+                o: Outcome {
+                    a: 1,
+                    retry: vec![0],
+                    ..Outcome::default()
+                },
             },
         ],
     )

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Env, closed_port, mail, notifications, sink, target, text_with_ids};
+use crate::support::{Env, closed_port, cssmtp, mail, notifications, sink, target, text_with_ids};
 
 /// A daemon running in this runtime.
 struct Daemon {
@@ -570,19 +570,10 @@ async fn the_metrics_endpoint_matches_display_targets() {
 async fn cssmtp_modify_and_sighup_on_the_real_binary() {
     use std::process::Stdio;
     use tokio::io::AsyncBufReadExt;
-    use tokio::process::Command;
 
     let first = sink(SinkOptions::default()).await;
     let second = sink(SinkOptions::default()).await;
     let env = Env::new(&target(first.addr, ""));
-    let cssmtp = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cssmtp"));
-        c.env_remove("CSSMTP_CONFIG")
-            .env_remove("CSSMTP_LOG")
-            .env_remove("JOURNAL_STREAM")
-            .kill_on_drop(true);
-        c
-    };
     let mut daemon = cssmtp()
         .args(["run", "-c"])
         .arg(&env.config_path)

@@ -219,3 +219,15 @@ pub fn notifications(sink: &cssmtp::sink::Sink) -> Vec<cssmtp::sink::Received> {
         .filter(|m| m.mail_from.is_empty())
         .collect()
 }
+
+/// The real `cssmtp` executable, with none of the caller's cssmtp environment (config
+/// path, log filter, systemd journal stream); killed if the test drops it.
+pub fn cssmtp() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cssmtp"));
+    command
+        .env_remove("CSSMTP_CONFIG")
+        .env_remove("CSSMTP_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .kill_on_drop(true);
+    command
+}
