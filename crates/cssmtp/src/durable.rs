@@ -59,6 +59,20 @@ pub fn move_no_replace(from: &Path, dir: &Path, name: &str) -> io::Result<Option
     ))
 }
 
+/// [`write_new`] on a blocking thread, after creating `dir` (mode 0750) when missing:
+/// for what async code keeps on disk (reports, dead letters, held mail).
+///
+/// # Errors
+/// An I/O error.
+pub async fn keep(dir: PathBuf, name: String, bytes: Vec<u8>, mode: u32) -> io::Result<PathBuf> {
+    tokio::task::spawn_blocking(move || {
+        create_dir(&dir, 0o750)?;
+        write_new(&dir, &name, &bytes, mode)
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
 /// Writes a new file `dir/name` (or `name.1`… when taken) durably, with `mode`; returns
 /// its path.
 ///

@@ -219,7 +219,8 @@ impl Notifier {
         failed: &[FailedRecipient],
     ) -> Returned {
         let file = &origin.job.file_name;
-        if !self.config.current().undeliverable.return_to_mail_from {
+        let config = self.config.current();
+        if !config.undeliverable.return_to_mail_from {
             tracing::info!(
                 "CSM2104I Mail {} of {file} not returned to <{}> (ReturnToMailFrom No)",
                 origin.mail,
@@ -259,21 +260,16 @@ impl Notifier {
                 )
                 .await;
         }
-        let returned = if self.config.current().undeliverable.return_content
-            == crate::config::ReturnContent::Full
-            && let Some(full) = original.full.as_ref().filter(|f| f.len() <= 1024 * 1024)
-        {
-            dsn::Returned::Full(full)
-        } else {
-            dsn::Returned::Headers(&original.header)
-        };
-        let unstuffed;
-        let returned = match returned {
-            dsn::Returned::Full(full) => {
-                unstuffed = cssmtp_wire::data::dot_unstuff(full);
-                dsn::Returned::Full(&unstuffed)
-            }
-            headers => headers,
+        // The whole mail (up to 1 MiB) with ReturnContent Full, else its header.
+        let full = original
+            .full
+            .as_ref()
+            .filter(|f| f.len() <= 1024 * 1024)
+            .filter(|_| config.undeliverable.return_content == crate::config::ReturnContent::Full)
+            .map(|f| cssmtp_wire::data::dot_unstuff(f));
+        let returned = match &full {
+            Some(full) => dsn::Returned::Full(full),
+            None => dsn::Returned::Headers(&original.header),
         };
         let notification = dsn::notification(
             origin,
@@ -328,13 +324,7 @@ impl Notifier {
                 let text = report::text(report, &self.host, writer);
                 let dir = config.report_directory();
                 let name = format!("{}.report", report.job.file_name);
-                let written = tokio::task::spawn_blocking(move || {
-                    crate::durable::create_dir(&dir, 0o750)?;
-                    crate::durable::write_new(&dir, &name, text.as_bytes(), 0o640)
-                })
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r);
+                let written = crate::durable::keep(dir, name, text.into_bytes(), 0o640).await;
                 match written {
                     Ok(path) => {
                         self.stats.report_made();
@@ -482,13 +472,7 @@ impl Notifier {
             Local::now(),
         );
         let content = deadletter::content(&self.host, notes, from, to, wire);
-        let written = tokio::task::spawn_blocking(move || {
-            crate::durable::create_dir(&dir, 0o750)?;
-            crate::durable::write_new(&dir, &name, &content, 0o640)
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
+        let written = crate::durable::keep(dir, name, content, 0o640).await;
         match written {
             Ok(path) => {
                 tracing::warn!(

@@ -555,18 +555,12 @@ impl Task {
         state: &mut MailState,
         held: &[usize],
     ) {
-        let text = MailText::Spool {
-            spool: Arc::clone(&self.spool),
-            data: state.data.clone(),
-        };
         let rcpts: Vec<String> = held
             .iter()
             .filter_map(|&i| state.addresses.get(i).cloned())
             .collect();
-        let mut wire = state.headers.to_vec();
-        let written = match extended::read_all(&text).await {
-            Ok(body) => {
-                wire.extend(body);
+        let written = match self.read_mail(state, false).await {
+            Ok(wire) => {
                 let content = deadletter::batch_file(
                     &self.shared.host_name,
                     "cssmtp: possibly delivered before a restart (PossiblyDelivered Hold); move this file into incoming/ to send it again",
@@ -579,13 +573,7 @@ impl Task {
                     &wire,
                 );
                 let name = format!("{}.mail{ordinal}.possibly-delivered", self.job.file_name);
-                let dir = self.shared.layout.hold.clone();
-                tokio::task::spawn_blocking(move || {
-                    crate::durable::write_new(&dir, &name, &content, 0o640)
-                })
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r)
+                crate::durable::keep(self.shared.layout.hold.clone(), name, content, 0o640).await
             }
             Err(e) => Err(e),
         };
@@ -994,22 +982,16 @@ impl Task {
             self.shared.stats.mail_all_sent();
         }
         self.mail_record(ordinal, &state);
-        let text = MailText::Spool {
-            spool: Arc::clone(&self.spool),
-            data: state.data.clone(),
-        };
         let extended: Vec<usize> = (0..state.rcpts.len())
             .filter(|&i| state.rcpts.get(i) == Some(&Rcpt::Extended))
             .collect();
         let kept = if extended.is_empty() {
-            None
+            Ok(())
         } else {
-            Some(
-                self.keep_for_extended_retry(ordinal, &state, &extended, &text)
-                    .await,
-            )
+            self.keep_for_extended_retry(ordinal, &state, &extended)
+                .await
         };
-        if let Some(Err(e)) = kept {
+        if let Err(e) = kept {
             tracing::error!(
                 "CSM2112E Mail {ordinal} of {} cannot be kept for extended retry: {e}",
                 self.job.file_name
@@ -1040,7 +1022,7 @@ impl Task {
                     ..Outcome::default()
                 },
             });
-        } else if kept.is_some() {
+        } else if !extended.is_empty() {
             // The MailDirectory has it (durably) now. A crash just before this record
             // leaves it in both places: sent again from the spool file, and from there.
             let a = state.attempts;
@@ -1058,24 +1040,21 @@ impl Task {
             return;
         }
         self.shared.stats.mail_undeliverable();
-        // Read what the notification or dead letter needs while the file is claimed.
-        let header_text = MailText::Spool {
-            spool: Arc::clone(&self.spool),
-            data: cssmtp_batch::DataSpan {
-                end: state.data.header_end,
-                missing_separator_at: None,
-                ..state.data.clone()
-            },
-        };
-        let mut header = state.headers.to_vec();
-        header.extend(extended::read_all(&header_text).await.unwrap_or_default());
+        // Read what the notification or dead letter needs while the file is claimed (an
+        // unreadable text leaves cssmtp's headers only).
+        let header = self
+            .read_mail(&state, true)
+            .await
+            .unwrap_or_else(|_| state.headers.to_vec());
         let header = cssmtp_wire::data::dot_unstuff(&header);
         let no_originator = state.reverse_path.is_empty() || state.data.auto_submitted;
         let full =
             if no_originator || self.config.undeliverable.return_content == ReturnContent::Full {
-                let mut full = state.headers.to_vec();
-                full.extend(extended::read_all(&text).await.unwrap_or_default());
-                Some(full)
+                Some(
+                    self.read_mail(&state, false)
+                        .await
+                        .unwrap_or_else(|_| state.headers.to_vec()),
+                )
             } else {
                 None
             };
@@ -1101,16 +1080,35 @@ impl Task {
         });
     }
 
+    /// A mail as sent: cssmtp's headers, then its text (or only its header), read again
+    /// from the claimed spool file.
+    async fn read_mail(&self, state: &MailState, header_only: bool) -> std::io::Result<Vec<u8>> {
+        let data = if header_only {
+            cssmtp_batch::DataSpan {
+                end: state.data.header_end,
+                missing_separator_at: None,
+                ..state.data.clone()
+            }
+        } else {
+            state.data.clone()
+        };
+        let text = MailText::Spool {
+            spool: Arc::clone(&self.spool),
+            data,
+        };
+        let mut wire = state.headers.to_vec();
+        wire.extend(extended::read_all(&text).await?);
+        Ok(wire)
+    }
+
     /// Writes the mail, for its `extended` recipients, into the MailDirectory.
     async fn keep_for_extended_retry(
         &mut self,
         ordinal: u32,
         state: &MailState,
         extended: &[usize],
-        text: &MailText,
     ) -> std::io::Result<()> {
-        let mut wire = state.headers.to_vec();
-        wire.extend(extended::read_all(text).await?);
+        let wire = self.read_mail(state, false).await?;
         let meta = extended::Meta {
             spool_file: self.job.file_name.clone(),
             job_name: self.job.job_name.clone(),
