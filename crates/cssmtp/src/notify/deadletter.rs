@@ -45,35 +45,44 @@ pub fn file_name(
     )
 }
 
-/// The content of a dead letter: `notes`, then a batch-SMTP transaction sending `text`
-/// (wire form: CRLF lines, dot-stuffed) from `from` to `to`.
-pub fn content(host: &str, notes: &[String], from: &str, to: &[String], text: &[u8]) -> Vec<u8> {
+/// The mail a kept file holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Letter<'a> {
+    pub from: &'a str,
+    pub to: &'a [String],
+    /// Wire form: CRLF lines, dot-stuffed.
+    pub text: &'a [u8],
+    /// It must travel over TLS (its spool file said STARTTLS): so must it when sent again.
+    pub starttls: bool,
+}
+
+/// The content of a dead letter: `notes`, then a batch-SMTP transaction sending the
+/// letter.
+pub fn content(host: &str, notes: &[String], letter: &Letter<'_>) -> Vec<u8> {
     batch_file(
         host,
         "cssmtp dead letter: re-send with 'cssmtp submit' once the cause is fixed",
         notes,
-        from,
-        to,
-        text,
+        letter,
     )
 }
 
 /// A batch-SMTP file kept for an operator: `title` and `notes` as NOOP lines, then a
-/// transaction sending `text` (wire form) from `from` to `to`.
-pub fn batch_file(
-    host: &str,
-    title: &str,
-    notes: &[String],
-    from: &str,
-    to: &[String],
-    text: &[u8],
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len() + 512);
+/// transaction sending the letter.
+pub fn batch_file(host: &str, title: &str, notes: &[String], letter: &Letter<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(letter.text.len() + 512);
     out.extend_from_slice(format!("NOOP {}\r\n", one_line(title, 480)).as_bytes());
     for note in notes {
         out.extend_from_slice(format!("NOOP {}\r\n", one_line(note, 480)).as_bytes());
     }
-    cssmtp_batch::write::transaction(&mut out, host, false, from, to, text);
+    cssmtp_batch::write::transaction(
+        &mut out,
+        host,
+        letter.starttls,
+        letter.from,
+        letter.to,
+        letter.text,
+    );
     out
 }
 
@@ -93,9 +102,12 @@ mod tests {
         let letter = content(
             "h.example",
             &["reason: 550 no\r\nMAIL FROM:<evil>".into()],
-            "",
-            &["a@b.c".into()],
-            b"Subject: x\r\n\r\n..dot\r\n",
+            &Letter {
+                from: "",
+                to: &["a@b.c".into()],
+                text: b"Subject: x\r\n\r\n..dot\r\n",
+                starttls: false,
+            },
         );
         let (mails, summary) = cssmtp_batch::parse_bytes(&letter, cssmtp_batch::Limits::default());
         assert!(summary.errors.is_empty(), "{:?}", summary.errors);

@@ -165,6 +165,9 @@ pub struct Original {
     pub header: Vec<u8>,
     /// The whole mail as sent (wire form, dot-stuffed), when it was read.
     pub full: Option<Vec<u8>>,
+    /// It must travel over TLS (STARTTLS in its spool file): a dead letter of it keeps
+    /// that requirement.
+    pub needs_tls: bool,
 }
 
 /// What became of an undeliverable mail.
@@ -249,15 +252,14 @@ impl Notifier {
                 .clone()
                 .unwrap_or_else(|| dot_stuff(&original.header));
             let rcpts: Vec<String> = failed.iter().map(|f| f.address.clone()).collect();
+            let letter = deadletter::Letter {
+                from: &original.reverse_path,
+                to: &rcpts,
+                text: &text,
+                starttls: original.needs_tls,
+            };
             return self
-                .dead_letter(
-                    origin,
-                    deadletter::Kind::Undeliverable,
-                    &notes,
-                    &original.reverse_path,
-                    &rcpts,
-                    &text,
-                )
+                .dead_letter(origin, deadletter::Kind::Undeliverable, &notes, &letter)
                 .await;
         }
         // The whole mail (up to 1 MiB) with ReturnContent Full, else its header.
@@ -301,15 +303,14 @@ impl Notifier {
                 )];
                 notes.extend(failures);
                 notes.extend(reasons);
-                self.dead_letter(
-                    origin,
-                    deadletter::Kind::Undeliverable,
-                    &notes,
-                    "",
-                    std::slice::from_ref(&original.reverse_path),
-                    &wire,
-                )
-                .await
+                let letter = deadletter::Letter {
+                    from: "",
+                    to: std::slice::from_ref(&original.reverse_path),
+                    text: &wire,
+                    starttls: false,
+                };
+                self.dead_letter(origin, deadletter::Kind::Undeliverable, &notes, &letter)
+                    .await
             }
         }
     }
@@ -386,9 +387,12 @@ impl Notifier {
                                 &origin,
                                 deadletter::Kind::Report,
                                 &notes,
-                                &from,
-                                &admins,
-                                &wire,
+                                &deadletter::Letter {
+                                    from: &from,
+                                    to: &admins,
+                                    text: &wire,
+                                    starttls: false,
+                                },
                             )
                             .await;
                         Some(done.to_string())
@@ -450,9 +454,7 @@ impl Notifier {
         origin: &MailOrigin<'_>,
         kind: deadletter::Kind,
         notes: &[String],
-        from: &str,
-        to: &[String],
-        wire: &[u8],
+        letter: &deadletter::Letter<'_>,
     ) -> Returned {
         self.stats.dead_letter();
         let summary = notes.first().cloned().unwrap_or_default();
@@ -471,7 +473,7 @@ impl Notifier {
             kind,
             Local::now(),
         );
-        let content = deadletter::content(&self.host, notes, from, to, wire);
+        let content = deadletter::content(&self.host, notes, letter);
         let written = crate::durable::keep(dir, name, content, 0o640).await;
         match written {
             Ok(path) => {

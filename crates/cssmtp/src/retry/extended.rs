@@ -449,6 +449,7 @@ impl Manager {
             auto_submitted: mail.data.auto_submitted,
             header,
             full: Some(wire),
+            needs_tls: mail.starttls,
         };
         let returned = self.notifier.return_mail(&origin, &original, failed).await;
         tracing::info!(

@@ -568,9 +568,12 @@ impl Task {
                         "from spool file {} mail {ordinal} (line {})",
                         self.job.file_name, state.line
                     )],
-                    &state.reverse_path,
-                    &rcpts,
-                    &wire,
+                    &deadletter::Letter {
+                        from: &state.reverse_path,
+                        to: &rcpts,
+                        text: &wire,
+                        starttls: state.needs_tls,
+                    },
                 );
                 let name = format!("{}.mail{ordinal}.possibly-delivered", self.job.file_name);
                 crate::durable::keep(self.shared.layout.hold.clone(), name, content, 0o640).await
@@ -1063,6 +1066,7 @@ impl Task {
             auto_submitted: state.data.auto_submitted,
             header,
             full,
+            needs_tls: state.needs_tls,
         };
         let notifier = Arc::clone(&self.shared.notifier);
         let (job, arrival, line, failed) =

@@ -533,6 +533,43 @@ async fn possibly_delivered_hold_keeps_them_for_the_operator() {
     assert!(received[0].text().contains("One."));
 }
 
+/// A held mail that had to travel over TLS still has to when released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_mail_keeps_the_tls_requirement() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "PossiblyDelivered Hold\n{}",
+        target(sink.addr, "")
+    ));
+    let text = format!(
+        "EHLO zos.example\nSTARTTLS\n{}QUIT\n",
+        mail(
+            "batch@zos.example",
+            &["doubt@example.com"],
+            "Subject: s\r\n\r\nSecret.\r\n"
+        )
+    );
+    let key = left_active(&env, &text);
+    write_journal(
+        &env,
+        &[Record::Sent {
+            f: key,
+            m: 1,
+            r: vec![0],
+        }],
+    )
+    .await;
+    let (code, log) = Daemon::start(&env, &["--drain"]).stop_when_done().await;
+    assert_eq!(code, Some(3), "{log:#?}");
+    assert!(sink.received().is_empty());
+    let held = env.files_in("hold");
+    assert_eq!(held.len(), 1, "{held:?}");
+    let bytes = std::fs::read(env.layout().hold.join(&held[0])).unwrap();
+    let (mails, summary) = cssmtp_batch::parse_bytes(&bytes, cssmtp_batch::Limits::default());
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    assert!(mails[0].starttls, "{}", String::from_utf8_lossy(&bytes));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_discards_the_checkpoint() {
     let sink = sink(SinkOptions::default()).await;

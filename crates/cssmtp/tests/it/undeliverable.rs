@@ -261,6 +261,30 @@ async fn a_null_sender_mail_goes_straight_to_a_dead_letter() {
     }
 }
 
+/// A mail that had to travel over TLS keeps that requirement in its dead letter: sent
+/// again, it is still never sent in the clear.
+#[tokio::test]
+async fn a_dead_letter_keeps_the_tls_requirement() {
+    // The target offers no STARTTLS: a mail requiring TLS is undeliverable.
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&target(sink.addr, ""));
+    env.submit(
+        "SECRET",
+        &format!(
+            "EHLO h.example\nSTARTTLS\n{}",
+            mail("", &["x@example.com"], &text_with_ids("tls", "secret body"))
+        ),
+    );
+    env.drain().await;
+    assert!(sink.received().is_empty(), "never sent in the clear");
+    let dead = files(&env.config().dead_letter_directory());
+    assert_eq!(dead.len(), 1);
+    let letter = std::fs::read(&dead[0]).unwrap();
+    let (mails, summary) = cssmtp_batch::parse_bytes(&letter, cssmtp_batch::Limits::default());
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    assert!(mails[0].starttls, "{}", String::from_utf8_lossy(&letter));
+}
+
 #[tokio::test]
 async fn dead_letters_can_be_submitted_again() {
     let sink = sink(SinkOptions::default()).await;
