@@ -369,6 +369,9 @@ impl Parser {
             "HELO" | "EHLO" => self.hello(number, &verb, args, pending),
             "STARTTLS" => {
                 let back = restore(pending, skipping);
+                // The job asked for TLS: even a faulty STARTTLS (reported below) makes
+                // the mails that follow need it, never the clear.
+                self.session.starttls = true;
                 if !args.trim().is_empty() {
                     self.fail(number, ErrorKind::UnexpectedArgs("STARTTLS"), back)
                 } else if matches!(back, State::Envelope(_)) {
@@ -378,7 +381,6 @@ impl Parser {
                 } else if !self.session.esmtp {
                     self.fail(number, ErrorKind::StartTlsAfterHelo, back)
                 } else {
-                    self.session.starttls = true;
                     self.state = back;
                     Step::Continue
                 }

@@ -192,6 +192,16 @@ fn starttls_errors() {
 }
 
 #[test]
+fn a_faulty_starttls_still_asks_for_tls() {
+    // Reported as an error, but the job asked for TLS: never sent in the clear.
+    let file = "HELO a.example\nSTARTTLS\nMAIL FROM:<a@b.c>\nRCPT TO:<d@e.f>\nDATA\nx\n.\nEHLO a.example\nSTARTTLS now\nMAIL FROM:<a@b.c>\nRCPT TO:<d@e.f>\nDATA\nx\n.\n";
+    let (mails, s) = parse(file);
+    assert_eq!(s.errors.len(), 2);
+    let tls: Vec<bool> = mails.iter().map(|m| m.starttls).collect();
+    assert_eq!(tls, vec![true, true]);
+}
+
+#[test]
 fn mail_from_syntax() {
     let (mails, s) = parse_with(
         "HELO h.example\nMAIL FROM:a@b.c\nMAIL FROM:<a@b.c> BODY=8BITMIME\nMAIL TO:<a@b.c>\nmail from: <ok@b.c>\nRCPT TO:<d@e.f>\nDATA\nx\n.\n",
