@@ -188,6 +188,16 @@ pub async fn run(
         ));
     }
     drop(queue_rx);
+    // Said when every worker has ended: spool tasks that were stopped wait for it, so
+    // that they count what the transactions in progress at the stop delivered.
+    let workers_done = CancellationToken::new();
+    let workers = {
+        let done = workers_done.clone();
+        tokio::spawn(async move {
+            while workers.join_next().await.is_some() {}
+            done.cancel();
+        })
+    };
     tracing::info!(
         "CSM1001I cssmtp {} ready: writer {}, spool {}, {} target(s), up to {} spool tasks and {} connections",
         env!("CARGO_PKG_VERSION"),
@@ -256,6 +266,7 @@ pub async fn run(
         queue: queue_tx,
         stats: Arc::clone(&stats),
         stop: stop.clone(),
+        workers_done,
         reaper,
         notifier: Arc::clone(&notifier),
         extended: extended_tx,
@@ -279,7 +290,7 @@ pub async fn run(
     // Closing the queue (its last senders are gone now) lets the workers finish and
     // say QUIT.
     drop(notifier);
-    while workers.join_next().await.is_some() {}
+    let _ = workers.await;
     sync_stop.cancel();
     let _ = syncer.await;
     for service in services {

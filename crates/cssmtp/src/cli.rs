@@ -149,4 +149,9 @@ pub struct SinkArgs {
     /// Accept every sender and recipient (no behaviour scripted by local part).
     #[arg(long)]
     pub accept_all: bool,
+    /// Inject faults at random, for soak tests: comma-separated NAME=RATE (per
+    /// thousand) of greeting-421, temp-fail, perm-fail, drop-before-dot,
+    /// drop-after-dot, tls-fail, delay=RATE:MAX_MS, and seed=N.
+    #[arg(long, value_name = "SPEC", value_parser = crate::sink::Faults::parse)]
+    pub faults: Option<crate::sink::Faults>,
 }

@@ -305,6 +305,7 @@ async fn sink(args: SinkArgs) -> u8 {
         print: true,
         keep: false,
         scripted: !args.accept_all,
+        faults: args.faults,
     };
     let sink = match Sink::bind(args.listen, options).await {
         Ok(s) => s,

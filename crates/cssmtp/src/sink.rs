@@ -71,6 +71,97 @@ pub struct SinkOptions {
     /// Script behaviour by the recipient's local part (see above); off: every
     /// recipient and sender is accepted.
     pub scripted: bool,
+    /// Inject faults at random (see [`Faults`]); none by default.
+    pub faults: Option<Faults>,
+}
+
+/// A fault mix for soak tests: each decision point draws from a pseudo-random sequence
+/// seeded by `seed`, so a run is reproducible up to the order in which concurrent
+/// sessions reach the sink. Rates are per thousand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    pub seed: u64,
+    /// A `421` greeting, then the connection is closed.
+    pub greeting_421: u32,
+    /// A MAIL FROM, RCPT TO, DATA or final-"." reply replaced by a `451`.
+    pub temp_fail: u32,
+    /// The same, replaced by a `554` (at MAIL FROM and DATA) or a `550` (at RCPT TO).
+    pub perm_fail: u32,
+    /// A reply delayed by up to `max_delay_ms` (tokio time: paused in tests).
+    pub delay: u32,
+    pub max_delay_ms: u64,
+    /// The connection closed after the text, before the final "." is answered, with
+    /// the mail discarded.
+    pub drop_before_dot: u32,
+    /// The connection closed after the final "." with the mail kept (as a server that
+    /// committed it and then died): the client may send it again.
+    pub drop_after_dot: u32,
+    /// The TLS handshake after `220` to STARTTLS is abandoned (the connection closed).
+    pub tls_fail: u32,
+}
+
+impl Faults {
+    /// Parses `name=rate,...` (names as the fields, `-` for `_`; `delay=RATE:MS`).
+    ///
+    /// # Errors
+    /// A text naming the part that is wrong.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut faults = Self::default();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected NAME=RATE"))?;
+            let number = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("{part:?}: {v:?} is not a number"))
+            };
+            let rate = |v: &str| -> Result<u32, String> {
+                let n = number(v)?;
+                u32::try_from(n)
+                    .ok()
+                    .filter(|n| *n <= 1000)
+                    .ok_or_else(|| format!("{part:?}: a rate is per thousand, 0-1000"))
+            };
+            match name.replace('-', "_").as_str() {
+                "seed" => faults.seed = number(value)?,
+                "greeting_421" => faults.greeting_421 = rate(value)?,
+                "temp_fail" => faults.temp_fail = rate(value)?,
+                "perm_fail" => faults.perm_fail = rate(value)?,
+                "drop_before_dot" => faults.drop_before_dot = rate(value)?,
+                "drop_after_dot" => faults.drop_after_dot = rate(value)?,
+                "tls_fail" => faults.tls_fail = rate(value)?,
+                "delay" => {
+                    let (r, ms) = value.split_once(':').unwrap_or((value, "100"));
+                    faults.delay = rate(r)?;
+                    faults.max_delay_ms = number(ms)?;
+                }
+                other => return Err(format!("{other:?}: no such fault")),
+            }
+        }
+        Ok(faults)
+    }
+}
+
+/// What the fault mix did, for a soak test's accounting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FaultLog {
+    pub greetings_421: u64,
+    pub temp_fails: u64,
+    pub perm_fails: u64,
+    pub delays: u64,
+    pub drops_before_dot: u64,
+    pub tls_fails: u64,
+    /// The mails kept and then cut off after their final ".": the client cannot know
+    /// they were delivered, and may deliver them again.
+    pub dropped_after_dot: Vec<Cut>,
+}
+
+/// A mail the sink kept, then closed the connection without answering its final ".".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// Its [`Received::id`].
+    pub id: u64,
+    pub rcpt_to: Vec<String>,
 }
 
 impl Default for SinkOptions {
@@ -87,6 +178,7 @@ impl Default for SinkOptions {
             print: false,
             keep: true,
             scripted: true,
+            faults: None,
         }
     }
 }
@@ -130,6 +222,9 @@ struct Shared {
     refusals: Mutex<HashMap<String, u32>>,
     /// Gates armed, and the mails held at them.
     gates: Mutex<(Vec<Gate>, Vec<Held>)>,
+    /// The fault mix's draws so far, and what it did.
+    draws: AtomicU64,
+    fault_log: Mutex<FaultLog>,
 }
 
 /// Where an armed gate holds the next mail.
@@ -149,7 +244,59 @@ pub struct Held {
     pub rcpt_to: Vec<String>,
 }
 
+/// A fault the mix chose at one decision point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    TempFail,
+    PermFail,
+}
+
 impl Shared {
+    /// The next pseudo-random number in 0..1000 (SplitMix64 over a counter).
+    fn draw(&self, seed: u64) -> u32 {
+        let n = self.draws.fetch_add(1, Ordering::Relaxed);
+        let mut z = seed.wrapping_add(n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        u32::try_from(z % 1000).unwrap_or(0)
+    }
+
+    /// True with probability `rate`/1000 (false without a fault mix).
+    fn chance(&self, faults: Option<&Faults>, rate: impl Fn(&Faults) -> u32) -> bool {
+        faults.is_some_and(|f| rate(f) > 0 && self.draw(f.seed) < rate(f))
+    }
+
+    fn logged(&self, update: impl FnOnce(&mut FaultLog)) {
+        if let Ok(mut log) = self.fault_log.lock() {
+            update(&mut log);
+        }
+    }
+
+    /// A temporary or permanent failure in place of a reply, or none.
+    fn reply_fault(&self, faults: Option<&Faults>) -> Option<Fault> {
+        if self.chance(faults, |f| f.temp_fail) {
+            self.logged(|l| l.temp_fails += 1);
+            Some(Fault::TempFail)
+        } else if self.chance(faults, |f| f.perm_fail) {
+            self.logged(|l| l.perm_fails += 1);
+            Some(Fault::PermFail)
+        } else {
+            None
+        }
+    }
+
+    /// Waits a while when the mix says so.
+    async fn maybe_delay(&self, faults: Option<&Faults>) {
+        if let Some(f) = faults
+            && self.chance(faults, |f| f.delay)
+        {
+            self.logged(|l| l.delays += 1);
+            let ms = u64::from(self.draw(f.seed)) * f.max_delay_ms / 1000;
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
+
     /// Takes the gate if it is armed; records the mail held.
     fn pass(&self, gate: Gate, rcpt_to: &[String]) -> bool {
         let Ok(mut gates) = self.gates.lock() else {
@@ -276,6 +423,15 @@ impl Sink {
         }
     }
 
+    /// What the fault mix did so far.
+    pub fn fault_log(&self) -> FaultLog {
+        self.shared
+            .fault_log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
     /// Stops listening and closes every connection.
     pub fn stop(&self) {
         self.stop.cancel();
@@ -349,6 +505,15 @@ async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let mut conn = Conn::Plain(stream);
+    let faults = options.faults.as_ref();
+    if shared.chance(faults, |f| f.greeting_421) {
+        shared.logged(|l| l.greetings_421 += 1);
+        let _ = conn
+            .send(b"421 4.3.2 Service not available, closing (injected fault)\r\n")
+            .await;
+        conn.shutdown().await;
+        return;
+    }
     let greeting = format!("220 {} ESMTP cssmtp sink\r\n", options.hostname);
     if conn.send(greeting.as_bytes()).await.is_err() {
         return;
@@ -400,6 +565,11 @@ async fn serve(
                     }
                     out.clear();
                     buf.clear();
+                    if shared.chance(faults, |f| f.tls_fail) {
+                        shared.logged(|l| l.tls_fails += 1);
+                        conn.shutdown().await;
+                        return;
+                    }
                     let Conn::Plain(tcp) = conn else { return };
                     match TlsAcceptor::from(tls).accept(tcp).await {
                         Ok(stream) => conn = Conn::Tls(Box::new(TlsStream::Server(stream))),
@@ -419,6 +589,8 @@ async fn serve(
                         out.extend_from_slice(b"550 5.7.1 Sender refused (scripted)\r\n");
                     } else if options.size.is_some_and(|max| from.size as u64 > max) {
                         out.extend_from_slice(b"552 5.3.4 Message size exceeds fixed limit\r\n");
+                    } else if let Some(fault) = shared.reply_fault(faults) {
+                        out.extend_from_slice(fault_reply(fault, "MAIL FROM").as_bytes());
                     } else {
                         env.mail_from = Some(from.address.into_owned());
                         env.size = from.size as u64;
@@ -443,6 +615,9 @@ async fn serve(
                             return;
                         }
                         (Some(reply), _) => out.extend_from_slice(reply.as_bytes()),
+                        (None, _) if let Some(fault) = shared.reply_fault(faults) => {
+                            out.extend_from_slice(fault_reply(fault, "RCPT TO").as_bytes());
+                        }
                         (None, script) => {
                             after_data = match (after_data, script) {
                                 (Scripted::Accept, Some(s)) => s,
@@ -456,6 +631,10 @@ async fn serve(
                 Ok(Request::Data) => {
                     if env.rcpt_to.is_empty() {
                         out.extend_from_slice(b"554 5.5.1 No valid recipients\r\n");
+                        continue;
+                    }
+                    if let Some(fault) = shared.reply_fault(faults) {
+                        out.extend_from_slice(fault_reply(fault, "DATA").as_bytes());
                         continue;
                     }
                     if shared.pass(Gate::AtData, &env.rcpt_to) {
@@ -472,6 +651,16 @@ async fn serve(
                     };
                     let script = std::mem::replace(&mut after_data, Scripted::Accept);
                     let rcpt_to = env.rcpt_to.clone();
+                    if shared.chance(faults, |f| f.drop_before_dot) {
+                        shared.logged(|l| l.drops_before_dot += 1);
+                        conn.shutdown().await;
+                        return;
+                    }
+                    if let Some(fault) = shared.reply_fault(faults) {
+                        env = Envelope::default();
+                        out.extend_from_slice(fault_reply(fault, "the final \".\"").as_bytes());
+                        continue;
+                    }
                     let reply = finish_mail(
                         data,
                         &mut env,
@@ -488,6 +677,20 @@ async fn serve(
                                 && shared.pass(Gate::AfterDot, &rcpt_to) =>
                         {
                             return std::future::pending().await;
+                        }
+                        Some(reply)
+                            if reply.starts_with("250")
+                                && shared.chance(faults, |f| f.drop_after_dot) =>
+                        {
+                            let id = reply
+                                .trim_end()
+                                .rsplit(' ')
+                                .next()
+                                .and_then(|id| id.parse().ok())
+                                .unwrap_or(0);
+                            shared.logged(|l| l.dropped_after_dot.push(Cut { id, rcpt_to }));
+                            conn.shutdown().await;
+                            return;
                         }
                         Some(reply) => out.extend_from_slice(reply.as_bytes()),
                         None => {
@@ -513,6 +716,7 @@ async fn serve(
             }
         }
         if !out.is_empty() {
+            shared.maybe_delay(faults).await;
             if conn.send(&out).await.is_err() {
                 return;
             }
@@ -525,6 +729,17 @@ async fn serve(
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+    }
+}
+
+/// The reply an injected fault gives in place of the real one.
+fn fault_reply(fault: Fault, stage: &str) -> String {
+    match (fault, stage) {
+        (Fault::TempFail, _) => {
+            format!("451 4.3.0 Temporary failure at {stage} (injected fault)\r\n")
+        }
+        (Fault::PermFail, "RCPT TO") => "550 5.1.1 Mailbox refused (injected fault)\r\n".to_owned(),
+        (Fault::PermFail, _) => format!("554 5.3.0 Refused at {stage} (injected fault)\r\n"),
     }
 }
 

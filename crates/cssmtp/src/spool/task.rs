@@ -65,6 +65,9 @@ pub struct TaskShared {
     pub queue: async_channel::Sender<MailJob>,
     pub stats: Arc<Stats>,
     pub stop: CancellationToken,
+    /// Cancelled once every delivery worker has ended (after `stop`, each ends when its
+    /// transaction in progress has).
+    pub workers_done: CancellationToken,
     /// Removes finished files from `active/` (in groups).
     pub reaper: Reaper,
     pub notifier: Arc<Notifier>,
@@ -349,6 +352,7 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
             biased;
             () = stop.cancelled() => {
                 parser.abort();
+                task.count_until_workers_end(&mut outcome_rx).await;
                 tracing::info!(tkid, "CSM2009I Task {tkid} stopped; spool file {} stays claimed for the next start", task.job.file_name);
                 return task.report;
             }
@@ -406,6 +410,36 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
 }
 
 impl Task {
+    /// After a stop: transactions in progress run to their end, and the session records
+    /// their deliveries in the journal; count them too (the next start skips them), so
+    /// that this run's statistics say what it delivered. Nothing else is decided now:
+    /// the next start takes the file up from the journal.
+    async fn count_until_workers_end(
+        &mut self,
+        outcome_rx: &mut mpsc::UnboundedReceiver<MailOutcome>,
+    ) {
+        let done = self.shared.workers_done.clone();
+        loop {
+            tokio::select! {
+                biased;
+                Some(outcome) = outcome_rx.recv() => self.count_delivered(&outcome),
+                () = done.cancelled() => break,
+            }
+        }
+        while let Ok(outcome) = outcome_rx.try_recv() {
+            self.count_delivered(&outcome);
+        }
+    }
+
+    fn count_delivered(&mut self, outcome: &MailOutcome) {
+        for (_, result) in &outcome.results {
+            if matches!(result, RcptResult::Delivered { .. }) {
+                self.shared.stats.rcpt_delivered();
+                self.report.rcpts_delivered += 1;
+            }
+        }
+    }
+
     /// Takes a parsed mail: records its refused recipients and queues it.
     async fn accept(&mut self, mail: Mail, stop: &CancellationToken) -> bool {
         self.report.mails += 1;

@@ -16,6 +16,7 @@ mod retry;
 mod robustness;
 mod routing;
 mod smuggling;
+mod soak;
 mod support;
 mod tls;
 mod undeliverable;
