@@ -369,8 +369,7 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
             }
             Some(done) = task.returns.join_next(), if !task.returns.is_empty() => {
                 if let Ok((mail, returned)) = done {
-                    task.record(|f| Record::Returned { f, m: mail });
-                    task.report.returns.push((mail, returned.to_string()));
+                    task.returned(mail, &returned);
                 }
             }
             () = sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
@@ -423,12 +422,31 @@ impl Task {
             tokio::select! {
                 biased;
                 Some(outcome) = outcome_rx.recv() => self.count_delivered(&outcome),
+                Some(returned) = self.returns.join_next(), if !self.returns.is_empty() => {
+                    if let Ok((mail, returned)) = returned {
+                        self.returned(mail, &returned);
+                    }
+                }
                 () = done.cancelled() => break,
             }
         }
         while let Ok(outcome) = outcome_rx.try_recv() {
             self.count_delivered(&outcome);
         }
+        // Notifications still waiting for a connection were not sent: the next start
+        // returns those mails.
+        while let Some(returned) = self.returns.try_join_next() {
+            if let Ok((mail, returned)) = returned {
+                self.returned(mail, &returned);
+            }
+        }
+        self.returns.abort_all();
+    }
+
+    /// A mail was returned (notification sent, or dead letter).
+    fn returned(&mut self, mail: u32, returned: &crate::notify::Returned) {
+        self.record(|f| Record::Returned { f, m: mail });
+        self.report.returns.push((mail, returned.to_string()));
     }
 
     fn count_delivered(&mut self, outcome: &MailOutcome) {

@@ -282,7 +282,22 @@ async fn faults_restarts_and_concurrent_intake_lose_nothing_and_the_accounting_c
             assert!(dropped_after_dot.contains(r), "{r} delivered and returned");
         }
     }
-    assert!(returned.values().all(|n| *n == 1), "{returned:?}");
+    for (r, n) in &returned {
+        if *n > 1 {
+            let notes: Vec<String> = received
+                .iter()
+                .filter(|m| !is_original(m) && final_recipients(&m.text()).contains(r))
+                .map(|m| format!("notification {} to {:?}", m.id, m.rcpt_to))
+                .chain(
+                    dead_letters
+                        .iter()
+                        .filter(|t| final_recipients(t).contains(r))
+                        .map(|t| t.lines().take(4).collect::<Vec<_>>().join(" | ")),
+                )
+                .collect();
+            panic!("{r} returned {n} times: {notes:#?}");
+        }
+    }
     assert!(
         !returned.is_empty(),
         "the fault mix makes some mail undeliverable"
