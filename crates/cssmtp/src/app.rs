@@ -111,12 +111,13 @@ pub async fn run(
 ) -> anyhow::Result<RunReport> {
     let config = Arc::new(config);
     let layout = SpoolLayout::new(config.writer_spool());
-    layout.create().with_context(|| {
-        format!(
-            "cannot create the spool directory {}",
-            layout.incoming.display()
-        )
-    })?;
+    // Missing directories are created with safe modes; every directory is then checked
+    // (ownership and modes, and those of its ancestors): an unsafe one stops the start.
+    crate::spool::checks::create_missing(&config)?;
+    let problems = crate::spool::checks::check(&config);
+    if !problems.is_empty() {
+        return Err(crate::spool::checks::UnsafeDirectories(problems).into());
+    }
     let _lock = layout.lock(&config.ext_wrt_name)?;
     let Checkpointing {
         journal,
@@ -352,9 +353,13 @@ fn open_journal(
         .left_active()
         .context("cannot list the active spool files")?
     {
-        let name = file.file_name().and_then(|n| n.to_str());
-        if let (Some(name), Ok(meta)) = (name, std::fs::metadata(&file)) {
-            live.insert(journal::file_key(name, meta.ino()));
+        // Keyed as the task keys it: the escaped name and the inode (never through a
+        // link: an entry that is not a regular file is never a spool file).
+        let name = crate::escape::name(file.file_name().unwrap_or(file.as_os_str()));
+        if let Ok(meta) = std::fs::symlink_metadata(&file)
+            && meta.is_file()
+        {
+            live.insert(journal::file_key(&name, meta.ino()));
         }
     }
     if cold {

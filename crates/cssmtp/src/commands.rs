@@ -132,9 +132,17 @@ async fn modify(path: &Path, json: bool, command: &str) -> u8 {
 
 fn check(path: &Path) -> u8 {
     match config::load(path) {
-        Ok((_, diagnostics)) => {
+        Ok((config, diagnostics)) => {
             for d in &diagnostics {
                 eprintln!("{d}");
+            }
+            // The directories cssmtp uses, those that exist (as `run` checks them).
+            let unsafe_dirs = crate::spool::checks::check(&config);
+            for problem in &unsafe_dirs {
+                eprintln!("{problem}");
+            }
+            if !unsafe_dirs.is_empty() {
+                return EXIT_CONFIG;
             }
             println!("{}: OK ({} warning(s))", path.display(), diagnostics.len());
             EXIT_OK
@@ -182,6 +190,14 @@ async fn run(path: &Path, drain: bool, cold: bool) -> u8 {
         Ok(report) if report.stopped && drain => EXIT_STOPPED,
         Ok(report) if drain && !report.all_delivered() => EXIT_NOT_DELIVERED,
         Ok(_) => EXIT_OK,
+        Err(e) if e.is::<crate::spool::checks::UnsafeDirectories>() => {
+            if let Some(unsafe_dirs) = e.downcast_ref::<crate::spool::checks::UnsafeDirectories>() {
+                for problem in &unsafe_dirs.0 {
+                    tracing::error!("{problem}");
+                }
+            }
+            EXIT_CONFIG
+        }
         Err(e) => {
             let message = format!("{e:#}");
             if message.starts_with("CSM") {
@@ -206,7 +222,8 @@ fn submit_files(
         Err(code) => return code,
     };
     let layout = SpoolLayout::new(config.writer_spool());
-    if let Err(e) = layout.create() {
+    // Only the writer directory: the private ones are the daemon's to create.
+    if let Err(e) = layout.create_incoming() {
         eprintln!(
             "cssmtp submit: cannot use the spool directory {}: {e}",
             layout.incoming.display()

@@ -21,16 +21,45 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates `dir` (and its parents) when missing, with exactly `mode` whatever the umask.
-/// An existing directory is left as the administrator made it.
+/// Creates `dir` (and its parents) when missing: `dir` with exactly `mode` whatever the
+/// umask, owned by the daemon's effective user and group (not the group a setgid parent
+/// would hand down, and without the setgid bit it would inherit); missing parents with
+/// 0755. Anything already at `dir` is left as the administrator made it (the start-up
+/// checks decide whether it is safe).
 ///
 /// # Errors
 /// An I/O error.
 pub fn create_dir(dir: &Path, mode: u32) -> io::Result<()> {
-    if dir.is_dir() {
+    make_dir(dir, mode, true)
+}
+
+/// Like [`create_dir`], but `dir` keeps the group it gets from its parent (the spool's
+/// group, for the writer directory producers drop files into).
+///
+/// # Errors
+/// An I/O error.
+pub fn create_shared_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    make_dir(dir, mode, false)
+}
+
+fn make_dir(dir: &Path, mode: u32, own_group: bool) -> io::Result<()> {
+    if fs::symlink_metadata(dir).is_ok() {
         return Ok(());
     }
-    DirBuilder::new().recursive(true).mode(mode).create(dir)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty())
+        && fs::symlink_metadata(parent).is_err()
+    {
+        make_dir(parent, 0o755, false)?;
+    }
+    match DirBuilder::new().mode(mode & 0o777).create(dir) {
+        Ok(()) => {}
+        // Created meanwhile by someone else: left as it is, for the checks to judge.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if own_group {
+        nix::unistd::chown(dir, None, Some(nix::unistd::getegid())).map_err(io::Error::from)?;
+    }
     fs::set_permissions(dir, fs::Permissions::from_mode(mode))
 }
 
@@ -39,23 +68,30 @@ pub fn create_dir(dir: &Path, mode: u32) -> io::Result<()> {
 ///
 /// # Errors
 /// An I/O error other than `from` being gone.
-pub fn move_no_replace(from: &Path, dir: &Path, name: &str) -> io::Result<Option<PathBuf>> {
+pub fn move_no_replace(
+    from: &Path,
+    dir: &Path,
+    name: impl AsRef<std::ffi::OsStr>,
+) -> io::Result<Option<PathBuf>> {
+    let name = name.as_ref();
     for n in 0u32..1000 {
         let to = if n == 0 {
             dir.join(name)
         } else {
-            dir.join(format!("{name}.{n}"))
+            let mut numbered = name.to_owned();
+            numbered.push(format!(".{n}"));
+            dir.join(numbered)
         };
         match renameat2(AT_FDCWD, from, AT_FDCWD, &to, RenameFlags::RENAME_NOREPLACE) {
             Ok(()) => return Ok(Some(to)),
             Err(Errno::EEXIST) => continue,
-            Err(Errno::ENOENT) if !from.exists() => return Ok(None),
+            Err(Errno::ENOENT) if fs::symlink_metadata(from).is_err() => return Ok(None),
             Err(e) => return Err(io::Error::from(e)),
         }
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
-        format!("too many files named {name}"),
+        format!("too many files named {}", crate::escape::os(name)),
     ))
 }
 
@@ -82,7 +118,14 @@ pub fn write_new(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> io::Result<
     let tmp = write_tmp(dir, name, bytes, mode)?;
     match move_no_replace(&tmp, dir, name) {
         Ok(Some(path)) => {
-            sync_dir(dir)?;
+            match sync_dir(dir) {
+                Ok(()) => {}
+                // A producer may create files in the writer directory but not list it
+                // (mode 3730), so it cannot open it to sync it: the file itself is
+                // synced, and the daemon syncs the directory when it claims the file.
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+                Err(e) => return Err(e),
+            }
             Ok(path)
         }
         Ok(None) => Err(io::Error::new(
@@ -118,6 +161,7 @@ fn write_tmp(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> io::Result<Path
             .write(true)
             .create_new(true)
             .mode(mode)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()

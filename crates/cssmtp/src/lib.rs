@@ -26,6 +26,7 @@ pub mod control;
 pub mod delivery;
 pub mod demo;
 pub mod durable;
+pub mod escape;
 pub mod headers;
 pub mod journal;
 pub mod logging;

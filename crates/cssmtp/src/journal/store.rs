@@ -105,7 +105,7 @@ impl Journal {
         options: JournalOptions,
     ) -> io::Result<(Self, Recovered, JournalWriter)> {
         if let Some(dir) = path.parent() {
-            crate::durable::create_dir(dir, 0o750)?;
+            crate::durable::create_dir(dir, 0o700)?;
         }
         let lock = lock(path)?;
         let boot = boot_id();
@@ -116,7 +116,7 @@ impl Journal {
         };
         // Which boot of the system wrote what follows.
         kept.extend(record::encode(&Record::Start { boot: boot.clone() }));
-        crate::durable::replace(path, &kept, 0o640)?;
+        crate::durable::replace(path, &kept, 0o600)?;
         let file = open_append(path)?;
         let (requests, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
@@ -296,11 +296,13 @@ fn run_syncer(inner: &std::sync::Weak<Inner>, rx: &mpsc::Receiver<Request>) {
     }
 }
 
+/// Journal files are the daemon's alone (0600) and never opened through a link.
 fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .create(true)
         .append(true)
-        .mode(0o640)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
 }
 
@@ -312,7 +314,8 @@ fn lock(path: &Path) -> io::Result<nix::fcntl::Flock<File>> {
         .create(true)
         .truncate(false)
         .write(true)
-        .mode(0o640)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&lock_path)?;
     nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
         |(_, errno)| {
@@ -333,7 +336,11 @@ fn boot_id() -> String {
 
 /// Calls `each` with every line of the journal (without its newline).
 fn each_line(path: &Path, mut each: impl FnMut(&[u8])) -> io::Result<()> {
-    let file = match File::open(path) {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),

@@ -7,7 +7,8 @@
 //! (back-pressure: the files wait in the spool, not in memory). Files left in `active/`
 //! by an earlier run are taken first.
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +16,11 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::layout::{Candidate, OpenError, SpoolLayout, is_out_of_descriptors};
 use super::status::Suspend;
 use super::task::{self, FileReport, TaskShared};
 use crate::delivery::router::Router;
+use crate::escape;
 
 /// The safety-net rescan interval.
 const RESCAN: Duration = Duration::from_secs(5);
@@ -68,7 +71,7 @@ pub async fn run(
         Err(e) => {
             tracing::warn!(
                 "CSM1010W Cannot watch {} ({e}); new spool files are found by rescanning every {} seconds",
-                layout.incoming.display(),
+                escape::path(&layout.incoming),
                 RESCAN.as_secs()
             );
             None
@@ -78,16 +81,18 @@ pub async fn run(
     let mut tasks: JoinSet<FileReport> = JoinSet::new();
     let mut reports = Vec::new();
     let mut next_tkid = 0u32;
-    let mut spawn = |tasks: &mut JoinSet<FileReport>, path: PathBuf| {
+    let mut spawn = |tasks: &mut JoinSet<FileReport>, path: PathBuf, opened| {
         next_tkid = next_tkid.wrapping_add(1);
-        tasks.spawn(task::run(next_tkid, path, Arc::clone(&shared)));
+        tasks.spawn(task::run(next_tkid, path, opened, Arc::clone(&shared)));
     };
+    // Spool files are opened relative to this handle of active/, never through a link.
+    let active_dir = layout.open_active()?;
     let mut resumed = layout.left_active()?;
     if !resumed.is_empty() {
         tracing::warn!(
             "CSM1011W {} spool file(s) left in {} by an earlier run are processed again {}",
             resumed.len(),
-            layout.active.display(),
+            escape::path(&layout.active),
             if shared.journal.is_some() {
                 "where the checkpoint journal says they stopped"
             } else {
@@ -96,39 +101,83 @@ pub async fn run(
         );
     }
     resumed.reverse();
-    let mut listing: Vec<super::layout::Candidate> = Vec::new();
+    let mut listing: Vec<Candidate> = Vec::new();
     let mut stale = true;
     let mut suspend = shared.suspend.clone();
+    let mut fd = Descriptors::default();
+    // Directories found in the writer directory that are not cssmtp's: logged once.
+    let mut strays: HashSet<(u64, u64)> = HashSet::new();
     loop {
+        fd.expire();
         // Claim while there are free task slots and a target to send to, unless the
-        // operator suspended intake (SUSPEND).
+        // operator suspended intake (SUSPEND), or file descriptors ran out a moment ago.
         let suspended = *suspend.borrow_and_update() != Suspend::Running;
-        while !suspended && tasks.len() < slots && router.any_usable() {
-            if let Some(path) = resumed.pop() {
-                spawn(&mut tasks, path);
-                continue;
-            }
-            if listing.is_empty() && stale {
-                listing = layout.waiting(LISTING)?;
-                listing.reverse();
-                stale = false;
-            }
-            let Some(candidate) = listing.pop() else {
-                break;
-            };
-            match layout.claim(&candidate.name) {
-                Ok(Some(path)) => spawn(&mut tasks, path),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!("CSM1012E Cannot claim spool file {}: {e}", candidate.name)
+        while !suspended
+            && fd.backoff.is_none()
+            && tasks.len() < fd.cap.map_or(slots, |(cap, _)| cap.min(slots))
+            && router.any_usable()
+        {
+            let path = if let Some(path) = resumed.pop() {
+                path
+            } else {
+                if listing.is_empty() && stale {
+                    match list(&layout, &mut strays) {
+                        Ok(l) => listing = l,
+                        Err(e) if is_out_of_descriptors(&e) => {
+                            fd.ran_out(&e, tasks.len());
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    stale = false;
                 }
+                let Some(candidate) = listing.pop() else {
+                    break;
+                };
+                match layout.claim(&candidate.file) {
+                    Ok(Some(path)) => path,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        if is_out_of_descriptors(&e) {
+                            fd.ran_out(&e, tasks.len());
+                            listing.push(candidate);
+                            break;
+                        }
+                        tracing::error!("CSM1012E Cannot claim spool file {}: {e}", candidate.name);
+                        continue;
+                    }
+                }
+            };
+            match layout.open_claimed(&active_dir, &path) {
+                Ok(opened) => {
+                    fd.recovered();
+                    spawn(&mut tasks, path, Ok(opened));
+                }
+                Err(OpenError::Refused(why)) => set_aside(&layout, &path, &why),
+                Err(OpenError::Io(e)) if is_out_of_descriptors(&e) => {
+                    fd.ran_out(&e, tasks.len());
+                    resumed.push(path);
+                    break;
+                }
+                Err(OpenError::Io(e)) => spawn(&mut tasks, path, Err(e)),
             }
         }
-        if mode == Mode::Drain && tasks.is_empty() && resumed.is_empty() && listing.is_empty() {
+        if mode == Mode::Drain
+            && tasks.is_empty()
+            && resumed.is_empty()
+            && listing.is_empty()
+            && fd.backoff.is_none()
+        {
             if stale {
                 // Look once more before deciding the spool is empty.
-                listing = layout.waiting(LISTING)?;
-                listing.reverse();
+                match list(&layout, &mut strays) {
+                    Ok(l) => listing = l,
+                    Err(e) if is_out_of_descriptors(&e) => {
+                        fd.ran_out(&e, tasks.len());
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
                 stale = false;
                 if !listing.is_empty() {
                     continue;
@@ -137,16 +186,30 @@ pub async fn run(
             break;
         }
         let wait_for_target = router.next_retry().filter(|_| !router.any_usable());
+        let backoff = fd.backoff;
         tokio::select! {
             biased;
             () = shared.stop.cancelled() => break,
-            Some(done) = tasks.join_next() => match done {
-                Ok(report) if keep_reports => reports.push(report),
-                Ok(_) => {}
-                Err(e) => tracing::error!("CSM1013E A spool task failed: {e}"),
-            },
+            Some(done) = tasks.join_next() => {
+                // A finished task gave its descriptors back.
+                fd.backoff = None;
+                match done {
+                    Ok(report) if keep_reports => reports.push(report),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("CSM1013E A spool task failed: {e}"),
+                }
+            }
             Some(()) = wake_rx.recv() => stale = true,
             () = tokio::time::sleep(RESCAN) => stale = true,
+            () = async {
+                match backoff {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                fd.backoff = None;
+                stale = true;
+            }
             () = async {
                 match wait_for_target {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -166,4 +229,92 @@ pub async fn run(
         }
     }
     Ok(reports)
+}
+
+/// Lists the waiting entries, oldest first as a stack (the oldest last); logs each
+/// directory that is not cssmtp's once.
+fn list(layout: &SpoolLayout, strays: &mut HashSet<(u64, u64)>) -> std::io::Result<Vec<Candidate>> {
+    let (mut listing, found) = layout.waiting_and_strays(LISTING)?;
+    for stray in found {
+        if strays.insert(stray.id) {
+            tracing::warn!(
+                "CSM1061W Spool entry {} in {} is not taken: it is a directory (spool files are regular files); it is left where it is",
+                stray.name,
+                escape::path(&layout.incoming)
+            );
+        }
+    }
+    listing.reverse();
+    Ok(listing)
+}
+
+/// A claimed entry that is not a spool file (a link, FIFO, device, socket, directory or
+/// hard link): never opened, moved to `hold/` (or, when it cannot be moved, removed:
+/// removing a link or a FIFO removes only the entry), logged once.
+fn set_aside(layout: &SpoolLayout, path: &Path, why: &str) {
+    let name = escape::name(path.file_name().unwrap_or(path.as_os_str()));
+    match layout.hold(path) {
+        Ok(to) => {
+            let _ = crate::durable::sync_dir(&layout.hold);
+            let _ = crate::durable::sync_dir(&layout.active);
+            tracing::warn!(
+                "CSM1061W Spool entry {name} is not read: {why}; moved to {} unopened",
+                escape::path(&to)
+            );
+        }
+        Err(e) => match std::fs::remove_file(path) {
+            Ok(()) => tracing::warn!(
+                "CSM1061W Spool entry {name} is not read: {why}; it cannot be moved to hold/ ({e}) and was removed"
+            ),
+            Err(e2) => tracing::warn!(
+                "CSM1061W Spool entry {name} is not read: {why}; it can be neither moved to hold/ ({e}) nor removed ({e2}): it stays in active/ until the next start"
+            ),
+        },
+    }
+}
+
+/// The first pause after running out of file descriptors; it doubles up to [`RESCAN`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How long intake keeps its lowered number of spool tasks after running out.
+const CAP_FOR: Duration = Duration::from_secs(60);
+
+/// Running out of file descriptors: intake pauses (longer each time, up to [`RESCAN`]),
+/// and for a while takes no more spool files at once than it had open when it ran out,
+/// leaving descriptors for connections. Logged once per episode (CSM1062W, CSM1063I).
+#[derive(Default)]
+struct Descriptors {
+    backoff: Option<tokio::time::Instant>,
+    delay: Option<Duration>,
+    cap: Option<(usize, tokio::time::Instant)>,
+}
+
+impl Descriptors {
+    fn ran_out(&mut self, e: &std::io::Error, open_tasks: usize) {
+        let delay = self.delay.map_or(FIRST_BACKOFF, |d| (d * 2).min(RESCAN));
+        if self.delay.is_none() {
+            tracing::warn!(
+                "CSM1062W Intake ran out of file descriptors ({e}); it pauses and tries again, with at most {} spool file(s) at once for a while",
+                open_tasks.max(1)
+            );
+        }
+        self.delay = Some(delay);
+        let now = tokio::time::Instant::now();
+        self.backoff = Some(now + delay);
+        self.cap = Some((open_tasks.max(1), now + CAP_FOR));
+    }
+
+    fn recovered(&mut self) {
+        if self.delay.take().is_some() {
+            tracing::info!("CSM1063I Intake has file descriptors again and takes spool files");
+        }
+    }
+
+    fn expire(&mut self) {
+        if self
+            .cap
+            .is_some_and(|(_, until)| until <= tokio::time::Instant::now())
+        {
+            self.cap = None;
+        }
+    }
 }

@@ -1,23 +1,54 @@
 //! The writer's spool directory on disk, and the one-instance-per-writer lock.
 //!
 //! ```text
-//! <SpoolDirectory>/<ExtWrtName>/          producers drop files here (rename into place)
-//! <SpoolDirectory>/<ExtWrtName>/active/   files claimed by the running instance
-//! <SpoolDirectory>/<ExtWrtName>/hold/     bad spool files kept for the operator
+//! <SpoolDirectory>/<ExtWrtName>/             3730  producers create files here
+//! <SpoolDirectory>/<ExtWrtName>/active/      0750  files claimed by the running instance
+//! <SpoolDirectory>/<ExtWrtName>/hold/        0750  bad spool files kept for the operator
+//! <SpoolDirectory>/<ExtWrtName>/reports/ deadletter/ mail/ accounting/   0750
+//! <SpoolDirectory>/<ExtWrtName>/checkpoint/  0700
 //! ```
+//!
+//! The writer directory is setgid (files get the spool's group), sticky (a producer can
+//! rename or remove only its own entries, never `active/` or another producer's file)
+//! and not readable by the group (producers cannot list it). The other directories are
+//! the daemon's, owned by its user and group.
 //!
 //! A file is claimed by renaming it into `active/` without replacing anything
 //! (`renameat2(RENAME_NOREPLACE)`): the rename is atomic, so of two claimers exactly one
 //! wins, whatever else is running. Names starting with `.` and ending in `.tmp` are
-//! files still being written and are never read.
+//! files still being written and are never read. A claimed entry is opened only when it
+//! is a regular file with one link, without following a link and without blocking
+//! ([`SpoolLayout::open_claimed`]); anything else is moved to `hold/` unopened.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::durable::{create_dir, move_no_replace};
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{Mode, SFlag};
+
+use crate::durable::{create_dir, create_shared_dir, move_no_replace};
+use crate::escape;
+
+/// The daemon's own directories inside the writer directory, with the modes they are
+/// created with. Intake never takes entries by these names.
+pub const PRIVATE_DIRS: [(&str, u32); 7] = [
+    ("active", 0o750),
+    ("hold", 0o750),
+    ("reports", 0o750),
+    ("deadletter", 0o750),
+    ("mail", 0o750),
+    ("checkpoint", 0o700),
+    ("accounting", 0o750),
+];
+
+/// The mode of the writer directory: setgid, sticky, owner rwx, group wx.
+pub const WRITER_DIR_MODE: u32 = 0o3730;
 
 /// The directories of one writer's spool.
 #[derive(Debug, Clone)]
@@ -27,11 +58,40 @@ pub struct SpoolLayout {
     pub hold: PathBuf,
 }
 
-/// A file waiting in the spool.
+/// An entry waiting in the spool.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Candidate {
     pub modified: SystemTime,
+    /// The name as shown (escaped, see [`crate::escape`]).
     pub name: String,
+    /// The name on disk.
+    pub file: OsString,
+    /// Device and inode when listed.
+    pub id: (u64, u64),
+    /// Not a regular file: claimed only to be held, never opened.
+    pub special: Option<&'static str>,
+}
+
+/// A claimed spool file, open for reading.
+#[derive(Debug)]
+pub struct Opened {
+    pub path: PathBuf,
+    /// The name as shown (escaped).
+    pub name: String,
+    pub file: File,
+    /// A second handle for the parser.
+    pub reader: File,
+    pub meta: fs::Metadata,
+}
+
+/// Why a claimed entry was not opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Not something cssmtp may read as a spool file (link, FIFO, device…).
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Io(#[from] io::Error),
 }
 
 /// Another instance holds the writer's lock.
@@ -59,7 +119,53 @@ pub struct InstanceLock {
 
 /// True for a name a producer has finished writing.
 pub fn is_ready_name(name: &str) -> bool {
-    !name.is_empty() && !name.starts_with('.') && !name.ends_with(".tmp")
+    is_ready(OsStr::new(name))
+}
+
+fn is_ready(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty() && !b.starts_with(b".") && !b.ends_with(b".tmp")
+}
+
+/// What an entry is, when it is not a regular file.
+fn special_kind(t: fs::FileType) -> Option<&'static str> {
+    if t.is_file() {
+        None
+    } else if t.is_symlink() {
+        Some("a symbolic link")
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    }
+}
+
+fn kind_of_mode(mode: u32) -> Option<&'static str> {
+    let t = SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits());
+    match t {
+        SFlag::S_IFREG => None,
+        SFlag::S_IFLNK => Some("a symbolic link"),
+        SFlag::S_IFDIR => Some("a directory"),
+        SFlag::S_IFIFO => Some("a FIFO"),
+        SFlag::S_IFCHR | SFlag::S_IFBLK => Some("a device"),
+        SFlag::S_IFSOCK => Some("a socket"),
+        _ => Some("not a regular file"),
+    }
+}
+
+/// True for the errors of running out of file descriptors (or kernel memory for them):
+/// transient, so intake backs off and tries again.
+pub fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOMEM | nix::libc::ENOBUFS)
+    )
 }
 
 impl SpoolLayout {
@@ -71,19 +177,45 @@ impl SpoolLayout {
         }
     }
 
-    /// Creates the directories. The writer directory is group-writable with the setgid
-    /// bit, so producers in the spool's group can drop files and the daemon can read
-    /// them; `active/` and `hold/` are for the daemon and its group to read.
+    /// Creates the writer directory (only it), when missing, with mode 3730: what
+    /// `cssmtp submit` needs. It keeps the group of its parent (the spool's group).
+    ///
+    /// # Errors
+    /// An I/O error creating it.
+    pub fn create_incoming(&self) -> io::Result<()> {
+        create_shared_dir(&self.incoming, WRITER_DIR_MODE)
+    }
+
+    /// Creates the missing directories: the writer directory (mode 3730, see the module
+    /// notes) and every private one ([`PRIVATE_DIRS`]), owned by the daemon's user and
+    /// group. Existing ones are left as they are: [`super::checks`] says whether they are
+    /// safe.
     ///
     /// # Errors
     /// An I/O error creating a directory.
     pub fn create(&self) -> io::Result<()> {
-        create_dir(&self.incoming, 0o2770)?;
-        create_dir(&self.active, 0o750)?;
-        create_dir(&self.hold, 0o750)
+        self.create_incoming()?;
+        for (name, mode) in PRIVATE_DIRS {
+            create_dir(&self.incoming.join(name), mode)?;
+        }
+        Ok(())
     }
 
-    /// Takes the writer's lock (`active/.lock`), or says who holds it.
+    /// Opens `active/` to open spool files relative to it (never through a link).
+    ///
+    /// # Errors
+    /// An I/O error.
+    pub fn open_active(&self) -> io::Result<OwnedFd> {
+        nix::fcntl::open(
+            &self.active,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from)
+    }
+
+    /// Takes the writer's lock (`active/.lock`, mode 0600, never through a link), or says
+    /// who holds it.
     ///
     /// # Errors
     /// [`LockError::Held`] when another instance runs for this writer.
@@ -98,21 +230,28 @@ impl SpoolLayout {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o640)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(&path)
             .map_err(io_err)?;
+        let meta = file.metadata().map_err(io_err)?;
+        if !meta.file_type().is_file() || meta.nlink() != 1 {
+            return Err(io_err(io::Error::other(
+                "not a regular file with one link; remove it",
+            )));
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
+                let _ = Read::by_ref(&mut file).take(64).read_to_string(&mut pid);
                 let pid = pid.trim();
                 return Err(LockError::Held {
                     writer: writer.to_owned(),
                     pid: if pid.is_empty() {
                         String::new()
                     } else {
-                        format!(" (pid {pid})")
+                        format!(" (pid {})", escape::data(pid))
                     },
                     path,
                 });
@@ -125,35 +264,57 @@ impl SpoolLayout {
         Ok(InstanceLock { _file: file })
     }
 
-    /// The oldest files waiting in the spool (at most `limit`), oldest first.
+    /// The oldest entries waiting in the spool (at most `limit`), oldest first: regular
+    /// files, and links, FIFOs, devices and sockets (to be claimed and held, never
+    /// opened). Directories are left out (see [`SpoolLayout::stray_directories`]).
     ///
     /// # Errors
     /// An I/O error listing the directory.
     pub fn waiting(&self, limit: usize) -> io::Result<Vec<Candidate>> {
+        self.waiting_and_strays(limit).map(|(c, _)| c)
+    }
+
+    /// [`SpoolLayout::waiting`], and the directories found that are not cssmtp's (with
+    /// device and inode; they are left where they are).
+    ///
+    /// # Errors
+    /// An I/O error listing the directory.
+    pub fn waiting_and_strays(&self, limit: usize) -> io::Result<(Vec<Candidate>, Vec<Candidate>)> {
         let mut heap = std::collections::BinaryHeap::new();
+        let mut strays = Vec::new();
         for entry in fs::read_dir(&self.incoming)? {
-            let Ok(entry) = entry else { continue };
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) if is_out_of_descriptors(&e) => return Err(e),
+                Err(_) => continue,
             };
-            if !is_ready_name(&name) {
+            let file = entry.file_name();
+            if !is_ready(&file) || PRIVATE_DIRS.iter().any(|(n, _)| OsStr::new(n) == file) {
                 continue;
             }
-            // Regular files only (not directories, not symbolic links).
+            // lstat: a link is never followed.
             let Ok(meta) = entry.metadata() else { continue };
-            if !meta.file_type().is_file() {
+            let candidate = Candidate {
+                modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                name: escape::name(&file),
+                file,
+                id: (meta.dev(), meta.ino()),
+                special: special_kind(meta.file_type()),
+            };
+            if meta.is_dir() {
+                strays.push(candidate);
                 continue;
             }
-            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            heap.push(Candidate { modified, name });
+            heap.push(candidate);
             if heap.len() > limit {
                 heap.pop();
             }
         }
-        Ok(heap.into_sorted_vec())
+        Ok((heap.into_sorted_vec(), strays))
     }
 
-    /// Files left in `active/` by an earlier run, oldest first.
+    /// Entries left in `active/` by an earlier run, oldest first (anything but the lock
+    /// and temporary names: entries that are not regular files are held when opened).
     ///
     /// # Errors
     /// An I/O error listing the directory.
@@ -161,11 +322,9 @@ impl SpoolLayout {
         let mut found = Vec::new();
         for entry in fs::read_dir(&self.active)? {
             let Ok(entry) = entry else { continue };
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
+            let name = entry.file_name();
             let Ok(meta) = entry.metadata() else { continue };
-            if is_ready_name(&name) && meta.file_type().is_file() {
+            if is_ready(&name) {
                 found.push((meta.mtime(), name, entry.path()));
             }
         }
@@ -178,8 +337,71 @@ impl SpoolLayout {
     ///
     /// # Errors
     /// An I/O error other than the file being gone.
-    pub fn claim(&self, name: &str) -> io::Result<Option<PathBuf>> {
+    pub fn claim(&self, name: impl AsRef<OsStr>) -> io::Result<Option<PathBuf>> {
+        let name = name.as_ref();
         move_no_replace(&self.incoming.join(name), &self.active, name)
+    }
+
+    /// Opens the claimed entry `path` (in `active/`, whose handle is `dir`) as a spool
+    /// file: without following a link, without blocking, and only when it is a regular
+    /// file with a single link (a hard link to someone else's file is refused: its
+    /// producer could not have read it), the very inode found before opening.
+    ///
+    /// # Errors
+    /// [`OpenError::Refused`] for anything that must not be read as a spool file (it is
+    /// not opened at all, or closed at once); [`OpenError::Io`] for an I/O error.
+    pub fn open_claimed(&self, dir: &OwnedFd, path: &Path) -> Result<Opened, OpenError> {
+        let file_name = path.file_name().unwrap_or(path.as_os_str());
+        let name = escape::name(file_name);
+        let before = nix::sys::stat::fstatat(dir, file_name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(io::Error::from)?;
+        if let Some(kind) = kind_of_mode(before.st_mode) {
+            return Err(OpenError::Refused(format!("it is {kind}")));
+        }
+        if before.st_nlink != 1 {
+            return Err(OpenError::Refused(format!(
+                "it has {} hard links (a spool file has one)",
+                before.st_nlink
+            )));
+        }
+        let fd = nix::fcntl::openat(
+            dir,
+            file_name,
+            OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_CLOEXEC
+                | OFlag::O_NOCTTY,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::ELOOP => OpenError::Refused("it is a symbolic link".into()),
+            e => OpenError::Io(e.into()),
+        })?;
+        let file = File::from(fd);
+        let meta = file.metadata()?;
+        if let Some(kind) = special_kind(meta.file_type()) {
+            return Err(OpenError::Refused(format!("it is {kind}")));
+        }
+        if meta.nlink() != 1 {
+            return Err(OpenError::Refused(format!(
+                "it has {} hard links (a spool file has one)",
+                meta.nlink()
+            )));
+        }
+        if (meta.dev(), meta.ino()) != (before.st_dev, before.st_ino) {
+            return Err(OpenError::Refused(
+                "it was replaced while being opened".into(),
+            ));
+        }
+        let reader = file.try_clone()?;
+        Ok(Opened {
+            path: path.to_owned(),
+            name,
+            file,
+            reader,
+            meta,
+        })
     }
 
     /// Moves a claimed file to `hold/`; returns where it went.
@@ -187,7 +409,7 @@ impl SpoolLayout {
     /// # Errors
     /// An I/O error.
     pub fn hold(&self, path: &Path) -> io::Result<PathBuf> {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("spool");
+        let name = path.file_name().unwrap_or(OsStr::new("spool"));
         move_no_replace(path, &self.hold, name)?
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "spool file vanished"))
     }
@@ -270,7 +492,7 @@ async fn reap(
                 Err(e) if e.kind() == io::ErrorKind::NotFound => keys.extend(key),
                 Err(e) => tracing::error!(
                     "CSM2008E Cannot remove spool file {}: {e}; it stays in active/",
-                    path.display()
+                    escape::path(&path)
                 ),
             }
         }

@@ -1,5 +1,6 @@
 //! The spool: where batch jobs leave mail for cssmtp, and how cssmtp takes it.
 //!
+//! * [`checks`]: the start-up checks of directory ownership and modes;
 //! * [`layout`]: the directories, claiming by atomic rename, the instance lock;
 //! * [`name`]: job name and job ID carried in file names;
 //! * [`submit`]: `cssmtp submit`, writing spool files atomically;
@@ -7,6 +8,7 @@
 //!   [`task`] for each, as many at once as `SpoolTasks` allows;
 //! * [`reader`]: streaming a file through the batch parser with bounded memory.
 
+pub mod checks;
 pub mod intake;
 pub mod layout;
 pub mod name;

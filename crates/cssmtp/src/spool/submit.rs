@@ -3,7 +3,9 @@
 //! Each file is written durably (see [`crate::durable`]): as `.<name>.tmp` in the
 //! writer's spool directory, flushed to disk, then renamed to its final name, so cssmtp
 //! never reads half a file. The name
-//! carries the job name and job ID (see [`super::name`]).
+//! carries the job name and job ID (see [`super::name`]) and an unguessable part: the
+//! writer directory is not listable by producers, and no producer can guess (and so
+//! race for) another's name. Spool files are written 0640.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -46,10 +48,19 @@ impl JobInfo {
 /// An I/O error; at worst a `.tmp` file is left behind, which intake ignores.
 pub fn submit(dir: &Path, job: &JobInfo, index: usize, contents: &[u8]) -> io::Result<PathBuf> {
     let unique = format!(
-        "{}-{}",
+        "{}-{}-{}",
         crate::headers::unique_token(chrono::Local::now()).replace('.', "-"),
-        index
+        index,
+        random_part()?
     );
     let name = spool_file_name(&job.job_name, &job.job_id, &unique);
     crate::durable::write_new(dir, &name, contents, 0o640)
+}
+
+/// 64 random bits from the kernel, in lower-case hex.
+fn random_part() -> io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

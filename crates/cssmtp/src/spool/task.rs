@@ -21,7 +21,6 @@
 //! a file with problems gets an error report as `Report` says.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
 use std::io::BufReader;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -34,7 +33,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::layout::{Reaper, SpoolLayout};
+use super::layout::{Opened, Reaper, SpoolLayout};
 use super::name::JobIdentity;
 use super::reader::{Parsed, parse_into};
 use super::status::{Suspend, TaskRegistry, TaskStatus};
@@ -229,13 +228,17 @@ struct Task {
     parked: BTreeSet<u32>,
 }
 
-/// Processes one claimed spool file (at `path`, in `active/`).
-pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileReport {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("?")
-        .to_owned();
+/// Processes one claimed spool file (at `path`, in `active/`), opened by intake
+/// ([`super::layout::SpoolLayout::open_claimed`]); an error opening it is a problem of
+/// the file (reported, and the file held or removed as BadSpoolDisp says).
+pub async fn run(
+    tkid: u32,
+    path: PathBuf,
+    opened: std::io::Result<Opened>,
+    shared: Arc<TaskShared>,
+) -> FileReport {
+    // The name as shown and recorded: escaped (names are data).
+    let name = crate::escape::name(path.file_name().unwrap_or(path.as_os_str()));
     let job = JobIdentity::from_file_name(&name);
     let config = shared.config.current();
     let (status, mut flush_requests) = TaskStatus::new(tkid, &name, &job.job_name, &job.job_id);
@@ -264,9 +267,8 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         job.job_name,
         job.job_id
     );
-    let opened = File::open(&path).and_then(|f| f.metadata().map(|m| (f, m)));
-    let (file, meta) = match opened {
-        Ok(x) => x,
+    let (file, reader, meta) = match opened {
+        Ok(o) => (o.file, o.reader, o.meta),
         Err(e) => {
             report.file_problem = Some(format!("cannot read the spool file: {e}"));
             return finish(&shared, &path, report, None).await;
@@ -298,13 +300,6 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         ));
         return finish(&shared, &path, report, checkpoint.as_ref()).await;
     }
-    let reader = match file.try_clone() {
-        Ok(f) => f,
-        Err(e) => {
-            report.file_problem = Some(format!("cannot read the spool file: {e}"));
-            return finish(&shared, &path, report, checkpoint.as_ref()).await;
-        }
-    };
     let (parsed_tx, mut parsed_rx) = mpsc::channel(16);
     let limits = config.batch_limits();
     let parser = tokio::task::spawn_blocking(move || {
@@ -639,7 +634,7 @@ impl Task {
                     "CSM2302W Mail {ordinal} of {} to {} possibly delivered recipient(s) held as {}",
                     self.job.file_name,
                     rcpts.len(),
-                    path.display()
+                    crate::escape::path(&path)
                 );
                 self.report.possibly_delivered_held += rcpts.len() as u64;
                 let (a, h) = (state.attempts, held.to_vec());
@@ -1198,7 +1193,7 @@ impl Task {
         tracing::info!(
             "CSM2113I Mail {ordinal} of {} kept for extended retry as {}",
             self.job.file_name,
-            path.display()
+            crate::escape::path(&path)
         );
         if let Some(tx) = &self.shared.extended {
             let _ = tx.send(path);
@@ -1266,7 +1261,7 @@ async fn finish(
         Err(e) => {
             tracing::error!(
                 "CSM2008E Cannot dispose of spool file {}: {e}; it stays in active/",
-                path.display()
+                crate::escape::path(path)
             );
             Disposition::LeftActive
         }
@@ -1282,7 +1277,7 @@ async fn finish(
         if let Err(e) = written {
             tracing::error!(
                 "CSM2008E Cannot write {}: {e}",
-                Path::new(&beside).display()
+                crate::escape::path(Path::new(&beside))
             );
         }
     }
@@ -1315,8 +1310,8 @@ async fn finish(
         Disposition::Held(to) => tracing::warn!(
             tkid = report.tkid,
             "CSM2003W Spool file {name} held as {}: {summary}; report in {}.report",
-            to.display(),
-            to.display()
+            crate::escape::path(to),
+            crate::escape::path(to)
         ),
         Disposition::Removed => tracing::warn!(
             tkid = report.tkid,
@@ -1345,7 +1340,7 @@ async fn finish(
                 "test_mode": report.test_mode,
                 "disposition": match &report.disposition {
                     Disposition::Deleted => "deleted".to_owned(),
-                    Disposition::Held(to) => format!("held {}", to.display()),
+                    Disposition::Held(to) => format!("held {}", crate::escape::path(to)),
                     Disposition::Removed => "removed".to_owned(),
                     Disposition::LeftActive => "left in active/".to_owned(),
                 },

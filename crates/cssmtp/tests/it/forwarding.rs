@@ -399,8 +399,8 @@ fn spool_directories_get_their_modes_whatever_the_umask() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(
         mode(&layout.incoming),
-        0o2770,
-        "producers in the spool's group may drop files"
+        0o3730,
+        "producers in the spool's group may create files, sticky: not rename others'"
     );
     assert_eq!(mode(&layout.active), 0o750);
     assert_eq!(mode(&layout.hold), 0o750);

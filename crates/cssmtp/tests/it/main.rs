@@ -12,6 +12,7 @@ mod binary;
 mod checkpoint;
 mod forwarding;
 mod operator;
+mod producers;
 mod retry;
 mod robustness;
 mod routing;

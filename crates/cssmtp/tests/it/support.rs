@@ -231,3 +231,138 @@ pub fn cssmtp() -> tokio::process::Command {
         .kill_on_drop(true);
     command
 }
+
+/// An unprivileged local user, member (primary group) of the spool's group: what a
+/// producer is. Tests about producers run their attacks as such users.
+#[derive(Debug, Clone, Copy)]
+pub struct Producer {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The spool's group of the tests.
+pub const SPOOL_GROUP: &str = "cssmtp-spool";
+
+/// Creates (once, idempotently) the spool group and the producer user `name` in it, and
+/// returns it; `None` (with a note) when the tests do not run as root.
+pub fn producer(name: &str) -> Option<Producer> {
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("note: not root, the producer tests are skipped");
+        return None;
+    }
+    let _serial = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+    // Other test processes may create users at the same time: useradd then fails to
+    // lock /etc/passwd for a moment, and is tried again (bounded).
+    for _ in 0..100 {
+        let group = nix::unistd::Group::from_name(SPOOL_GROUP).unwrap();
+        let Some(group) = group else {
+            let _ = std::process::Command::new("groupadd")
+                .args(["-f", "-r", SPOOL_GROUP])
+                .status();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        };
+        if let Some(user) = nix::unistd::User::from_name(name).unwrap() {
+            assert_eq!(
+                user.gid, group.gid,
+                "{name} must have {SPOOL_GROUP} as its group"
+            );
+            return Some(Producer {
+                uid: user.uid.as_raw(),
+                gid: group.gid.as_raw(),
+            });
+        }
+        let _ = std::process::Command::new("useradd")
+            .args([
+                "-r",
+                "-M",
+                "-N",
+                "-g",
+                SPOOL_GROUP,
+                "-s",
+                "/usr/sbin/nologin",
+                "-d",
+                "/nonexistent",
+                name,
+            ])
+            .status();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("cannot create the user {name}");
+}
+
+impl Producer {
+    /// Runs `script` with `sh -c` as this producer (its own user and the spool's group
+    /// only); returns its exit status and what it wrote to standard error.
+    pub fn sh(&self, script: &str) -> (bool, String) {
+        let out = std::process::Command::new("setpriv")
+            .arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--clear-groups")
+            .args(["--", "sh", "-c", script])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `cssmtp submit` as this producer; returns the path it printed.
+    pub fn submit(&self, config: &Path, job_name: &str, text: &str) -> PathBuf {
+        use std::io::Write;
+        let mut child = std::process::Command::new("setpriv")
+            .arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--clear-groups")
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_cssmtp"))
+            .args(["submit", "--job-name", job_name, "-c"])
+            .arg(config)
+            .env_remove("CSSMTP_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "submit as producer: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(stdout.trim().rsplit_once(" spooled as ").unwrap().1)
+    }
+}
+
+impl Env {
+    /// Makes the scratch installation usable by producers, as an administrator would:
+    /// the scratch directory searchable, the configuration readable, the spool created
+    /// (by cssmtp's rules) and the writer directory given to the spool's group.
+    pub fn open_to_producers(&self, producer: Producer) -> SpoolLayout {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        chmod(self.dir.path(), 0o755);
+        chmod(&self.config_path, 0o644);
+        // The directories as cssmtp makes them (its modes are kept: chown keeps them).
+        let layout = self.layout();
+        chmod(layout.incoming.parent().unwrap(), 0o755);
+        nix::unistd::chown(
+            &layout.incoming,
+            None,
+            Some(nix::unistd::Gid::from_raw(producer.gid)),
+        )
+        .unwrap();
+        layout
+    }
+}
