@@ -19,3 +19,4 @@ mod smuggling;
 mod support;
 mod tls;
 mod undeliverable;
+mod wire;
