@@ -9,6 +9,15 @@
 //! The text is sent as it is in the spool file: lines are already dot-stuffed there
 //! (CSSMTP's rule), so no dot is added or removed; only line ends are made CRLF and
 //! trailing blanks removed.
+//!
+//! The file may change between parsing and sending (a producer can keep it open), so the
+//! renderer used at send time, [`render_lines_checked`], checks every line again (never a
+//! lone "." that would end the mail early, never a bare CR, never longer than 998) and
+//! feeds it to a [`TextHasher`]; the parser fed the same lines to one and kept the
+//! result in [`DataSpan::digest`]. A text whose digest differs is not what was parsed.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
 
 use crate::record::trim;
 
@@ -40,6 +49,86 @@ pub struct DataSpan {
     pub header_end: u64,
     /// An `Auto-Submitted:` field says the mail is automatic (any value but `no`).
     pub auto_submitted: bool,
+    /// What the parser saw of the whole text, to check it when it is read again.
+    pub digest: TextDigest,
+}
+
+/// The digest of a mail's text as the parser saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextDigest {
+    /// The end of the text it covers (the span's `end` as parsed): a span read again
+    /// with another end (the header only) is not compared with it.
+    pub end: u64,
+    /// Number of text lines.
+    pub lines: u32,
+    /// [`TextHasher`] value of the text's lines in wire form.
+    pub value: u64,
+}
+
+/// A keyed hash of a text's lines in wire form (without their CRLF), for telling whether
+/// a text read again is the one parsed.
+///
+/// SipHash (std's `DefaultHasher`) with a key drawn at random once per process: a
+/// producer who never sees the key cannot write a different text with the same digest,
+/// as one could against a CRC. The key is shared by every hasher of the process, so the
+/// parser and the sender agree; digests are never stored outside the process.
+pub struct TextHasher {
+    inner: std::hash::DefaultHasher,
+    lines: u32,
+}
+
+impl Default for TextHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TextHasher {
+    pub fn new() -> Self {
+        static KEY: OnceLock<std::hash::RandomState> = OnceLock::new();
+        Self {
+            inner: KEY.get_or_init(std::hash::RandomState::new).build_hasher(),
+            lines: 0,
+        }
+    }
+
+    /// Adds one line in wire form, without its CRLF.
+    pub fn line(&mut self, wire: &[u8]) {
+        self.inner.write_usize(wire.len());
+        self.inner.write(wire);
+        self.lines = self.lines.saturating_add(1);
+    }
+
+    /// Lines added so far.
+    pub fn lines(&self) -> u32 {
+        self.lines
+    }
+
+    /// The digest of the lines added so far.
+    pub fn value(&self) -> u64 {
+        self.inner.finish()
+    }
+}
+
+/// Why a line read again cannot go on the wire as mail text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsafeLine {
+    /// A lone "." would end the mail text early (and what follows would be commands).
+    EndOfData,
+    /// A CR that does not end the line.
+    BareCr,
+    /// Longer than 998 characters (without `DataLineTrunc`).
+    TooLong(usize),
+}
+
+impl std::fmt::Display for UnsafeLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::EndOfData => f.write_str("a line \".\" that would end the mail early"),
+            Self::BareCr => f.write_str("a bare CR"),
+            Self::TooLong(n) => write!(f, "a line of {n} characters (more than {MAX_DATA_LINE})"),
+        }
+    }
 }
 
 /// Tracks the header section while the parser walks through a mail's text.
@@ -140,9 +229,96 @@ pub fn render_lines(chunk: &[u8], truncate: bool, at_end: bool, out: &mut Vec<u8
     used
 }
 
+/// Like [`render_lines`], for text that may have changed since it was parsed: every line
+/// is checked ([`UnsafeLine`]) before it is rendered, and added to `hasher`. On an unsafe
+/// line, nothing of it is rendered and the error comes with the number of the line
+/// within the text (1-based, as counted by `hasher`).
+///
+/// # Errors
+/// The first unsafe line.
+pub fn render_lines_checked(
+    chunk: &[u8],
+    truncate: bool,
+    at_end: bool,
+    out: &mut Vec<u8>,
+    hasher: &mut TextHasher,
+) -> Result<usize, (u32, UnsafeLine)> {
+    let mut used = 0;
+    let mut rest = chunk;
+    loop {
+        let (raw, consumed) = match memchr::memchr(b'\n', rest) {
+            Some(lf) => (rest.get(..lf).unwrap_or_default(), lf + 1),
+            None if at_end && !rest.is_empty() => (rest, rest.len()),
+            None => return Ok(used),
+        };
+        let mut text = trim(raw);
+        if truncate && text.len() > MAX_DATA_LINE {
+            text = text.get(..MAX_DATA_LINE).unwrap_or(text);
+        }
+        let problem = if text == b"." {
+            Some(UnsafeLine::EndOfData)
+        } else if text.contains(&b'\r') {
+            Some(UnsafeLine::BareCr)
+        } else if text.len() > MAX_DATA_LINE {
+            Some(UnsafeLine::TooLong(text.len()))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err((hasher.lines().saturating_add(1), problem));
+        }
+        hasher.line(text);
+        out.extend_from_slice(text);
+        out.extend_from_slice(b"\r\n");
+        used += consumed;
+        rest = rest.get(consumed..).unwrap_or_default();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checked_rendering_refuses_what_would_break_the_stream() {
+        let mut out = Vec::new();
+        let mut h = TextHasher::new();
+        assert_eq!(
+            render_lines_checked(b"a\n..b\n", false, false, &mut out, &mut h),
+            Ok(6)
+        );
+        assert_eq!(out, b"a\r\n..b\r\n");
+        for (text, expected) in [
+            (&b"x\n.\nMAIL FROM:<e@v>\n"[..], (2, UnsafeLine::EndOfData)),
+            (b"x\n.  \r\n", (2, UnsafeLine::EndOfData)),
+            (b"a\rb\n", (1, UnsafeLine::BareCr)),
+        ] {
+            let mut out = Vec::new();
+            let got = render_lines_checked(text, false, true, &mut out, &mut TextHasher::new());
+            assert_eq!(got, Err(expected));
+            assert!(!out.windows(3).any(|w| w == b".\r\n"), "{out:?}");
+        }
+        let long = vec![b'a'; 1000];
+        let got = render_lines_checked(&long, false, true, &mut Vec::new(), &mut TextHasher::new());
+        assert_eq!(got, Err((1, UnsafeLine::TooLong(1000))));
+        let got = render_lines_checked(&long, true, true, &mut Vec::new(), &mut TextHasher::new());
+        assert_eq!(got, Ok(1000));
+    }
+
+    #[test]
+    fn the_digest_tells_texts_apart() {
+        let digest = |chunks: &[&[u8]]| {
+            let mut h = TextHasher::new();
+            let mut out = Vec::new();
+            for (i, c) in chunks.iter().enumerate() {
+                render_lines_checked(c, false, i + 1 == chunks.len(), &mut out, &mut h).unwrap();
+            }
+            (h.lines(), h.value())
+        };
+        assert_eq!(digest(&[b"ab\ncd\n"]), digest(&[b"ab\n", b"cd  \r\n"]));
+        assert_ne!(digest(&[b"ab\ncd\n"]), digest(&[b"ab\nce\n"]));
+        assert_ne!(digest(&[b"abc\nd\n"]), digest(&[b"ab\ncd\n"]));
+    }
 
     #[test]
     fn renders_lf_and_crlf_alike() {

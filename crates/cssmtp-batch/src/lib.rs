@@ -32,7 +32,7 @@ pub mod parser;
 pub mod record;
 pub mod write;
 
-pub use data::{DataSpan, render_lines};
+pub use data::{DataSpan, TextDigest, TextHasher, UnsafeLine, render_lines, render_lines_checked};
 pub use error::{ErrorKind, SyntaxError};
 pub use parser::{Limits, Mail, Parser, Recipient, RejectedRecipient, Step, Summary, parse_bytes};
 pub use record::Line;

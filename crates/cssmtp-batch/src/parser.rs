@@ -22,7 +22,7 @@
 //! * A mail whose text exceeds `JESMsgSize` is rejected (not counted as a syntax error).
 
 use crate::address::{parse_path, valid_domain};
-use crate::data::{DataSpan, HeaderScan, MAX_DATA_LINE};
+use crate::data::{DataSpan, HeaderScan, MAX_DATA_LINE, TextDigest, TextHasher};
 use crate::error::{ErrorKind, SyntaxError};
 use crate::record::{Line, bare_cr, lines, trim_nulls};
 
@@ -138,6 +138,8 @@ struct Text {
     wire_size: u64,
     header: HeaderScan,
     problem: Option<SyntaxError>,
+    /// The lines in wire form, for checking the text when it is read again to be sent.
+    digest: TextHasher,
 }
 
 enum State {
@@ -274,6 +276,9 @@ impl Parser {
             line.trimmed_len
         };
         body.wire_size += len as u64 + 2;
+        // The wire form of the line: its first `len` bytes (the trimmed text is a prefix of
+        // `raw`, which keeps at least 998 bytes of a long line).
+        body.digest.line(line.raw.get(..len).unwrap_or(text));
         body.header.line(text, line.offset);
         if body.problem.is_none() {
             let checked = text.get(..len).unwrap_or(text);
@@ -328,6 +333,11 @@ impl Parser {
                 missing_separator_at: body.header.missing_separator_at,
                 header_end: body.header.header_end.unwrap_or(line.offset),
                 auto_submitted: body.header.auto_submitted,
+                digest: TextDigest {
+                    end: line.offset,
+                    lines: body.lines,
+                    value: body.digest.value(),
+                },
             },
         };
         Step::Mail(Box::new(mail))
@@ -406,6 +416,7 @@ impl Parser {
                         wire_size: 0,
                         header: HeaderScan::new(),
                         problem: None,
+                        digest: TextHasher::new(),
                     }),
                 );
                 Step::Continue

@@ -31,6 +31,33 @@ pub fn dot_unstuff(text: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Checks text in wire form (CRLF lines, dot-stuffed) before it is written inside DATA:
+/// every line ends with CRLF, no CR or LF stands alone, and no line is a lone "." (which
+/// would end the mail early). Returns what is wrong, for a message.
+///
+/// # Errors
+/// The first problem found.
+pub fn check_text(text: &[u8]) -> Result<(), &'static str> {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
+            return Err("a last line without CRLF");
+        };
+        let line = rest.get(..lf).unwrap_or_default();
+        let Some(line) = line.strip_suffix(b"\r") else {
+            return Err("a bare LF");
+        };
+        if line.contains(&b'\r') {
+            return Err("a bare CR");
+        }
+        if line == b"." {
+            return Err("a line \".\" that would end the mail early");
+        }
+        rest = rest.get(lf + 1..).unwrap_or_default();
+    }
+    Ok(())
+}
+
 /// Makes every line end CRLF (a bare LF or bare CR becomes CRLF), and ends the text with
 /// CRLF when it does not.
 pub fn crlf(text: &[u8]) -> Vec<u8> {
@@ -67,6 +94,22 @@ mod tests {
     }
 
     #[test]
+    fn unsafe_wire_text_is_found() {
+        assert_eq!(check_text(b""), Ok(()));
+        assert_eq!(check_text(b"a\r\n..\r\n\r\n"), Ok(()));
+        assert_eq!(
+            check_text(b"a\r\n.\r\nMAIL FROM:<x>\r\n").unwrap_err(),
+            "a line \".\" that would end the mail early"
+        );
+        assert_eq!(check_text(b"a\nb\r\n").unwrap_err(), "a bare LF");
+        assert_eq!(check_text(b"a\rb\r\n").unwrap_err(), "a bare CR");
+        assert_eq!(
+            check_text(b"a\r\nb").unwrap_err(),
+            "a last line without CRLF"
+        );
+    }
+
+    #[test]
     fn line_ends() {
         assert_eq!(crlf(b"a\nb\rc\r\nd"), b"a\r\nb\r\nc\r\nd\r\n");
         assert_eq!(crlf(b""), b"");
@@ -78,6 +121,7 @@ mod tests {
             let wire = dot_stuff(&crlf(&text));
             let framed = [b"\r\n".as_slice(), &wire].concat();
             proptest::prop_assert!(!framed.windows(5).any(|w| w == b"\r\n.\r\n"));
+            proptest::prop_assert_eq!(check_text(&wire), Ok(()));
             proptest::prop_assert_eq!(dot_unstuff(&wire), crlf(&text));
         }
     }

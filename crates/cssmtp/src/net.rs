@@ -26,6 +26,22 @@ impl Conn {
         }
     }
 
+    /// Reads what the peer has already sent, without waiting: `Ok(None)` when nothing is
+    /// waiting now, else like [`Conn::read_some`] (`Some(0)` at end of stream).
+    pub async fn read_now(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        let mut read = std::pin::pin!(self.read_some(buf));
+        // Polled once; unconstrained, so that tokio's cooperative budget cannot make it
+        // look as if nothing had arrived. Dropping a pending read loses no byte.
+        tokio::task::unconstrained(std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match read.as_mut().poll(cx) {
+                std::task::Poll::Ready(result) => Some(result),
+                std::task::Poll::Pending => None,
+            })
+        }))
+        .await
+        .transpose()
+    }
+
     /// Writes all of `bytes` and flushes them to the socket.
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {

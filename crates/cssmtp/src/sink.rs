@@ -14,6 +14,10 @@
 //! | `data-reject` | the mail's final "." answered `554 5.6.0` |
 //! | `drop-at-rcpt` | the connection is closed at that RCPT TO |
 //! | `drop-in-data` | the connection is closed after the text, before the reply |
+//! | `early-250` | the 354 to DATA comes with a `250` in the same write, before the text; the text's final "." is then refused with `554 5.6.0` (a server that answers before it is due) |
+//! | `early-250-once` | the same the first time only, a normal mail after |
+//! | `extra-reply` | the mail is accepted, and its `250` is followed by an unsolicited `554 5.7.0` no command asked for |
+//! | `extra-reply-once` | the same the first time only |
 //!
 //! A reverse path whose local part starts with `reject` is refused at MAIL FROM (`550`).
 //! With [`SinkOptions::scripted`] off (`--accept-all`), every sender and recipient is
@@ -21,7 +25,8 @@
 //!
 //! Tests can also arm a [`Gate`]: the next mail to reach it is held there, its
 //! connection left waiting for a reply that never comes, so that a test can kill the
-//! client at that exact point.
+//! client at that exact point; or, with [`Gate::PauseAtData`], until the test calls
+//! [`Sink::release`], so that it can act while the client waits at a known point.
 //!
 //! Options offer or hide PIPELINING, SIZE, STARTTLS and EHLO itself, and choose how the
 //! end of the mail text is found: strictly (`<CRLF>.<CRLF>` only, and a text with a bare
@@ -225,6 +230,8 @@ struct Shared {
     /// The fault mix's draws so far, and what it did.
     draws: AtomicU64,
     fault_log: Mutex<FaultLog>,
+    /// Releases granted by [`Sink::release`] and not yet used by a paused session.
+    releases: Mutex<u64>,
 }
 
 /// Where an armed gate holds the next mail.
@@ -235,6 +242,9 @@ pub enum Gate {
     /// After the final ".": the mail is accepted (kept and counted, as a server that
     /// committed it would have), but its reply is never sent.
     AfterDot,
+    /// At the DATA command, until [`Sink::release`]: the replies before DATA are sent,
+    /// the 354 waits; after the release the mail goes on as usual.
+    PauseAtData,
 }
 
 /// A mail held at a gate.
@@ -313,6 +323,29 @@ impl Shared {
         drop(gates);
         self.notify.notify_waiters();
         true
+    }
+
+    /// Waits for a release ([`Sink::release`]) and uses it.
+    async fn wait_release(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if let Ok(mut releases) = self.releases.lock()
+                && *releases > 0
+            {
+                *releases -= 1;
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Counts one more time an address met a `…-once` script; true the first time.
+    fn first_time(&self, key: &str) -> bool {
+        self.refusals.lock().is_ok_and(|mut counts| {
+            let count = counts.entry(key.to_ascii_lowercase()).or_default();
+            *count += 1;
+            *count <= 1
+        })
     }
 }
 
@@ -432,6 +465,14 @@ impl Sink {
             .unwrap_or_default()
     }
 
+    /// Lets one session paused at [`Gate::PauseAtData`] (now or later) go on.
+    pub fn release(&self) {
+        if let Ok(mut releases) = self.shared.releases.lock() {
+            *releases += 1;
+        }
+        self.shared.notify.notify_waiters();
+    }
+
     /// Stops listening and closes every connection.
     pub fn stop(&self) {
         self.stop.cancel();
@@ -445,13 +486,21 @@ struct Envelope {
     size: u64,
 }
 
+#[derive(Clone, Copy)]
 enum Scripted {
     Accept,
     TempFail,
     DataTempFail,
     DataReject,
     DropInData,
+    /// A 250 sent with the 354, the final "." refused.
+    EarlyReply,
+    /// An unsolicited reply after the mail's 250.
+    ExtraReply,
 }
+
+const EARLY_250: &str = "250 2.0.0 Ok: queued (scripted, sent before the text)\r\n";
+const EXTRA_REPLY: &str = "554 5.7.0 Unsolicited reply no command asked for (scripted)\r\n";
 
 const TEMPFAIL: &str = "451 4.2.1 Mailbox busy, try again later (scripted)\r\n";
 
@@ -477,6 +526,15 @@ fn script_for(rcpt: &str, shared: &Shared) -> (Option<&'static str>, Option<Scri
         } else {
             (None, Some(Scripted::Accept))
         }
+    } else if starts("early-250") || starts("extra-reply") {
+        let once = local.contains("-once");
+        let misbehave = !once || shared.first_time(rcpt);
+        let script = match (misbehave, starts("early-250")) {
+            (false, _) => Scripted::Accept,
+            (true, true) => Scripted::EarlyReply,
+            (true, false) => Scripted::ExtraReply,
+        };
+        (None, Some(script))
     } else if starts("data-tempfail") {
         (None, Some(Scripted::DataTempFail))
     } else if starts("data-reject") {
@@ -641,7 +699,17 @@ async fn serve(
                         let _ = conn.send(&out).await;
                         return std::future::pending().await;
                     }
+                    if shared.pass(Gate::PauseAtData, &env.rcpt_to) {
+                        if conn.send(&out).await.is_err() {
+                            return;
+                        }
+                        out.clear();
+                        shared.wait_release().await;
+                    }
                     out.extend_from_slice(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n");
+                    if matches!(after_data, Scripted::EarlyReply) {
+                        out.extend_from_slice(EARLY_250.as_bytes());
+                    }
                     if conn.send(&out).await.is_err() {
                         return;
                     }
@@ -826,10 +894,10 @@ fn finish_mail(
         Scripted::DataTempFail => {
             return Some("451 4.3.0 Temporary failure storing the mail (scripted)\r\n".into());
         }
-        Scripted::DataReject => {
+        Scripted::DataReject | Scripted::EarlyReply => {
             return Some("554 5.6.0 Mail content refused (scripted)\r\n".into());
         }
-        Scripted::Accept | Scripted::TempFail => {}
+        Scripted::Accept | Scripted::TempFail | Scripted::ExtraReply => {}
     }
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
     let mail = Received {
@@ -871,7 +939,11 @@ fn finish_mail(
     }
     shared.accepted.fetch_add(1, Ordering::Relaxed);
     shared.notify.notify_waiters();
-    Some(format!("250 2.0.0 Ok: queued as {id}\r\n"))
+    let mut reply = format!("250 2.0.0 Ok: queued as {id}\r\n");
+    if matches!(script, Scripted::ExtraReply) {
+        reply.push_str(EXTRA_REPLY);
+    }
+    Some(reply)
 }
 
 #[cfg(test)]

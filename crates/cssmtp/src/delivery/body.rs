@@ -5,17 +5,26 @@
 //! ([`cssmtp_batch::render_lines`]). When the text lacks the blank line between header
 //! and body, it is inserted where the parser found the body to start.
 //!
+//! The spool file may have changed since it was parsed (a producer can keep it open and
+//! write it after cssmtp claimed it). Every line is therefore checked again as it is
+//! rendered ([`cssmtp_batch::render_lines_checked`]: never a lone ".", a bare CR or an
+//! over-long line), and the lines are hashed with the key the parser used: at the end
+//! of the text the digest must be the parser's ([`cssmtp_batch::TextDigest`]). Anything
+//! else is a [`TextError::Changed`], reported before the final "." could be sent. Text
+//! held in memory is checked too ([`cssmtp_wire::data::check_text`]).
+//!
 //! Small reads are done in place: the parser read the same file moments before, so the
 //! bytes come from the page cache in microseconds, while a hand-off to a blocking thread
 //! costs more than the read (two thread wake-ups per mail). Larger reads go to a
 //! blocking thread.
 
+use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use cssmtp_batch::{DataSpan, render_lines};
+use cssmtp_batch::{DataSpan, TextDigest, TextHasher, render_lines_checked};
 
 /// Raw bytes read from the spool file per chunk.
 const CHUNK: u64 = 128 * 1024;
@@ -60,6 +69,34 @@ impl MailText {
     }
 }
 
+/// Why a mail's text cannot be (or could not be) sent.
+#[derive(Debug)]
+pub enum TextError {
+    /// Reading the spool file failed.
+    Io(io::Error),
+    /// The text is not what was parsed, or a line of it cannot go on the wire: no more
+    /// of it may be sent, and never the final ".".
+    Changed(String),
+}
+
+impl fmt::Display for TextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "reading the spool file failed: {e}"),
+            Self::Changed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<TextError> for io::Error {
+    fn from(e: TextError) -> Self {
+        match e {
+            TextError::Io(e) => e,
+            TextError::Changed(why) => io::Error::new(io::ErrorKind::InvalidData, why),
+        }
+    }
+}
+
 enum Piece {
     Text { start: u64, end: u64 },
     Blank,
@@ -72,6 +109,11 @@ pub struct Body {
     pieces: Vec<Piece>,
     index: usize,
     pos: u64,
+    /// The lines rendered so far.
+    hasher: TextHasher,
+    /// The parser's digest, when the whole text it covers is read (not for a header
+    /// alone); compared once at the end.
+    check: Option<TextDigest>,
 }
 
 impl Body {
@@ -83,6 +125,8 @@ impl Body {
                     pieces: vec![Piece::Memory(Arc::clone(bytes))],
                     index: 0,
                     pos: 0,
+                    hasher: TextHasher::new(),
+                    check: None,
                 };
             }
             MailText::Spool { spool, data } => (Arc::clone(spool), data),
@@ -109,17 +153,46 @@ impl Body {
             pieces,
             index: 0,
             pos: 0,
+            hasher: TextHasher::new(),
+            check: (span.digest.end == span.end).then_some(span.digest),
         }
+    }
+
+    /// At the end of the text: is it the one the parser saw?
+    fn verify(&mut self) -> Result<(), TextError> {
+        let Some(check) = self.check.take() else {
+            return Ok(());
+        };
+        if self.hasher.lines() != check.lines {
+            return Err(TextError::Changed(format!(
+                "it has {} line(s) where {} were read",
+                self.hasher.lines(),
+                check.lines
+            )));
+        }
+        if self.hasher.value() != check.value {
+            return Err(TextError::Changed(
+                "it differs from the text that was read".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Appends the next chunk of CRLF-terminated lines to `out`; false at the end of the
     /// text. `raw` is scratch space, kept by the caller so that it is reused.
     ///
     /// # Errors
-    /// An I/O error reading the spool file.
-    pub async fn next_chunk(&mut self, raw: &mut Vec<u8>, out: &mut Vec<u8>) -> io::Result<bool> {
+    /// [`TextError::Io`] reading the spool file; [`TextError::Changed`] when a line cannot
+    /// go on the wire (nothing of that chunk is appended) or, at the end, when the text
+    /// is not the one parsed.
+    pub async fn next_chunk(
+        &mut self,
+        raw: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, TextError> {
         loop {
             let Some(piece) = self.pieces.get(self.index) else {
+                self.verify()?;
                 return Ok(false);
             };
             match *piece {
@@ -129,13 +202,18 @@ impl Body {
                     return Ok(true);
                 }
                 Piece::Memory(ref bytes) => {
+                    cssmtp_wire::data::check_text(bytes).map_err(|why| {
+                        TextError::Changed(format!("the text cssmtp made has {why}"))
+                    })?;
                     out.extend_from_slice(bytes);
                     self.index += 1;
                     return Ok(true);
                 }
                 Piece::Text { start, end } => {
                     let Some(spool) = self.spool.as_ref() else {
-                        return Err(io::Error::other("mail text has no spool file"));
+                        return Err(TextError::Io(io::Error::other(
+                            "mail text has no spool file",
+                        )));
                     };
                     let pos = self.pos.max(start);
                     if pos >= end {
@@ -143,16 +221,18 @@ impl Body {
                         continue;
                     }
                     let used = if end - pos <= INLINE_READ {
-                        read_lines(spool, pos, end, raw, out)?
+                        read_lines(spool, pos, end, raw, out, &mut self.hasher)?
                     } else {
                         let text = Arc::clone(spool);
-                        let (rendered, used) = tokio::task::spawn_blocking(move || {
+                        let mut hasher = std::mem::take(&mut self.hasher);
+                        let (rendered, used, hasher) = tokio::task::spawn_blocking(move || {
                             let mut rendered = Vec::new();
-                            read_lines(&text, pos, end, &mut Vec::new(), &mut rendered)
-                                .map(|used| (rendered, used))
+                            read_lines(&text, pos, end, &mut Vec::new(), &mut rendered, &mut hasher)
+                                .map(|used| (rendered, used, hasher))
                         })
                         .await
-                        .map_err(io::Error::other)??;
+                        .map_err(|e| TextError::Io(io::Error::other(e)))??;
+                        self.hasher = hasher;
                         out.extend_from_slice(&rendered);
                         used
                     };
@@ -164,20 +244,27 @@ impl Body {
     }
 }
 
-/// Reads whole lines from `pos` (up to `end`) into `raw` and renders them into `out`;
-/// returns how many bytes of the file were used.
+/// Reads whole lines from `pos` (up to `end`) into `raw`, checks them and renders them
+/// into `out`; returns how many bytes of the file were used.
 fn read_lines(
     text: &SpoolText,
     pos: u64,
     end: u64,
     raw: &mut Vec<u8>,
     out: &mut Vec<u8>,
-) -> io::Result<u64> {
+    hasher: &mut TextHasher,
+) -> Result<u64, TextError> {
     let mut want = CHUNK.min(end - pos);
     loop {
         raw.clear();
         raw.resize(usize::try_from(want).unwrap_or(usize::MAX), 0);
-        text.file.read_exact_at(raw, pos)?;
+        if let Err(e) = text.file.read_exact_at(raw, pos) {
+            return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+                TextError::Changed("the spool file is shorter than when it was read".into())
+            } else {
+                TextError::Io(e)
+            });
+        }
         let at_end = pos + want >= end;
         let cut = if at_end {
             raw.len()
@@ -193,7 +280,15 @@ fn read_lines(
         };
         let slice = raw.get(..cut).unwrap_or_default();
         out.reserve(cut + cut / 32 + 16);
-        let used = render_lines(slice, text.truncate, at_end, out);
-        return Ok(used as u64);
+        let before = out.len();
+        return match render_lines_checked(slice, text.truncate, at_end, out, hasher) {
+            Ok(used) => Ok(used as u64),
+            Err((line, problem)) => {
+                out.truncate(before);
+                Err(TextError::Changed(format!(
+                    "line {line} of its text now holds {problem}"
+                )))
+            }
+        };
     }
 }

@@ -74,6 +74,10 @@ pub enum Problem {
     UnsafeArgument(String),
     /// Delivery was interrupted because cssmtp is stopping.
     Stopping,
+    /// The mail's text is not what was parsed (its spool file changed since), or a line of
+    /// it cannot go on the wire; found before the final ".", which was not sent. A spool
+    /// task holds such a mail, with its file, for the operator (never sent half-checked).
+    TextChanged(String),
 }
 
 impl fmt::Display for Problem {
@@ -96,6 +100,10 @@ impl fmt::Display for Problem {
             ),
             Self::UnsafeArgument(e) => write!(f, "{e}"),
             Self::Stopping => write!(f, "cssmtp is stopping"),
+            Self::TextChanged(why) => write!(
+                f,
+                "the mail text changed in the spool file after it was read ({why}); the final \".\" was not sent"
+            ),
         }
     }
 }
@@ -142,6 +150,7 @@ impl Failure {
             Problem::TooBig { .. } => "5.3.4".into(),
             Problem::NoTlsTarget => "5.7.10".into(),
             Problem::UnsafeArgument(_) => "5.1.3".into(),
+            Problem::TextChanged(_) => "4.3.0".into(),
         }
     }
 }
@@ -181,6 +190,9 @@ pub fn classify(problem: &Problem) -> Disposition {
         | Problem::Protocol(_)
         | Problem::Tls(_)
         | Problem::Stopping => Disposition::Retry,
+        // Not a recipient's fault: a spool task holds the mail (see the variant); text
+        // kept elsewhere (extended retry) is read again next time.
+        Problem::TextChanged(_) => Disposition::Retry,
         Problem::TooBig { .. } | Problem::NoTlsTarget | Problem::UnsafeArgument(_) => {
             Disposition::Undeliverable
         }

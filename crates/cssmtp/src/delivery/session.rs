@@ -7,6 +7,16 @@
 //! server offers PIPELINING. Each recipient gets its own result; DATA goes ahead when at
 //! least one recipient was accepted. Every wait has the timeout of its stage, and every
 //! failure records its stage.
+//!
+//! Replies are taken only when due: before each command group is written, after the 354
+//! and before the final ".", nothing may be waiting from the server (what was read, and
+//! what a read that does not wait finds). Bytes there are a reply sent early (a `250`
+//! with the `354`) or one no command asked for: a protocol error that drops the session,
+//! so that no reply is ever charged to the wrong command or the next mail. The mail is
+//! then retried; a mail whose final reply was followed by such bytes keeps that reply.
+//!
+//! The text is checked as it is written (see [`super::body`]): when it is not what was
+//! parsed, the session is dropped before the final "." ([`Problem::TextChanged`]).
 
 use std::net::SocketAddr;
 
@@ -18,7 +28,7 @@ use tokio::time::{Duration, Instant, timeout, timeout_at};
 use tokio_rustls::{TlsConnector, TlsStream};
 
 use super::MailJob;
-use super::body::Body;
+use super::body::{Body, TextError};
 use super::outcome::{Failure, Problem, RcptResult, Stage};
 use crate::config::Timeouts;
 use crate::journal::{Outcome, Record};
@@ -247,7 +257,7 @@ impl Session {
                 group.extend_from_slice(line);
             }
             group.extend_from_slice(b"DATA\r\n");
-            self.write(&group, Stage::MailFrom, t.mail_cmd).await?;
+            self.send_group(&group, Stage::MailFrom, t.mail_cmd).await?;
             let mail_reply = self.read_reply(Stage::MailFrom, t.mail_cmd).await?;
             let mut rcpt_replies = Vec::with_capacity(rcpts.len());
             for _ in &rcpts {
@@ -266,21 +276,22 @@ impl Session {
             }
             data_reply = reply;
         } else {
-            self.write(&mail, Stage::MailFrom, t.mail_cmd).await?;
+            self.send_group(&mail, Stage::MailFrom, t.mail_cmd).await?;
             let mail_reply = self.read_reply(Stage::MailFrom, t.mail_cmd).await?;
             if !mail_reply.is_positive() {
                 self.fail_all(results, &rcpts, Stage::MailFrom, &mail_reply);
                 return self.abandon(false, params).await;
             }
             for (i, line) in &rcpts {
-                self.write(line, Stage::RcptTo, t.rcpt_cmd).await?;
+                self.send_group(line, Stage::RcptTo, t.rcpt_cmd).await?;
                 let reply = self.read_reply(Stage::RcptTo, t.rcpt_cmd).await?;
                 self.record_rcpt(results, *i, reply, &mut accepted);
             }
             if accepted.is_empty() {
                 return self.abandon(false, params).await;
             }
-            self.write(b"DATA\r\n", Stage::Data, t.data_cmd).await?;
+            self.send_group(b"DATA\r\n", Stage::Data, t.data_cmd)
+                .await?;
             data_reply = self.read_reply(Stage::Data, t.data_cmd).await?;
         }
         if data_reply.code != 354 {
@@ -292,6 +303,8 @@ impl Session {
             }
             return self.abandon(false, params).await;
         }
+        // Every reply due is in: anything more (a 250 sent with the 354) came early.
+        self.expect_quiet(Stage::Data).await?;
         // The checkpoint: these recipients may get the mail once the final "." goes.
         let checkpoint = job
             .checkpoint
@@ -308,6 +321,11 @@ impl Session {
             Ok(()) => self.read_reply(Stage::DataTerm, t.data_term).await,
             Err(failure) => Err(failure),
         };
+        if replied.is_ok() {
+            // The reply to "." was due and stands; bytes after it were not: the session
+            // is dropped (the next mail must not read them as its replies).
+            let _ = self.expect_quiet(Stage::DataTerm).await;
+        }
         if let Some((c, r)) = checkpoint {
             // No longer in doubt: delivered, or to be sent again (as any mail whose
             // reply never came, RFC 5321 6.1). Written before this connection's next
@@ -387,10 +405,11 @@ impl Session {
     ) -> Result<(), Failure> {
         let t = params.timeouts;
         if data_open {
-            self.write(b".\r\n", Stage::DataBlock, t.data_block).await?;
+            self.send_group(b".\r\n", Stage::DataBlock, t.data_block)
+                .await?;
             self.read_reply(Stage::DataTerm, t.data_term).await?;
         }
-        self.write(b"RSET\r\n", Stage::Rset, t.any_cmd).await?;
+        self.send_group(b"RSET\r\n", Stage::Rset, t.any_cmd).await?;
         let reply = self.read_reply(Stage::Rset, t.any_cmd).await?;
         if !reply.is_positive() {
             self.close().await;
@@ -430,6 +449,13 @@ impl Session {
         raw: &mut Vec<u8>,
         durable: Option<oneshot::Receiver<()>>,
     ) -> Result<(), Failure> {
+        if let Err(why) = cssmtp_wire::data::check_text(&job.headers) {
+            self.close().await;
+            return Err(self.failure(
+                Stage::DataBlock,
+                Problem::TextChanged(format!("the header fields cssmtp adds have {why}")),
+            ));
+        }
         out.extend_from_slice(&job.headers);
         let mut body = Body::new(&job.text);
         loop {
@@ -445,10 +471,11 @@ impl Session {
                     // The text cannot be completed: drop the connection without the
                     // final "." so that the server discards the partial mail.
                     self.close().await;
-                    return Err(self.failure(
-                        Stage::DataBlock,
-                        Problem::Connection(format!("reading the spool file failed: {e}")),
-                    ));
+                    let problem = match e {
+                        TextError::Changed(why) => Problem::TextChanged(why),
+                        TextError::Io(_) => Problem::Connection(e.to_string()),
+                    };
+                    return Err(self.failure(Stage::DataBlock, problem));
                 }
             }
         }
@@ -457,6 +484,8 @@ impl Session {
             // Resolves once the journal has synced (or has failed, which it reports).
             let _ = durable.await;
         }
+        // A reply before the text is complete (an early 250, or a refusal) was not due.
+        self.expect_quiet(Stage::DataBlock).await?;
         self.write(out, Stage::DataBlock, t.data_block).await
     }
 
@@ -470,7 +499,67 @@ impl Session {
         if let Err(e) = command.write_to(&mut line) {
             return Err(self.failure(stage, Problem::UnsafeArgument(e.to_string())));
         }
-        self.write(&line, stage, wait).await
+        self.send_group(&line, stage, wait).await
+    }
+
+    /// Writes a command group, once nothing is waiting from the server.
+    async fn send_group(
+        &mut self,
+        bytes: &[u8],
+        stage: Stage,
+        wait: Duration,
+    ) -> Result<(), Failure> {
+        self.expect_quiet(stage).await?;
+        self.write(bytes, stage, wait).await
+    }
+
+    /// Where no reply is due: anything already read, or waiting on the socket now, is a
+    /// protocol error that drops the connection (logged once, CSM3020W).
+    async fn expect_quiet(&mut self, stage: Stage) -> Result<(), Failure> {
+        if self.rbuf.is_empty() {
+            let Some(conn) = self.conn.as_mut() else {
+                return Err(self.failure(
+                    stage,
+                    Problem::Connection("connection already closed".into()),
+                ));
+            };
+            match conn.read_now(&mut self.rbuf).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(0)) => {
+                    self.conn = None;
+                    return Err(
+                        self.failure(stage, Problem::Connection("closed by the server".into()))
+                    );
+                }
+                Ok(Some(_)) => {}
+                Err(e) => {
+                    self.conn = None;
+                    return Err(self.failure(stage, Problem::Connection(e.to_string())));
+                }
+            }
+        }
+        let shown: String = self
+            .rbuf
+            .iter()
+            .take(80)
+            .flat_map(|&b| std::ascii::escape_default(b))
+            .map(char::from)
+            .collect();
+        self.rbuf.clear();
+        self.parser.reset();
+        self.close().await;
+        let why = format!("the server sent data where no reply was due (\"{shown}\")");
+        tracing::warn!(
+            "CSM3020W Target server {} at {stage}: {why}; session dropped",
+            self.peer
+        );
+        Err(self.failure(stage, Problem::Protocol(why)))
+    }
+
+    /// True when nothing is waiting from the server (a session kept open between mails
+    /// is checked before it is used again); else the session is no longer usable.
+    pub async fn is_quiet(&mut self) -> bool {
+        self.conn.is_some() && self.expect_quiet(Stage::MailFrom).await.is_ok()
     }
 
     async fn write(&mut self, bytes: &[u8], stage: Stage, wait: Duration) -> Result<(), Failure> {

@@ -151,6 +151,13 @@ async fn deliver(
 ) {
     let params = ctx.params();
     for _ in 0..MAX_HOPS {
+        // A session kept open must have nothing waiting from its server: bytes there
+        // would be read as this mail's replies.
+        if let Some(o) = open.as_mut()
+            && !o.session.is_quiet().await
+        {
+            drop_session(ctx, open);
+        }
         let current = open.as_ref().map(|o| &o.target);
         let target = match ctx.router.choose(job.needs_tls, job.size, current) {
             Choice::Use(target) => target,

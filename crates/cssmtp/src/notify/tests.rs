@@ -174,6 +174,7 @@ fn file_report() -> FileReport {
         test_mode: false,
         disposition: Disposition::Held("/var/spool/cssmtp/MAILFWD1/hold/PAYROLL.J0012345.dn76y9aeexdt-7by-0-1".into()),
         report: None,
+        must_hold: false,
     }
 }
 

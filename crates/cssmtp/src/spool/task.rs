@@ -39,7 +39,9 @@ use super::reader::{Parsed, parse_into};
 use super::status::{Suspend, TaskRegistry, TaskStatus};
 use crate::accounting::{self, Accounting, Kind};
 use crate::config::{BadSpoolDisp, Config, LiveConfig, PossiblyDelivered, ReturnContent};
-use crate::delivery::{Checkpoint, MailJob, MailKey, MailOutcome, MailText, RcptResult, SpoolText};
+use crate::delivery::{
+    Checkpoint, MailJob, MailKey, MailOutcome, MailText, Problem, RcptResult, SpoolText,
+};
 use crate::headers::{self, MailFacts, Origin};
 use crate::journal::{self, FailedRcpt, FileCheckpoint, Journal, MailCheckpoint, Outcome, Record};
 use crate::notify::{
@@ -144,6 +146,9 @@ pub struct FileReport {
     pub disposition: Disposition,
     /// What was done with the error report.
     pub report: Option<String>,
+    /// A mail's text changed after it was read (see `file_problem`): the file is held
+    /// whatever `BadSpoolDisp` says.
+    pub must_hold: bool,
 }
 
 impl FileReport {
@@ -260,6 +265,7 @@ pub async fn run(
         test_mode: config.options.test_mode,
         disposition: Disposition::LeftActive,
         report: None,
+        must_hold: false,
     };
     tracing::info!(
         tkid,
@@ -867,6 +873,7 @@ impl Task {
         let mut again: Vec<usize> = Vec::new();
         let mut failed_at: Vec<usize> = Vec::new();
         let mut any_retry = false;
+        let mut changed = None;
         let Some(state) = self.mails.get_mut(&ordinal) else {
             return;
         };
@@ -887,6 +894,13 @@ impl Task {
                     final_reply = Some(reply);
                     self.shared.stats.rcpt_delivered();
                     self.report.rcpts_delivered += 1;
+                }
+                // Not sent, not retried, not returned: held with the file.
+                RcptResult::Retry(failure)
+                    if matches!(failure.problem, Problem::TextChanged(_)) =>
+                {
+                    *slot = Rcpt::Held;
+                    changed = Some(failure);
                 }
                 RcptResult::Retry(failure) if may_retry => {
                     self.shared.stats.rcpt_retried();
@@ -932,6 +946,22 @@ impl Task {
                     ));
                 }
             }
+        }
+        if let Some(failure) = changed {
+            let problem = format!(
+                "mail {ordinal} (line {}) was not sent and is held with the file: {failure}",
+                state.line
+            );
+            tracing::warn!(
+                tkid = self.tkid,
+                "CSM2130W Spool file {}: {problem}",
+                self.job.file_name
+            );
+            self.report.must_hold = true;
+            self.report.file_problem = Some(match self.report.file_problem.take() {
+                Some(earlier) => format!("{earlier}; {problem}"),
+                None => problem,
+            });
         }
         let attempts = state.attempts;
         if any_retry {
@@ -1214,7 +1244,7 @@ async fn finish(
         tracing::warn!(tkid = report.tkid, "CSM2010W {name} line {}: {e}", e.line);
     }
     let config = shared.config.current();
-    let hold = report.is_bad() && config.bad_spool_disp == BadSpoolDisp::Hold;
+    let hold = report.is_bad() && (config.bad_spool_disp == BadSpoolDisp::Hold || report.must_hold);
     let disposition = if !hold {
         // Every recipient is final. The reaper makes that durable (with every record
         // before) before the file goes, so that a file a power failure brings back is

@@ -21,3 +21,4 @@ mod soak;
 mod support;
 mod tls;
 mod undeliverable;
+mod wire;
