@@ -206,6 +206,7 @@ pub async fn run(
         stats: Arc::clone(&stats),
         limiter: Limiter::new(config.notify_limit),
         stop: stop.clone(),
+        router: Arc::clone(&router),
     });
     // Extended retry runs beside intake, from the MailDirectory.
     let extended_current = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -139,6 +139,13 @@ pub struct FileReport {
     pub file_problem: Option<String>,
     /// `Options TestMode YES`: nothing was sent.
     pub test_mode: bool,
+    /// A mail of the file asked for TLS (`STARTTLS`): its error report travels over TLS
+    /// only.
+    pub needs_tls: bool,
+    /// Mails whose undeliverable recipients could be neither returned nor kept for
+    /// extended retry (a dead letter or MailDirectory file could not be written): the
+    /// spool file stays in `active/`, and the next start returns them.
+    pub unreturned: Vec<(u32, String)>,
     pub disposition: Disposition,
     /// What was done with the error report.
     pub report: Option<String>,
@@ -252,6 +259,8 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         errors: Vec::new(),
         file_problem: None,
         test_mode: config.options.test_mode,
+        needs_tls: false,
+        unreturned: Vec::new(),
         disposition: Disposition::LeftActive,
         report: None,
     };
@@ -364,9 +373,18 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
                 }
             }
             Some(done) = task.returns.join_next(), if !task.returns.is_empty() => {
-                if let Ok((mail, returned)) = done {
-                    task.record(|f| Record::Returned { f, m: mail });
-                    task.report.returns.push((mail, returned.to_string()));
+                match done {
+                    // Recorded as returned only when it was: else the file stays, and
+                    // the next start returns it.
+                    Ok((mail, returned)) => {
+                        if returned.is_done() {
+                            task.record(|f| Record::Returned { f, m: mail });
+                        } else {
+                            task.report.unreturned.push((mail, returned.to_string()));
+                        }
+                        task.report.returns.push((mail, returned.to_string()));
+                    }
+                    Err(e) => task.report.unreturned.push((0, format!("returning a mail failed: {e}"))),
                 }
             }
             () = sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
@@ -409,6 +427,7 @@ impl Task {
     /// Takes a parsed mail: records its refused recipients and queues it.
     async fn accept(&mut self, mail: Mail, stop: &CancellationToken) -> bool {
         self.report.mails += 1;
+        self.report.needs_tls |= mail.starttls;
         let failed: Vec<FailedRecipient> = mail
             .rejected
             .iter()
@@ -978,7 +997,7 @@ impl Task {
     /// Every recipient of a mail is final: hand the extended ones to extended retry and
     /// return the failed ones.
     async fn complete(&mut self, ordinal: u32) {
-        let Some(mut state) = self.mails.remove(&ordinal) else {
+        let Some(state) = self.mails.remove(&ordinal) else {
             return;
         };
         if state.rcpts.iter().all(|r| *r == Rcpt::Delivered) && state.failed.is_empty() {
@@ -995,36 +1014,20 @@ impl Task {
                 .await
         };
         if let Err(e) = kept {
+            // The spool file is the only copy: it stays in active/ and the journal keeps
+            // these recipients not final, so that the next start sends them again.
             tracing::error!(
-                "CSM2112E Mail {ordinal} of {} cannot be kept for extended retry: {e}",
-                self.job.file_name
+                "CSM2112E Mail {ordinal} of {} cannot be kept for extended retry in {}: {e}; the spool file is kept",
+                self.job.file_name,
+                self.config.mail_directory().display()
             );
-            let mut u = Vec::new();
-            for &i in &extended {
-                let f = FailedRecipient {
-                    address: state.addresses.get(i).cloned().unwrap_or_default(),
-                    line: state.lines.get(i).copied().unwrap_or(state.line),
-                    status: "4.3.0".into(),
-                    diagnostic: None,
-                    remote_mta: None,
-                    reason: format!(
-                        "RetryLimit exhausted and the mail could not be kept for extended retry: {e}"
-                    ),
-                };
-                self.undeliverable(ordinal, &f);
-                u.push(failed_rcpt(i, &f));
-                state.failed.push(f);
-            }
-            let a = state.attempts;
-            self.record(|f| Record::Result {
-                f,
-                m: ordinal,
-                o: Outcome {
-                    a,
-                    u,
-                    ..Outcome::default()
-                },
-            });
+            self.report.unreturned.push((
+                ordinal,
+                format!(
+                    "{} recipient(s) could not be kept for extended retry: {e}",
+                    extended.len()
+                ),
+            ));
         } else if !extended.is_empty() {
             // The MailDirectory has it (durably) now. A crash just before this record
             // leaves it in both places: sent again from the spool file, and from there.
@@ -1155,7 +1158,10 @@ impl Task {
     }
 }
 
-/// Disposes of the file, sends its error report and logs the result.
+/// Disposes of the file, sends its error report and logs the result. Nothing that was
+/// neither delivered nor returned goes: a file with mails that could not be returned
+/// stays in `active/` (the journal says what is left), and a file whose error report
+/// could be neither written nor sent is held.
 async fn finish(
     shared: &TaskShared,
     path: &Path,
@@ -1167,7 +1173,45 @@ async fn finish(
         tracing::warn!(tkid = report.tkid, "CSM2010W {name} line {}: {e}", e.line);
     }
     let config = shared.config.current();
-    let hold = report.is_bad() && config.bad_spool_disp == BadSpoolDisp::Hold;
+    let problems = report.has_problems();
+    if !report.unreturned.is_empty() {
+        tracing::error!(
+            tkid = report.tkid,
+            "CSM2130E Spool file {name} is kept in active/: {}; once the cause is fixed, the next start of cssmtp returns (or sends) what is left",
+            report
+                .unreturned
+                .iter()
+                .map(|(m, why)| format!("mail {m}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        report.disposition = Disposition::LeftActive;
+        if problems {
+            report.report = shared.notifier.report(&report).await.unwrap_or_else(Some);
+        }
+        return logged(shared, report, problems);
+    }
+    let mut hold = report.is_bad() && config.bad_spool_disp == BadSpoolDisp::Hold;
+    let reported = !hold && problems;
+    if reported {
+        // The report before the file goes: a report that cannot be made keeps it.
+        report.disposition = if report.is_bad() {
+            Disposition::Removed
+        } else {
+            Disposition::Deleted
+        };
+        match shared.notifier.report(&report).await {
+            Ok(done) => report.report = done,
+            Err(why) => {
+                tracing::error!(
+                    tkid = report.tkid,
+                    "CSM2131E The error report for spool file {name} could not be made ({why}); the file is held instead of deleted"
+                );
+                report.report = Some(why);
+                hold = true;
+            }
+        }
+    }
     let disposition = if !hold {
         // Every recipient is final. The reaper makes that durable (with every record
         // before) before the file goes, so that a file a power failure brings back is
@@ -1219,7 +1263,6 @@ async fn finish(
             Disposition::LeftActive
         }
     };
-    let problems = report.has_problems();
     if let Disposition::Held(held) = &report.disposition {
         // The report beside the held file, whatever `Report` says: the operator who
         // finds the file finds why.
@@ -1234,9 +1277,16 @@ async fn finish(
             );
         }
     }
-    if problems {
-        report.report = shared.notifier.report(&report).await;
+    if problems && !reported {
+        // A held file: it stays whatever becomes of its report.
+        report.report = shared.notifier.report(&report).await.unwrap_or_else(Some);
     }
+    logged(shared, report, problems)
+}
+
+/// Logs and accounts for a finished file.
+fn logged(shared: &TaskShared, report: FileReport, problems: bool) -> FileReport {
+    let name = report.job.file_name.clone();
     let summary = format!(
         "{} mail(s), {} recipient(s) delivered, {} undeliverable, {} in extended retry, {} error(s){}{}",
         report.mails,

@@ -13,6 +13,7 @@ mod checkpoint;
 mod forwarding;
 mod operator;
 mod retry;
+mod returns;
 mod robustness;
 mod routing;
 mod smuggling;
