@@ -235,11 +235,14 @@ impl Notifier {
     fn needs_tls(&self, original: &Original, failed: &[FailedRecipient]) -> bool {
         original.needs_tls || {
             let targets = self.router.targets();
-            failed.iter().filter_map(|f| f.remote_mta.as_deref()).any(|remote| {
-                targets
-                    .iter()
-                    .any(|t| t.secure && t.addr.to_string() == remote)
-            })
+            failed
+                .iter()
+                .filter_map(|f| f.remote_mta.as_deref())
+                .any(|remote| {
+                    targets
+                        .iter()
+                        .any(|t| t.secure && t.addr.to_string() == remote)
+                })
         }
     }
 
@@ -374,10 +377,7 @@ impl Notifier {
                             report.job.file_name,
                             path.display()
                         );
-                        Ok(Some(format!(
-                            "error report written to {}",
-                            path.display()
-                        )))
+                        Ok(Some(format!("error report written to {}", path.display())))
                     }
                     Err(e) => {
                         tracing::error!(

@@ -25,7 +25,11 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 fn tls_file(rcpt: &str) -> String {
     format!(
         "EHLO h.example\nSTARTTLS\n{}",
-        mail("a@h.example", &[rcpt], &text_with_ids("secret", "the secret"))
+        mail(
+            "a@h.example",
+            &[rcpt],
+            &text_with_ids("secret", "the secret")
+        )
     )
 }
 
@@ -97,7 +101,10 @@ async fn an_error_report_about_a_tls_spool_file_keeps_tls() {
         .filter(|m| m.mail_from == "cssmtp@corp.example")
         .collect();
     assert_eq!(reports.len(), 1, "{:?}", tls_sink.received());
-    assert!(reports[0].tls, "the report about a TLS spool file: over TLS");
+    assert!(
+        reports[0].tls,
+        "the report about a TLS spool file: over TLS"
+    );
 
     // A dead letter that keeps STARTTLS when no target offers it.
     let plain = sink(SinkOptions::default()).await;
@@ -112,4 +119,190 @@ async fn an_error_report_about_a_tls_spool_file_keeps_tls() {
         .expect("the report became a dead letter");
     let letter = std::fs::read_to_string(report).unwrap();
     assert!(letter.lines().any(|l| l == "STARTTLS"), "{letter}");
+}
+
+/// A tmpfs of 64 KiB mounted at `dir` (created), unmounted when dropped; None (with a
+/// note) when this process cannot mount (not root).
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(dir: &Path) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("note: not root, cannot mount a small file system; test skipped");
+            return None;
+        }
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k,mode=0750", "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("note: mount -t tmpfs failed; test skipped");
+            return None;
+        }
+        Some(Self(dir.to_owned()))
+    }
+
+    /// Fills the file system: every write after this fails with ENOSPC.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.join(".filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = [0u8; 4096];
+        while f.write_all(&block).and_then(|()| f.sync_all()).is_ok() {}
+        filler
+    }
+
+    /// Remounts it read-only (`ro`) or read-write.
+    fn remount(&self, how: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{how}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_dead_letter_that_cannot_be_written_keeps_the_spool_file() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}Undeliverable\n{{\n  DeadLetterDirectory dead\n}}\n",
+        target(sink.addr, "")
+    ));
+    let Some(full) = Mount::tmpfs(&env.dir.path().join("dead")) else {
+        return;
+    };
+    let filler = full.fill();
+    // No originator: the failed mail goes straight to a dead letter.
+    env.submit(
+        "NOORIG",
+        &format!(
+            "HELO h.example\n{}",
+            mail(
+                "",
+                &["reject-x@example.com", "ok@example.com"],
+                &text_with_ids("only copy", "b")
+            )
+        ),
+    );
+    let report = env.drain().await;
+    let file = &report.files[0];
+    assert_eq!(
+        file.disposition,
+        cssmtp::spool::task::Disposition::LeftActive
+    );
+    assert_eq!(file.unreturned.len(), 1, "{file:?}");
+    assert!(file.unreturned[0].1.contains("No space left"), "{file:?}");
+    assert_eq!(env.files_in("active").len(), 1, "the only copy stays");
+    assert_eq!(originals(&sink).len(), 0);
+    assert_eq!(sink.received().len(), 1, "delivered to ok@ once");
+
+    // Space returns; the next start returns the mail, and sends nothing again.
+    std::fs::remove_file(filler).unwrap();
+    let report = env.drain().await;
+    assert!(env.files_in("active").is_empty(), "{:?}", report.files);
+    let dead = files(&env.dir.path().join("dead"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        std::fs::read_to_string(&dead[0])
+            .unwrap()
+            .contains("Subject: only copy")
+    );
+    assert_eq!(sink.received().len(), 1, "ok@ is not sent it again");
+}
+
+#[tokio::test]
+async fn a_mail_that_cannot_be_kept_for_extended_retry_keeps_the_spool_file() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}RetryLimit\n{{\n  Count 0\n}}\nExtendedRetry\n{{\n  Age 5\n  Interval 600\n  MailDirectory maildir\n}}\n",
+        target(sink.addr, "")
+    ));
+    let Some(ro) = Mount::tmpfs(&env.dir.path().join("maildir")) else {
+        return;
+    };
+    ro.remount("ro");
+    env.submit(
+        "EXTRO",
+        &format!(
+            "HELO h.example\n{}",
+            mail(
+                "a@h.example",
+                &["tempfail-x@example.com"],
+                &text_with_ids("later", "b")
+            )
+        ),
+    );
+    let report = env.drain().await;
+    let file = &report.files[0];
+    assert_eq!(
+        file.disposition,
+        cssmtp::spool::task::Disposition::LeftActive
+    );
+    assert!(file.unreturned[0].1.contains("extended retry"), "{file:?}");
+    assert!(
+        notifications(&sink).is_empty(),
+        "not returned as undeliverable either"
+    );
+    assert_eq!(env.files_in("active").len(), 1, "the only copy stays");
+
+    // Writable again: the next start sends it again and keeps it for extended retry.
+    ro.remount("rw");
+    env.drain().await;
+    assert!(env.files_in("active").is_empty());
+    assert_eq!(files(&env.dir.path().join("maildir")).len(), 1);
+    assert!(notifications(&sink).is_empty());
+}
+
+#[tokio::test]
+async fn a_report_that_cannot_be_written_holds_the_spool_file() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&target(sink.addr, ""));
+    // The reports directory on a read-only file system: every report write fails.
+    let Some(ro) = Mount::tmpfs(&env.config().report_directory()) else {
+        return;
+    };
+    ro.remount("ro");
+    env.submit(
+        "NOREPORT",
+        &format!(
+            "HELO h.example\n{}",
+            mail(
+                "a@h.example",
+                &["reject-x@example.com"],
+                &text_with_ids("r", "b")
+            )
+        ),
+    );
+    let report = env.drain().await;
+    assert!(
+        matches!(
+            report.files[0].disposition,
+            cssmtp::spool::task::Disposition::Held(_)
+        ),
+        "{:?}",
+        report.files[0]
+    );
+    assert_eq!(
+        env.files_in("hold").len(),
+        2,
+        "the file and its report beside it"
+    );
+    assert_eq!(
+        notifications(&sink).len(),
+        1,
+        "the mail itself was returned"
+    );
 }
