@@ -99,10 +99,16 @@ pub async fn run(
     let mut listing: Vec<super::layout::Candidate> = Vec::new();
     let mut stale = true;
     let mut suspend = shared.suspend.clone();
+    // No file is claimed while the checkpoint journal cannot be written.
+    let mut journal = shared
+        .journal
+        .as_ref()
+        .map(crate::journal::Journal::writable);
     loop {
         // Claim while there are free task slots and a target to send to, unless the
         // operator suspended intake (SUSPEND).
-        let suspended = *suspend.borrow_and_update() != Suspend::Running;
+        let suspended = *suspend.borrow_and_update() != Suspend::Running
+            || journal.as_mut().is_some_and(|j| !*j.borrow_and_update());
         while !suspended && tasks.len() < slots && router.any_usable() {
             if let Some(path) = resumed.pop() {
                 spawn(&mut tasks, path);
@@ -155,6 +161,12 @@ pub async fn run(
             } => {}
             () = router.changed() => {}
             Ok(()) = suspend.changed() => {}
+            Some(()) = async {
+                match journal.as_mut() {
+                    Some(j) => j.changed().await.ok(),
+                    None => std::future::pending().await,
+                }
+            } => {}
         }
     }
     // Stopping: tasks stop at their next safe point.

@@ -344,6 +344,8 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         parked: BTreeSet::new(),
     };
     let mut resumed = shared.suspend.clone();
+    // While the journal cannot be written, mails are held back (parked) as by SUSPEND.
+    let mut journal_state = task.checkpoint.as_ref().map(|(j, _)| j.writable());
     let max_pending = shared.max_pending_mails();
     let stop = shared.stop.clone();
     let mut summary: Option<Summary> = None;
@@ -369,6 +371,16 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
             Ok(()) = resumed.changed(), if !task.parked.is_empty() => {
                 let now = *resumed.borrow_and_update();
                 if now != Suspend::Immediate && !task.release_parked(&stop).await {
+                    return task.report;
+                }
+            }
+            Some(()) = async {
+                match journal_state.as_mut() {
+                    Some(state) => state.changed().await.ok(),
+                    None => std::future::pending().await,
+                }
+            }, if !task.parked.is_empty() => {
+                if !task.release_parked(&stop).await {
                     return task.report;
                 }
             }
@@ -732,7 +744,13 @@ impl Task {
     async fn dispatch(&mut self, ordinal: u32, stop: &CancellationToken) -> bool {
         // SUSPEND,IMMEDIATE: no new mail goes out until RESUME; the task goes on
         // with everything else (results, FLUSHRETRY, returns).
-        if *self.suspend.borrow() == Suspend::Immediate {
+        // A journal that cannot be written holds them back too: no mail's final "." goes
+        // without its record.
+        let journal_blocked = self
+            .checkpoint
+            .as_ref()
+            .is_some_and(|(j, _)| !j.is_writable());
+        if *self.suspend.borrow() == Suspend::Immediate || journal_blocked {
             self.parked.insert(ordinal);
             return true;
         }
@@ -839,6 +857,7 @@ impl Task {
         let mut again: Vec<usize> = Vec::new();
         let mut failed_at: Vec<usize> = Vec::new();
         let mut any_retry = false;
+        let mut unrecorded = false;
         let Some(state) = self.mails.get_mut(&ordinal) else {
             return;
         };
@@ -859,6 +878,13 @@ impl Task {
                     final_reply = Some(reply);
                     self.shared.stats.rcpt_delivered();
                     self.report.rcpts_delivered += 1;
+                }
+                RcptResult::Retry(failure) if journal_not_written(&failure) => {
+                    // Not sent for want of its journal record: not an attempt; it goes
+                    // again at once (held back until the journal can be written).
+                    *slot = Rcpt::Retry;
+                    again.push(i);
+                    unrecorded = true;
                 }
                 RcptResult::Retry(failure) if may_retry => {
                     self.shared.stats.rcpt_retried();
@@ -905,13 +931,21 @@ impl Task {
                 }
             }
         }
+        if unrecorded {
+            state.attempts = state.attempts.saturating_sub(1);
+        }
         let attempts = state.attempts;
-        if any_retry {
-            self.due.insert((Instant::now() + retry.interval, ordinal));
-            if !state.retried {
-                state.retried = true;
-                self.shared.stats.mail_into_retry();
-            }
+        if any_retry || unrecorded {
+            let wait = if any_retry {
+                retry.interval
+            } else {
+                std::time::Duration::ZERO
+            };
+            self.due.insert((Instant::now() + wait, ordinal));
+        }
+        if any_retry && !state.retried {
+            state.retried = true;
+            self.shared.stats.mail_into_retry();
         }
         if delivered > 0 {
             tracing::info!(
@@ -1351,6 +1385,11 @@ fn logged(shared: &TaskShared, report: FileReport, problems: bool) -> FileReport
         );
     }
     report
+}
+
+/// The mail was not sent because its `sent` record could not be written.
+fn journal_not_written(failure: &crate::delivery::Failure) -> bool {
+    matches!(&failure.problem, crate::delivery::Problem::Connection(why) if *why == journal::NotWritten.to_string())
 }
 
 /// A failed recipient as the journal keeps it.
