@@ -119,11 +119,50 @@ pub async fn run(
         return Err(crate::spool::checks::UnsafeDirectories(problems).into());
     }
     let _lock = layout.lock(&config.ext_wrt_name)?;
+    // A journal that cannot be written (full or read-only file system) pauses cssmtp
+    // before it takes any file, until it can be; nothing is sent without it.
+    let mut paused = false;
     let Checkpointing {
         journal,
         recovered,
         writer: journal_writer,
-    } = open_journal(&config, &layout, options.cold)?;
+    } = loop {
+        match open_journal(&config, &layout, options.cold) {
+            Ok(opened) => break opened,
+            Err(e)
+                if e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::WouldBlock) =>
+            {
+                return Err(e);
+            }
+            Err(e) => {
+                if !paused {
+                    tracing::warn!(
+                        "CSM2310W {e:#}; intake is paused until it can be written (tried every {} s)",
+                        journal::PROBE_INTERVAL.as_secs()
+                    );
+                    paused = true;
+                }
+                tokio::select! {
+                    () = stop.cancelled() => {
+                        tracing::info!("CSM1004I cssmtp stopped");
+                        return Ok(RunReport {
+                            files: Vec::new(),
+                            stats: Stats::default().snapshot(),
+                            stopped: true,
+                        });
+                    }
+                    () = tokio::time::sleep(journal::PROBE_INTERVAL) => {}
+                }
+            }
+        }
+    };
+    if paused {
+        tracing::info!(
+            "CSM2311I The checkpoint journal {} can be written again; intake resumes",
+            config.journal_path().display()
+        );
+    }
     let host_name = config.host_name.clone().unwrap_or_else(system_host_name);
     let (tls_config, skipped) = tls::client_config(&config.tls_ca_files)?;
     if skipped > 0 {
@@ -217,6 +256,7 @@ pub async fn run(
         stats: Arc::clone(&stats),
         limiter: Limiter::new(config.notify_limit),
         stop: stop.clone(),
+        router: Arc::clone(&router),
     });
     // Extended retry runs beside intake, from the MailDirectory.
     let extended_current = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -310,13 +310,21 @@ impl Session {
             .checkpoint
             .as_ref()
             .map(|c| (c, global_indexes(job, &accepted)));
-        let sent = checkpoint.as_ref().and_then(|(c, r)| {
+        let sent = match checkpoint.as_ref().map(|(c, r)| {
             c.journal.append_before_dot(&Record::Sent {
                 f: c.file.to_string(),
                 m: c.mail,
                 r: r.clone(),
             })
-        });
+        }) {
+            Some(Ok(sent)) => sent,
+            None => None,
+            Some(Err(e)) => {
+                // No record, no final ".": the connection goes, the mail is tried again.
+                self.close().await;
+                return Err(self.failure(Stage::DataBlock, Problem::Connection(e.to_string())));
+            }
+        };
         let replied = match self.send_text(job, t, sent).await {
             Ok(()) => self.read_reply(Stage::DataTerm, t.data_term).await,
             Err(failure) => Err(failure),

@@ -38,7 +38,9 @@ pub mod record;
 mod store;
 
 pub use record::{FailedRcpt, Outcome, Record};
-pub use store::{Journal, JournalOptions, JournalWriter, Recovered, SYNC_INTERVAL};
+pub use store::{
+    Journal, JournalOptions, JournalWriter, NotWritten, PROBE_INTERVAL, Recovered, SYNC_INTERVAL,
+};
 
 /// The journal is rewritten (finished files dropped) when it grows past this size.
 pub const COMPACT_AT: u64 = 64 * 1024 * 1024;

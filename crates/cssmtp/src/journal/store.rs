@@ -9,6 +9,14 @@
 //! syncs the file when asked ([`Journal::sync`]; every request that arrives while a
 //! sync runs is answered by the next one: group commit) and, while anything is written
 //! and unsynced, every [`SYNC_INTERVAL`].
+//!
+//! **A journal that cannot be written** (its file system full, read-only, or failing)
+//! is never written around: the failure is logged once (CSM2303E), intake claims no new
+//! spool file, spool tasks hold their mails back, and a session whose `sent` record
+//! could not be written sends no final "." (it drops the connection: the mail is tried
+//! again). Every [`PROBE_INTERVAL`] the syncer tries again (a line feed, which also ends
+//! any torn record, and a sync); once that works it says so (CSM2311I) and everything
+//! resumes.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -27,6 +35,9 @@ use super::{COMPACT_AT, FileCheckpoint};
 /// While records are written and unsynced, the journal is synced at least this often:
 /// the most a power failure can take from it.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(10);
+
+/// While the journal cannot be written, it is tried again this often.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What recovery found.
 #[derive(Debug, Default)]
@@ -54,7 +65,11 @@ struct Inner {
     size: AtomicU64,
     /// Written since the last sync.
     dirty: AtomicBool,
+    /// The last write or sync failed: nothing that needs a record goes ahead until a
+    /// probe succeeds.
     failed: AtomicBool,
+    /// Writable (false while `failed`), for those who wait for it.
+    writable: tokio::sync::watch::Sender<bool>,
     /// Sync before each mail's final "." (`ChkPointSync Mail`).
     sync_each_mail: bool,
     /// Finished files whose records go at the next compaction.
@@ -126,6 +141,7 @@ impl Journal {
             file: RwLock::new(file),
             dirty: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            writable: tokio::sync::watch::Sender::new(true),
             sync_each_mail: options.sync_each_mail,
             forgotten: Mutex::new(HashSet::new()),
             requests,
@@ -144,10 +160,17 @@ impl Journal {
         ))
     }
 
-    /// Appends a record: once this returns, it survives the process; it survives the
-    /// system after the next sync (at most [`SYNC_INTERVAL`] later).
-    pub fn append(&self, record: &Record) {
-        let line = record::encode(record);
+    /// Appends a record: once this returns true, it survives the process; it survives
+    /// the system after the next sync (at most [`SYNC_INTERVAL`] later). False: it could
+    /// not be written (said once, CSM2303E; the journal is not writable until a probe
+    /// succeeds).
+    pub fn append(&self, record: &Record) -> bool {
+        let mut line = record::encode(record);
+        if self.inner.failed.load(Ordering::Acquire) {
+            // A failed write may have left a torn line: end it first (an empty line is
+            // skipped when read).
+            line.insert(0, b'\n');
+        }
         let written = {
             let file = self
                 .inner
@@ -167,9 +190,24 @@ impl Journal {
                     // The syncer compacts after its next sync; wake it.
                     drop(self.sync());
                 }
+                true
             }
-            Err(e) => self.inner.fail(&e),
+            Err(e) => {
+                self.inner.fail(&e);
+                false
+            }
         }
+    }
+
+    /// False while the journal cannot be written: nothing that needs a record (a new
+    /// spool file, a mail's final ".") goes ahead.
+    pub fn is_writable(&self) -> bool {
+        !self.inner.failed.load(Ordering::Acquire)
+    }
+
+    /// Follows [`Journal::is_writable`].
+    pub fn writable(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.writable.subscribe()
     }
 
     /// Resolves once everything appended before the call is synced (or the journal
@@ -188,9 +226,17 @@ impl Journal {
 
     /// Appends the `sent` record of a mail about to get its final "."; with
     /// `ChkPointSync Mail`, the "." must wait for the returned sync.
-    pub fn append_before_dot(&self, record: &Record) -> Option<oneshot::Receiver<()>> {
-        self.append(record);
-        self.inner.sync_each_mail.then(|| self.sync())
+    ///
+    /// # Errors
+    /// The record could not be written: the "." must not be sent.
+    pub fn append_before_dot(
+        &self,
+        record: &Record,
+    ) -> Result<Option<oneshot::Receiver<()>>, NotWritten> {
+        if !self.append(record) {
+            return Err(NotWritten);
+        }
+        Ok(self.inner.sync_each_mail.then(|| self.sync()))
     }
 
     /// The file is finished and gone (durably): its records may go at the next
@@ -202,24 +248,59 @@ impl Journal {
     }
 }
 
+/// A journal record could not be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotWritten;
+
+impl std::fmt::Display for NotWritten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the checkpoint journal cannot be written")
+    }
+}
+
 impl Inner {
     fn fail(&self, e: &io::Error) {
-        if !self.failed.swap(true, Ordering::Relaxed) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            self.writable.send_replace(false);
             tracing::error!(
-                "CSM2303E Cannot write the checkpoint journal {}: {e}; a restart may send mail again",
-                self.path.display()
+                "CSM2303E Cannot write the checkpoint journal {}: {e}; intake is paused and no mail's final \".\" is sent until it can be written again (tried every {} s)",
+                self.path.display(),
+                PROBE_INTERVAL.as_secs()
             );
         }
     }
 
-    fn sync(&self) {
+    fn sync(&self) -> bool {
         self.dirty.store(false, Ordering::Release);
         let file = self
             .file
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = file.sync_data() {
-            self.fail(&e);
+        match file.sync_data() {
+            Ok(()) => true,
+            Err(e) => {
+                self.fail(&e);
+                false
+            }
+        }
+    }
+
+    /// Tries the failed journal again: a line feed (ending any torn record) and a sync.
+    fn probe(&self) {
+        let written = {
+            let file = self
+                .file
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (&*file).write_all(b"\n").and_then(|()| file.sync_data())
+        };
+        if written.is_ok() && self.failed.swap(false, Ordering::AcqRel) {
+            self.size.fetch_add(1, Ordering::Relaxed);
+            self.writable.send_replace(true);
+            tracing::info!(
+                "CSM2311I The checkpoint journal {} can be written again; intake resumes",
+                self.path.display()
+            );
         }
     }
 
@@ -267,6 +348,7 @@ impl Inner {
 /// [`COMPACT_AT`]. Ends with a last sync when every [`Journal`] is gone.
 fn run_syncer(inner: &std::sync::Weak<Inner>, rx: &mpsc::Receiver<Request>) {
     let mut acks = Vec::new();
+    let mut last_probe = std::time::Instant::now();
     loop {
         let first = match rx.recv_timeout(SYNC_INTERVAL) {
             Ok(request) => Some(request),
@@ -284,6 +366,10 @@ fn run_syncer(inner: &std::sync::Weak<Inner>, rx: &mpsc::Receiver<Request>) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
+        if inner.failed.load(Ordering::Acquire) && last_probe.elapsed() >= PROBE_INTERVAL {
+            last_probe = std::time::Instant::now();
+            inner.probe();
+        }
         if !acks.is_empty() || inner.dirty.load(Ordering::Acquire) {
             inner.sync();
         }

@@ -26,6 +26,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeadLetterAction, LiveConfig, Report};
+use crate::delivery::router::Router;
 use crate::delivery::{Failure, MailJob, MailKey, MailText, RcptResult};
 use crate::spool::name::JobIdentity;
 use crate::spool::task::FileReport;
@@ -165,8 +166,9 @@ pub struct Original {
     pub header: Vec<u8>,
     /// The whole mail as sent (wire form, dot-stuffed), when it was read.
     pub full: Option<Vec<u8>>,
-    /// It must travel over TLS (STARTTLS in its spool file): a dead letter of it keeps
-    /// that requirement.
+    /// It must travel over TLS (STARTTLS in its spool file): its notification travels
+    /// over TLS too, and a dead letter of it (or of its notification) keeps that
+    /// requirement.
     pub needs_tls: bool,
 }
 
@@ -181,6 +183,16 @@ pub enum Returned {
     DeadLetterDeleted,
     /// `ReturnToMailFrom No`: logged only.
     NotReturned,
+    /// Neither sent nor stored (the dead letter could not be written): the mail is not
+    /// returned, and its spool file (or MailDirectory file) must be kept.
+    Failed(String),
+}
+
+impl Returned {
+    /// The mail was returned (or, as configured, only logged): its copy may go.
+    pub fn is_done(&self) -> bool {
+        !matches!(self, Self::Failed(_))
+    }
 }
 
 impl std::fmt::Display for Returned {
@@ -190,6 +202,7 @@ impl std::fmt::Display for Returned {
             Self::DeadLetter(path) => write!(f, "dead letter {}", path.display()),
             Self::DeadLetterDeleted => write!(f, "dead letter not kept (DeadLetterAction Delete)"),
             Self::NotReturned => write!(f, "not returned (ReturnToMailFrom No)"),
+            Self::Failed(why) => write!(f, "NOT returned: {why}"),
         }
     }
 }
@@ -203,6 +216,8 @@ pub struct Notifier {
     pub stats: Arc<Stats>,
     pub limiter: Limiter,
     pub stop: CancellationToken,
+    /// The target servers: a mail that failed at a `Secure Yes` target needed TLS.
+    pub router: Arc<Router>,
 }
 
 impl Notifier {
@@ -214,7 +229,26 @@ impl Notifier {
         )
     }
 
+    /// True when a mail must travel over TLS: its spool file said STARTTLS, or it
+    /// failed at a `Secure Yes` target (whatever it carries of the mail keeps that
+    /// protection).
+    fn needs_tls(&self, original: &Original, failed: &[FailedRecipient]) -> bool {
+        original.needs_tls || {
+            let targets = self.router.targets();
+            failed
+                .iter()
+                .filter_map(|f| f.remote_mta.as_deref())
+                .any(|remote| {
+                    targets
+                        .iter()
+                        .any(|t| t.secure && t.addr.to_string() == remote)
+                })
+        }
+    }
+
     /// Returns an undeliverable mail: a notification to its originator, or a dead letter.
+    /// A notification about a mail that needed TLS is sent over TLS only (else it becomes
+    /// a dead letter that keeps `STARTTLS`).
     pub async fn return_mail(
         &self,
         origin: &MailOrigin<'_>,
@@ -231,6 +265,7 @@ impl Notifier {
             );
             return Returned::NotReturned;
         }
+        let needs_tls = self.needs_tls(original, failed);
         let reasons: Vec<String> = failed
             .iter()
             .map(|f| format!("<{}>: {}", f.address, f.reason))
@@ -256,7 +291,7 @@ impl Notifier {
                 from: &original.reverse_path,
                 to: &rcpts,
                 text: &text,
-                starttls: original.needs_tls,
+                starttls: needs_tls,
             };
             return self
                 .dead_letter(origin, deadletter::Kind::Undeliverable, &notes, &letter)
@@ -284,7 +319,12 @@ impl Notifier {
         let wire = dot_stuff(&notification);
         self.limiter.acquire().await;
         match self
-            .send_once("", std::slice::from_ref(&original.reverse_path), &wire)
+            .send_once(
+                "",
+                std::slice::from_ref(&original.reverse_path),
+                &wire,
+                needs_tls,
+            )
             .await
         {
             Ok(()) => {
@@ -307,7 +347,7 @@ impl Notifier {
                     from: "",
                     to: std::slice::from_ref(&original.reverse_path),
                     text: &wire,
-                    starttls: false,
+                    starttls: needs_tls,
                 };
                 self.dead_letter(origin, deadletter::Kind::Undeliverable, &notes, &letter)
                     .await
@@ -315,12 +355,15 @@ impl Notifier {
         }
     }
 
-    /// Sends an error report about a spool file, as `Report` says; returns what was done.
-    pub async fn report(&self, report: &FileReport) -> Option<String> {
+    /// Sends an error report about a spool file, as `Report` says; returns what was done,
+    /// or why the report could be neither written, sent nor stored as a dead letter (the
+    /// spool file must then be kept). A report about a spool file that asked for TLS is
+    /// sent over TLS only.
+    pub async fn report(&self, report: &FileReport) -> Result<Option<String>, String> {
         let config = self.config.current();
         let writer = &config.ext_wrt_name;
         match config.report {
-            Report::None => None,
+            Report::None => Ok(None),
             Report::File => {
                 let text = report::text(report, &self.host, writer);
                 let dir = config.report_directory();
@@ -334,14 +377,14 @@ impl Notifier {
                             report.job.file_name,
                             path.display()
                         );
-                        Some(format!("error report written to {}", path.display()))
+                        Ok(Some(format!("error report written to {}", path.display())))
                     }
                     Err(e) => {
                         tracing::error!(
                             "CSM2109E Cannot write the error report for {}: {e}",
                             report.job.file_name
                         );
-                        None
+                        Err(format!("cannot write the error report: {e}"))
                     }
                 }
             }
@@ -359,7 +402,10 @@ impl Notifier {
                 );
                 let wire = dot_stuff(&mail);
                 self.limiter.acquire().await;
-                match self.send_once(&from, &admins, &wire).await {
+                match self
+                    .send_once(&from, &admins, &wire, report.needs_tls)
+                    .await
+                {
                     Ok(()) => {
                         self.stats.report_made();
                         tracing::info!(
@@ -367,7 +413,7 @@ impl Notifier {
                             report.job.file_name,
                             admins.join(", ")
                         );
-                        Some(format!("error report sent to {}", admins.join(", ")))
+                        Ok(Some(format!("error report sent to {}", admins.join(", "))))
                     }
                     Err(failures) => {
                         let origin = MailOrigin {
@@ -391,11 +437,14 @@ impl Notifier {
                                     from: &from,
                                     to: &admins,
                                     text: &wire,
-                                    starttls: false,
+                                    starttls: report.needs_tls,
                                 },
                             )
                             .await;
-                        Some(done.to_string())
+                        match done {
+                            Returned::Failed(why) => Err(why),
+                            done => Ok(Some(done.to_string())),
+                        }
                     }
                 }
             }
@@ -404,7 +453,15 @@ impl Notifier {
 
     /// Sends a generated mail (wire form) once; the failures, when any recipient did
     /// not get it.
-    async fn send_once(&self, from: &str, to: &[String], wire: &[u8]) -> Result<(), Vec<String>> {
+    /// `needs_tls`: only over TLS (the router and the session enforce it as for spool
+    /// mail).
+    async fn send_once(
+        &self,
+        from: &str,
+        to: &[String],
+        wire: &[u8],
+        needs_tls: bool,
+    ) -> Result<(), Vec<String>> {
         let (reply, mut results) = mpsc::unbounded_channel();
         let job = MailJob {
             key: MailKey {
@@ -414,7 +471,7 @@ impl Notifier {
             reverse_path: from.to_owned(),
             recipients: to.to_vec(),
             rcpt_index: (0..to.len()).collect(),
-            needs_tls: false,
+            needs_tls,
             headers: Arc::from(Vec::new()),
             size: wire.len() as u64,
             text: MailText::Memory(Arc::from(wire)),
@@ -456,9 +513,9 @@ impl Notifier {
         notes: &[String],
         letter: &deadletter::Letter<'_>,
     ) -> Returned {
-        self.stats.dead_letter();
         let summary = notes.first().cloned().unwrap_or_default();
         if self.config.current().undeliverable.dead_letter_action == DeadLetterAction::Delete {
+            self.stats.dead_letter();
             tracing::warn!(
                 "CSM2108W Dead letter not kept (DeadLetterAction Delete): {}",
                 notes.join("; ")
@@ -477,6 +534,7 @@ impl Notifier {
         let written = crate::durable::keep(dir, name, content, 0o640).await;
         match written {
             Ok(path) => {
+                self.stats.dead_letter();
                 tracing::warn!(
                     "CSM2107W Dead letter stored as {}: {summary}",
                     path.display()
@@ -485,10 +543,11 @@ impl Notifier {
             }
             Err(e) => {
                 tracing::error!(
-                    "CSM2109E Cannot store a dead letter ({e}): {}",
+                    "CSM2109E Cannot store a dead letter in {} ({e}): {}; the mail is kept",
+                    self.config.current().dead_letter_directory().display(),
                     notes.join("; ")
                 );
-                Returned::DeadLetterDeleted
+                Returned::Failed(format!("cannot store the dead letter: {e}"))
             }
         }
     }

@@ -29,9 +29,19 @@ pub fn text(report: &FileReport, host: &str, writer: &str) -> String {
         Disposition::Deleted => "deleted (every recipient delivered or returned)".to_owned(),
         Disposition::Held(path) => format!("held as {}", path.display()),
         Disposition::Removed => "removed (BadSpoolDisp Delete)".to_owned(),
+        Disposition::LeftActive if !report.unreturned.is_empty() => {
+            "kept in active/ (not every mail could be returned; the next start of cssmtp returns it)"
+                .to_owned()
+        }
         Disposition::LeftActive => "left in active/ (cssmtp stopped)".to_owned(),
     };
     let _ = writeln!(out, "Result:      {result}");
+    if !report.unreturned.is_empty() {
+        let _ = writeln!(out, "\nNot returned (the spool file is kept):");
+        for (mail, why) in &report.unreturned {
+            let _ = writeln!(out, "  mail {mail}: {}", super::one_line(why, 500));
+        }
+    }
     let _ = writeln!(
         out,
         "Mails:       {} read, {} recipient(s) delivered, {} undeliverable{}",

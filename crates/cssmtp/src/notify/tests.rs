@@ -172,6 +172,8 @@ fn file_report() -> FileReport {
         ],
         file_problem: None,
         test_mode: false,
+        needs_tls: false,
+        unreturned: Vec::new(),
         disposition: Disposition::Held("/var/spool/cssmtp/MAILFWD1/hold/PAYROLL.J0012345.dn76y9aeexdt-7by-0-1".into()),
         report: None,
         must_hold: false,

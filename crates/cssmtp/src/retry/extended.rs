@@ -315,9 +315,14 @@ impl Manager {
             for _ in &failed {
                 self.stats.rcpt_undeliverable();
             }
-            self.give_back(&meta, &mail, &text, &failed).await;
-            remove(path).await;
-            return Attempt::Done;
+            if self.give_back(&meta, &mail, &text, &failed).await {
+                remove(path).await;
+                return Attempt::Done;
+            }
+            // Not returned: the file is the only copy; it stays (its time is the last
+            // attempt), and the return is tried again at the next Interval.
+            touch(path).await;
+            return Attempt::Again;
         }
         let (reply, mut results) = mpsc::unbounded_channel();
         let job = MailJob {
@@ -343,6 +348,7 @@ impl Manager {
         };
         let mut keep: Vec<usize> = Vec::new();
         let mut failed: Vec<FailedRecipient> = Vec::new();
+        let mut failed_at: Vec<usize> = Vec::new();
         let mut delivered = 0;
         for (i, result) in outcome.results {
             let address = mail
@@ -364,7 +370,8 @@ impl Manager {
                     keep.push(i);
                 }
                 RcptResult::Undeliverable(failure) => {
-                    failed.push(failed_from(&address, lines(i), &failure))
+                    failed_at.push(i);
+                    failed.push(failed_from(&address, lines(i), &failure));
                 }
             }
         }
@@ -379,7 +386,11 @@ impl Manager {
             for _ in &failed {
                 self.stats.rcpt_undeliverable();
             }
-            self.give_back(&meta, &mail, &text, &failed).await;
+            if !self.give_back(&meta, &mail, &text, &failed).await {
+                // Not returned: they stay in the file, tried (and returned) again.
+                keep.extend(failed_at);
+                keep.sort_unstable();
+            }
         }
         if keep.is_empty() {
             remove(path).await;
@@ -431,7 +442,7 @@ impl Manager {
         mail: &cssmtp_batch::Mail,
         text: &MailText,
         failed: &[FailedRecipient],
-    ) {
+    ) -> bool {
         let job = meta.job();
         let origin = MailOrigin {
             host: &self.notifier.host,
@@ -457,6 +468,7 @@ impl Manager {
             meta.mail,
             meta.spool_file
         );
+        returned.is_done()
     }
 }
 

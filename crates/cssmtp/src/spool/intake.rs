@@ -107,11 +107,17 @@ pub async fn run(
     let mut fd = Descriptors::default();
     // Directories found in the writer directory that are not cssmtp's: logged once.
     let mut strays: HashSet<(u64, u64)> = HashSet::new();
+    // No file is claimed while the checkpoint journal cannot be written.
+    let mut journal = shared
+        .journal
+        .as_ref()
+        .map(crate::journal::Journal::writable);
     loop {
         fd.expire();
         // Claim while there are free task slots and a target to send to, unless the
         // operator suspended intake (SUSPEND), or file descriptors ran out a moment ago.
-        let suspended = *suspend.borrow_and_update() != Suspend::Running;
+        let suspended = *suspend.borrow_and_update() != Suspend::Running
+            || journal.as_mut().is_some_and(|j| !*j.borrow_and_update());
         while !suspended
             && fd.backoff.is_none()
             && tasks.len() < fd.cap.map_or(slots, |(cap, _)| cap.min(slots))
@@ -218,6 +224,12 @@ pub async fn run(
             } => {}
             () = router.changed() => {}
             Ok(()) = suspend.changed() => {}
+            Some(()) = async {
+                match journal.as_mut() {
+                    Some(j) => j.changed().await.ok(),
+                    None => std::future::pending().await,
+                }
+            } => {}
         }
     }
     // Stopping: tasks stop at their next safe point.

@@ -143,6 +143,13 @@ pub struct FileReport {
     pub file_problem: Option<String>,
     /// `Options TestMode YES`: nothing was sent.
     pub test_mode: bool,
+    /// A mail of the file asked for TLS (`STARTTLS`): its error report travels over TLS
+    /// only.
+    pub needs_tls: bool,
+    /// Mails whose undeliverable recipients could be neither returned nor kept for
+    /// extended retry (a dead letter or MailDirectory file could not be written): the
+    /// spool file stays in `active/`, and the next start returns them.
+    pub unreturned: Vec<(u32, String)>,
     pub disposition: Disposition,
     /// What was done with the error report.
     pub report: Option<String>,
@@ -263,6 +270,8 @@ pub async fn run(
         errors: Vec::new(),
         file_problem: None,
         test_mode: config.options.test_mode,
+        needs_tls: false,
+        unreturned: Vec::new(),
         disposition: Disposition::LeftActive,
         report: None,
         must_hold: false,
@@ -339,6 +348,8 @@ pub async fn run(
         parked: BTreeSet::new(),
     };
     let mut resumed = shared.suspend.clone();
+    // While the journal cannot be written, mails are held back (parked) as by SUSPEND.
+    let mut journal_state = task.checkpoint.as_ref().map(|(j, _)| j.writable());
     let max_pending = shared.max_pending_mails();
     let stop = shared.stop.clone();
     let mut summary: Option<Summary> = None;
@@ -368,9 +379,20 @@ pub async fn run(
                     return task.report;
                 }
             }
+            Some(()) = async {
+                match journal_state.as_mut() {
+                    Some(state) => state.changed().await.ok(),
+                    None => std::future::pending().await,
+                }
+            }, if !task.parked.is_empty() => {
+                if !task.release_parked(&stop).await {
+                    return task.report;
+                }
+            }
             Some(done) = task.returns.join_next(), if !task.returns.is_empty() => {
-                if let Ok((mail, returned)) = done {
-                    task.returned(mail, &returned);
+                match done {
+                    Ok((mail, returned)) => task.returned(mail, &returned),
+                    Err(e) => task.report.unreturned.push((0, format!("returning a mail failed: {e}"))),
                 }
             }
             () = sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
@@ -445,8 +467,14 @@ impl Task {
     }
 
     /// A mail was returned (notification sent, or dead letter).
+    /// Recorded as returned only when it was: else the file stays, and the next start
+    /// returns it.
     fn returned(&mut self, mail: u32, returned: &crate::notify::Returned) {
-        self.record(|f| Record::Returned { f, m: mail });
+        if returned.is_done() {
+            self.record(|f| Record::Returned { f, m: mail });
+        } else {
+            self.report.unreturned.push((mail, returned.to_string()));
+        }
         self.report.returns.push((mail, returned.to_string()));
     }
 
@@ -462,6 +490,7 @@ impl Task {
     /// Takes a parsed mail: records its refused recipients and queues it.
     async fn accept(&mut self, mail: Mail, stop: &CancellationToken) -> bool {
         self.report.mails += 1;
+        self.report.needs_tls |= mail.starttls;
         let failed: Vec<FailedRecipient> = mail
             .rejected
             .iter()
@@ -766,7 +795,13 @@ impl Task {
     async fn dispatch(&mut self, ordinal: u32, stop: &CancellationToken) -> bool {
         // SUSPEND,IMMEDIATE: no new mail goes out until RESUME; the task goes on
         // with everything else (results, FLUSHRETRY, returns).
-        if *self.suspend.borrow() == Suspend::Immediate {
+        // A journal that cannot be written holds them back too: no mail's final "." goes
+        // without its record.
+        let journal_blocked = self
+            .checkpoint
+            .as_ref()
+            .is_some_and(|(j, _)| !j.is_writable());
+        if *self.suspend.borrow() == Suspend::Immediate || journal_blocked {
             self.parked.insert(ordinal);
             return true;
         }
@@ -874,6 +909,7 @@ impl Task {
         let mut failed_at: Vec<usize> = Vec::new();
         let mut any_retry = false;
         let mut changed = None;
+        let mut unrecorded = false;
         let Some(state) = self.mails.get_mut(&ordinal) else {
             return;
         };
@@ -901,6 +937,12 @@ impl Task {
                 {
                     *slot = Rcpt::Held;
                     changed = Some(failure);
+                RcptResult::Retry(failure) if journal_not_written(&failure) => {
+                    // Not sent for want of its journal record: not an attempt; it goes
+                    // again at once (held back until the journal can be written).
+                    *slot = Rcpt::Retry;
+                    again.push(i);
+                    unrecorded = true;
                 }
                 RcptResult::Retry(failure) if may_retry => {
                     self.shared.stats.rcpt_retried();
@@ -954,7 +996,7 @@ impl Task {
             );
             tracing::warn!(
                 tkid = self.tkid,
-                "CSM2130W Spool file {}: {problem}",
+                "CSM2140W Spool file {}: {problem}",
                 self.job.file_name
             );
             self.report.must_hold = true;
@@ -963,13 +1005,21 @@ impl Task {
                 None => problem,
             });
         }
+        if unrecorded {
+            state.attempts = state.attempts.saturating_sub(1);
+        }
         let attempts = state.attempts;
-        if any_retry {
-            self.due.insert((Instant::now() + retry.interval, ordinal));
-            if !state.retried {
-                state.retried = true;
-                self.shared.stats.mail_into_retry();
-            }
+        if any_retry || unrecorded {
+            let wait = if any_retry {
+                retry.interval
+            } else {
+                std::time::Duration::ZERO
+            };
+            self.due.insert((Instant::now() + wait, ordinal));
+        }
+        if any_retry && !state.retried {
+            state.retried = true;
+            self.shared.stats.mail_into_retry();
         }
         if delivered > 0 {
             tracing::info!(
@@ -1055,7 +1105,7 @@ impl Task {
     /// Every recipient of a mail is final: hand the extended ones to extended retry and
     /// return the failed ones.
     async fn complete(&mut self, ordinal: u32) {
-        let Some(mut state) = self.mails.remove(&ordinal) else {
+        let Some(state) = self.mails.remove(&ordinal) else {
             return;
         };
         if state.rcpts.iter().all(|r| *r == Rcpt::Delivered) && state.failed.is_empty() {
@@ -1072,36 +1122,20 @@ impl Task {
                 .await
         };
         if let Err(e) = kept {
+            // The spool file is the only copy: it stays in active/ and the journal keeps
+            // these recipients not final, so that the next start sends them again.
             tracing::error!(
-                "CSM2112E Mail {ordinal} of {} cannot be kept for extended retry: {e}",
-                self.job.file_name
+                "CSM2112E Mail {ordinal} of {} cannot be kept for extended retry in {}: {e}; the spool file is kept",
+                self.job.file_name,
+                self.config.mail_directory().display()
             );
-            let mut u = Vec::new();
-            for &i in &extended {
-                let f = FailedRecipient {
-                    address: state.addresses.get(i).cloned().unwrap_or_default(),
-                    line: state.lines.get(i).copied().unwrap_or(state.line),
-                    status: "4.3.0".into(),
-                    diagnostic: None,
-                    remote_mta: None,
-                    reason: format!(
-                        "RetryLimit exhausted and the mail could not be kept for extended retry: {e}"
-                    ),
-                };
-                self.undeliverable(ordinal, &f);
-                u.push(failed_rcpt(i, &f));
-                state.failed.push(f);
-            }
-            let a = state.attempts;
-            self.record(|f| Record::Result {
-                f,
-                m: ordinal,
-                o: Outcome {
-                    a,
-                    u,
-                    ..Outcome::default()
-                },
-            });
+            self.report.unreturned.push((
+                ordinal,
+                format!(
+                    "{} recipient(s) could not be kept for extended retry: {e}",
+                    extended.len()
+                ),
+            ));
         } else if !extended.is_empty() {
             // The MailDirectory has it (durably) now. A crash just before this record
             // leaves it in both places: sent again from the spool file, and from there.
@@ -1232,7 +1266,10 @@ impl Task {
     }
 }
 
-/// Disposes of the file, sends its error report and logs the result.
+/// Disposes of the file, sends its error report and logs the result. Nothing that was
+/// neither delivered nor returned goes: a file with mails that could not be returned
+/// stays in `active/` (the journal says what is left), and a file whose error report
+/// could be neither written nor sent is held.
 async fn finish(
     shared: &TaskShared,
     path: &Path,
@@ -1244,7 +1281,46 @@ async fn finish(
         tracing::warn!(tkid = report.tkid, "CSM2010W {name} line {}: {e}", e.line);
     }
     let config = shared.config.current();
-    let hold = report.is_bad() && (config.bad_spool_disp == BadSpoolDisp::Hold || report.must_hold);
+    let problems = report.has_problems();
+    if !report.unreturned.is_empty() {
+        tracing::error!(
+            tkid = report.tkid,
+            "CSM2130E Spool file {name} is kept in active/: {}; once the cause is fixed, the next start of cssmtp returns (or sends) what is left",
+            report
+                .unreturned
+                .iter()
+                .map(|(m, why)| format!("mail {m}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        report.disposition = Disposition::LeftActive;
+        if problems {
+            report.report = shared.notifier.report(&report).await.unwrap_or_else(Some);
+        }
+        return logged(shared, report, problems);
+    }
+    let mut hold =
+        report.is_bad() && (config.bad_spool_disp == BadSpoolDisp::Hold || report.must_hold);
+    let reported = !hold && problems;
+    if reported {
+        // The report before the file goes: a report that cannot be made keeps it.
+        report.disposition = if report.is_bad() {
+            Disposition::Removed
+        } else {
+            Disposition::Deleted
+        };
+        match shared.notifier.report(&report).await {
+            Ok(done) => report.report = done,
+            Err(why) => {
+                tracing::error!(
+                    tkid = report.tkid,
+                    "CSM2131E The error report for spool file {name} could not be made ({why}); the file is held instead of deleted"
+                );
+                report.report = Some(why);
+                hold = true;
+            }
+        }
+    }
     let disposition = if !hold {
         // Every recipient is final. The reaper makes that durable (with every record
         // before) before the file goes, so that a file a power failure brings back is
@@ -1296,7 +1372,6 @@ async fn finish(
             Disposition::LeftActive
         }
     };
-    let problems = report.has_problems();
     if let Disposition::Held(held) = &report.disposition {
         // The report beside the held file, whatever `Report` says: the operator who
         // finds the file finds why.
@@ -1311,9 +1386,16 @@ async fn finish(
             );
         }
     }
-    if problems {
-        report.report = shared.notifier.report(&report).await;
+    if problems && !reported {
+        // A held file: it stays whatever becomes of its report.
+        report.report = shared.notifier.report(&report).await.unwrap_or_else(Some);
     }
+    logged(shared, report, problems)
+}
+
+/// Logs and accounts for a finished file.
+fn logged(shared: &TaskShared, report: FileReport, problems: bool) -> FileReport {
+    let name = report.job.file_name.clone();
     let summary = format!(
         "{} mail(s), {} recipient(s) delivered, {} undeliverable, {} in extended retry, {} error(s){}{}",
         report.mails,
@@ -1378,6 +1460,11 @@ async fn finish(
         );
     }
     report
+}
+
+/// The mail was not sent because its `sent` record could not be written.
+fn journal_not_written(failure: &crate::delivery::Failure) -> bool {
+    matches!(&failure.problem, crate::delivery::Problem::Connection(why) if *why == journal::NotWritten.to_string())
 }
 
 /// A failed recipient as the journal keeps it.

@@ -14,6 +14,7 @@ mod forwarding;
 mod operator;
 mod producers;
 mod retry;
+mod returns;
 mod robustness;
 mod routing;
 mod smuggling;

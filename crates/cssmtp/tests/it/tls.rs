@@ -111,8 +111,17 @@ async fn a_certificate_from_an_unknown_ca_is_refused() {
     );
     let report = env.drain().await;
     assert!(originals(&tls_sink).is_empty(), "the mail was not sent");
-    // Its notification needs no TLS: it reaches the originator through the same target.
-    assert_eq!(notifications(&tls_sink).len(), 1);
+    // Its notification needs TLS too: never in clear, so a dead letter that keeps
+    // STARTTLS.
+    assert!(notifications(&tls_sink).is_empty());
+    let dead = std::fs::read_dir(env.config().dead_letter_directory())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].lines().any(|l| l == "STARTTLS"), "{}", dead[0]);
     let undeliverable = &report.files[0].undeliverable;
     assert_eq!(undeliverable.len(), 1);
     assert!(
@@ -168,7 +177,10 @@ async fn mail_requiring_tls_is_never_sent_in_clear() {
     );
     let report = env.drain().await;
     assert!(originals(&plain).is_empty(), "never in clear");
-    assert_eq!(notifications(&plain)[0].rcpt_to, ["a@h.example"]);
+    assert!(
+        notifications(&plain).is_empty(),
+        "nor its notification: it becomes a dead letter (returns::a_notification_about_a_tls_mail_is_never_sent_in_clear)"
+    );
     let reason = &report.files[0].undeliverable[0].reason;
     assert!(
         reason.contains("requires TLS and no target server offers STARTTLS"),
