@@ -15,6 +15,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use cssmtp_batch::data::MAX_DATA_LINE;
 use cssmtp_batch::{DataSpan, render_lines};
 
 /// Raw bytes read from the spool file per chunk.
@@ -173,27 +174,87 @@ fn read_lines(
     raw: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> io::Result<u64> {
-    let mut want = CHUNK.min(end - pos);
-    loop {
+    let want = CHUNK.min(end - pos);
+    raw.clear();
+    raw.resize(usize::try_from(want).unwrap_or(usize::MAX), 0);
+    text.file.read_exact_at(raw, pos)?;
+    let at_end = pos + want >= end;
+    let cut = if at_end {
+        raw.len()
+    } else {
+        match memchr::memrchr(b'\n', raw) {
+            Some(lf) => lf + 1,
+            // One line longer than the chunk: read on in fixed chunks.
+            None => return long_line(text, pos, end, raw, out),
+        }
+    };
+    let slice = raw.get(..cut).unwrap_or_default();
+    out.reserve(cut + cut / 32 + 16);
+    let used = render_lines(slice, text.truncate, at_end, out);
+    Ok(used as u64)
+}
+
+/// Renders the one line that starts at `pos` and is longer than a chunk, reading it a
+/// chunk at a time and keeping only its first 998 bytes, so that a line of any length
+/// costs fixed memory. Returns how many bytes of the file were used (the line and its
+/// LF). The parser accepted the line: once trimmed it is within 998 characters, or
+/// `DataLineTrunc` cuts it there; a longer line means the file changed since.
+fn long_line(
+    text: &SpoolText,
+    pos: u64,
+    end: u64,
+    raw: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> io::Result<u64> {
+    let mut head: Vec<u8> = Vec::with_capacity(MAX_DATA_LINE);
+    // Length so far; end of the last non-blank byte, with and without the last byte
+    // (a final CR is dropped by the record rules, see `cssmtp_batch::record::trim`).
+    let (mut len, mut sig_end, mut sig_before_last, mut last) = (0u64, 0u64, 0u64, 0u8);
+    let mut found_lf = false;
+    while pos + len < end && !found_lf {
+        let at = pos + len;
         raw.clear();
-        raw.resize(usize::try_from(want).unwrap_or(usize::MAX), 0);
-        text.file.read_exact_at(raw, pos)?;
-        let at_end = pos + want >= end;
-        let cut = if at_end {
-            raw.len()
-        } else {
-            match memchr::memrchr(b'\n', raw) {
-                Some(lf) => lf + 1,
-                None => {
-                    // One line longer than the chunk (trailing blanks): read more.
-                    want = (want * 2).min(end - pos);
-                    continue;
-                }
+        raw.resize(usize::try_from(CHUNK.min(end - at)).unwrap_or(0), 0);
+        text.file.read_exact_at(raw, at)?;
+        let part = match memchr::memchr(b'\n', raw) {
+            Some(lf) => {
+                found_lf = true;
+                raw.get(..lf).unwrap_or_default()
             }
+            None => raw.as_slice(),
         };
-        let slice = raw.get(..cut).unwrap_or_default();
-        out.reserve(cut + cut / 32 + 16);
-        let used = render_lines(slice, text.truncate, at_end, out);
-        return Ok(used as u64);
+        let room = MAX_DATA_LINE.saturating_sub(head.len()).min(part.len());
+        head.extend_from_slice(part.get(..room).unwrap_or_default());
+        if let Some((&final_byte, before)) = part.split_last() {
+            sig_before_last = match before.iter().rposition(|&b| b != b' ') {
+                Some(i) => len + i as u64 + 1,
+                None => sig_end,
+            };
+            sig_end = if final_byte == b' ' {
+                sig_before_last
+            } else {
+                len + part.len() as u64
+            };
+            last = final_byte;
+            len += part.len() as u64;
+        }
     }
+    let trimmed = if last == b'\r' {
+        sig_before_last
+    } else {
+        sig_end
+    };
+    let keep = if trimmed <= MAX_DATA_LINE as u64 || text.truncate {
+        usize::try_from(trimmed).map_or(MAX_DATA_LINE, |t| t.min(MAX_DATA_LINE))
+    } else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "a text line at offset {pos} is {trimmed} characters long (at most 998): the spool file changed after it was read"
+            ),
+        ));
+    };
+    out.extend_from_slice(head.get(..keep).unwrap_or_default());
+    out.extend_from_slice(b"\r\n");
+    Ok(len + u64::from(found_lf))
 }
