@@ -34,7 +34,11 @@ pub enum ErrorKind {
     LocalPartTooLong(&'static str),
     DomainTooLong(&'static str),
     NullRecipient,
-    TooManyRecipients(usize),
+    /// More `RCPT TO` in one mail than the limit (2000): the mail is refused whole.
+    TooManyRecipients {
+        count: usize,
+        limit: usize,
+    },
     DataLineTooLong(usize),
     BareCr,
     MissingEndOfData,
@@ -68,17 +72,19 @@ impl SyntaxError {
                 | ErrorKind::DomainTooLong("RCPT TO")
                 | ErrorKind::ExpectedSyntax("RCPT TO:<path>")
                 | ErrorKind::NullRecipient
-                | ErrorKind::TooManyRecipients(_)
         )
     }
 
     /// True when the error counts toward `JESSyntaxErrLimit`. Bad recipients do not (the
-    /// recipient becomes undeliverable instead); neither do size rejections.
+    /// recipient becomes undeliverable instead); neither do size rejections (too big, too
+    /// many recipients).
     pub fn counts(&self) -> bool {
         !self.is_recipient_error()
             && !matches!(
                 self.kind,
-                ErrorKind::MailTooBig { .. } | ErrorKind::LimitReached(_)
+                ErrorKind::MailTooBig { .. }
+                    | ErrorKind::TooManyRecipients { .. }
+                    | ErrorKind::LimitReached(_)
             )
     }
 
@@ -98,7 +104,7 @@ impl SyntaxError {
             ParametersNotSupported(_) => (555, "5.5.4"),
             InvalidAddress(..) | NullRecipient => (501, "5.1.3"),
             PathTooLong(_) | LocalPartTooLong(_) | DomainTooLong(_) => (501, "5.5.4"),
-            TooManyRecipients(_) => (452, "4.5.3"),
+            TooManyRecipients { .. } => (552, "5.5.3"),
             DataLineTooLong(_) | BareCr | MissingEndOfData => (554, "5.6.0"),
             MailTooBig { .. } => (552, "5.3.4"),
             LimitReached(_) => (554, "5.5.0"),
@@ -124,8 +130,11 @@ impl fmt::Display for SyntaxError {
                     "JESSyntaxErrLimit {limit} exceeded. Rest of spool file not processed"
                 );
             }
-            TooManyRecipients(max) => {
-                return write!(f, "Too many recipients. At most {max} RCPT per mail");
+            TooManyRecipients { count, limit } => {
+                return write!(
+                    f,
+                    "Too many recipients. {count} RCPT TO in this mail, at most {limit}. Mail not sent"
+                );
             }
             _ => {}
         }
@@ -167,7 +176,7 @@ impl fmt::Display for SyntaxError {
             DataLineTooLong(len) => write!(f, "Data line of {len} characters exceeds 998"),
             BareCr => write!(f, "Bare CR (X'0D' not followed by LF) in data line"),
             MissingEndOfData => write!(f, "End of file within 'DATA': no '.' line"),
-            MailTooBig { .. } | LimitReached(_) | TooManyRecipients(_) => Ok(()),
+            MailTooBig { .. } | LimitReached(_) | TooManyRecipients { .. } => Ok(()),
         }
     }
 }

@@ -12,7 +12,10 @@
 //!   next `HELO`/`EHLO`.
 //! * `MAIL FROM:<path>` and `RCPT TO:<path>` need angle brackets; no parameters.
 //! * At most 2000 `RCPT TO` per mail. A bad `RCPT TO` does not count as a syntax error:
-//!   that recipient is undeliverable and the mail goes on.
+//!   that recipient is undeliverable and the mail goes on. A mail with more is refused
+//!   whole, with one error (`552 5.5.3 Too many recipients`, not counted toward
+//!   `JESSyntaxErrLimit`): the recipients beyond the limit are counted, never kept, so
+//!   memory stays bounded by the limit whatever the number of `RCPT TO`.
 //! * `DATA` … `.`: the text is kept as written (already dot-stuffed); lines ≤ 998
 //!   characters; a bare CR rejects the mail.
 //! * `RSET` drops the mail in progress; `QUIT` ends the session (it is implied at end of
@@ -130,6 +133,8 @@ struct Pending {
     recipients: Vec<Recipient>,
     rejected: Vec<RejectedRecipient>,
     rcpt_commands: usize,
+    /// Line of the first `RCPT TO` beyond the limit: the mail will be refused.
+    excess_from: Option<u32>,
 }
 
 struct Text {
@@ -408,6 +413,13 @@ impl Parser {
                 if pending.rcpt_commands == 0 {
                     return self.fail(number, ErrorKind::DataWithoutRcpt, State::SkipText);
                 }
+                if let Some(first) = pending.excess_from {
+                    let kind = ErrorKind::TooManyRecipients {
+                        count: pending.rcpt_commands,
+                        limit: self.limits.max_recipients,
+                    };
+                    return self.fail(first, kind, State::SkipText);
+                }
                 self.state = State::Text(
                     pending,
                     Box::new(Text {
@@ -511,6 +523,7 @@ impl Parser {
                     recipients: Vec::new(),
                     rejected: Vec::new(),
                     rcpt_commands: 0,
+                    excess_from: None,
                 }));
                 Step::Continue
             }
@@ -532,17 +545,24 @@ impl Parser {
         let Some(mut pending) = pending else {
             return self.fail(number, ErrorKind::RcptWithoutMail, State::Idle);
         };
-        pending.rcpt_commands += 1;
-        let result = if pending.rcpt_commands > self.limits.max_recipients {
-            Err(ErrorKind::TooManyRecipients(self.limits.max_recipients))
-        } else {
-            match strip_keyword(args, "TO:") {
-                None => Err(ErrorKind::ExpectedSyntax("RCPT TO:<path>")),
-                Some(path) => match parse_path(path, "RCPT TO") {
-                    Ok(address) if address.is_empty() => Err(ErrorKind::NullRecipient),
-                    other => other,
-                },
+        pending.rcpt_commands = pending.rcpt_commands.saturating_add(1);
+        if pending.rcpt_commands > self.limits.max_recipients {
+            // The mail will be refused whole (at its DATA): what it had is let go, the
+            // rest is only counted.
+            if pending.excess_from.is_none() {
+                pending.excess_from = Some(number);
+                pending.recipients = Vec::new();
+                pending.rejected = Vec::new();
             }
+            self.state = State::Envelope(pending);
+            return Step::Continue;
+        }
+        let result = match strip_keyword(args, "TO:") {
+            None => Err(ErrorKind::ExpectedSyntax("RCPT TO:<path>")),
+            Some(path) => match parse_path(path, "RCPT TO") {
+                Ok(address) if address.is_empty() => Err(ErrorKind::NullRecipient),
+                other => other,
+            },
         };
         match result {
             Ok(address) => pending.recipients.push(Recipient {

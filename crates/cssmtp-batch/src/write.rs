@@ -13,6 +13,14 @@ pub fn transaction(
     to: &[String],
     text: &[u8],
 ) {
+    transaction_head(out, host, starttls, from, to);
+    out.extend_from_slice(text);
+    transaction_tail(out, text.is_empty() || text.ends_with(b"\r\n"));
+}
+
+/// The part of [`transaction`] before the text, up to and including `DATA`: for a
+/// writer that copies the text itself, a chunk at a time.
+pub fn transaction_head(out: &mut Vec<u8>, host: &str, starttls: bool, from: &str, to: &[String]) {
     out.extend_from_slice(format!("EHLO {host}\r\n").as_bytes());
     if starttls {
         out.extend_from_slice(b"STARTTLS\r\n");
@@ -22,8 +30,12 @@ pub fn transaction(
         out.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
     }
     out.extend_from_slice(b"DATA\r\n");
-    out.extend_from_slice(text);
-    if !text.is_empty() && !text.ends_with(b"\r\n") {
+}
+
+/// The part of [`transaction`] after the text: a line end when the text did not end
+/// with one (`text_ended` false), then `.` and `QUIT`.
+pub fn transaction_tail(out: &mut Vec<u8>, text_ended: bool) {
+    if !text_ended {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\nQUIT\r\n");

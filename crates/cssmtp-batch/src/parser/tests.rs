@@ -277,21 +277,74 @@ fn mail_with_only_bad_recipients_is_still_emitted() {
 #[test]
 fn at_most_2000_recipients() {
     let mut file = String::from("HELO h.example\nMAIL FROM:<a@b.c>\n");
-    for i in 0..2001 {
+    for i in 0..2000 {
         file.push_str(&format!("RCPT TO:<r{i}@e.f>\n"));
     }
     file.push_str("DATA\nx\n.\n");
     let (mails, s) = parse(&file);
     assert_eq!(mails[0].recipients.len(), 2000);
-    assert_eq!(mails[0].rejected.len(), 1);
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+}
+
+/// One `RCPT TO` beyond the limit refuses the mail whole, with one error that does not
+/// count toward JESSyntaxErrLimit; the next mail goes on.
+#[test]
+fn more_than_2000_recipients_refuse_the_mail_with_one_error() {
+    let mut file = String::from("HELO h.example\nMAIL FROM:<a@b.c>\n");
+    for i in 0..2003 {
+        file.push_str(&format!("RCPT TO:<r{i}@e.f>\n"));
+    }
+    file.push_str("RCPT TO:<bad>\nDATA\nx\n.\nMAIL FROM:<a@b.c>\nRCPT TO:<d@e.f>\nDATA\nnext\n.\n");
+    let (mails, s) = parse_with(
+        &file,
+        Limits {
+            syntax_error_limit: 1,
+            ..Limits::default()
+        },
+    );
+    assert_eq!(mails.len(), 1, "only the second mail");
+    assert_eq!(mails[0].recipients[0].address, "d@e.f");
     assert_eq!(
         errors(&s),
         vec![(
             2003,
-            "452 4.5.3 Too many recipients. At most 2000 RCPT per mail".into()
+            "552 5.5.3 Too many recipients. 2004 RCPT TO in this mail, at most 2000. Mail not sent"
+                .into()
         )]
     );
     assert_eq!(s.counted, 0);
+    assert!(!s.errors[0].is_recipient_error(), "an error of the mail");
+}
+
+/// Recipients beyond the limit are counted, not kept: a smaller limit shows it.
+#[test]
+fn recipients_beyond_the_limit_are_not_kept() {
+    let mut parser = Parser::new(Limits {
+        max_recipients: 3,
+        ..Limits::default()
+    });
+    let mut file = String::from("HELO h.example\nMAIL FROM:<a@b.c>\n");
+    for i in 0..100_000 {
+        file.push_str(&format!("RCPT TO:<r{i}@e.f>\n"));
+    }
+    file.push_str("DATA\nx\n.\n");
+    let mut stepped = Vec::new();
+    for line in crate::record::lines(file.as_bytes()) {
+        stepped.push(parser.line(line));
+        if let State::Envelope(p) = &parser.state {
+            assert!(p.recipients.len() <= 3 && p.rejected.len() <= 3);
+        }
+    }
+    assert!(stepped.iter().all(|s| *s == Step::Continue));
+    let s = parser.finish();
+    assert_eq!(s.errors.len(), 1);
+    assert_eq!(
+        s.errors[0].kind,
+        ErrorKind::TooManyRecipients {
+            count: 100_000,
+            limit: 3
+        }
+    );
 }
 
 #[test]

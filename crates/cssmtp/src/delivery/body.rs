@@ -24,7 +24,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use cssmtp_batch::{DataSpan, TextDigest, TextHasher, render_lines_checked};
+use cssmtp_batch::data::MAX_DATA_LINE;
+use cssmtp_batch::{DataSpan, TextDigest, TextHasher, UnsafeLine, render_lines_checked};
 
 /// Raw bytes read from the spool file per chunk.
 const CHUNK: u64 = 128 * 1024;
@@ -254,41 +255,117 @@ fn read_lines(
     out: &mut Vec<u8>,
     hasher: &mut TextHasher,
 ) -> Result<u64, TextError> {
-    let mut want = CHUNK.min(end - pos);
-    loop {
-        raw.clear();
-        raw.resize(usize::try_from(want).unwrap_or(usize::MAX), 0);
-        if let Err(e) = text.file.read_exact_at(raw, pos) {
-            return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
-                TextError::Changed("the spool file is shorter than when it was read".into())
-            } else {
-                TextError::Io(e)
-            });
+    let want = CHUNK.min(end - pos);
+    raw.clear();
+    raw.resize(usize::try_from(want).unwrap_or(usize::MAX), 0);
+    read_at(text, raw, pos)?;
+    let at_end = pos + want >= end;
+    let cut = if at_end {
+        raw.len()
+    } else {
+        match memchr::memrchr(b'\n', raw) {
+            Some(lf) => lf + 1,
+            // One line longer than the chunk: read on in fixed chunks.
+            None => return long_line(text, pos, end, raw, out, hasher),
         }
-        let at_end = pos + want >= end;
-        let cut = if at_end {
-            raw.len()
-        } else {
-            match memchr::memrchr(b'\n', raw) {
-                Some(lf) => lf + 1,
-                None => {
-                    // One line longer than the chunk (trailing blanks): read more.
-                    want = (want * 2).min(end - pos);
-                    continue;
-                }
-            }
-        };
-        let slice = raw.get(..cut).unwrap_or_default();
-        out.reserve(cut + cut / 32 + 16);
-        let before = out.len();
-        return match render_lines_checked(slice, text.truncate, at_end, out, hasher) {
-            Ok(used) => Ok(used as u64),
-            Err((line, problem)) => {
-                out.truncate(before);
-                Err(TextError::Changed(format!(
-                    "line {line} of its text now holds {problem}"
-                )))
-            }
-        };
+    };
+    let slice = raw.get(..cut).unwrap_or_default();
+    out.reserve(cut + cut / 32 + 16);
+    let before = out.len();
+    match render_lines_checked(slice, text.truncate, at_end, out, hasher) {
+        Ok(used) => Ok(used as u64),
+        Err((line, problem)) => {
+            out.truncate(before);
+            Err(changed(line, &problem))
+        }
     }
+}
+
+/// Reads `raw.len()` bytes at `pos`; a file that became shorter has changed.
+fn read_at(text: &SpoolText, raw: &mut [u8], pos: u64) -> Result<(), TextError> {
+    text.file.read_exact_at(raw, pos).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            TextError::Changed("the spool file is shorter than when it was read".into())
+        } else {
+            TextError::Io(e)
+        }
+    })
+}
+
+fn changed(line: u32, problem: &UnsafeLine) -> TextError {
+    TextError::Changed(format!("line {line} of its text now holds {problem}"))
+}
+
+/// Renders the one line that starts at `pos` and is longer than a chunk, reading it a
+/// chunk at a time and keeping only its first 998 bytes, so that a line of any length
+/// costs fixed memory. Returns how many bytes of the file were used (the line and its
+/// LF). The parser accepted the line: once trimmed it is within 998 characters, or
+/// `DataLineTrunc` cuts it there; a longer line means the file changed since. The line
+/// is checked and hashed as [`render_lines_checked`] does.
+fn long_line(
+    text: &SpoolText,
+    pos: u64,
+    end: u64,
+    raw: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    hasher: &mut TextHasher,
+) -> Result<u64, TextError> {
+    let mut head: Vec<u8> = Vec::with_capacity(MAX_DATA_LINE);
+    // Length so far; end of the last non-blank byte, with and without the last byte
+    // (a final CR is dropped by the record rules, see `cssmtp_batch::record::trim`).
+    let (mut len, mut sig_end, mut sig_before_last, mut last) = (0u64, 0u64, 0u64, 0u8);
+    let mut found_lf = false;
+    while pos + len < end && !found_lf {
+        let at = pos + len;
+        raw.clear();
+        raw.resize(usize::try_from(CHUNK.min(end - at)).unwrap_or(0), 0);
+        read_at(text, raw, at)?;
+        let part = match memchr::memchr(b'\n', raw) {
+            Some(lf) => {
+                found_lf = true;
+                raw.get(..lf).unwrap_or_default()
+            }
+            None => raw.as_slice(),
+        };
+        let room = MAX_DATA_LINE.saturating_sub(head.len()).min(part.len());
+        head.extend_from_slice(part.get(..room).unwrap_or_default());
+        if let Some((&final_byte, before)) = part.split_last() {
+            sig_before_last = match before.iter().rposition(|&b| b != b' ') {
+                Some(i) => len + i as u64 + 1,
+                None => sig_end,
+            };
+            sig_end = if final_byte == b' ' {
+                sig_before_last
+            } else {
+                len + part.len() as u64
+            };
+            last = final_byte;
+            len += part.len() as u64;
+        }
+    }
+    let trimmed = if last == b'\r' {
+        sig_before_last
+    } else {
+        sig_end
+    };
+    let line = hasher.lines().saturating_add(1);
+    if trimmed > MAX_DATA_LINE as u64 && !text.truncate {
+        return Err(changed(
+            line,
+            &UnsafeLine::TooLong(usize::try_from(trimmed).unwrap_or(usize::MAX)),
+        ));
+    }
+    let keep = usize::try_from(trimmed).map_or(MAX_DATA_LINE, |t| t.min(MAX_DATA_LINE));
+    let wire = head.get(..keep).unwrap_or_default();
+    if wire == b"." {
+        return Err(changed(line, &UnsafeLine::EndOfData));
+    }
+    if wire.contains(&b'\r') {
+        return Err(changed(line, &UnsafeLine::BareCr));
+    }
+    hasher.line(wire);
+    out.extend_from_slice(wire);
+    out.extend_from_slice(b"\r\n");
+    Ok(len + u64::from(found_lf))
+}
 }

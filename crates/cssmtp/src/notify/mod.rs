@@ -156,6 +156,10 @@ impl Limiter {
     }
 }
 
+/// Most of a mail returned whole in a notification (`ReturnContent Full`); a larger
+/// mail's notification carries its header only.
+pub const RETURN_FULL_MAX: u64 = 1024 * 1024;
+
 /// The original mail, for its notification or dead letter.
 #[derive(Debug, Clone)]
 pub struct Original {
@@ -164,8 +168,8 @@ pub struct Original {
     pub auto_submitted: bool,
     /// Its header block as sent (with cssmtp's headers), CRLF lines, unstuffed.
     pub header: Vec<u8>,
-    /// The whole mail as sent (wire form, dot-stuffed), when it was read.
-    pub full: Option<Vec<u8>>,
+    /// The whole mail as sent, read from its file when needed.
+    pub full: Option<deadletter::FullMail>,
     /// It must travel over TLS (STARTTLS in its spool file): its notification travels
     /// over TLS too, and a dead letter of it (or of its notification) keeps that
     /// requirement.
@@ -282,28 +286,37 @@ impl Notifier {
                 origin.mail
             )];
             notes.extend(reasons);
-            let text = original
-                .full
-                .clone()
-                .unwrap_or_else(|| dot_stuff(&original.header));
+            let header = dot_stuff(&original.header);
             let rcpts: Vec<String> = failed.iter().map(|f| f.address.clone()).collect();
             let letter = deadletter::Letter {
                 from: &original.reverse_path,
                 to: &rcpts,
-                text: &text,
+                // The mail is copied from its file a chunk at a time, whatever its size.
+                text: original
+                    .full
+                    .as_ref()
+                    .map_or(deadletter::Text::Wire(&header), deadletter::Text::Mail),
                 starttls: needs_tls,
             };
             return self
                 .dead_letter(origin, deadletter::Kind::Undeliverable, &notes, &letter)
                 .await;
         }
-        // The whole mail (up to 1 MiB) with ReturnContent Full, else its header.
-        let full = original
-            .full
-            .as_ref()
-            .filter(|f| f.len() <= 1024 * 1024)
-            .filter(|_| config.undeliverable.return_content == crate::config::ReturnContent::Full)
-            .map(|f| cssmtp_wire::data::dot_unstuff(f));
+        // The whole mail (up to 1 MiB, read only then) with ReturnContent Full, else its
+        // header.
+        let full = match original.full.as_ref() {
+            Some(f)
+                if f.wire_size() <= RETURN_FULL_MAX
+                    && config.undeliverable.return_content
+                        == crate::config::ReturnContent::Full =>
+            {
+                f.read()
+                    .await
+                    .ok()
+                    .map(|f| cssmtp_wire::data::dot_unstuff(&f))
+            }
+            _ => None,
+        };
         let returned = match &full {
             Some(full) => dsn::Returned::Full(full),
             None => dsn::Returned::Headers(&original.header),
@@ -346,7 +359,7 @@ impl Notifier {
                 let letter = deadletter::Letter {
                     from: "",
                     to: std::slice::from_ref(&original.reverse_path),
-                    text: &wire,
+                    text: deadletter::Text::Wire(&wire),
                     starttls: needs_tls,
                 };
                 self.dead_letter(origin, deadletter::Kind::Undeliverable, &notes, &letter)
@@ -436,7 +449,7 @@ impl Notifier {
                                 &deadletter::Letter {
                                     from: &from,
                                     to: &admins,
-                                    text: &wire,
+                                    text: deadletter::Text::Wire(&wire),
                                     starttls: report.needs_tls,
                                 },
                             )
@@ -530,8 +543,8 @@ impl Notifier {
             kind,
             Local::now(),
         );
-        let content = deadletter::content(&self.host, notes, letter);
-        let written = crate::durable::keep(dir, name, content, 0o640).await;
+        let written =
+            deadletter::store(dir, name, &self.host, deadletter::TITLE, notes, letter).await;
         match written {
             Ok(path) => {
                 self.stats.dead_letter();

@@ -451,7 +451,20 @@ impl Manager {
             line: meta.line,
             arrival: DateTime::<Local>::from(meta.first_attempt),
         };
-        let wire = read_all(text).await.unwrap_or_default();
+        // Only the header is read here (at most 256 KiB of it); the whole mail stays in
+        // its file, copied from there a chunk at a time when needed.
+        let header_text = match text {
+            MailText::Spool { spool, data } => MailText::Spool {
+                spool: std::sync::Arc::clone(spool),
+                data: cssmtp_batch::DataSpan {
+                    end: data.end.min(data.start.saturating_add(256 * 1024)),
+                    missing_separator_at: None,
+                    ..data.clone()
+                },
+            },
+            MailText::Memory(_) => text.clone(),
+        };
+        let wire = read_all(&header_text).await.unwrap_or_default();
         let header_end =
             usize::try_from(mail.data.header_end.saturating_sub(mail.data.start)).unwrap_or(0);
         let header = cssmtp_wire::data::dot_unstuff(&crlf_header(&wire, header_end));
@@ -459,7 +472,10 @@ impl Manager {
             reverse_path: mail.reverse_path.clone(),
             auto_submitted: mail.data.auto_submitted,
             header,
-            full: Some(wire),
+            full: Some(crate::notify::deadletter::FullMail {
+                headers: std::sync::Arc::from(Vec::new()),
+                text: text.clone(),
+            }),
             needs_tls: mail.starttls,
         };
         let returned = self.notifier.return_mail(&origin, &original, failed).await;

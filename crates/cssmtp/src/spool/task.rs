@@ -641,27 +641,24 @@ impl Task {
             .iter()
             .filter_map(|&i| state.addresses.get(i).cloned())
             .collect();
-        let written = match self.read_mail(state, false).await {
-            Ok(wire) => {
-                let content = deadletter::batch_file(
-                    &self.shared.host_name,
-                    "cssmtp: possibly delivered before a restart (PossiblyDelivered Hold); move this file into incoming/ to send it again",
-                    &[format!(
-                        "from spool file {} mail {ordinal} (line {})",
-                        self.job.file_name, state.line
-                    )],
-                    &deadletter::Letter {
-                        from: &state.reverse_path,
-                        to: &rcpts,
-                        text: &wire,
-                        starttls: state.needs_tls,
-                    },
-                );
-                let name = format!("{}.mail{ordinal}.possibly-delivered", self.job.file_name);
-                crate::durable::keep(self.shared.layout.hold.clone(), name, content, 0o640).await
-            }
-            Err(e) => Err(e),
-        };
+        let full = self.full_mail(state);
+        let written = deadletter::store(
+            self.shared.layout.hold.clone(),
+            format!("{}.mail{ordinal}.possibly-delivered", self.job.file_name),
+            &self.shared.host_name,
+            "cssmtp: possibly delivered before a restart (PossiblyDelivered Hold); move this file into incoming/ to send it again",
+            &[format!(
+                "from spool file {} mail {ordinal} (line {})",
+                self.job.file_name, state.line
+            )],
+            &deadletter::Letter {
+                from: &state.reverse_path,
+                to: &rcpts,
+                text: deadletter::Text::Mail(&full),
+                starttls: state.needs_tls,
+            },
+        )
+        .await;
         match written {
             Ok(path) => {
                 tracing::warn!(
@@ -1161,17 +1158,9 @@ impl Task {
             .await
             .unwrap_or_else(|_| state.headers.to_vec());
         let header = cssmtp_wire::data::dot_unstuff(&header);
-        let no_originator = state.reverse_path.is_empty() || state.data.auto_submitted;
-        let full =
-            if no_originator || self.config.undeliverable.return_content == ReturnContent::Full {
-                Some(
-                    self.read_mail(&state, false)
-                        .await
-                        .unwrap_or_else(|_| state.headers.to_vec()),
-                )
-            } else {
-                None
-            };
+        // The whole mail stays in the spool file: a dead letter or notification copies
+        // what it needs from there, a chunk at a time.
+        let full = Some(self.full_mail(&state));
         let original = Original {
             reverse_path: state.reverse_path.clone(),
             auto_submitted: state.data.auto_submitted,
@@ -1195,12 +1184,26 @@ impl Task {
         });
     }
 
-    /// A mail as sent: cssmtp's headers, then its text (or only its header), read again
-    /// from the claimed spool file.
+    /// A mail as sent, its text left in the claimed spool file (read when needed).
+    fn full_mail(&self, state: &MailState) -> deadletter::FullMail {
+        deadletter::FullMail {
+            headers: Arc::clone(&state.headers),
+            text: MailText::Spool {
+                spool: Arc::clone(&self.spool),
+                data: state.data.clone(),
+            },
+        }
+    }
+
+    /// A mail as sent: cssmtp's headers, then its text (or only its header, at most
+    /// [`HEADER_MAX`] of it), read again from the claimed spool file.
     async fn read_mail(&self, state: &MailState, header_only: bool) -> std::io::Result<Vec<u8>> {
         let data = if header_only {
             cssmtp_batch::DataSpan {
-                end: state.data.header_end,
+                end: state
+                    .data
+                    .header_end
+                    .min(state.data.start.saturating_add(HEADER_MAX)),
                 missing_separator_at: None,
                 ..state.data.clone()
             }
@@ -1265,6 +1268,10 @@ impl Task {
         Ok(())
     }
 }
+
+/// Most of a mail's header read for its notification: a header of any size costs fixed
+/// memory (a longer one is cut).
+const HEADER_MAX: u64 = 256 * 1024;
 
 /// Disposes of the file, sends its error report and logs the result. Nothing that was
 /// neither delivered nor returned goes: a file with mails that could not be returned

@@ -1,0 +1,219 @@
+//! Memory and output stay bounded whatever the input (issue 9, point 7): too many
+//! recipients are one error of the mail, long lines and big mails are copied in fixed
+//! chunks. Memory itself is measured by `bench/extremes`; these tests check, with small
+//! inputs, the behaviour that keeps it bounded.
+
+use std::path::{Path, PathBuf};
+
+use cssmtp::sink::SinkOptions;
+use cssmtp::spool::task::Disposition;
+use cssmtp_batch::ErrorKind;
+
+use crate::support::{
+    Env, mail, notifications, sink, target, text_with_ids, without_added_headers,
+};
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    found.retain(|p| {
+        p.file_name()
+            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+    });
+    found.sort();
+    found
+}
+
+/// The text (wire form, CRLF, dot-stuffed) of the one mail of a batch-SMTP file.
+fn text_of(batch: &[u8]) -> (cssmtp_batch::Mail, Vec<u8>) {
+    let (mut mails, summary) = cssmtp_batch::parse_bytes(batch, cssmtp_batch::Limits::default());
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    assert_eq!(mails.len(), 1);
+    let mail = mails.remove(0);
+    let span = &batch[mail.data.start as usize..mail.data.end as usize];
+    let mut wire = Vec::new();
+    cssmtp_batch::render_lines(span, false, true, &mut wire);
+    (mail, wire)
+}
+
+/// 2,001 `RCPT TO` in one mail: one reported error of that mail (the file is held with
+/// its report), nothing sent, no 2,001 returns.
+#[tokio::test]
+async fn more_than_2000_recipients_are_one_error_of_the_mail_not_2001_returns() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&target(sink.addr, ""));
+    let rcpts: Vec<String> = (0..2001).map(|i| format!("r{i}@example.com")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    env.submit(
+        "MANY",
+        &format!(
+            "HELO h.example\n{}{}",
+            mail("a@h.example", &rcpts, &text_with_ids("many", "body")),
+            mail(
+                "a@h.example",
+                &["ok@example.com"],
+                &text_with_ids("next", "b")
+            )
+        ),
+    );
+    let report = env.drain().await;
+    let file = &report.files[0];
+    let received = sink.received();
+    assert_eq!(received.len(), 1, "only the next mail is sent");
+    assert_eq!(received[0].rcpt_to, ["ok@example.com"]);
+    assert_eq!(file.undeliverable_count, 0, "no recipient returned");
+    assert!(file.returns.is_empty() && notifications(&sink).is_empty());
+    assert!(files(&env.config().dead_letter_directory()).is_empty());
+    assert_eq!(file.errors.len(), 1, "{:?}", file.errors);
+    assert_eq!(
+        file.errors[0].line, 2003,
+        "at the first RCPT TO beyond 2000"
+    );
+    assert_eq!(
+        file.errors[0].kind,
+        ErrorKind::TooManyRecipients {
+            count: 2001,
+            limit: 2000
+        }
+    );
+    let Disposition::Held(held) = &file.disposition else {
+        panic!("held with its report: {:?}", file.disposition)
+    };
+    let text = std::fs::read_to_string(format!("{}.report", held.display())).unwrap();
+    assert!(
+        text.contains(
+            "552 5.5.3 Too many recipients. 2001 RCPT TO in this mail, at most 2000. Mail not sent"
+        ),
+        "{text}"
+    );
+}
+
+/// A line far longer than the reader's and the renderer's buffers, with DataLineTrunc:
+/// cut to 998 characters, the rest of the mail intact.
+#[tokio::test]
+async fn a_line_longer_than_the_buffers_is_cut_to_998_and_the_rest_is_intact() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}Options\n{{\n  DataLineTrunc YES\n}}\n",
+        target(sink.addr, "")
+    ));
+    let long: String = (0..300_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    // A line of 600 characters padded with 300,000 blanks: valid, 600 once trimmed.
+    let padded = format!("{}{}", "p".repeat(600), " ".repeat(300_000));
+    let text = format!(
+        "{}before\n{long}\nmiddle\n{padded}\r\n..dot\n{long}",
+        text_with_ids("long", "")
+    );
+    env.submit(
+        "LONG",
+        &format!(
+            "HELO h.example\n{}",
+            mail("a@h.example", &["x@example.com"], &text)
+        ),
+    );
+    let report = env.drain().await;
+    assert!(report.all_delivered());
+    let received = sink.received();
+    assert_eq!(received.len(), 1);
+    let body = without_added_headers(&received[0].data);
+    let expected = format!(
+        "{}before\r\n{cut}\r\nmiddle\r\n{p}\r\n.dot\r\n{cut}\r\n",
+        text_with_ids("long", "").replace('\n', "\r\n"),
+        cut = &long[..998],
+        p = "p".repeat(600)
+    );
+    assert_eq!(body, expected);
+}
+
+/// A dead letter of a mail larger than the copy chunk (with lines longer than it too)
+/// holds the mail byte for byte, as it was sent.
+#[tokio::test]
+async fn a_dead_letter_larger_than_a_chunk_is_byte_exact() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&target(sink.addr, ""));
+    let mut body = String::new();
+    for i in 0..6000 {
+        match i % 7 {
+            0 => body.push_str(&format!(".line {i} starts with a dot\n")),
+            1 => body.push_str(&format!("line {i} with trailing blanks   \r\n")),
+            2 => body.push_str(&format!("{}\n", "w".repeat(990))),
+            _ => body.push_str(&format!("line {i}\n")),
+        }
+        if i == 3000 {
+            // A line with 200,000 trailing blanks: longer than any chunk.
+            body.push_str(&format!("blanks{}\n", " ".repeat(200_000)));
+        }
+    }
+    let text = text_with_ids("dead", &body);
+    let stuffed: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with('.') {
+                format!(".{l}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    env.submit(
+        "DEAD",
+        &format!(
+            "HELO h.example\n{}",
+            mail("", &["reject-x@example.com"], &stuffed)
+        ),
+    );
+    env.drain().await;
+    let dead = files(&env.config().dead_letter_directory());
+    assert_eq!(dead.len(), 1);
+    let letter = std::fs::read(&dead[0]).unwrap();
+    assert!(
+        letter.len() > 512 * 1024,
+        "several chunks: {}",
+        letter.len()
+    );
+    let (mail, wire) = text_of(&letter);
+    assert_eq!(mail.recipients[0].address, "reject-x@example.com");
+    let expected: Vec<u8> = stuffed
+        .lines()
+        .flat_map(|l| format!("{}\r\n", l.trim_end_matches([' ', '\r'])).into_bytes())
+        .collect();
+    assert!(wire.starts_with(b"Received: from "));
+    assert!(
+        wire.ends_with(&expected),
+        "the text, byte for byte, after cssmtp's headers"
+    );
+    let headers = wire.len() - expected.len();
+    assert!(headers < 1024, "only cssmtp's headers before it: {headers}");
+}
+
+/// A notification returns at most 256 KiB of a mail's header, however long the header.
+#[tokio::test]
+async fn a_notification_carries_a_bounded_header() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&target(sink.addr, ""));
+    let mut header = String::from("Subject: big header\n");
+    for i in 0..8000 {
+        header.push_str(&format!("X-Filler-{i}: {}\n", "f".repeat(60)));
+    }
+    assert!(header.len() > 512 * 1024);
+    env.submit(
+        "HDR",
+        &format!(
+            "HELO h.example\n{}",
+            mail(
+                "a@h.example",
+                &["reject-x@example.com"],
+                &format!("{header}\nbody\n")
+            )
+        ),
+    );
+    env.drain().await;
+    let dsn = notifications(&sink);
+    assert_eq!(dsn.len(), 1);
+    let size = dsn[0].data.len();
+    assert!(size < 300 * 1024, "notification of {size} bytes");
+    assert!(dsn[0].text().contains("X-Filler-0: "));
+}
