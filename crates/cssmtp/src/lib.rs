@@ -26,8 +26,11 @@ pub mod control;
 pub mod delivery;
 pub mod demo;
 pub mod durable;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod headers;
 pub mod journal;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod monitor;

@@ -10,6 +10,7 @@
 
 mod binary;
 mod checkpoint;
+mod edges;
 mod forwarding;
 mod operator;
 mod retry;
