@@ -332,3 +332,116 @@ async fn running_out_of_descriptors_on_accept_pauses_and_recovers() {
     tokio::time::timeout(BOUND, sink.wait_for(2)).await.unwrap();
     daemon.stop().await;
 }
+
+/// `cssmtp check -c <config>` and `cssmtp run --drain -c <config>` both end promptly
+/// (a hang reaches the bound) with exit status 78 and `expected` on standard error.
+async fn both_refuse(config: &Path, expected: &str) {
+    for args in [&["check", "-c"][..], &["run", "--drain", "-c"][..]] {
+        let out = tokio::time::timeout(BOUND, cssmtp().args(args).arg(config).output())
+            .await
+            .unwrap_or_else(|_| panic!("cssmtp {args:?} {} hangs", config.display()))
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_file_that_is_not_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("cssmtp.conf");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    both_refuse(
+        &fifo,
+        &format!(
+            "cannot read configuration file {}: it is a FIFO, not a regular file",
+            fifo.display()
+        ),
+    )
+    .await;
+    both_refuse(
+        Path::new("/dev/zero"),
+        "cannot read configuration file /dev/zero: it is a character device, not a regular file",
+    )
+    .await;
+    both_refuse(
+        dir.path(),
+        &format!(
+            "cannot read configuration file {}: it is a directory, not a regular file",
+            dir.path().display()
+        ),
+    )
+    .await;
+    let big = dir.path().join("big.conf");
+    let mut text = "TargetServer\n{\n  TargetIp 192.0.2.1\n}\n".to_owned();
+    while text.len() < 2 * 1024 * 1024 {
+        text.push_str("# a long comment to make the file huge\n");
+    }
+    std::fs::write(&big, &text).unwrap();
+    both_refuse(
+        &big,
+        &format!(
+            "cannot read configuration file {}: it is {} bytes long; at most 1048576 bytes are read",
+            big.display(),
+            text.len()
+        ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_ca_file_that_is_not_a_file_is_refused_at_its_line() {
+    let sink = sink(SinkOptions::default()).await;
+    // The Env's configuration has four lines before the body.
+    let env = Env::new(&format!("TlsCaFile ca.pem\n{}", target(sink.addr, "")));
+    let fifo = env.dir.path().join("ca.pem");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let config = env.config_path.display().to_string();
+    both_refuse(
+        &env.config_path,
+        &format!(
+            "{config}:5: error: cannot read TlsCaFile {}: it is a FIFO, not a regular file",
+            fifo.display()
+        ),
+    )
+    .await;
+
+    let env = Env::new(&format!("TlsCaFile /dev/zero\n{}", target(sink.addr, "")));
+    let config = env.config_path.display().to_string();
+    both_refuse(
+        &env.config_path,
+        &format!(
+            "{config}:5: error: cannot read TlsCaFile /dev/zero: it is a character device, not a regular file"
+        ),
+    )
+    .await;
+
+    // Not PEM at all: refused by `check` too, not only when `run` reads it.
+    let env = Env::new(&format!("TlsCaFile ca.pem\n{}", target(sink.addr, "")));
+    std::fs::write(env.dir.path().join("ca.pem"), "not a certificate\n").unwrap();
+    let config = env.config_path.display().to_string();
+    both_refuse(
+        &env.config_path,
+        &format!(
+            "{config}:5: error: TlsCaFile {}: it holds no PEM certificate",
+            env.dir.path().join("ca.pem").display()
+        ),
+    )
+    .await;
+
+    // An AccountingFile that is a FIFO would block the daemon opening it to append.
+    let env = Env::new(&format!("AccountingFile acct\n{}", target(sink.addr, "")));
+    let fifo = env.dir.path().join("acct");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let config = env.config_path.display().to_string();
+    both_refuse(
+        &env.config_path,
+        &format!(
+            "{config}:5: error: AccountingFile {} is a FIFO; it must be a regular file",
+            fifo.display()
+        ),
+    )
+    .await;
+    assert!(sink.received().is_empty());
+}
