@@ -28,6 +28,8 @@
 pub mod address;
 pub mod data;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod parser;
 pub mod record;
 pub mod write;

@@ -15,6 +15,8 @@
 pub mod command;
 pub mod data;
 pub mod ehlo;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod reply;
 
 pub use command::{Command, CommandError};

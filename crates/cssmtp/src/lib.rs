@@ -27,8 +27,11 @@ pub mod delivery;
 pub mod demo;
 pub mod durable;
 pub mod escape;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod headers;
 pub mod journal;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod monitor;

@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -17,7 +18,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::router::Router;
@@ -252,30 +253,58 @@ pub fn render(sources: Arc<Sources>) -> String {
     text
 }
 
-/// Serves `GET /metrics` on `listener` until `stop`.
+/// Connections the endpoint serves at once, at most (fewer when the descriptor limit
+/// is low: never more than a quarter of it); more are closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client has to send its request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection may last, whatever it does.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Serves `GET /metrics` on `listener` until `stop`. Local clients may be slow, many
+/// or hostile: at most [`MAX_CONNECTIONS`] are served at once (the rest are closed at
+/// once), each has [`HEADER_TIMEOUT`] to send its request and [`CONNECTION_DEADLINE`]
+/// in all, and running out of descriptors pauses accepting instead of ending anything.
 pub async fn serve(listener: TcpListener, sources: Arc<Sources>, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(crate::listen::connection_cap(
+        MAX_CONNECTIONS,
+        4,
+    )));
+    let mut backoff = crate::listen::AcceptBackoff::new("metrics endpoint");
     loop {
         let (stream, _) = tokio::select! {
             () = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(x) => x,
-                Err(_) => continue,
+                Err(e) => {
+                    backoff.failed(&e, &stop).await;
+                    continue;
+                }
             },
+        };
+        backoff.accepted();
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Full: closed at once, so it holds no descriptor.
+            drop(stream);
+            continue;
         };
         let sources = Arc::clone(&sources);
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let sources = Arc::clone(&sources);
                 async move { Ok::<_, Infallible>(answer(&request, sources)) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .keep_alive(false)
                 .serve_connection(io, service);
             tokio::select! {
                 () = stop.cancelled() => {}
-                _ = connection => {}
+                _ = tokio::time::timeout(CONNECTION_DEADLINE, connection) => {}
             }
         });
     }

@@ -6,6 +6,7 @@
 //! run the very same code. Paths that are not absolute are taken relative to the
 //! configuration file's directory.
 
+pub mod files;
 pub mod running;
 pub mod syntax;
 pub mod validate;
@@ -498,7 +499,7 @@ fn errors(diagnostics: &[Diagnostic]) -> usize {
 /// # Errors
 /// The file cannot be read.
 pub fn control_socket_of(path: &Path) -> std::io::Result<PathBuf> {
-    let text = std::fs::read_to_string(path)?;
+    let text = files::read_config(path)?;
     let (statements, _) = syntax::parse(&text);
     let value = |name: &str| {
         statements
@@ -527,13 +528,18 @@ pub fn control_socket_of(path: &Path) -> std::io::Result<PathBuf> {
 /// [`LoadError::Read`] when the file cannot be read; [`LoadError::Invalid`] with every
 /// diagnostic when it has errors.
 pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let text = files::read_config(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
     })?;
-    match validate(path, &text) {
-        (Some(config), diagnostics) => Ok((config, diagnostics)),
-        (None, diagnostics) => Err(LoadError::Invalid {
+    let (config, mut diagnostics) = validate(path, &text);
+    let file_problems = files::check_named_files(path, &text);
+    let bad_files = !file_problems.is_empty();
+    diagnostics.extend(file_problems);
+    diagnostics.sort_by_key(|d| d.line);
+    match config {
+        Some(config) if !bad_files => Ok((config, diagnostics)),
+        _ => Err(LoadError::Invalid {
             path: path.to_owned(),
             diagnostics,
         }),

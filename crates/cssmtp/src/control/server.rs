@@ -7,14 +7,18 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{Control, Reply, Request, parse};
 
 /// The longest request read.
 const MAX_REQUEST: u64 = 8 * 1024;
-/// How long a client has to send its request.
+/// How long a client has to send its request (and to read the reply).
 const READ_WAIT: Duration = Duration::from_secs(10);
+/// Connections served at once, at most (fewer when the descriptor limit is low: never
+/// more than an eighth of it); more are told so and closed at once.
+pub const MAX_CONNECTIONS: usize = 16;
 
 /// Binds the control socket at `path` (mode 0600), replacing a stale one: the caller
 /// holds the writer's instance lock, so no other daemon uses it.
@@ -42,16 +46,38 @@ pub async fn serve(
     control: Arc<Control>,
     stop: CancellationToken,
 ) {
+    let slots = Arc::new(Semaphore::new(crate::listen::connection_cap(
+        MAX_CONNECTIONS,
+        8,
+    )));
+    let mut backoff = crate::listen::AcceptBackoff::new("control socket");
     loop {
         let stream = tokio::select! {
             () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
-                Err(_) => continue,
+                Err(e) => {
+                    backoff.failed(&e, &stop).await;
+                    continue;
+                }
             },
+        };
+        backoff.accepted();
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Full: told so (if its buffer takes it, which a new socket's does) and
+            // closed at once, never waited for.
+            let mut out = serde_json::to_vec(&Reply::error(
+                "CSM5093E Too many control connections; try again",
+            ))
+            .unwrap_or_default();
+            out.push(b'\n');
+            let _ = stream.try_write(&out);
+            drop(stream);
+            continue;
         };
         let control = Arc::clone(&control);
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = answer(stream, &control).await;
         });
     }
@@ -97,8 +123,13 @@ async fn answer(stream: UnixStream, control: &Control) -> std::io::Result<()> {
     };
     let mut out = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
     out.push(b'\n');
-    write.write_all(&out).await?;
-    write.shutdown().await?;
+    // A client that does not read its reply is not waited for.
+    tokio::time::timeout(READ_WAIT, async {
+        write.write_all(&out).await?;
+        write.shutdown().await
+    })
+    .await
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     // Whatever else the client sent is read and dropped (briefly, and only so much):
     // closing with unread input would reset the connection before it read the reply.
     let mut rest = reader.into_inner().into_inner().take(DRAIN);

@@ -15,8 +15,6 @@ use rustls::{ClientConfig, RootCertStore};
 pub enum TlsSetupError {
     #[error("cannot read TlsCaFile {}: {message}", path.display())]
     CaFile { path: PathBuf, message: String },
-    #[error("TlsCaFile {} holds no PEM certificate", path.display())]
-    NoCertificate { path: PathBuf },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -27,21 +25,34 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Reads every certificate of a PEM file.
+/// Reads every certificate of a PEM file: a regular file of at most
+/// [`crate::config::files::MAX_CA_FILE_SIZE`] bytes (a FIFO or device is refused, never
+/// waited on).
 ///
 /// # Errors
 /// [`TlsSetupError`] when the file cannot be read or holds no certificate.
 pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+    let bytes = crate::config::files::read_regular(path, crate::config::files::MAX_CA_FILE_SIZE)
         .map_err(|e| TlsSetupError::CaFile {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+    certificates_in(&bytes).map_err(|message| TlsSetupError::CaFile {
+        path: path.to_owned(),
+        message,
+    })
+}
+
+/// The certificates of PEM text.
+///
+/// # Errors
+/// The text is not PEM, or holds no certificate.
+pub fn certificates_in(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
     if certs.is_empty() {
-        return Err(TlsSetupError::NoCertificate {
-            path: path.to_owned(),
-        });
+        return Err("it holds no PEM certificate".into());
     }
     Ok(certs)
 }

@@ -11,6 +11,7 @@
 mod binary;
 mod bounds;
 mod checkpoint;
+mod edges;
 mod forwarding;
 mod operator;
 mod producers;
