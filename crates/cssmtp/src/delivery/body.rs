@@ -368,4 +368,3 @@ fn long_line(
     out.extend_from_slice(b"\r\n");
     Ok(len + u64::from(found_lf))
 }
-}

@@ -38,7 +38,7 @@ use super::name::JobIdentity;
 use super::reader::{Parsed, parse_into};
 use super::status::{Suspend, TaskRegistry, TaskStatus};
 use crate::accounting::{self, Accounting, Kind};
-use crate::config::{BadSpoolDisp, Config, LiveConfig, PossiblyDelivered, ReturnContent};
+use crate::config::{BadSpoolDisp, Config, LiveConfig, PossiblyDelivered};
 use crate::delivery::{
     Checkpoint, MailJob, MailKey, MailOutcome, MailText, Problem, RcptResult, SpoolText,
 };
@@ -934,6 +934,7 @@ impl Task {
                 {
                     *slot = Rcpt::Held;
                     changed = Some(failure);
+                }
                 RcptResult::Retry(failure) if journal_not_written(&failure) => {
                     // Not sent for want of its journal record: not an attempt; it goes
                     // again at once (held back until the journal can be written).
