@@ -192,6 +192,14 @@ pub enum Returned {
     Failed(String),
 }
 
+/// Why a generated mail did not reach its recipients.
+enum SendFailure {
+    /// It never reached a connection (cssmtp is stopping): nothing was attempted.
+    NotSent(String),
+    /// It was tried: one line per recipient that did not get it.
+    Failed(Vec<String>),
+}
+
 impl Returned {
     /// The mail was returned (or, as configured, only logged): its copy may go.
     pub fn is_done(&self) -> bool {
@@ -349,7 +357,11 @@ impl Notifier {
                 );
                 Returned::Notified(original.reverse_path.clone())
             }
-            Err(failures) => {
+            // Never handed to a connection (cssmtp is stopping): the journal does not say
+            // the mail was returned, so the next start returns it; a stop does not turn
+            // it into a dead letter.
+            Err(SendFailure::NotSent(why)) => Returned::Failed(why),
+            Err(SendFailure::Failed(failures)) => {
                 let mut notes = vec![format!(
                     "undeliverable notification for mail {} of spool file {file} could not be sent",
                     origin.mail
@@ -428,7 +440,11 @@ impl Notifier {
                         );
                         Ok(Some(format!("error report sent to {}", admins.join(", "))))
                     }
-                    Err(failures) => {
+                    Err(failure) => {
+                        let failures = match failure {
+                            SendFailure::NotSent(why) => vec![why],
+                            SendFailure::Failed(failures) => failures,
+                        };
                         let origin = MailOrigin {
                             host: &self.host,
                             job: &report.job,
@@ -474,7 +490,7 @@ impl Notifier {
         to: &[String],
         wire: &[u8],
         needs_tls: bool,
-    ) -> Result<(), Vec<String>> {
+    ) -> Result<(), SendFailure> {
         let (reply, mut results) = mpsc::unbounded_channel();
         let job = MailJob {
             key: MailKey {
@@ -496,10 +512,14 @@ impl Notifier {
             sent = self.queue.send(job) => sent.is_ok(),
         };
         if !sent {
-            return Err(vec!["cssmtp stopped before it could be sent".into()]);
+            return Err(SendFailure::NotSent(
+                "cssmtp stopped before it could be sent".into(),
+            ));
         }
         let Some(outcome) = results.recv().await else {
-            return Err(vec!["cssmtp stopped before it was sent".into()]);
+            return Err(SendFailure::NotSent(
+                "cssmtp stopped before it was sent".into(),
+            ));
         };
         let failures: Vec<String> = outcome
             .results
@@ -514,7 +534,7 @@ impl Notifier {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(failures)
+            Err(SendFailure::Failed(failures))
         }
     }
 
