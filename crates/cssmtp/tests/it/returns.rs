@@ -473,3 +473,42 @@ async fn a_checkpoint_journal_that_fills_up_while_running_holds_mail_back_until_
     daemon.child.start_kill().unwrap();
     daemon.child.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_notification_about_a_mail_refused_by_a_secure_target_travels_over_tls() {
+    let pki = TestPki::new("cssmtp test CA");
+    // The plain target takes small mails only: the mail can go only to the Secure one,
+    // which refuses it; its (small) notification would fit the plain one.
+    let plain = sink(SinkOptions::default()).await;
+    let secure = sink(SinkOptions {
+        tls: Some(pki.server(&["127.0.0.1"])),
+        ..SinkOptions::default()
+    })
+    .await;
+    let env = Env::with_ca(
+        &pki,
+        &format!(
+            "{}{}",
+            target(plain.addr, "  MessageSize 8000"),
+            target(secure.addr, "  Secure Yes")
+        ),
+    );
+    let body = "confidential line of text\n".repeat(1000);
+    env.submit(
+        "SECRET",
+        &format!(
+            "HELO h.example\n{}",
+            mail(
+                "a@h.example",
+                &["reject-x@example.com"],
+                &text_with_ids("secret", &body)
+            )
+        ),
+    );
+    let report = env.drain().await;
+    assert_eq!(report.stats.rcpts_undeliverable, 1);
+    assert!(plain.received().is_empty(), "{:?}", plain.received());
+    let returned = notifications(&secure);
+    assert_eq!(returned.len(), 1);
+    assert!(returned[0].tls);
+}
