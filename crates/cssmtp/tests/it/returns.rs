@@ -512,3 +512,66 @@ async fn a_notification_about_a_mail_refused_by_a_secure_target_travels_over_tls
     assert_eq!(returned.len(), 1);
     assert!(returned[0].tls);
 }
+
+#[tokio::test]
+async fn a_mail_in_extended_retry_that_cannot_be_returned_stays_in_the_mail_directory() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}ExtendedRetry\n{{\n  Age 5\n  Interval 30\n  MailDirectory maildir\n}}\nUndeliverable\n{{\n  DeadLetterDirectory dead\n}}\n",
+        target(sink.addr, "")
+    ));
+    let Some(full) = Mount::tmpfs(&env.dir.path().join("dead")) else {
+        return;
+    };
+    let filler = full.fill();
+    // A mail 30 days in extended retry (Age 5), last tried a day ago: due, and expired.
+    // Its reverse path is null: returning it means storing a dead letter.
+    let month_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
+    let meta = cssmtp::retry::extended::Meta {
+        spool_file: "OLDJOB.J0000009.x".into(),
+        job_name: "OLDJOB".into(),
+        job_id: "J0000009".into(),
+        mail: 1,
+        line: 2,
+        first_attempt: month_ago,
+        rcpt_lines: vec![3],
+    };
+    let maildir = env.dir.path().join("maildir");
+    let due_now = |path: &Path| {
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    };
+    let path = cssmtp::retry::extended::store(
+        &maildir,
+        "cssmtp.test",
+        &meta,
+        false,
+        "",
+        &["x@example.com".to_string()],
+        b"Subject: kept\r\n\r\nbody\r\n",
+    )
+    .unwrap();
+    due_now(&path);
+    env.drain().await;
+    assert!(path.exists(), "not returned: the only copy stays");
+    assert!(files(&env.dir.path().join("dead")).is_empty());
+
+    // Space returns; at its next attempt it is returned (a dead letter) and goes.
+    std::fs::remove_file(filler).unwrap();
+    due_now(&path);
+    env.drain().await;
+    assert!(!path.exists());
+    let dead = files(&env.dir.path().join("dead"));
+    assert_eq!(dead.len(), 1);
+    assert!(
+        std::fs::read_to_string(&dead[0])
+            .unwrap()
+            .contains("Subject: kept")
+    );
+    assert!(sink.received().is_empty());
+}
