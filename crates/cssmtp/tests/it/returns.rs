@@ -575,3 +575,47 @@ async fn a_mail_in_extended_retry_that_cannot_be_returned_stays_in_the_mail_dire
     );
     assert!(sink.received().is_empty());
 }
+
+#[tokio::test]
+async fn without_a_journal_a_mail_that_cannot_be_returned_holds_its_spool_file() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "ChkPoint No\n{}Undeliverable\n{{\n  DeadLetterDirectory dead\n}}\n",
+        target(sink.addr, "")
+    ));
+    let Some(full) = Mount::tmpfs(&env.dir.path().join("dead")) else {
+        return;
+    };
+    full.fill();
+    env.submit(
+        "NOJRNL",
+        &format!(
+            "HELO h.example\n{}",
+            mail(
+                "",
+                &["reject-x@example.com"],
+                &text_with_ids("only copy", "b")
+            )
+        ),
+    );
+    let report = env.drain().await;
+    assert!(
+        matches!(
+            report.files[0].disposition,
+            cssmtp::spool::task::Disposition::Held(_)
+        ),
+        "{:?}",
+        report.files[0]
+    );
+    assert!(
+        env.files_in("active").is_empty(),
+        "a restart would send it again"
+    );
+    let hold = env.files_in("hold");
+    assert_eq!(hold.len(), 2, "{hold:?}");
+    let text = std::fs::read_to_string(env.layout().hold.join(&hold[1])).unwrap();
+    assert!(
+        text.contains("Not returned (the spool file is kept):"),
+        "{text}"
+    );
+}
