@@ -619,3 +619,38 @@ async fn without_a_journal_a_mail_that_cannot_be_returned_holds_its_spool_file()
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_binary_logs_a_dead_letter_it_cannot_store_and_keeps_the_file_for_the_next_start() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}Undeliverable\n{{\n  DeadLetterDirectory dead\n}}\n",
+        target(sink.addr, "")
+    ));
+    let Some(full) = Mount::tmpfs(&env.dir.path().join("dead")) else {
+        return;
+    };
+    let filler = full.fill();
+    env.submit(
+        "BINDEAD",
+        &format!(
+            "HELO h.example\n{}",
+            mail("", &["reject-x@example.com"], &text_with_ids("kept", "b"))
+        ),
+    );
+    let mut daemon = Daemon::start(&env, &["--drain"]);
+    let error = daemon.wait_for("CSM2109E").await;
+    assert!(error.contains("No space left"), "{error}");
+    let kept = daemon.wait_for("CSM2130E").await;
+    assert!(kept.contains("BINDEAD.J0000001"), "{kept}");
+    let status = daemon.child.wait().await.unwrap();
+    assert_ne!(status.code(), Some(0), "not everything was done");
+    assert_eq!(env.files_in("active").len(), 1);
+
+    std::fs::remove_file(filler).unwrap();
+    let mut daemon = Daemon::start(&env, &["--drain"]);
+    daemon.wait_for("CSM2107W").await;
+    daemon.child.wait().await.unwrap();
+    assert!(env.files_in("active").is_empty());
+    assert_eq!(files(&env.dir.path().join("dead")).len(), 1);
+}
