@@ -627,12 +627,17 @@ mod tests {
             eprintln!("note: cannot mount a tmpfs (not root); test skipped");
             return;
         }
-        let unmount = || {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&fs)
-                .status();
-        };
+        // Unmounted however the test ends.
+        struct Unmount(std::path::PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.0)
+                    .status();
+            }
+        }
+        let _unmount = Unmount(fs.clone());
         let path = fs.join("W.journal");
         let (journal, _, writer) = Journal::open(&path, &HashSet::new(), warm()).unwrap();
         assert!(journal.append(&sent("a@1", 1, vec![0])));
@@ -673,6 +678,5 @@ mod tests {
         );
         drop(reopened);
         rewriter.join();
-        unmount();
     }
 }
