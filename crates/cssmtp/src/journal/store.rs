@@ -614,4 +614,76 @@ mod tests {
         );
         assert_eq!(text.matches("kept@2").count(), 2, "{text}");
     }
+
+    /// A torn record (the file system filled up in the middle of it) costs that record
+    /// only: the journal pauses, a probe resumes it once there is space, and the next
+    /// record is intact. Needs root (a 64 KiB tmpfs); skipped otherwise.
+    #[tokio::test]
+    async fn a_full_file_system_tears_one_record_and_the_journal_resumes() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let fs = dir.path().join("fs");
+        std::fs::create_dir(&fs).unwrap();
+        let mounted = nix::unistd::Uid::effective().is_root()
+            && std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+                .arg(&fs)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("note: cannot mount a tmpfs (not root); test skipped");
+            return;
+        }
+        // Unmounted however the test ends.
+        struct Unmount(std::path::PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.0)
+                    .status();
+            }
+        }
+        let _unmount = Unmount(fs.clone());
+        let path = fs.join("W.journal");
+        let (journal, _, writer) = Journal::open(&path, &HashSet::new(), warm()).unwrap();
+        assert!(journal.append(&sent("a@1", 1, vec![0])));
+        // Fill the file system, then the journal's last page but 20 bytes.
+        let filler = fs.join("filler");
+        {
+            let mut f = File::create(&filler).unwrap();
+            while f
+                .write_all(&[0u8; 4096])
+                .and_then(|()| f.sync_all())
+                .is_ok()
+            {}
+            let mut j = OpenOptions::new().append(true).open(&path).unwrap();
+            let len = j.metadata().unwrap().len();
+            let pad = (4096 - 20 - len % 4096 + 4096) % 4096;
+            j.write_all(&vec![b'\n'; usize::try_from(pad).unwrap()])
+                .unwrap();
+        }
+        let mut writable = journal.writable();
+        assert!(!journal.append(&sent("torn@2", 1, vec![0])), "no space");
+        assert!(!journal.is_writable());
+        assert!(
+            journal.append_before_dot(&sent("b@3", 1, vec![0])).is_err(),
+            "no final \".\" without its record"
+        );
+        std::fs::remove_file(&filler).unwrap();
+        writable.wait_for(|w| *w).await.unwrap();
+        assert!(journal.append(&sent("c@4", 1, vec![0])));
+        drop(journal);
+        writer.join();
+        let live: HashSet<String> = ["a@1", "c@4"].iter().map(|s| (*s).to_string()).collect();
+        let (reopened, recovered, rewriter) = Journal::open(&path, &live, warm()).unwrap();
+        assert_eq!(recovered.damaged, 1, "only the torn record");
+        assert!(recovered.files.contains_key("a@1"));
+        assert!(
+            recovered.files.contains_key("c@4"),
+            "the record after the tear is intact"
+        );
+        drop(reopened);
+        rewriter.join();
+    }
 }

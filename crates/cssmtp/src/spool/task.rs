@@ -1290,16 +1290,18 @@ async fn finish(
     }
     let config = shared.config.current();
     let problems = report.has_problems();
-    if !report.unreturned.is_empty() {
+    let unreturned = report
+        .unreturned
+        .iter()
+        .map(|(m, why)| format!("mail {m}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if !report.unreturned.is_empty() && checkpoint.is_some() {
+        // The journal knows what was delivered: the next start returns (or sends) the
+        // rest, and nothing else.
         tracing::error!(
             tkid = report.tkid,
-            "CSM2130E Spool file {name} is kept in active/: {}; once the cause is fixed, the next start of cssmtp returns (or sends) what is left",
-            report
-                .unreturned
-                .iter()
-                .map(|(m, why)| format!("mail {m}: {why}"))
-                .collect::<Vec<_>>()
-                .join("; ")
+            "CSM2130E Spool file {name} is kept in active/: {unreturned}; once the cause is fixed, the next start of cssmtp returns (or sends) what is left"
         );
         report.disposition = Disposition::LeftActive;
         if problems {
@@ -1307,8 +1309,17 @@ async fn finish(
         }
         return logged(shared, report, problems);
     }
-    let mut hold =
-        report.is_bad() && (config.bad_spool_disp == BadSpoolDisp::Hold || report.must_hold);
+    // Without a journal a restart would send the whole file again: it is held instead,
+    // for the operator (its report lists what was not returned).
+    let kept = !report.unreturned.is_empty();
+    if kept {
+        tracing::error!(
+            tkid = report.tkid,
+            "CSM2130E Spool file {name} is held (no checkpoint journal): {unreturned}; its report lists what was not returned"
+        );
+    }
+    let mut hold = kept
+        || (report.is_bad() && (config.bad_spool_disp == BadSpoolDisp::Hold || report.must_hold));
     let reported = !hold && problems;
     if reported {
         // The report before the file goes: a report that cannot be made keeps it.

@@ -111,7 +111,7 @@ async fn an_error_report_about_a_tls_spool_file_keeps_tls() {
     let env = Env::new(&format!("{}{admin}", target(plain.addr, "")));
     env.submit("TLSREP", &tls_file("x@example.com"));
     env.drain().await;
-    assert!(plain.received().is_empty(), "{:?}", plain.received());
+    assert!(plain.received().is_empty(), "never in clear");
     let dead = files(&env.config().dead_letter_directory());
     let report = dead
         .iter()
@@ -472,4 +472,185 @@ async fn a_checkpoint_journal_that_fills_up_while_running_holds_mail_back_until_
     assert_eq!(journal.matches(r#""t":"sent""#).count(), 2, "{journal}");
     daemon.child.start_kill().unwrap();
     daemon.child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_notification_about_a_mail_refused_by_a_secure_target_travels_over_tls() {
+    let pki = TestPki::new("cssmtp test CA");
+    // The plain target takes small mails only: the mail can go only to the Secure one,
+    // which refuses it; its (small) notification would fit the plain one.
+    let plain = sink(SinkOptions::default()).await;
+    let secure = sink(SinkOptions {
+        tls: Some(pki.server(&["127.0.0.1"])),
+        ..SinkOptions::default()
+    })
+    .await;
+    let env = Env::with_ca(
+        &pki,
+        &format!(
+            "{}{}",
+            target(plain.addr, "  MessageSize 8000"),
+            target(secure.addr, "  Secure Yes")
+        ),
+    );
+    let body = "confidential line of text\n".repeat(1000);
+    env.submit(
+        "SECRET",
+        &format!(
+            "HELO h.example\n{}",
+            mail(
+                "a@h.example",
+                &["reject-x@example.com"],
+                &text_with_ids("secret", &body)
+            )
+        ),
+    );
+    let report = env.drain().await;
+    assert_eq!(report.stats.rcpts_undeliverable, 1);
+    assert!(plain.received().is_empty(), "never in clear");
+    let returned = notifications(&secure);
+    assert_eq!(returned.len(), 1);
+    assert!(returned[0].tls);
+}
+
+#[tokio::test]
+async fn a_mail_in_extended_retry_that_cannot_be_returned_stays_in_the_mail_directory() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}ExtendedRetry\n{{\n  Age 5\n  Interval 30\n  MailDirectory maildir\n}}\nUndeliverable\n{{\n  DeadLetterDirectory dead\n}}\n",
+        target(sink.addr, "")
+    ));
+    let Some(full) = Mount::tmpfs(&env.dir.path().join("dead")) else {
+        return;
+    };
+    let filler = full.fill();
+    // A mail 30 days in extended retry (Age 5), last tried a day ago: due, and expired.
+    // Its reverse path is null: returning it means storing a dead letter.
+    let month_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
+    let meta = cssmtp::retry::extended::Meta {
+        spool_file: "OLDJOB.J0000009.x".into(),
+        job_name: "OLDJOB".into(),
+        job_id: "J0000009".into(),
+        mail: 1,
+        line: 2,
+        first_attempt: month_ago,
+        rcpt_lines: vec![3],
+    };
+    let maildir = env.dir.path().join("maildir");
+    let due_now = |path: &Path| {
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    };
+    let path = cssmtp::retry::extended::store(
+        &maildir,
+        "cssmtp.test",
+        &meta,
+        false,
+        "",
+        &["x@example.com".to_string()],
+        b"Subject: kept\r\n\r\nbody\r\n",
+    )
+    .unwrap();
+    due_now(&path);
+    env.drain().await;
+    assert!(path.exists(), "not returned: the only copy stays");
+    assert!(files(&env.dir.path().join("dead")).is_empty());
+
+    // Space returns; at its next attempt it is returned (a dead letter) and goes.
+    std::fs::remove_file(filler).unwrap();
+    due_now(&path);
+    env.drain().await;
+    assert!(!path.exists());
+    let dead = files(&env.dir.path().join("dead"));
+    assert_eq!(dead.len(), 1);
+    assert!(
+        std::fs::read_to_string(&dead[0])
+            .unwrap()
+            .contains("Subject: kept")
+    );
+    assert!(sink.received().is_empty());
+}
+
+#[tokio::test]
+async fn without_a_journal_a_mail_that_cannot_be_returned_holds_its_spool_file() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "ChkPoint No\n{}Undeliverable\n{{\n  DeadLetterDirectory dead\n}}\n",
+        target(sink.addr, "")
+    ));
+    let Some(full) = Mount::tmpfs(&env.dir.path().join("dead")) else {
+        return;
+    };
+    full.fill();
+    env.submit(
+        "NOJRNL",
+        &format!(
+            "HELO h.example\n{}",
+            mail(
+                "",
+                &["reject-x@example.com"],
+                &text_with_ids("only copy", "b")
+            )
+        ),
+    );
+    let report = env.drain().await;
+    assert!(
+        matches!(
+            report.files[0].disposition,
+            cssmtp::spool::task::Disposition::Held(_)
+        ),
+        "{:?}",
+        report.files[0]
+    );
+    assert!(
+        env.files_in("active").is_empty(),
+        "a restart would send it again"
+    );
+    let hold = env.files_in("hold");
+    assert_eq!(hold.len(), 2, "{hold:?}");
+    let text = std::fs::read_to_string(env.layout().hold.join(&hold[1])).unwrap();
+    assert!(
+        text.contains("Not returned (the spool file is kept):"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_logs_a_dead_letter_it_cannot_store_and_keeps_the_file_for_the_next_start() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}Undeliverable\n{{\n  DeadLetterDirectory dead\n}}\n",
+        target(sink.addr, "")
+    ));
+    let Some(full) = Mount::tmpfs(&env.dir.path().join("dead")) else {
+        return;
+    };
+    let filler = full.fill();
+    env.submit(
+        "BINDEAD",
+        &format!(
+            "HELO h.example\n{}",
+            mail("", &["reject-x@example.com"], &text_with_ids("kept", "b"))
+        ),
+    );
+    let mut daemon = Daemon::start(&env, &["--drain"]);
+    let error = daemon.wait_for("CSM2109E").await;
+    assert!(error.contains("No space left"), "{error}");
+    let kept = daemon.wait_for("CSM2130E").await;
+    assert!(kept.contains("BINDEAD.J0000001"), "{kept}");
+    let status = daemon.child.wait().await.unwrap();
+    assert_ne!(status.code(), Some(0), "not everything was done");
+    assert_eq!(env.files_in("active").len(), 1);
+
+    std::fs::remove_file(filler).unwrap();
+    let mut daemon = Daemon::start(&env, &["--drain"]);
+    daemon.wait_for("CSM2107W").await;
+    daemon.child.wait().await.unwrap();
+    assert!(env.files_in("active").is_empty());
+    assert_eq!(files(&env.dir.path().join("dead")).len(), 1);
 }
