@@ -77,7 +77,10 @@ pub async fn run(
             None
         }
     };
-    let slots = shared.config.current().spool_tasks;
+    let slots = {
+        let config = shared.config.current();
+        descriptor_budget(config.spool_tasks, config.max_connections)
+    };
     let mut tasks: JoinSet<FileReport> = JoinSet::new();
     let mut reports = Vec::new();
     let mut next_tkid = 0u32;
@@ -317,4 +320,36 @@ impl Descriptors {
             self.cap = None;
         }
     }
+}
+
+/// Descriptors kept free for everything but spool files (connections are counted on
+/// top): notifications, dead letters, reports, the journal, control and metrics clients.
+const RESERVED_DESCRIPTORS: u64 = 32;
+
+/// Spool files processed at once: `SpoolTasks`, unless the file-descriptor limit left
+/// would not hold that many (two descriptors each) beside the connections and a
+/// reserve; then fewer (at least one), said once (CSM1064W).
+fn descriptor_budget(spool_tasks: usize, connections: usize) -> usize {
+    let Some(limit) = soft_descriptor_limit() else {
+        return spool_tasks;
+    };
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as u64;
+    let reserve = RESERVED_DESCRIPTORS + 2 * connections as u64;
+    let fit = usize::try_from(limit.saturating_sub(open).saturating_sub(reserve) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if fit < spool_tasks {
+        tracing::warn!(
+            "CSM1064W The file-descriptor limit ({limit}, {open} in use) allows {fit} spool file(s) at once beside {connections} connection(s), not SpoolTasks {spool_tasks}: raise the limit (LimitNOFILE=, ulimit -n) to use them all"
+        );
+    }
+    fit.min(spool_tasks)
+}
+
+/// The soft `RLIMIT_NOFILE` of this process (from /proc: no unsafe code), or `None` when
+/// unlimited or unknown.
+fn soft_descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }

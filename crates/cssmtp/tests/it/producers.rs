@@ -413,3 +413,51 @@ async fn unsafe_directories_stop_the_start_with_exit_78() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(check(&env).await.status.code(), Some(0));
 }
+
+/// Running out of file descriptors (issue 9, point 8, for intake): with a low limit and
+/// many spool files, cssmtp takes fewer files at once, never fails or holds a file for
+/// it, and delivers everything.
+#[tokio::test]
+async fn a_low_descriptor_limit_slows_intake_and_loses_nothing() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}SpoolTasks 64\nMaxConnections 1\nChkPoint No\n",
+        target(sink.addr, "")
+    ));
+    let layout = env.layout();
+    for i in 0..100 {
+        std::fs::write(
+            layout.incoming.join(format!("MANY.J{i:07}.x")),
+            job(&format!("mail {i}")),
+        )
+        .unwrap();
+    }
+    let out = tokio::time::timeout(
+        HANG,
+        tokio::process::Command::new("prlimit")
+            .arg("--nofile=64:64")
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_cssmtp"))
+            .args(["run", "--drain", "-c"])
+            .arg(&env.config_path)
+            .env_remove("CSSMTP_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("cssmtp run --drain hung")
+    .unwrap();
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(sink.received().len(), 100);
+    assert!(
+        log.contains("CSM1064W The file-descriptor limit (64, "),
+        "{log}"
+    );
+    assert!(
+        !log.contains("CSM1006E") && !log.contains("CSM2003W"),
+        "{log}"
+    );
+    assert!(env.files_in("hold").is_empty() && env.files_in("active").is_empty());
+}
