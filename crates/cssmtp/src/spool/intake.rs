@@ -234,12 +234,16 @@ pub async fn run(
     Ok(reports)
 }
 
+/// Directories in the writer directory logged (once each), at most.
+const MAX_STRAYS_LOGGED: usize = 10_000;
+
 /// Lists the waiting entries, oldest first as a stack (the oldest last); logs each
 /// directory that is not cssmtp's once.
 fn list(layout: &SpoolLayout, strays: &mut HashSet<(u64, u64)>) -> std::io::Result<Vec<Candidate>> {
     let (mut listing, found) = layout.waiting_and_strays(LISTING)?;
     for stray in found {
-        if strays.insert(stray.id) {
+        // Remembered up to a bound (beyond it, further ones are not logged).
+        if strays.len() < MAX_STRAYS_LOGGED && strays.insert(stray.id) {
             tracing::warn!(
                 "CSM1061W Spool entry {} in {} is not taken: it is a directory (spool files are regular files); it is left where it is",
                 stray.name,
@@ -258,7 +262,15 @@ fn set_aside(layout: &SpoolLayout, path: &Path, why: &str) {
     let name = escape::name(path.file_name().unwrap_or(path.as_os_str()));
     match layout.hold(path) {
         Ok(to) => {
-            let _ = crate::durable::sync_dir(&layout.hold);
+            // The operator who finds it in hold/ finds why beside it.
+            let mut beside = to.clone().into_os_string();
+            beside.push(".report");
+            let text = format!(
+                "Spool entry {name} was not read: {why}.\nIt was moved here unopened; cssmtp reads only regular files with a single link.\n"
+            );
+            if crate::durable::replace(Path::new(&beside), text.as_bytes(), 0o640).is_err() {
+                let _ = crate::durable::sync_dir(&layout.hold);
+            }
             let _ = crate::durable::sync_dir(&layout.active);
             tracing::warn!(
                 "CSM1061W Spool entry {name} is not read: {why}; moved to {} unopened",

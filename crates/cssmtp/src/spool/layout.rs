@@ -47,6 +47,9 @@ pub const PRIVATE_DIRS: [(&str, u32); 7] = [
     ("accounting", 0o750),
 ];
 
+/// Directories not cssmtp's reported from one listing, at most.
+const MAX_STRAYS: usize = 100;
+
 /// The mode of the writer directory: setgid, sticky, owner rwx, group wx.
 pub const WRITER_DIR_MODE: u32 = 0o3730;
 
@@ -302,7 +305,10 @@ impl SpoolLayout {
                 special: special_kind(meta.file_type()),
             };
             if meta.is_dir() {
-                strays.push(candidate);
+                // Bounded, whatever a producer creates.
+                if strays.len() < MAX_STRAYS {
+                    strays.push(candidate);
+                }
                 continue;
             }
             heap.push(candidate);

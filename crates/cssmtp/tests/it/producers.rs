@@ -276,6 +276,8 @@ async fn links_fifos_devices_and_hard_links_are_never_read() {
             "DEV.J5.x" => assert!(held.file_type().is_char_device()),
             _ => assert_eq!(held.ino(), std::fs::metadata(&secret).unwrap().ino()),
         }
+        let report = std::fs::read_to_string(layout.hold.join(format!("{name}.report"))).unwrap();
+        assert!(report.contains(kind), "{report}");
     }
     assert!(std::fs::read(&secret).unwrap().starts_with(b"HELO"));
 }
