@@ -77,6 +77,14 @@ async fn a_producer_cannot_swap_active_nor_plant_the_lock() {
     let sink = sink(SinkOptions::default()).await;
     let env = Env::new(&format!("{}ChkPoint No\n", target(sink.addr, "")));
     let layout = env.open_to_producers(p);
+    // The daemon's directories are its own: its group (not the spool's, which the
+    // setgid writer directory would hand down), no setgid bit.
+    for (name, mode_) in cssmtp::spool::layout::PRIVATE_DIRS {
+        let meta = std::fs::symlink_metadata(layout.incoming.join(name)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{name}");
+        assert_eq!(meta.mode() & 0o7777, mode_, "{name}");
+    }
+    assert_eq!(mode(&layout.incoming), 0o3730);
     let secret = secret(&env);
     let before = std::fs::read(&secret).unwrap();
     let w = layout.incoming.display();
