@@ -320,8 +320,8 @@ impl Router {
         if first {
             tracing::warn!(
                 target_addr = %target.addr,
-                "CSM3001W Target server {} ({}) is not available: {failure}; retrying every {} seconds",
-                target.addr, target.origin, self.connect_retry.as_secs()
+                "CSM3001W Target server {} ({}) is not available: {}; retrying every {} seconds",
+                target.addr, target.origin, crate::escape::data(&failure.to_string()), self.connect_retry.as_secs()
             );
         }
         self.changed.notify_waiters();
@@ -329,7 +329,7 @@ impl Router {
 
     /// STARTTLS or the handshake failed: keep mail that needs TLS away for ConnectRetry.
     pub fn tls_failed(&self, target: &Target, failure: Failure) {
-        tracing::warn!(target_addr = %target.addr, "CSM3003W TLS with target server {} failed: {failure}", target.addr);
+        tracing::warn!(target_addr = %target.addr, "CSM3003W TLS with target server {} failed: {}", target.addr, crate::escape::data(&failure.to_string()));
         let mut st = target.lock();
         st.tls_broken_until = Some(Instant::now() + self.connect_retry);
         st.last_failure = Some(failure);

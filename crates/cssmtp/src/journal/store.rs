@@ -321,7 +321,7 @@ impl Inner {
                 kept.extend(record::encode(&Record::Start {
                     boot: self.boot.clone(),
                 }));
-                crate::durable::replace(&self.path, &kept, 0o640)
+                crate::durable::replace(&self.path, &kept, 0o600)
             })
             .and_then(|()| open_append(&self.path));
         match result {

@@ -77,7 +77,10 @@ pub async fn run(
             None
         }
     };
-    let slots = shared.config.current().spool_tasks;
+    let slots = {
+        let config = shared.config.current();
+        descriptor_budget(config.spool_tasks, config.max_connections)
+    };
     let mut tasks: JoinSet<FileReport> = JoinSet::new();
     let mut reports = Vec::new();
     let mut next_tkid = 0u32;
@@ -243,12 +246,16 @@ pub async fn run(
     Ok(reports)
 }
 
+/// Directories in the writer directory logged (once each), at most.
+const MAX_STRAYS_LOGGED: usize = 10_000;
+
 /// Lists the waiting entries, oldest first as a stack (the oldest last); logs each
 /// directory that is not cssmtp's once.
 fn list(layout: &SpoolLayout, strays: &mut HashSet<(u64, u64)>) -> std::io::Result<Vec<Candidate>> {
     let (mut listing, found) = layout.waiting_and_strays(LISTING)?;
     for stray in found {
-        if strays.insert(stray.id) {
+        // Remembered up to a bound (beyond it, further ones are not logged).
+        if strays.len() < MAX_STRAYS_LOGGED && strays.insert(stray.id) {
             tracing::warn!(
                 "CSM1061W Spool entry {} in {} is not taken: it is a directory (spool files are regular files); it is left where it is",
                 stray.name,
@@ -267,7 +274,15 @@ fn set_aside(layout: &SpoolLayout, path: &Path, why: &str) {
     let name = escape::name(path.file_name().unwrap_or(path.as_os_str()));
     match layout.hold(path) {
         Ok(to) => {
-            let _ = crate::durable::sync_dir(&layout.hold);
+            // The operator who finds it in hold/ finds why beside it.
+            let mut beside = to.clone().into_os_string();
+            beside.push(".report");
+            let text = format!(
+                "Spool entry {name} was not read: {why}.\nIt was moved here unopened; cssmtp reads only regular files with a single link.\n"
+            );
+            if crate::durable::replace(Path::new(&beside), text.as_bytes(), 0o640).is_err() {
+                let _ = crate::durable::sync_dir(&layout.hold);
+            }
             let _ = crate::durable::sync_dir(&layout.active);
             tracing::warn!(
                 "CSM1061W Spool entry {name} is not read: {why}; moved to {} unopened",
@@ -329,4 +344,36 @@ impl Descriptors {
             self.cap = None;
         }
     }
+}
+
+/// Descriptors kept free for everything but spool files (connections are counted on
+/// top): notifications, dead letters, reports, the journal, control and metrics clients.
+const RESERVED_DESCRIPTORS: u64 = 32;
+
+/// Spool files processed at once: `SpoolTasks`, unless the file-descriptor limit left
+/// would not hold that many (two descriptors each) beside the connections and a
+/// reserve; then fewer (at least one), said once (CSM1064W).
+fn descriptor_budget(spool_tasks: usize, connections: usize) -> usize {
+    let Some(limit) = soft_descriptor_limit() else {
+        return spool_tasks;
+    };
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as u64;
+    let reserve = RESERVED_DESCRIPTORS + 2 * connections as u64;
+    let fit = usize::try_from(limit.saturating_sub(open).saturating_sub(reserve) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if fit < spool_tasks {
+        tracing::warn!(
+            "CSM1064W The file-descriptor limit ({limit}, {open} in use) allows {fit} spool file(s) at once beside {connections} connection(s), not SpoolTasks {spool_tasks}: raise the limit (LimitNOFILE=, ulimit -n) to use them all"
+        );
+    }
+    fit.min(spool_tasks)
+}
+
+/// The soft `RLIMIT_NOFILE` of this process (from /proc: no unsafe code), or `None` when
+/// unlimited or unknown.
+fn soft_descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }

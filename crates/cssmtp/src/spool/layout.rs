@@ -47,6 +47,9 @@ pub const PRIVATE_DIRS: [(&str, u32); 7] = [
     ("accounting", 0o750),
 ];
 
+/// Directories not cssmtp's reported from one listing, at most.
+const MAX_STRAYS: usize = 100;
+
 /// The mode of the writer directory: setgid, sticky, owner rwx, group wx.
 pub const WRITER_DIR_MODE: u32 = 0o3730;
 
@@ -302,7 +305,10 @@ impl SpoolLayout {
                 special: special_kind(meta.file_type()),
             };
             if meta.is_dir() {
-                strays.push(candidate);
+                // Bounded, whatever a producer creates.
+                if strays.len() < MAX_STRAYS {
+                    strays.push(candidate);
+                }
                 continue;
             }
             heap.push(candidate);
@@ -507,5 +513,114 @@ async fn reap(
         for key in keys {
             journal.forget(&key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool() -> (tempfile::TempDir, SpoolLayout, OwnedFd) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = SpoolLayout::new(dir.path().join("W"));
+        layout.create().unwrap();
+        let active = layout.open_active().unwrap();
+        (dir, layout, active)
+    }
+
+    fn refused(layout: &SpoolLayout, active: &OwnedFd, name: &str) -> String {
+        match layout.open_claimed(active, &layout.active.join(name)) {
+            Err(OpenError::Refused(why)) => why,
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_regular_files_with_one_link_are_opened() {
+        let (dir, layout, active) = spool();
+        std::fs::write(layout.active.join("GOOD.J1.x"), b"HELO a.b\n").unwrap();
+        let opened = layout
+            .open_claimed(&active, &layout.active.join("GOOD.J1.x"))
+            .unwrap();
+        assert_eq!(opened.name, "GOOD.J1.x");
+        assert_eq!(opened.meta.len(), 9);
+        // A FIFO, and a link to a FIFO: opening either for reading would block.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+        nix::unistd::mkfifo(
+            &layout.active.join("FIFO.J2.x"),
+            Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&fifo, layout.active.join("LINK.J3.x")).unwrap();
+        assert_eq!(refused(&layout, &active, "FIFO.J2.x"), "it is a FIFO");
+        assert_eq!(
+            refused(&layout, &active, "LINK.J3.x"),
+            "it is a symbolic link"
+        );
+        // A hard link (to a file someone else may own).
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"secret").unwrap();
+        std::fs::hard_link(&other, layout.active.join("HARD.J4.x")).unwrap();
+        assert_eq!(
+            refused(&layout, &active, "HARD.J4.x"),
+            "it has 2 hard links (a spool file has one)"
+        );
+        std::fs::create_dir(layout.active.join("DIR.J5.x")).unwrap();
+        assert_eq!(refused(&layout, &active, "DIR.J5.x"), "it is a directory");
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_link_after_listing_is_not_followed() {
+        let (dir, layout, active) = spool();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"HELO secret\n").unwrap();
+        std::fs::write(layout.incoming.join("JOB.J1.x"), b"HELO a.b\n").unwrap();
+        let listed = layout.waiting(10).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].special, None);
+        // The producer swaps its file for a link between listing and claim.
+        std::fs::remove_file(layout.incoming.join("JOB.J1.x")).unwrap();
+        std::os::unix::fs::symlink(&secret, layout.incoming.join("JOB.J1.x")).unwrap();
+        let path = layout.claim(&listed[0].file).unwrap().unwrap();
+        assert!(matches!(
+            layout.open_claimed(&active, &path),
+            Err(OpenError::Refused(why)) if why == "it is a symbolic link"
+        ));
+        let held = layout.hold(&path).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&held)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(&secret).unwrap(), b"HELO secret\n");
+    }
+
+    #[test]
+    fn every_entry_is_listed_whatever_its_name_or_kind() {
+        let (_dir, layout, _active) = spool();
+        std::fs::write(
+            layout.incoming.join(OsStr::from_bytes(b"BAD\xff\n.J1")),
+            b"x",
+        )
+        .unwrap();
+        nix::unistd::mkfifo(
+            &layout.incoming.join("FIFO"),
+            Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        std::fs::create_dir(layout.incoming.join("stray")).unwrap();
+        std::fs::write(layout.incoming.join(".partial.tmp"), b"x").unwrap();
+        let (mut listed, strays) = layout.waiting_and_strays(10).unwrap();
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: Vec<_> = listed
+            .iter()
+            .map(|c| (c.name.as_str(), c.special))
+            .collect();
+        assert_eq!(names, [("BAD\\xff\\n.J1", None), ("FIFO", Some("a FIFO"))]);
+        // cssmtp's own directories are not strays.
+        let strays: Vec<_> = strays.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(strays, ["stray"]);
     }
 }

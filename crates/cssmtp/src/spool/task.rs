@@ -612,8 +612,9 @@ impl Task {
                 let policy = self.config.possibly_delivered;
                 tracing::warn!(
                     tkid = self.tkid,
-                    "CSM2301W Mail {ordinal} of {} was possibly delivered to <{address}> before the restart (the final \".\" was sent, its reply not read); {}",
+                    "CSM2301W Mail {ordinal} of {} was possibly delivered to <{}> before the restart (the final \".\" was sent, its reply not read); {}",
                     self.job.file_name,
+                    crate::escape::data(address),
                     match policy {
                         PossiblyDelivered::Resend => "sending it again (PossiblyDelivered Resend)",
                         PossiblyDelivered::Hold =>
@@ -879,8 +880,8 @@ impl Task {
             "CSM2102W Mail {mail} (line {}) of {} is undeliverable to <{}>: {}",
             f.line,
             self.job.file_name,
-            f.address,
-            f.reason
+            crate::escape::data(&f.address),
+            crate::escape::data(&f.reason)
         );
         if self.report.undeliverable.len() < MAX_LISTED {
             self.report.undeliverable.push(Undeliverable {
@@ -945,11 +946,13 @@ impl Task {
                 RcptResult::Retry(failure) if may_retry => {
                     self.shared.stats.rcpt_retried();
                     tracing::info!(
-                        "CSM2103I Mail {ordinal} of {} to <{address}> will be tried again in {} s (attempt {} of {}): {failure}",
+                        "CSM2103I Mail {ordinal} of {} to <{}> will be tried again in {} s (attempt {} of {}): {}",
                         self.job.file_name,
+                        crate::escape::data(&address),
                         retry.interval.as_secs(),
                         state.attempts,
-                        retry.count + 1
+                        retry.count + 1,
+                        crate::escape::data(&failure.to_string())
                     );
                     *slot = Rcpt::Retry;
                     again.push(i);
@@ -957,8 +960,10 @@ impl Task {
                 }
                 RcptResult::Retry(failure) if extended => {
                     tracing::info!(
-                        "CSM2111I Mail {ordinal} of {} to <{address}> goes to extended retry: {failure}",
-                        self.job.file_name
+                        "CSM2111I Mail {ordinal} of {} to <{}> goes to extended retry: {}",
+                        self.job.file_name,
+                        crate::escape::data(&address),
+                        crate::escape::data(&failure.to_string())
                     );
                     *slot = Rcpt::Extended;
                     again.push(i);
@@ -1025,7 +1030,7 @@ impl Task {
                 "CSM2100I Mail {ordinal} of {} sent to {}: {delivered} recipient(s) accepted ({})",
                 self.job.file_name,
                 target.unwrap_or_default(),
-                final_reply.map(|r| r.to_string()).unwrap_or_default()
+                crate::escape::data(&final_reply.map(|r| r.to_string()).unwrap_or_default())
             );
         }
         // Deliveries are recorded by the session, as soon as the server's reply is read.

@@ -77,6 +77,14 @@ async fn a_producer_cannot_swap_active_nor_plant_the_lock() {
     let sink = sink(SinkOptions::default()).await;
     let env = Env::new(&format!("{}ChkPoint No\n", target(sink.addr, "")));
     let layout = env.open_to_producers(p);
+    // The daemon's directories are its own: its group (not the spool's, which the
+    // setgid writer directory would hand down), no setgid bit.
+    for (name, mode_) in cssmtp::spool::layout::PRIVATE_DIRS {
+        let meta = std::fs::symlink_metadata(layout.incoming.join(name)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{name}");
+        assert_eq!(meta.mode() & 0o7777, mode_, "{name}");
+    }
+    assert_eq!(mode(&layout.incoming), 0o3730);
     let secret = secret(&env);
     let before = std::fs::read(&secret).unwrap();
     let w = layout.incoming.display();
@@ -276,6 +284,8 @@ async fn links_fifos_devices_and_hard_links_are_never_read() {
             "DEV.J5.x" => assert!(held.file_type().is_char_device()),
             _ => assert_eq!(held.ino(), std::fs::metadata(&secret).unwrap().ino()),
         }
+        let report = std::fs::read_to_string(layout.hold.join(format!("{name}.report"))).unwrap();
+        assert!(report.contains(kind), "{report}");
     }
     assert!(std::fs::read(&secret).unwrap().starts_with(b"HELO"));
 }
@@ -412,4 +422,52 @@ async fn unsafe_directories_stop_the_start_with_exit_78() {
     let out = run_drain(&env).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(check(&env).await.status.code(), Some(0));
+}
+
+/// Running out of file descriptors (issue 9, point 8, for intake): with a low limit and
+/// many spool files, cssmtp takes fewer files at once, never fails or holds a file for
+/// it, and delivers everything.
+#[tokio::test]
+async fn a_low_descriptor_limit_slows_intake_and_loses_nothing() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}SpoolTasks 64\nMaxConnections 1\nChkPoint No\n",
+        target(sink.addr, "")
+    ));
+    let layout = env.layout();
+    for i in 0..100 {
+        std::fs::write(
+            layout.incoming.join(format!("MANY.J{i:07}.x")),
+            job(&format!("mail {i}")),
+        )
+        .unwrap();
+    }
+    let out = tokio::time::timeout(
+        HANG,
+        tokio::process::Command::new("prlimit")
+            .arg("--nofile=64:64")
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_cssmtp"))
+            .args(["run", "--drain", "-c"])
+            .arg(&env.config_path)
+            .env_remove("CSSMTP_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("cssmtp run --drain hung")
+    .unwrap();
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(sink.received().len(), 100);
+    assert!(
+        log.contains("CSM1064W The file-descriptor limit (64, "),
+        "{log}"
+    );
+    assert!(
+        !log.contains("CSM1006E") && !log.contains("CSM2003W"),
+        "{log}"
+    );
+    assert!(env.files_in("hold").is_empty() && env.files_in("active").is_empty());
 }
