@@ -257,7 +257,7 @@ pub fn render_lines_checked(
         }
         let problem = if text == b"." {
             Some(UnsafeLine::EndOfData)
-        } else if text.contains(&b'\r') {
+        } else if memchr::memchr(b'\r', text).is_some() {
             Some(UnsafeLine::BareCr)
         } else if text.len() > MAX_DATA_LINE {
             Some(UnsafeLine::TooLong(text.len()))

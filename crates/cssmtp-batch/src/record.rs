@@ -63,7 +63,7 @@ pub fn trim_nulls(text: &[u8]) -> &[u8] {
 
 /// The position of the first CR in a trimmed record: after [`trim`], any CR left is bare.
 pub fn bare_cr(text: &[u8]) -> Option<usize> {
-    text.iter().position(|&b| b == b'\r')
+    memchr::memchr(b'\r', text)
 }
 
 /// Splits a whole buffer into lines (for tests, `check` and small inputs; the daemon

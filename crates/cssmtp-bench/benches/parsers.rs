@@ -1,7 +1,7 @@
 //! Throughput of the spool-file parser and the SMTP reply parser, in bytes per second.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use cssmtp_batch::{Limits, parse_bytes, render_lines};
+use cssmtp_batch::{Limits, TextHasher, parse_bytes, render_lines, render_lines_checked};
 use cssmtp_bench::{reply_stream, spool_file};
 use cssmtp_wire::ReplyParser;
 
@@ -29,6 +29,22 @@ fn spool_parser(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             render_lines(&file, false, true, &mut out);
+        });
+    });
+    // The same lines without the "." that ends each mail (a lone "." is refused).
+    let text: Vec<u8> = file
+        .split(|&b| b == b'\n')
+        .filter(|line| *line != b".")
+        .flat_map(|line| line.iter().copied().chain([b'\n']))
+        .collect();
+    group.throughput(Throughput::Bytes(text.len() as u64));
+    group.bench_function("render text for the wire, checked and hashed", |b| {
+        let mut out = Vec::with_capacity(text.len() * 2);
+        b.iter(|| {
+            out.clear();
+            let rendered =
+                render_lines_checked(&text, false, true, &mut out, &mut TextHasher::new());
+            assert!(rendered.is_ok());
         });
     });
     group.finish();

@@ -19,6 +19,7 @@ const FILLER_LEN: usize = 400;
 /// report beside the held file (empty when the file is not held).
 async fn rewritten_after_parsing(
     rewrite: &[u8],
+    config: &str,
 ) -> (cssmtp::sink::Sink, cssmtp::spool::task::FileReport, String) {
     assert!(rewrite.len() <= FILLER_LEN);
     let strict = sink(SinkOptions {
@@ -27,7 +28,10 @@ async fn rewritten_after_parsing(
     })
     .await;
     strict.arm(Gate::PauseAtData);
-    let env = Env::new(&format!("MaxConnections 1\n{}", target(strict.addr, "")));
+    let env = Env::new(&format!(
+        "MaxConnections 1\n{config}\n{}",
+        target(strict.addr, "")
+    ));
     let filler = "x".repeat(FILLER_LEN);
     let content = format!(
         "HELO h.example\n{}{}",
@@ -114,6 +118,7 @@ fn assert_held_not_sent(
 async fn a_rewritten_dot_line_never_smuggles_a_second_transaction() {
     let (sink, file, beside) = rewritten_after_parsing(
         b".\r\nMAIL FROM:<evil@attacker.example>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nSubject: smuggled\r\n\r\npwned\r\n.\r\n",
+        "",
     )
     .await;
     assert_held_not_sent(&sink, &file, &beside);
@@ -123,7 +128,7 @@ async fn a_rewritten_dot_line_never_smuggles_a_second_transaction() {
 #[tokio::test]
 async fn a_rewritten_bare_cr_or_lf_never_reaches_the_server() {
     for rewrite in [&b"bare\rcarriage return"[..], b"bare\nline feed"] {
-        let (sink, file, beside) = rewritten_after_parsing(rewrite).await;
+        let (sink, file, beside) = rewritten_after_parsing(rewrite, "").await;
         assert_held_not_sent(&sink, &file, &beside);
     }
 }
@@ -131,12 +136,21 @@ async fn a_rewritten_bare_cr_or_lf_never_reaches_the_server() {
 #[tokio::test]
 async fn a_text_changed_after_parsing_is_held_before_its_final_dot() {
     // Same lines, same length, same structure: only the digest can tell.
-    let (sink, file, beside) = rewritten_after_parsing(b"a harmless looking change").await;
+    let (sink, file, beside) = rewritten_after_parsing(b"a harmless looking change", "").await;
     assert_held_not_sent(&sink, &file, &beside);
     assert!(
         file.file_problem.unwrap().contains("differs"),
         "the report says the text differs from what was read"
     );
+}
+
+#[tokio::test]
+async fn a_changed_text_is_held_even_with_bad_spool_disp_delete() {
+    // The operator chose to delete bad files; this mail was never sent, so the file
+    // (its only copy) is held all the same.
+    let (sink, file, beside) =
+        rewritten_after_parsing(b"another change", "BadSpoolDisp Delete").await;
+    assert_held_not_sent(&sink, &file, &beside);
 }
 
 /// A file of two mails: the first to `first`, the second to an ordinary recipient.
