@@ -181,7 +181,7 @@ async fn run(path: &Path, drain: bool, cold: bool) -> u8 {
     crate::logging::apply_config(config.log_level);
     if let Some(n) = crate::listen::raise_nofile_limit() {
         tracing::debug!(
-            "CSM1060I Up to {n} open files (RLIMIT_NOFILE soft limit raised to the hard limit)"
+            "CSM1070I Up to {n} open files (RLIMIT_NOFILE soft limit raised to the hard limit)"
         );
     }
     let mut options = if drain {

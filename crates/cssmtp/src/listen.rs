@@ -57,7 +57,7 @@ mod libc_errno {
 }
 
 /// The pause after a failed `accept`: 100 ms, doubling up to 1 s while failures go
-/// on; reset by a successful accept. Logs CSM1061W once per episode and CSM1062I when
+/// on; reset by a successful accept. Logs CSM1071W once per episode and CSM1072I when
 /// accepting works again.
 #[derive(Debug)]
 pub struct AcceptBackoff {
@@ -76,7 +76,7 @@ impl AcceptBackoff {
     /// A connection was accepted.
     pub fn accepted(&mut self) {
         if self.delay.take().is_some() {
-            tracing::info!("CSM1062I The {} accepts connections again", self.what);
+            tracing::info!("CSM1072I The {} accepts connections again", self.what);
         }
     }
 
@@ -95,7 +95,7 @@ impl AcceptBackoff {
         let delay = match self.delay {
             None => {
                 tracing::warn!(
-                    "CSM1061W The {} cannot accept a connection: {e}; pausing it (100 ms, up to 1 s) until descriptors are free",
+                    "CSM1071W The {} cannot accept a connection: {e}; pausing it (100 ms, up to 1 s) until descriptors are free",
                     self.what
                 );
                 FIRST_DELAY

@@ -184,7 +184,7 @@ async fn many_idle_local_clients_neither_block_nor_stop_the_daemon() {
     ));
     // A soft limit of 48 open files: the daemon raises it to the hard limit, 256.
     let mut daemon = Daemon::start(&env.config_path, Some("48:256"));
-    let limit = daemon.line("CSM1060I").await;
+    let limit = daemon.line("CSM1070I").await;
     assert!(limit.contains("Up to 256 open files"), "{limit}");
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid())).unwrap();
     assert!(
@@ -317,7 +317,7 @@ async fn running_out_of_descriptors_on_accept_pauses_and_recovers() {
             idle.push(stream);
         }
     }
-    let paused = daemon.line("CSM1061W").await;
+    let paused = daemon.line("CSM1071W").await;
     assert!(paused.contains("metrics endpoint"), "{paused}");
     assert!(paused.contains("Too many open files"), "{paused}");
     daemon.still_running();
@@ -325,7 +325,7 @@ async fn running_out_of_descriptors_on_accept_pauses_and_recovers() {
     // They go away: the endpoint accepts again and answers, and mail still goes out,
     // with the limit still as low.
     drop(idle);
-    daemon.line("CSM1062I").await;
+    daemon.line("CSM1072I").await;
     let body = scrape(&addr).await;
     assert!(body.contains("cssmtp_mails_all_sent_total 1"), "{body}");
     env.submit("AFTER", &one_mail("after the descriptors ran out"));
