@@ -1043,7 +1043,7 @@ impl Task {
         // Read what the notification or dead letter needs while the file is claimed (an
         // unreadable text leaves cssmtp's headers only).
         let header = self
-            .read_mail(&state, true)
+            .read_header(&state)
             .await
             .unwrap_or_else(|_| state.headers.to_vec());
         let header = cssmtp_wire::data::dot_unstuff(&header);
@@ -1084,20 +1084,16 @@ impl Task {
         }
     }
 
-    /// A mail as sent: cssmtp's headers, then its text (or only its header, at most
+    /// A mail's header as sent: cssmtp's headers, then the text's header (at most
     /// [`HEADER_MAX`] of it), read again from the claimed spool file.
-    async fn read_mail(&self, state: &MailState, header_only: bool) -> std::io::Result<Vec<u8>> {
-        let data = if header_only {
-            cssmtp_batch::DataSpan {
-                end: state
-                    .data
-                    .header_end
-                    .min(state.data.start.saturating_add(HEADER_MAX)),
-                missing_separator_at: None,
-                ..state.data.clone()
-            }
-        } else {
-            state.data.clone()
+    async fn read_header(&self, state: &MailState) -> std::io::Result<Vec<u8>> {
+        let data = cssmtp_batch::DataSpan {
+            end: state
+                .data
+                .header_end
+                .min(state.data.start.saturating_add(HEADER_MAX)),
+            missing_separator_at: None,
+            ..state.data.clone()
         };
         let text = MailText::Spool {
             spool: Arc::clone(&self.spool),
@@ -1115,7 +1111,6 @@ impl Task {
         state: &MailState,
         extended: &[usize],
     ) -> std::io::Result<()> {
-        let wire = self.read_mail(state, false).await?;
         let meta = extended::Meta {
             spool_file: self.job.file_name.clone(),
             job_name: self.job.job_name.clone(),
@@ -1132,18 +1127,17 @@ impl Task {
             .iter()
             .filter_map(|&i| state.addresses.get(i).cloned())
             .collect();
-        let dir = self.config.mail_directory();
-        let (host, needs_tls, reverse_path) = (
-            self.shared.host_name.clone(),
-            state.needs_tls,
-            state.reverse_path.clone(),
-        );
         let count = rcpts.len() as u64;
-        let path = tokio::task::spawn_blocking(move || {
-            extended::store(&dir, &host, &meta, needs_tls, &reverse_path, &rcpts, &wire)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+        let path = extended::store_streamed(
+            self.config.mail_directory(),
+            &self.shared.host_name,
+            &meta,
+            state.needs_tls,
+            &state.reverse_path,
+            &rcpts,
+            &self.full_mail(state),
+        )
+        .await?;
         self.report.rcpts_extended += count;
         self.shared.stats.rcpts_extended(count);
         tracing::info!(
