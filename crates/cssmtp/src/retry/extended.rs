@@ -409,29 +409,45 @@ impl Manager {
                 rcpt_lines: keep.iter().map(|&i| lines(i)).collect(),
                 ..meta.clone()
             };
-            match read_all(&text).await {
-                Ok(wire) => {
-                    let content = mail_file(
-                        &self.notifier.host,
-                        &meta,
-                        mail.starttls,
-                        &mail.reverse_path,
-                        &rcpts,
-                        &wire,
-                    );
-                    let path = path.to_owned();
-                    let rewritten = tokio::task::spawn_blocking(move || {
-                        crate::durable::replace(&path, &content, 0o640)
-                    })
-                    .await;
-                    if !matches!(rewritten, Ok(Ok(()))) {
-                        tracing::error!(
-                            "CSM2209E Cannot rewrite {}; recipients already delivered may be sent again",
-                            path_display(&meta)
-                        );
-                    }
-                }
-                Err(e) => tracing::error!("CSM2209E Cannot read {}: {e}", path_display(&meta)),
+            // Written anew beside it (the text copied a chunk at a time), then renamed
+            // over it: a reader sees the old file or the new one.
+            let head = mail_file_head(
+                &self.notifier.host,
+                &meta,
+                mail.starttls,
+                &mail.reverse_path,
+                &rcpts,
+            );
+            let full = crate::notify::deadletter::FullMail {
+                headers: Arc::from(Vec::new()),
+                text: text.clone(),
+            };
+            let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+            let name = path
+                .file_name()
+                .map(|n| format!(".{}.rewrite", n.to_string_lossy()))
+                .unwrap_or_else(|| ".rewrite".into());
+            let written =
+                crate::notify::deadletter::write_streamed(dir.clone(), name, head, &full).await;
+            let target = path.to_owned();
+            let rewritten = match written {
+                Ok(new) => tokio::task::spawn_blocking(move || {
+                    std::fs::rename(&new, &target)
+                        .inspect_err(|_| {
+                            let _ = std::fs::remove_file(&new);
+                        })
+                        .and_then(|()| crate::durable::sync_dir(&dir))
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = rewritten {
+                tracing::error!(
+                    "CSM2209E Cannot rewrite {} ({e}); recipients already delivered may be sent again",
+                    path_display(&meta)
+                );
             }
         } else {
             touch(path).await;

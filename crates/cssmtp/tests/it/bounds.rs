@@ -217,3 +217,53 @@ async fn a_notification_carries_a_bounded_header() {
     assert!(size < 300 * 1024, "notification of {size} bytes");
     assert!(dsn[0].text().contains("X-Filler-0: "));
 }
+
+/// A mail larger than the copy chunk kept for extended retry, then rewritten for its
+/// remaining recipient: both files hold the text byte for byte.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_big_mail_in_extended_retry_is_kept_and_rewritten_byte_exact() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}RetryLimit\n{{\n  Count 1\n  Interval 1\n}}\nExtendedRetry\n{{\n  Age 1\n  Interval 30\n}}\n",
+        target(sink.addr, "")
+    ));
+    let body: String = (0..8000)
+        .map(|i| format!("line {i} {}\n", "z".repeat(i % 200)))
+        .collect();
+    env.submit(
+        "EXTBIG",
+        &format!(
+            "HELO h.example\n{}",
+            mail(
+                "a@h.example",
+                &["tempfail2-x@example.com", "tempfail-y@example.com"],
+                &text_with_ids("extbig", &body)
+            )
+        ),
+    );
+    env.drain().await;
+    let kept = files(&env.config().mail_directory());
+    assert_eq!(kept.len(), 1);
+    let first = std::fs::read(&kept[0]).unwrap();
+    assert!(first.len() > 512 * 1024, "several chunks: {}", first.len());
+    let (mail, wire) = text_of(&first);
+    assert_eq!(mail.recipients.len(), 2);
+    let expected: Vec<u8> = text_with_ids("extbig", &body)
+        .lines()
+        .flat_map(|l| format!("{}\r\n", l.trim_end()).into_bytes())
+        .collect();
+    assert!(wire.starts_with(b"Received: from ") && wire.ends_with(&expected));
+
+    tokio::time::advance(std::time::Duration::from_secs(35 * 60)).await;
+    env.drain().await;
+    let delivered = sink.received();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].rcpt_to, ["tempfail2-x@example.com"]);
+    let kept = files(&env.config().mail_directory());
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let rewritten = std::fs::read(&kept[0]).unwrap();
+    let (mail, rewire) = text_of(&rewritten);
+    assert_eq!(mail.recipients.len(), 1);
+    assert_eq!(mail.recipients[0].address, "tempfail-y@example.com");
+    assert_eq!(rewire, wire, "the same text, byte for byte");
+}
