@@ -53,6 +53,10 @@ use crate::stats::Stats;
 /// the parser waits beyond this, so memory stays bounded whatever the file's size.
 /// `ChkPointSizeLimit`, shared by the spool tasks, may lower it.
 const MAX_PENDING_MAILS: usize = 1024;
+/// Recipients of one file's tracked mails beyond which the parser waits (with
+/// [`MAX_PENDING_MAILS`]): ten mails at the 2000-recipient limit, so that a file of such
+/// mails costs no more memory than a few of them.
+const MAX_PENDING_RCPTS: usize = 20_000;
 /// Undeliverable recipients listed in a report (all are counted).
 const MAX_LISTED: usize = 1000;
 
@@ -208,6 +212,8 @@ struct Task {
     job: JobIdentity,
     arrival: DateTime<Local>,
     mails: HashMap<u32, MailState>,
+    /// Recipients of the mails in `mails` (at most about [`MAX_PENDING_RCPTS`]).
+    rcpts_tracked: usize,
     due: BTreeSet<(Instant, u32)>,
     outcomes: mpsc::UnboundedSender<MailOutcome>,
     /// Mails being returned to their originators.
@@ -323,6 +329,7 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
         job,
         arrival: Local::now(),
         mails: HashMap::new(),
+        rcpts_tracked: 0,
         due: BTreeSet::new(),
         outcomes,
         returns: JoinSet::new(),
@@ -374,7 +381,7 @@ pub async fn run(tkid: u32, path: PathBuf, shared: Arc<TaskShared>) -> FileRepor
                     return task.report;
                 }
             }
-            parsed = parsed_rx.recv(), if !parse_done && task.mails.len() < max_pending => match parsed {
+            parsed = parsed_rx.recv(), if !parse_done && task.mails.len() < max_pending && task.rcpts_tracked < MAX_PENDING_RCPTS => match parsed {
                 Some(Parsed::Mails(mails)) => {
                     for mail in mails {
                         if !task.accept(mail, &stop).await {
@@ -474,6 +481,7 @@ impl Task {
             }
         }
         let done = state.is_final();
+        self.rcpts_tracked += state.rcpts.len();
         self.mails.insert(mail.ordinal, state);
         if done {
             // Only refused recipients (nothing to send, something to return), or every
@@ -978,6 +986,7 @@ impl Task {
         let Some(mut state) = self.mails.remove(&ordinal) else {
             return;
         };
+        self.rcpts_tracked = self.rcpts_tracked.saturating_sub(state.rcpts.len());
         if state.rcpts.iter().all(|r| *r == Rcpt::Delivered) && state.failed.is_empty() {
             self.shared.stats.mail_all_sent();
         }
