@@ -168,6 +168,21 @@ pub async fn store(
         }
         Text::Mail(mail) => mail,
     };
+    write_streamed(dir, name, content, mail).await
+}
+
+/// Writes `head`, then `mail` (copied from its file a chunk at a time), then the end of
+/// its transaction (`.`, `QUIT`) durably as `dir/name` (`name.1`… when taken; `dir`
+/// made when missing), as [`crate::durable::write_new`] does; returns the file's path.
+///
+/// # Errors
+/// An I/O error; no file is left but, at worst, a `.tmp` one.
+pub async fn write_streamed(
+    dir: PathBuf,
+    name: String,
+    head: Vec<u8>,
+    mail: &FullMail,
+) -> io::Result<PathBuf> {
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let (d, t) = (dir.clone(), tmp.clone());
     let file = tokio::task::spawn_blocking(move || {
@@ -182,7 +197,7 @@ pub async fn store(
     .map_err(io::Error::other)??;
     let mut file = tokio::fs::File::from_std(file);
     let written = async {
-        file.write_all(&content).await?;
+        file.write_all(&head).await?;
         let ended = mail.copy_to(&mut file).await?;
         let mut tail = Vec::new();
         cssmtp_batch::write::transaction_tail(&mut tail, ended);

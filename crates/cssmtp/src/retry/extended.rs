@@ -71,6 +71,20 @@ pub fn mail_file(
     rcpts: &[String],
     text: &[u8],
 ) -> Vec<u8> {
+    let mut out = mail_file_head(host, meta, needs_tls, reverse_path, rcpts);
+    out.extend_from_slice(text);
+    cssmtp_batch::write::transaction_tail(&mut out, text.is_empty() || text.ends_with(b"\r\n"));
+    out
+}
+
+/// [`mail_file`] up to `DATA`, for a writer that copies the text itself.
+fn mail_file_head(
+    host: &str,
+    meta: &Meta,
+    needs_tls: bool,
+    reverse_path: &str,
+    rcpts: &[String],
+) -> Vec<u8> {
     let lines: Vec<String> = meta.rcpt_lines.iter().map(u32::to_string).collect();
     let mut out = format!(
         "NOOP cssmtp-extended-retry v1 spool-file={} job={} jobid={} mail={} line={} first-attempt={} rcpt-lines={}\r\n\
@@ -86,7 +100,7 @@ pub fn mail_file(
         meta.spool_file,
     )
     .into_bytes();
-    cssmtp_batch::write::transaction(&mut out, host, needs_tls, reverse_path, rcpts, text);
+    cssmtp_batch::write::transaction_head(&mut out, host, needs_tls, reverse_path, rcpts);
     out
 }
 
@@ -406,29 +420,45 @@ impl Manager {
                 rcpt_lines: keep.iter().map(|&i| lines(i)).collect(),
                 ..meta.clone()
             };
-            match read_all(&text).await {
-                Ok(wire) => {
-                    let content = mail_file(
-                        &self.notifier.host,
-                        &meta,
-                        mail.starttls,
-                        &mail.reverse_path,
-                        &rcpts,
-                        &wire,
-                    );
-                    let path = path.to_owned();
-                    let rewritten = tokio::task::spawn_blocking(move || {
-                        crate::durable::replace(&path, &content, 0o640)
-                    })
-                    .await;
-                    if !matches!(rewritten, Ok(Ok(()))) {
-                        tracing::error!(
-                            "CSM2209E Cannot rewrite {}; recipients already delivered may be sent again",
-                            path_display(&meta)
-                        );
-                    }
-                }
-                Err(e) => tracing::error!("CSM2209E Cannot read {}: {e}", path_display(&meta)),
+            // Written anew beside it (the text copied a chunk at a time), then renamed
+            // over it: a reader sees the old file or the new one.
+            let head = mail_file_head(
+                &self.notifier.host,
+                &meta,
+                mail.starttls,
+                &mail.reverse_path,
+                &rcpts,
+            );
+            let full = crate::notify::deadletter::FullMail {
+                headers: Arc::from(Vec::new()),
+                text: text.clone(),
+            };
+            let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+            let name = path
+                .file_name()
+                .map(|n| format!(".{}.rewrite", n.to_string_lossy()))
+                .unwrap_or_else(|| ".rewrite".into());
+            let written =
+                crate::notify::deadletter::write_streamed(dir.clone(), name, head, &full).await;
+            let target = path.to_owned();
+            let rewritten = match written {
+                Ok(new) => tokio::task::spawn_blocking(move || {
+                    std::fs::rename(&new, &target)
+                        .inspect_err(|_| {
+                            let _ = std::fs::remove_file(&new);
+                        })
+                        .and_then(|()| crate::durable::sync_dir(&dir))
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = rewritten {
+                tracing::error!(
+                    "CSM2209E Cannot rewrite {} ({e}); recipients already delivered may be sent again",
+                    path_display(&meta)
+                );
             }
         } else {
             touch(path).await;
@@ -577,25 +607,23 @@ async fn touch(path: &Path) {
     .await;
 }
 
-/// Writes a mail into the MailDirectory (durably); returns its path.
+/// Writes a mail into the MailDirectory (durably), its text copied from its spool file a
+/// chunk at a time (never whole in memory); returns its path.
 ///
 /// # Errors
 /// An I/O error: the mail must then not leave long retry.
-pub fn store(
-    dir: &Path,
+pub async fn store_streamed(
+    dir: PathBuf,
     host: &str,
     meta: &Meta,
     needs_tls: bool,
     reverse_path: &str,
     rcpts: &[String],
-    text: &[u8],
+    mail: &crate::notify::deadletter::FullMail,
 ) -> std::io::Result<PathBuf> {
-    crate::durable::create_dir(dir, 0o750)?;
-    let content = mail_file(host, meta, needs_tls, reverse_path, rcpts, text);
-    let path = crate::durable::write_new(dir, &file_name(meta), &content, 0o640)?;
-    if let Ok(file) = File::options().write(true).open(&path) {
-        let _ = file.set_modified(crate::clock::now());
-    }
+    let head = mail_file_head(host, meta, needs_tls, reverse_path, rcpts);
+    let path = crate::notify::deadletter::write_streamed(dir, file_name(meta), head, mail).await?;
+    touch(&path).await;
     Ok(path)
 }
 

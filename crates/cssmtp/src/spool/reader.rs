@@ -111,6 +111,9 @@ pub enum Parsed {
 /// Mails sent to the spool task at a time: one hand-off between threads per batch, not
 /// per mail. The first mail of a file goes alone, so that it is on the wire at once.
 const BATCH: usize = 32;
+/// A batch goes as soon as its mails have this many recipients: a batch of mails at the
+/// 2000-recipient limit holds one, so what waits in the channel stays small.
+const BATCH_RCPTS: usize = 2000;
 
 /// Parses a whole file, sending mails as they are complete. Stops early when the
 /// receiver is gone. Runs on a blocking thread.
@@ -122,15 +125,18 @@ pub fn parse_into<R: BufRead>(
     let mut lines = LineReader::new(reader);
     let mut parser = Parser::new(limits);
     let mut batch: Vec<Mail> = Vec::new();
+    let mut batch_rcpts = 0usize;
     let mut sent_any = false;
     loop {
         match lines.next_line() {
             Ok(Some(line)) => match parser.line(line) {
                 Step::Continue => {}
                 Step::Mail(mail) => {
+                    batch_rcpts += mail.recipients.len() + mail.rejected.len();
                     batch.push(*mail);
-                    if batch.len() >= BATCH || !sent_any {
+                    if batch.len() >= BATCH || batch_rcpts >= BATCH_RCPTS || !sent_any {
                         sent_any = true;
+                        batch_rcpts = 0;
                         if tx
                             .blocking_send(Parsed::Mails(std::mem::take(&mut batch)))
                             .is_err()

@@ -54,6 +54,10 @@ use crate::stats::Stats;
 /// the parser waits beyond this, so memory stays bounded whatever the file's size.
 /// `ChkPointSizeLimit`, shared by the spool tasks, may lower it.
 const MAX_PENDING_MAILS: usize = 1024;
+/// Recipients of one file's tracked mails beyond which the parser waits (with
+/// [`MAX_PENDING_MAILS`]): ten mails at the 2000-recipient limit, so that a file of such
+/// mails costs no more memory than a few of them.
+const MAX_PENDING_RCPTS: usize = 20_000;
 /// Undeliverable recipients listed in a report (all are counted).
 const MAX_LISTED: usize = 1000;
 
@@ -222,6 +226,8 @@ struct Task {
     job: JobIdentity,
     arrival: DateTime<Local>,
     mails: HashMap<u32, MailState>,
+    /// Recipients of the mails in `mails` (at most about [`MAX_PENDING_RCPTS`]).
+    rcpts_tracked: usize,
     due: BTreeSet<(Instant, u32)>,
     outcomes: mpsc::UnboundedSender<MailOutcome>,
     /// Mails being returned to their originators.
@@ -336,6 +342,7 @@ pub async fn run(
         job,
         arrival: Local::now(),
         mails: HashMap::new(),
+        rcpts_tracked: 0,
         due: BTreeSet::new(),
         outcomes,
         returns: JoinSet::new(),
@@ -400,7 +407,7 @@ pub async fn run(
                     return task.report;
                 }
             }
-            parsed = parsed_rx.recv(), if !parse_done && task.mails.len() < max_pending => match parsed {
+            parsed = parsed_rx.recv(), if !parse_done && task.mails.len() < max_pending && task.rcpts_tracked < MAX_PENDING_RCPTS => match parsed {
                 Some(Parsed::Mails(mails)) => {
                     for mail in mails {
                         if !task.accept(mail, &stop).await {
@@ -556,6 +563,7 @@ impl Task {
             }
         }
         let done = state.is_final();
+        self.rcpts_tracked += state.rcpts.len();
         self.mails.insert(mail.ordinal, state);
         if done {
             // Only refused recipients (nothing to send, something to return), or every
@@ -1111,6 +1119,7 @@ impl Task {
         let Some(state) = self.mails.remove(&ordinal) else {
             return;
         };
+        self.rcpts_tracked = self.rcpts_tracked.saturating_sub(state.rcpts.len());
         if state.rcpts.iter().all(|r| *r == Rcpt::Delivered) && state.failed.is_empty() {
             self.shared.stats.mail_all_sent();
         }
@@ -1160,7 +1169,7 @@ impl Task {
         // Read what the notification or dead letter needs while the file is claimed (an
         // unreadable text leaves cssmtp's headers only).
         let header = self
-            .read_mail(&state, true)
+            .read_header(&state)
             .await
             .unwrap_or_else(|_| state.headers.to_vec());
         let header = cssmtp_wire::data::dot_unstuff(&header);
@@ -1201,20 +1210,16 @@ impl Task {
         }
     }
 
-    /// A mail as sent: cssmtp's headers, then its text (or only its header, at most
+    /// A mail's header as sent: cssmtp's headers, then the text's header (at most
     /// [`HEADER_MAX`] of it), read again from the claimed spool file.
-    async fn read_mail(&self, state: &MailState, header_only: bool) -> std::io::Result<Vec<u8>> {
-        let data = if header_only {
-            cssmtp_batch::DataSpan {
-                end: state
-                    .data
-                    .header_end
-                    .min(state.data.start.saturating_add(HEADER_MAX)),
-                missing_separator_at: None,
-                ..state.data.clone()
-            }
-        } else {
-            state.data.clone()
+    async fn read_header(&self, state: &MailState) -> std::io::Result<Vec<u8>> {
+        let data = cssmtp_batch::DataSpan {
+            end: state
+                .data
+                .header_end
+                .min(state.data.start.saturating_add(HEADER_MAX)),
+            missing_separator_at: None,
+            ..state.data.clone()
         };
         let text = MailText::Spool {
             spool: Arc::clone(&self.spool),
@@ -1232,7 +1237,6 @@ impl Task {
         state: &MailState,
         extended: &[usize],
     ) -> std::io::Result<()> {
-        let wire = self.read_mail(state, false).await?;
         let meta = extended::Meta {
             spool_file: self.job.file_name.clone(),
             job_name: self.job.job_name.clone(),
@@ -1249,18 +1253,17 @@ impl Task {
             .iter()
             .filter_map(|&i| state.addresses.get(i).cloned())
             .collect();
-        let dir = self.config.mail_directory();
-        let (host, needs_tls, reverse_path) = (
-            self.shared.host_name.clone(),
-            state.needs_tls,
-            state.reverse_path.clone(),
-        );
         let count = rcpts.len() as u64;
-        let path = tokio::task::spawn_blocking(move || {
-            extended::store(&dir, &host, &meta, needs_tls, &reverse_path, &rcpts, &wire)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+        let path = extended::store_streamed(
+            self.config.mail_directory(),
+            &self.shared.host_name,
+            &meta,
+            state.needs_tls,
+            &state.reverse_path,
+            &rcpts,
+            &self.full_mail(state),
+        )
+        .await?;
         self.report.rcpts_extended += count;
         self.shared.stats.rcpts_extended(count);
         tracing::info!(

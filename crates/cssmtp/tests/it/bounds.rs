@@ -217,3 +217,112 @@ async fn a_notification_carries_a_bounded_header() {
     assert!(size < 300 * 1024, "notification of {size} bytes");
     assert!(dsn[0].text().contains("X-Filler-0: "));
 }
+
+/// A mail larger than the copy chunk kept for extended retry, then rewritten for its
+/// remaining recipient: both files hold the text byte for byte.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_big_mail_in_extended_retry_is_kept_and_rewritten_byte_exact() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}RetryLimit\n{{\n  Count 1\n  Interval 1\n}}\nExtendedRetry\n{{\n  Age 1\n  Interval 30\n}}\n",
+        target(sink.addr, "")
+    ));
+    let body: String = (0..8000)
+        .map(|i| format!("line {i} {}\n", "z".repeat(i % 200)))
+        .collect();
+    env.submit(
+        "EXTBIG",
+        &format!(
+            "HELO h.example\n{}",
+            mail(
+                "a@h.example",
+                &["tempfail2-x@example.com", "tempfail-y@example.com"],
+                &text_with_ids("extbig", &body)
+            )
+        ),
+    );
+    env.drain().await;
+    let kept = files(&env.config().mail_directory());
+    assert_eq!(kept.len(), 1);
+    let first = std::fs::read(&kept[0]).unwrap();
+    assert!(first.len() > 512 * 1024, "several chunks: {}", first.len());
+    let (mail, wire) = text_of(&first);
+    assert_eq!(mail.recipients.len(), 2);
+    let expected: Vec<u8> = text_with_ids("extbig", &body)
+        .lines()
+        .flat_map(|l| format!("{}\r\n", l.trim_end()).into_bytes())
+        .collect();
+    assert!(wire.starts_with(b"Received: from ") && wire.ends_with(&expected));
+
+    tokio::time::advance(std::time::Duration::from_secs(35 * 60)).await;
+    env.drain().await;
+    let delivered = sink.received();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].rcpt_to, ["tempfail2-x@example.com"]);
+    let kept = files(&env.config().mail_directory());
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let rewritten = std::fs::read(&kept[0]).unwrap();
+    let (mail, rewire) = text_of(&rewritten);
+    assert_eq!(mail.recipients.len(), 1);
+    assert_eq!(mail.recipients[0].address, "tempfail-y@example.com");
+    assert_eq!(rewire, wire, "the same text, byte for byte");
+}
+
+/// Through the real binary (`cssmtp run --drain`): a mail with 2,001 RCPT TO is one
+/// logged error and a held file, and a big null-sender mail becomes a byte-exact dead
+/// letter.
+#[tokio::test]
+async fn the_real_binary_refuses_too_many_recipients_and_streams_dead_letters() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&target(sink.addr, ""));
+    let rcpts: Vec<String> = (0..2001).map(|i| format!("r{i}@example.com")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    env.submit(
+        "MANY",
+        &format!(
+            "HELO h.example\n{}",
+            mail("a@h.example", &rcpts, &text_with_ids("many", "body"))
+        ),
+    );
+    let body: String = (0..5000)
+        .map(|i| format!("line {i} {}\n", "y".repeat(100)))
+        .collect();
+    env.submit(
+        "BIG",
+        &format!(
+            "HELO h.example\n{}",
+            mail("", &["reject-x@example.com"], &text_with_ids("big", &body))
+        ),
+    );
+    let out = crate::support::cssmtp()
+        .args(["run", "--drain", "-c"])
+        .arg(&env.config_path)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("552 5.5.3 Too many recipients. 2001 RCPT TO in this mail, at most 2000"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("CSM2102W").count(),
+        1,
+        "one undeliverable: {stderr}"
+    );
+    assert!(sink.received().is_empty(), "nothing sent");
+    let held = env.files_in("hold");
+    assert!(
+        held.iter()
+            .any(|n| n.starts_with("MANY.") && !n.ends_with(".report")),
+        "{held:?}"
+    );
+    let dead = files(&env.config().dead_letter_directory());
+    assert_eq!(dead.len(), 1);
+    let (_, wire) = text_of(&std::fs::read(&dead[0]).unwrap());
+    let expected: Vec<u8> = text_with_ids("big", &body)
+        .lines()
+        .flat_map(|l| format!("{l}\r\n").into_bytes())
+        .collect();
+    assert!(wire.starts_with(b"Received: from ") && wire.ends_with(&expected));
+}
