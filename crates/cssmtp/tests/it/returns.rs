@@ -546,16 +546,18 @@ async fn a_mail_in_extended_retry_that_cannot_be_returned_stays_in_the_mail_dire
             .set_modified(old)
             .unwrap();
     };
-    let path = cssmtp::retry::extended::store(
-        &maildir,
+    // A MailDirectory file as cssmtp writes it.
+    let content = cssmtp::retry::extended::mail_file(
         "cssmtp.test",
         &meta,
         false,
         "",
         &["x@example.com".to_string()],
         b"Subject: kept\r\n\r\nbody\r\n",
-    )
-    .unwrap();
+    );
+    std::fs::create_dir_all(&maildir).unwrap();
+    let path = maildir.join(cssmtp::retry::extended::file_name(&meta));
+    std::fs::write(&path, content).unwrap();
     due_now(&path);
     env.drain().await;
     assert!(path.exists(), "not returned: the only copy stays");
