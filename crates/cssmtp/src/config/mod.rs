@@ -536,7 +536,6 @@ pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), LoadError> {
     let file_problems = files::check_named_files(path, &text);
     let bad_files = !file_problems.is_empty();
     diagnostics.extend(file_problems);
-    diagnostics.sort_by_key(|d| d.line);
     match config {
         Some(config) if !bad_files => Ok((config, diagnostics)),
         _ => Err(LoadError::Invalid {

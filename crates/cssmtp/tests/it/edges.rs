@@ -168,6 +168,26 @@ fn one_mail(subject: &str) -> String {
     )
 }
 
+/// `cssmtp modify -c <config> <command>`, which must succeed.
+async fn modify(env: &Env, command: &str) {
+    let out = tokio::time::timeout(
+        BOUND,
+        cssmtp()
+            .args(["modify", "-c"])
+            .arg(&env.config_path)
+            .arg(command)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Open files of process `pid`.
 fn open_files(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -290,8 +310,9 @@ async fn running_out_of_descriptors_on_accept_pauses_and_recovers() {
         .and_then(|r| r.split('/').next())
         .unwrap()
         .to_owned();
-    // One mail first, and its spool task finished: intake is at rest (its listing of
-    // the spool running out of descriptors is another matter, not this test's).
+    // One mail first, and its spool task finished; then intake is suspended, so that
+    // only the listeners meet the shortage (intake listing the spool without
+    // descriptors is another matter, not this test's).
     env.submit("BEFORE", &one_mail("before the descriptors run out"));
     tokio::time::timeout(BOUND, sink.wait_for(1)).await.unwrap();
     tokio::time::timeout(BOUND, async {
@@ -299,6 +320,7 @@ async fn running_out_of_descriptors_on_accept_pauses_and_recovers() {
     })
     .await
     .unwrap();
+    modify(&env, "SUSPEND").await;
     // Leave the running daemon only a few descriptors more than it has open.
     let low = open_files(daemon.pid()) + 6;
     let status = tokio::process::Command::new("prlimit")
@@ -328,6 +350,7 @@ async fn running_out_of_descriptors_on_accept_pauses_and_recovers() {
     daemon.line("CSM1072I").await;
     let body = scrape(&addr).await;
     assert!(body.contains("cssmtp_mails_all_sent_total 1"), "{body}");
+    modify(&env, "RESUME").await;
     env.submit("AFTER", &one_mail("after the descriptors ran out"));
     tokio::time::timeout(BOUND, sink.wait_for(2)).await.unwrap();
     daemon.stop().await;
