@@ -9,8 +9,12 @@ fn ids(text: &str) -> BTreeSet<String> {
     let bytes = text.as_bytes();
     let mut found = BTreeSet::new();
     for (i, _) in text.match_indices("CSM") {
-        let Some(id) = bytes.get(i..i + 8) else { continue };
-        let digits = id.get(3..7).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+        let Some(id) = bytes.get(i..i + 8) else {
+            continue;
+        };
+        let digits = id
+            .get(3..7)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit));
         let kind = id.get(7).is_some_and(|k| matches!(k, b'I' | b'W' | b'E'));
         if digits && kind {
             found.insert(String::from_utf8_lossy(id).into_owned());
@@ -43,9 +47,19 @@ fn every_message_id_in_the_source_is_in_the_table_and_no_other() {
         .collect();
     let missing: Vec<_> = in_source.difference(&in_table).collect();
     let stale: Vec<_> = in_table.difference(&in_source).collect();
-    assert!(missing.is_empty(), "logged but not in docs/messages.md: {missing:?}");
-    assert!(stale.is_empty(), "in docs/messages.md but never logged: {stale:?}");
+    assert!(
+        missing.is_empty(),
+        "logged but not in docs/messages.md: {missing:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "in docs/messages.md but never logged: {stale:?}"
+    );
     // One meaning per number: no ID with two severities.
     let numbers: BTreeSet<&str> = in_source.iter().map(|id| &id[..7]).collect();
-    assert_eq!(numbers.len(), in_source.len(), "an ID number used with two severities");
+    assert_eq!(
+        numbers.len(),
+        in_source.len(),
+        "an ID number used with two severities"
+    );
 }
