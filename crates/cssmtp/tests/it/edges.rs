@@ -168,26 +168,6 @@ fn one_mail(subject: &str) -> String {
     )
 }
 
-/// `cssmtp modify -c <config> <command>`, which must succeed.
-async fn modify(env: &Env, command: &str) {
-    let out = tokio::time::timeout(
-        BOUND,
-        cssmtp()
-            .args(["modify", "-c"])
-            .arg(&env.config_path)
-            .arg(command)
-            .output(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{command}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Open files of process `pid`.
 fn open_files(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))

@@ -2,6 +2,7 @@
 //! (issue 9, points 3 and 6). Real loopback SMTP against `cssmtp::sink`, through
 //! `cssmtp::app::run`.
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 
 use cssmtp::sink::{Gate, SinkOptions};
@@ -248,4 +249,223 @@ async fn an_unsolicited_reply_is_never_charged_to_the_next_mail() {
         );
         assert_eq!(file.disposition, Disposition::Deleted);
     }
+}
+
+/// Lines of a child's standard error, as they come.
+fn log_lines(stderr: tokio::process::ChildStderr) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    use tokio::io::AsyncBufReadExt;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (bounded) for a line containing `id`; returns it and every line before it.
+async fn wait_line(
+    log: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: &mut Vec<String>,
+    id: &str,
+) -> String {
+    let found = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = log.recv().await {
+            seen.push(line.clone());
+            if line.contains(id) {
+                return line;
+            }
+        }
+        panic!("the daemon ended without {id}: {seen:#?}");
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no {id} within the bound: {seen:#?}"))
+}
+
+/// Point 3 through the real binary, with the attack made by an unprivileged producer:
+/// it writes its spool file into the writer directory, keeps it open, and once cssmtp
+/// has parsed it (the session waits at DATA) rewrites a line into `.` followed by a
+/// second transaction. Nothing smuggled reaches the strict server, the mail gets no
+/// final ".", and the file is held (CSM2140W).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_rewriting_its_open_file_smuggles_nothing_through_the_binary() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let Some(producer) = crate::support::producer("cssmtp-producer") else {
+        return;
+    };
+    let strict = sink(SinkOptions {
+        strict_line_ends: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    strict.arm(Gate::PauseAtData);
+    let env = Env::new(&format!("MaxConnections 1\n{}", target(strict.addr, "")));
+    let layout = env.open_to_producers(producer);
+    let filler = "x".repeat(FILLER_LEN);
+    let content = format!(
+        "HELO h.example\n{}{}",
+        mail(
+            "a@h.example",
+            &["first@example.com"],
+            &text_with_ids("first", &format!("hello\n{filler}\nbye"))
+        ),
+        mail(
+            "a@h.example",
+            &["second@example.com"],
+            &text_with_ids("second", "clean")
+        ),
+    );
+    let offset = content.find(&filler).unwrap();
+    let source = env.dir.path().join("content.bsmtp");
+    std::fs::write(&source, &content).unwrap();
+    std::fs::set_permissions(&source, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let mut smuggled =
+        b".\r\nMAIL FROM:<evil@attacker.example>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n\r\npwned\r\n.\r\n"
+            .to_vec();
+    smuggled.resize(FILLER_LEN, b'y');
+    // The producer: its own user, the spool's group only; the file stays open on fd 3.
+    let script = r#"set -e
+exec 3<>"$W/.REWRITE.tmp"
+cat "$C" >&3
+mv "$W/.REWRITE.tmp" "$W/REWRITE.J0000001.open"
+echo ready
+read go
+printf '%s' "$BYTES" | dd of=/dev/fd/3 bs=1 seek="$OFF" conv=notrunc status=none
+echo done
+read end
+"#;
+    let mut writer = tokio::process::Command::new("setpriv")
+        .arg(format!("--reuid={}", producer.uid))
+        .arg(format!("--regid={}", producer.gid))
+        .arg("--clear-groups")
+        .args(["--", "sh", "-c", script])
+        .env("W", &layout.incoming)
+        .env("C", &source)
+        .env("OFF", offset.to_string())
+        .env("BYTES", std::ffi::OsStr::from_bytes(&smuggled))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut to_writer = writer.stdin.take().unwrap();
+    let mut from_writer = tokio::io::BufReader::new(writer.stdout.take().unwrap()).lines();
+    assert_eq!(
+        from_writer.next_line().await.unwrap().as_deref(),
+        Some("ready")
+    );
+
+    let mut daemon = crate::support::cssmtp()
+        .args(["run", "--drain", "-c"])
+        .arg(&env.config_path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = log_lines(daemon.stderr.take().unwrap());
+    let held = strict.wait_held(1).await;
+    assert_eq!(held[0].rcpt_to, ["first@example.com"], "parsed, at DATA");
+    to_writer.write_all(b"go\n").await.unwrap();
+    assert_eq!(
+        from_writer.next_line().await.unwrap().as_deref(),
+        Some("done")
+    );
+    strict.release();
+    let mut seen = Vec::new();
+    let warning = wait_line(&mut log, &mut seen, "CSM2140W").await;
+    assert!(warning.contains("mail 1"), "{warning}");
+    let status = daemon.wait().await.unwrap();
+    while let Some(line) = log.recv().await {
+        seen.push(line);
+    }
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "drained, not all delivered: {seen:#?}"
+    );
+    let _ = to_writer.write_all(b"end\n").await;
+    let _ = writer.wait().await;
+
+    for m in strict.received() {
+        assert!(
+            !m.mail_from.contains("evil") && !m.rcpt_to.iter().any(|r| r.contains("victim")),
+            "a smuggled transaction reached the server: {m:?}"
+        );
+        assert!(!m.text().contains("pwned") && !m.text().contains("hello"));
+    }
+    let subjects: Vec<String> = originals(&strict)
+        .iter()
+        .map(|m| m.header("Subject").unwrap_or_default())
+        .collect();
+    assert_eq!(
+        subjects,
+        ["second"],
+        "only the untouched mail was delivered"
+    );
+    assert!(notifications(&strict).is_empty(), "held, not returned");
+    let held_files: Vec<_> = std::fs::read_dir(&layout.hold)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        held_files.iter().any(|n| n == "REWRITE.J0000001.open"),
+        "the file is held: {held_files:?}"
+    );
+}
+
+/// Point 6 through the real binary: a server that sends `250` together with its `354`
+/// (then refuses the text) never has that mail counted delivered, and the next mail of
+/// the file gets its own reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_reply_is_a_protocol_error_through_the_binary() {
+    let server = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "MaxConnections 1\nRetryLimit\n{{\n  Count 2\n  Interval 1\n}}\n{}",
+        target(server.addr, "")
+    ));
+    env.submit("EARLY", &two_mails("early-250@example.com"));
+    let mut daemon = crate::support::cssmtp()
+        .args(["run", "-c"])
+        .arg(&env.config_path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = log_lines(daemon.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let protocol = wait_line(&mut log, &mut seen, "CSM3020W").await;
+    assert!(
+        protocol.contains("250"),
+        "the early bytes are shown: {protocol}"
+    );
+    let retry = wait_line(&mut log, &mut seen, "CSM2103I").await;
+    assert!(retry.contains("early-250@example.com"), "{retry}");
+    tokio::time::timeout(std::time::Duration::from_secs(60), server.wait_for(1))
+        .await
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    daemon.wait().await.unwrap();
+    while let Some(line) = log.recv().await {
+        seen.push(line);
+    }
+    let got: Vec<(Vec<String>, String)> = originals(&server)
+        .iter()
+        .map(|m| (m.rcpt_to.clone(), m.header("Subject").unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [(vec!["fine@example.com".to_owned()], "next".to_owned())],
+        "only the next mail, with its own reply"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("CSM2100I Mail 1 of EARLY")),
+        "the refused mail was never counted sent: {seen:#?}"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("CSM2002I")),
+        "the file is not complete: mail 1 waits for its retry"
+    );
 }
