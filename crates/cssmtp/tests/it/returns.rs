@@ -656,3 +656,61 @@ async fn the_binary_logs_a_dead_letter_it_cannot_store_and_keeps_the_file_for_th
     assert!(env.files_in("active").is_empty());
     assert_eq!(files(&env.dir.path().join("dead")).len(), 1);
 }
+
+/// Point 5 through the real binary: the notification about a TLS mail goes over TLS to
+/// a target that offers STARTTLS; where no target does, it becomes a dead letter that
+/// keeps `STARTTLS`, and nothing goes in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_returns_tls_mail_over_tls_only() {
+    let pki = TestPki::new("cssmtp test CA");
+    let tls_sink = sink(SinkOptions {
+        tls: Some(pki.server(&["127.0.0.1"])),
+        ..SinkOptions::default()
+    })
+    .await;
+    let env = Env::with_ca(
+        &pki,
+        &format!(
+            "{}Undeliverable\n{{\n  ReturnContent Full\n}}\n",
+            target(tls_sink.addr, "")
+        ),
+    );
+    env.submit("TLSRET", &tls_file("reject-x@example.com"));
+    let run = |env: &Env| {
+        crate::support::cssmtp()
+            .args(["run", "--drain", "-c"])
+            .arg(&env.config_path)
+            .output()
+    };
+    let out = run(&env).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let returned = notifications(&tls_sink);
+    assert_eq!(returned.len(), 1, "{:?}", tls_sink.received());
+    assert!(returned[0].tls, "the notification went over TLS");
+    assert!(returned[0].text().contains("the secret"));
+
+    let plain = sink(SinkOptions::default()).await;
+    let env = Env::new(&target(plain.addr, ""));
+    env.submit("NOTLS", &tls_file("x@example.com"));
+    let out = run(&env).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        plain.received().is_empty(),
+        "nothing in clear: {:?}",
+        plain.received()
+    );
+    let dead = files(&env.config().dead_letter_directory());
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let letter = std::fs::read_to_string(&dead[0]).unwrap();
+    assert!(letter.lines().any(|l| l == "STARTTLS"), "{letter}");
+}
