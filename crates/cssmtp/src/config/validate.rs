@@ -445,8 +445,8 @@ impl Validator {
         }
     }
 
-    fn param_value<'p>(&mut self, owner: &str, p: &'p Param) -> Option<&'p Word> {
-        match p.values.as_slice() {
+    fn param_value<'p>(&mut self, owner: &str, p: &Part<'p>) -> Option<&'p Word> {
+        match p.values {
             [value] => Some(value),
             [] => {
                 self.error(
@@ -468,20 +468,62 @@ impl Validator {
         }
     }
 
-    fn unknown_param(&mut self, owner: &str, p: &Param, known: &[&str]) {
-        let hint = suggest(&p.keyword.text, known.iter());
+    fn unknown_param(&mut self, owner: &str, keyword: &Word, known: &[&str]) {
+        let hint = suggest(&keyword.text, known.iter());
         self.error(
-            p.keyword.line,
+            keyword.line,
             format!(
                 "unknown parameter {} in {owner}{hint} (known: {})",
-                p.keyword.text,
+                keyword.text,
                 known.join(", ")
             ),
         );
     }
 
-    /// The parameters of a block statement, each with its documented name and its one
-    /// value; unknown parameters and missing or extra values are reported.
+    /// The parameters of a block statement, each with its documented name and the words
+    /// that are its values. A line may hold several parameters (`Count 5  Interval 1`,
+    /// as well as one per line, CSSMTP's form): it is split by each parameter's arity.
+    /// An unknown keyword is reported and the rest of its line skipped (its arity, and
+    /// so where the next parameter starts, is unknown).
+    fn parts<'s>(
+        &mut self,
+        owner: &str,
+        s: &'s Statement,
+        known: &[&'static str],
+        arity: impl Fn(&str) -> Arity,
+    ) -> Vec<(&'static str, Part<'s>)> {
+        let mut out = Vec::new();
+        for p in self.block(owner, s) {
+            let mut keyword = &p.keyword;
+            let mut rest = p.values.as_slice();
+            loop {
+                let Some(name) = known.iter().find(|k| k.eq_ignore_ascii_case(&keyword.text))
+                else {
+                    self.unknown_param(owner, keyword, known);
+                    break;
+                };
+                let take = match arity(name) {
+                    Arity::One => rest.len().min(1),
+                    Arity::OptionalYesNo => usize::from(rest.first().is_some_and(|w| {
+                        w.text.eq_ignore_ascii_case("yes") || w.text.eq_ignore_ascii_case("no")
+                    })),
+                };
+                let (values, after) = rest.split_at(take);
+                out.push((*name, Part { keyword, values }));
+                match after.split_first() {
+                    Some((next, tail)) => {
+                        keyword = next;
+                        rest = tail;
+                    }
+                    None => break,
+                }
+            }
+        }
+        out
+    }
+
+    /// The parameters of a block whose parameters each take one value; unknown
+    /// parameters and missing values are reported.
     fn params<'s>(
         &mut self,
         owner: &str,
@@ -489,16 +531,9 @@ impl Validator {
         known: &[&'static str],
     ) -> Vec<(&'static str, &'s Word)> {
         let mut out = Vec::new();
-        for p in self.block(owner, s) {
-            let Some(name) = known
-                .iter()
-                .find(|k| k.eq_ignore_ascii_case(&p.keyword.text))
-            else {
-                self.unknown_param(owner, p, known);
-                continue;
-            };
-            if let Some(value) = self.param_value(owner, p) {
-                out.push((*name, value));
+        for (name, part) in self.parts(owner, s, known, |_| Arity::One) {
+            if let Some(value) = self.param_value(owner, &part) {
+                out.push((name, value));
             }
         }
         out
@@ -729,26 +764,15 @@ impl Validator {
     /// (`Name Yes|No` is also accepted).
     fn smf119(&mut self, s: &Statement) {
         const KNOWN: &[&str] = &["Config", "Connect", "Mail", "Spool", "Stats"];
-        for p in self.block("SMF119", s) {
-            let Some(name) = KNOWN
-                .iter()
-                .find(|k| k.eq_ignore_ascii_case(&p.keyword.text))
-            else {
-                self.unknown_param("SMF119", p, KNOWN);
-                continue;
-            };
-            let on = match p.values.as_slice() {
-                [] => true,
+        for (name, p) in self.parts("SMF119", s, KNOWN, |_| Arity::OptionalYesNo) {
+            let on = match p.values {
                 [value] => match self.yes_no(value, &format!("SMF119 {name}")) {
                     Some(b) => b,
                     None => continue,
                 },
-                [_, extra, ..] => {
-                    self.error(extra.line, format!("SMF119 {name} takes at most one value"));
-                    continue;
-                }
+                _ => true,
             };
-            match *name {
+            match name {
                 "Config" => self.smf119.config = on,
                 "Connect" => self.smf119.connect = on,
                 "Mail" => self.smf119.mail = on,
@@ -760,8 +784,18 @@ impl Validator {
 
     fn options(&mut self, s: &Statement) {
         const KNOWN: &[&str] = &["NullTrnc", "TestMode", "DataLineTrunc", "AtSign", "TLSEhlo"];
-        for (name, value) in self.params("Options", s, KNOWN) {
+        let arity = |name: &str| {
             if name == "AtSign" {
+                Arity::One
+            } else {
+                Arity::OptionalYesNo
+            }
+        };
+        for (name, p) in self.parts("Options", s, KNOWN, arity) {
+            if name == "AtSign" {
+                let Some(value) = self.param_value("Options", &p) else {
+                    continue;
+                };
                 if value.text != "@" {
                     self.warning(
                         value.line,
@@ -770,8 +804,13 @@ impl Validator {
                 }
                 continue;
             }
-            let Some(b) = self.yes_no(value, &format!("Options {name}")) else {
-                continue;
+            // A flag alone (`Options { NullTrnc DataLineTrunc }`) means YES.
+            let b = match p.values {
+                [value] => match self.yes_no(value, &format!("Options {name}")) {
+                    Some(b) => b,
+                    None => continue,
+                },
+                _ => true,
             };
             match name {
                 "NullTrnc" => self.options.null_trnc = b,
@@ -989,6 +1028,21 @@ impl Validator {
         }
         Some(Targets::Hosts(std::mem::take(&mut self.hosts)))
     }
+}
+
+/// How many values a block parameter takes.
+#[derive(Clone, Copy)]
+enum Arity {
+    /// Exactly one: the next word is its value, whatever it reads.
+    One,
+    /// `Yes` or `No`, or nothing (a flag alone means Yes).
+    OptionalYesNo,
+}
+
+/// One parameter of a block: its keyword and its values (words of the same line).
+struct Part<'s> {
+    keyword: &'s Word,
+    values: &'s [Word],
 }
 
 /// ` (did you mean X?)` when a known word is close to `word`.

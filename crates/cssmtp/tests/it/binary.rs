@@ -68,6 +68,68 @@ async fn check_prints_every_error_with_its_line() {
     );
 }
 
+/// Blocks with several parameters on one line, as the README's table shows, pass
+/// `cssmtp check`: the README's own example verbatim, and the brief's forms mixed with
+/// the one-per-line form.
+#[tokio::test]
+async fn check_accepts_several_parameters_on_one_line() {
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+    )
+    .unwrap();
+    let example = readme
+        .split("<!-- one-line-example:")
+        .nth(1)
+        .and_then(|rest| rest.split("```text\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's one-line example");
+    let mixed = "TargetServer { TargetIp 192.0.2.1  ConnectPort 25 }
+RetryLimit { Count 5  Interval 1 }
+Header { Date YES  UserInfo NO }
+Timeout
+{
+  DataTerm 600 ConnectRetry 60
+  AnyCmd 120
+}
+Undeliverable { ReturnToMailFrom Yes DeadLetterAction Store }
+Options { NullTrnc DataLineTrunc }
+SMF119 { Config Connect }
+";
+    for body in [example, mixed] {
+        let env = Env::new(body);
+        let out = cssmtp()
+            .arg("check")
+            .arg("-c")
+            .arg(&env.config_path)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{body}\n{stdout}{stderr}");
+        assert!(stdout.contains(": OK (0 warning(s))"), "{stdout}{stderr}");
+    }
+
+    // A wrong keyword in the middle of a line is named with its line.
+    let env = Env::new("TargetServer { TargetIp 192.0.2.1  ConectPort 25 }\n");
+    let out = cssmtp()
+        .arg("check")
+        .arg("-c")
+        .arg(&env.config_path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:5: error: unknown parameter ConectPort in TargetServer (did you mean ConnectPort?)",
+            env.config_path.display()
+        )),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn submit_and_run_drain_with_exit_codes() {
     let sink = sink(SinkOptions::default()).await;

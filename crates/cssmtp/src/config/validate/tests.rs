@@ -355,3 +355,86 @@ fn undeliverable_defaults_and_rules() {
         ]
     );
 }
+
+/// Several parameters on one line, as the README's table shows, alone or mixed with
+/// CSSMTP's one-per-line form.
+#[test]
+fn several_parameters_on_one_line() {
+    let (config, diags) = check(
+        "TargetServer { TargetIp 192.0.2.1  ConnectPort 2525 }
+TargetServer
+{
+  TargetName relay2.corp.example  Secure Yes
+  ConnectPort 587
+}
+RetryLimit { Count 5  Interval 1 }
+Header { Date YES  UserInfo NO }
+Timeout { DataTerm 600 ConnectRetry 60 }
+Timeout {
+  AnyCmd 60  MAILCmd 90
+  RCPTCmd 120
+}
+Undeliverable { ReturnToMailFrom No DeadLetterAction Delete }
+Options { NullTrnc DataLineTrunc }
+SMF119 { Config Connect Mail No Stats yes }
+",
+    );
+    assert!(diags.iter().all(|d| d.contains("given again")), "{diags:?}");
+    let config = config.unwrap();
+    let Targets::Hosts(hosts) = &config.targets else {
+        panic!("hosts expected")
+    };
+    assert_eq!(hosts[0].host, TargetHost::Ip("192.0.2.1".parse().unwrap()));
+    assert_eq!(hosts[0].port, 2525);
+    assert_eq!((hosts[1].port, hosts[1].secure), (587, true));
+    assert_eq!(config.retry_limit.count, 5);
+    assert_eq!(config.retry_limit.interval, Duration::from_secs(60));
+    assert!(config.header.date && !config.header.user_info);
+    // The second Timeout statement is the one used.
+    assert_eq!(config.timeouts.any_cmd, Duration::from_secs(60));
+    assert_eq!(config.timeouts.mail_cmd, Duration::from_secs(90));
+    assert_eq!(config.timeouts.rcpt_cmd, Duration::from_secs(120));
+    assert!(!config.undeliverable.return_to_mail_from);
+    assert_eq!(
+        config.undeliverable.dead_letter_action,
+        DeadLetterAction::Delete
+    );
+    assert!(config.options.null_trnc && config.options.data_line_trunc);
+    assert!(!config.options.test_mode);
+    let smf = &config.smf119;
+    assert!(smf.config && smf.connect && !smf.mail && smf.stats && !smf.spool);
+
+    let (config, diags) =
+        check("TargetServer { TargetIp 192.0.2.1 }\nTimeout { DataTerm 600 ConnectRetry 60 }\n");
+    assert!(diags.is_empty(), "{diags:?}");
+    let config = config.unwrap();
+    assert_eq!(config.timeouts.data_term, Duration::from_secs(600));
+    assert_eq!(config.timeouts.connect_retry, Duration::from_secs(60));
+}
+
+/// A wrong keyword in the middle of a line is named, with its line and a suggestion;
+/// a missing value at the end of a line too.
+#[test]
+fn one_line_blocks_report_each_problem_with_its_line() {
+    let (config, diags) = check(
+        "TargetServer { TargetIp 192.0.2.1 }
+RetryLimit { Count 5  Intreval 1 }
+Header { Date YES  UserInfo }
+Undeliverable
+{
+  ReturnToMailFrom Yes DeadLetterAktion Store
+}
+Options { NullTrnc Maybe }
+",
+    );
+    assert!(config.is_none());
+    assert_eq!(
+        diags,
+        vec![
+            "/etc/cssmtp/cssmtp.conf:2: error: unknown parameter Intreval in RetryLimit (did you mean Interval?) (known: Count, Interval)",
+            "/etc/cssmtp/cssmtp.conf:3: error: UserInfo in Header needs a value",
+            "/etc/cssmtp/cssmtp.conf:6: error: unknown parameter DeadLetterAktion in Undeliverable (did you mean DeadLetterAction?) (known: ReturnToMailFrom, DeadLetterAction, DeadLetterDirectory, ReturnContent)",
+            "/etc/cssmtp/cssmtp.conf:8: error: unknown parameter Maybe in Options (known: NullTrnc, TestMode, DataLineTrunc, AtSign, TLSEhlo)",
+        ]
+    );
+}
