@@ -100,6 +100,11 @@ pub enum Command {
         /// Job ID recorded with the mail [default: $CSSMTP_JOBID, else J<pid>].
         #[arg(long)]
         job_id: Option<String>,
+        /// Spool a file even when it has syntax errors (cssmtp will deliver what it can
+        /// and hold the file with its report). Without it such a file is listed, not
+        /// spooled, and submit exits 65.
+        #[arg(long)]
+        force: bool,
         /// Batch-SMTP files ("-" for standard input).
         files: Vec<PathBuf>,
     },

@@ -16,6 +16,8 @@ use crate::spool::submit::{JobInfo, submit};
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FATAL: u8 = 1;
 pub const EXIT_NOT_DELIVERED: u8 = 3;
+/// `submit`: a file has syntax errors and was not spooled (EX_DATAERR).
+pub const EXIT_DATAERR: u8 = 65;
 /// `modify`: the daemon cannot be reached (EX_UNAVAILABLE).
 pub const EXIT_UNAVAILABLE: u8 = 69;
 pub const EXIT_STOPPED: u8 = 75;
@@ -38,8 +40,9 @@ pub async fn dispatch(command: Command) -> u8 {
             config,
             job_name,
             job_id,
+            force,
             files,
-        } => submit_files(&config, job_name, job_id, &files),
+        } => submit_files(&config, job_name, job_id, force, &files),
         Command::Sink(args) => sink(args).await,
         Command::Demo { keep } => match crate::demo::run(keep.as_deref(), &mut std::io::stdout())
             .await
@@ -220,6 +223,7 @@ fn submit_files(
     path: &Path,
     job_name: Option<String>,
     job_id: Option<String>,
+    force: bool,
     files: &[PathBuf],
 ) -> u8 {
     let config = match load_config(path) {
@@ -264,6 +268,23 @@ fn submit_files(
         let (mails, summary) = cssmtp_batch::parse_bytes(&contents, config.batch_limits());
         for e in &summary.errors {
             eprintln!("{label}:{}: {e}", e.line);
+        }
+        if summary.errors_not_kept > 0 {
+            eprintln!(
+                "{label}: {} more error(s) not listed",
+                summary.errors_not_kept
+            );
+        }
+        let has_errors = !summary.errors.is_empty() || summary.errors_not_kept > 0;
+        if has_errors && !force {
+            // The daemon would only hold it: say so now and spool nothing.
+            eprintln!(
+                "cssmtp submit: {label} has syntax errors and was not spooled (--force spools it anyway)"
+            );
+            if status == EXIT_OK {
+                status = EXIT_DATAERR;
+            }
+            continue;
         }
         match submit(&layout.incoming, &job, index + 1, &contents) {
             Ok(spooled) => {

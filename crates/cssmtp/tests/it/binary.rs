@@ -212,6 +212,78 @@ async fn submit_and_run_drain_with_exit_codes() {
     );
 }
 
+/// A file with syntax errors is listed, not spooled, and submit exits 65 (EX_DATAERR);
+/// `--force` spools it as it is (exit 0, the errors still listed).
+#[tokio::test]
+async fn submit_refuses_a_file_with_syntax_errors_unless_forced() {
+    let env = Env::new("TargetServer\n{\n  TargetIp 192.0.2.1\n}\n");
+    let bad = env.dir.path().join("bad.bsmtp");
+    std::fs::write(
+        &bad,
+        format!(
+            "HELO h.example\nFROB the widget\n{}",
+            mail("a@h.example", &["x@example.com"], "Subject: s\n\nb")
+        ),
+    )
+    .unwrap();
+    let good = env.dir.path().join("good.bsmtp");
+    std::fs::write(
+        &good,
+        format!(
+            "HELO h.example\n{}",
+            mail("a@h.example", &["x@example.com"], "Subject: s\n\nb")
+        ),
+    )
+    .unwrap();
+    let out = cssmtp()
+        .args(["submit", "--job-name", "BADJOB", "-c"])
+        .arg(&env.config_path)
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:2: ", bad.display())),
+        "the error is listed with its line: {stderr}"
+    );
+    assert!(stderr.contains("was not spooled"), "{stderr}");
+    assert!(env.files_in("").is_empty(), "nothing spooled");
+
+    // Good and bad files together: the good one is spooled, the status says 65.
+    let out = cssmtp()
+        .args(["submit", "--job-name", "MIXED", "-c"])
+        .arg(&env.config_path)
+        .arg(&bad)
+        .arg(&good)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    assert_eq!(env.files_in("").len(), 1);
+
+    let out = cssmtp()
+        .args(["submit", "--force", "--job-name", "FORCED", "-c"])
+        .arg(&env.config_path)
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:2: ", bad.display())),
+        "{stderr}"
+    );
+    let spooled = env.files_in("");
+    assert_eq!(spooled.len(), 2, "{spooled:?}");
+    assert!(
+        spooled.iter().any(|f| f.starts_with("FORCED.")),
+        "{spooled:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_second_instance_for_the_same_writer_is_refused() {
     let sink = sink(SinkOptions::default()).await;
