@@ -102,7 +102,50 @@ pub fn text(report: &FileReport, host: &str, writer: &str) -> String {
             let _ = writeln!(out, "  mail {mail}: {what}");
         }
     }
+    if let Disposition::Held(path) = &report.disposition {
+        release_note(&mut out, report, path);
+    }
     out
+}
+
+/// How to release a held file, and what releasing it does: every mail in it is sent
+/// again, delivered ones included.
+fn release_note(out: &mut String, report: &FileReport, held: &std::path::Path) {
+    // `<spool>/<W>/hold/<file>` → the writer directory `<spool>/<W>/`.
+    let writer_dir = held.parent().and_then(std::path::Path::parent).map_or_else(
+        || "<SpoolDirectory>/<ExtWrtName>".to_owned(),
+        |d| d.display().to_string(),
+    );
+    let _ = writeln!(out, "\nReleasing this file:");
+    let _ = writeln!(
+        out,
+        "  To release it, move it back into the writer directory {writer_dir}/\n  \
+         (or delete it). A released file is a new file to cssmtp: EVERY mail in it is\n  \
+         sent again, in full, including mails already delivered and returned."
+    );
+    if report.rcpts_delivered > 0 {
+        let _ = writeln!(
+            out,
+            "  {} recipient(s) were already delivered from this file: before releasing,\n  \
+             edit out the mails already delivered (the log's CSM2100I lines name each\n  \
+             mail sent: \"Mail N of {}\").\n  Fix or remove the lines in error.",
+            report.rcpts_delivered,
+            one_line(&report.job.file_name, 200)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  No recipient was delivered from this file; fix or remove the lines in error\n  \
+             before releasing it."
+        );
+    }
+    if report.possibly_delivered_held > 0 {
+        let _ = writeln!(
+            out,
+            "  A *.possibly-delivered file holds only the recipients in doubt of one mail:\n  \
+             releasing it sends that mail to them alone."
+        );
+    }
 }
 
 /// The report as a mail to the administrators (CRLF lines, not dot-stuffed).

@@ -211,3 +211,54 @@ async fn ipv6_targets() {
     assert_eq!(sink.received().len(), 1);
     assert!(sink.received()[0].peer.is_ipv6());
 }
+
+/// The report beside a held file says how to release it (back into the writer
+/// directory, not a non-existent `incoming/`) and that releasing sends every mail in it
+/// again, the delivered ones included.
+#[tokio::test]
+async fn a_held_files_report_warns_that_releasing_sends_everything_again() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&target(sink.addr, ""));
+    env.submit(
+        "HALFBAD",
+        &format!(
+            "HELO h.example\n{}FROB the widget\n{}",
+            mail(
+                "a@h.example",
+                &["one@example.com"],
+                &text_with_ids("s", "b")
+            ),
+            mail(
+                "a@h.example",
+                &["two@example.com"],
+                &text_with_ids("t", "c")
+            ),
+        ),
+    );
+    let report = env.drain().await;
+    let file = &report.files[0];
+    assert_eq!(file.rcpts_delivered, 2, "the good mails went");
+    let Disposition::Held(held) = &file.disposition else {
+        panic!("held expected: {:?}", file.disposition)
+    };
+    let text = std::fs::read_to_string(format!("{}.report", held.display())).unwrap();
+    let writer_dir = env.layout().incoming;
+    assert!(
+        text.contains(&format!(
+            "move it back into the writer directory {}/",
+            writer_dir.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "EVERY mail in it is\n  sent again, in full, including mails already delivered"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("2 recipient(s) were already delivered from this file: before releasing,\n  edit out the mails already delivered"),
+        "{text}"
+    );
+    assert!(!text.contains("incoming/"), "{text}");
+}
