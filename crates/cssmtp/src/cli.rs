@@ -109,6 +109,7 @@ pub enum Command {
         files: Vec<PathBuf>,
     },
     /// Run a receiving SMTP server that keeps what it receives (for trying setups out).
+    #[command(after_help = SINK_HELP)]
     Sink(SinkArgs),
     /// Show cssmtp at work: a loopback target server, sample jobs, forwarded, results.
     Demo {
@@ -117,6 +118,32 @@ pub enum Command {
         keep: Option<PathBuf>,
     },
 }
+
+/// `cssmtp sink --help`: the behaviour scripted by local part, and `--faults`.
+const SINK_HELP: &str = "\
+Scripted behaviour (unless --accept-all), chosen by the start of the recipient's local
+part:
+  tempfail-once            RCPT TO answered 451 4.2.1 the first time, accepted after
+  tempfail2 ... tempfail9  the same for the first 2 ... 9 times
+  tempfail                 RCPT TO answered 451 4.2.1, always
+  reject, permfail, unknown
+                           RCPT TO answered 550 5.1.1
+  data-tempfail            the mail's final \".\" answered 451 4.3.0
+  data-reject              the mail's final \".\" answered 554 5.6.0
+  drop-at-rcpt             the connection is closed at that RCPT TO
+  drop-in-data             the connection is closed after the text, before the reply
+  early-250                a 250 is sent with the 354 to DATA, before the text; the final
+                           \".\" is then refused with 554 5.6.0
+  early-250-once           the same the first time only
+  extra-reply              the mail is accepted, then an unsolicited 554 5.7.0 follows
+  extra-reply-once         the same the first time only
+A sender (MAIL FROM) whose local part starts with \"reject\" is refused with 550.
+Any other address is accepted.
+
+--faults injects faults at random, for soak tests: comma-separated NAME=RATE (per
+thousand): greeting-421, temp-fail, perm-fail, drop-before-dot, drop-after-dot,
+tls-fail, delay=RATE:MAX_MS, and seed=N. Example:
+  cssmtp sink --faults temp-fail=50,drop-after-dot=5,delay=100:2000,seed=7";
 
 #[derive(Debug, clap::Args)]
 pub struct SinkArgs {

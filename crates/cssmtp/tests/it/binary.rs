@@ -341,3 +341,33 @@ async fn a_second_instance_for_the_same_writer_is_refused() {
     assert_eq!(status.code(), Some(0));
     assert_eq!(sink.received().len(), 1);
 }
+
+/// `cssmtp sink --help` tells what the local parts script, and what `--faults` takes.
+#[tokio::test]
+async fn sink_help_lists_the_scripted_local_parts_and_faults() {
+    let out = cssmtp().args(["sink", "--help"]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "tempfail-once",
+        "tempfail2 ... tempfail9",
+        "reject, permfail, unknown",
+        "data-tempfail",
+        "data-reject",
+        "drop-at-rcpt",
+        "drop-in-data",
+        "early-250",
+        "extra-reply",
+        "MAIL FROM",
+        "--faults",
+        "drop-after-dot",
+    ] {
+        assert!(help.contains(word), "{word} missing from:\n{help}");
+    }
+    // The example it gives is accepted.
+    let example = help
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cssmtp sink --faults "))
+        .expect("a --faults example");
+    cssmtp::sink::Faults::parse(example).unwrap();
+}
