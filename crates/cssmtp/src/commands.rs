@@ -275,7 +275,11 @@ fn submit_files(
                 summary.errors_not_kept
             );
         }
-        let has_errors = !summary.errors.is_empty() || summary.errors_not_kept > 0;
+        // A refused RCPT TO only makes that recipient undeliverable (the daemon sends
+        // the mail to the others and returns it for that one): listed, still spooled.
+        // Any other error makes the daemon hold the file.
+        let has_errors =
+            summary.errors.iter().any(|e| !e.is_recipient_error()) || summary.errors_not_kept > 0;
         if has_errors && !force {
             // The daemon would only hold it: say so now and spool nothing.
             eprintln!(

@@ -276,8 +276,39 @@ async fn submit_refuses_a_file_with_syntax_errors_unless_forced() {
         stderr.contains(&format!("{}:2: ", bad.display())),
         "{stderr}"
     );
+
+    // A refused RCPT TO is listed, but the file is spooled: the daemon sends the mail to
+    // the other recipients and returns it for that one.
+    let rcpt = env.dir.path().join("rcpt.bsmtp");
+    std::fs::write(
+        &rcpt,
+        format!(
+            "HELO h.example\n{}",
+            mail(
+                "a@h.example",
+                &["x@example.com", "no-at-sign"],
+                "Subject: s\n\nb"
+            )
+        ),
+    )
+    .unwrap();
+    let before = env.files_in("").len();
+    let out = cssmtp()
+        .args(["submit", "--job-name", "RCPTERR", "-c"])
+        .arg(&env.config_path)
+        .arg(&rcpt)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:4: ", rcpt.display())),
+        "{stderr}"
+    );
+    assert_eq!(env.files_in("").len(), before + 1);
     let spooled = env.files_in("");
-    assert_eq!(spooled.len(), 2, "{spooled:?}");
+    assert_eq!(spooled.len(), 3, "{spooled:?}");
     assert!(
         spooled.iter().any(|f| f.starts_with("FORCED.")),
         "{spooled:?}"
