@@ -154,4 +154,16 @@ pub struct SinkArgs {
     /// drop-after-dot, tls-fail, delay=RATE:MAX_MS, and seed=N.
     #[arg(long, value_name = "SPEC", value_parser = crate::sink::Faults::parse)]
     pub faults: Option<crate::sink::Faults>,
+    /// Accept at most N mails per session: the next MAIL FROM is answered "452 4.5.3 Too
+    /// many messages in this session".
+    #[arg(long, value_name = "N")]
+    pub max_mails_per_session: Option<u32>,
+    /// With --max-mails-per-session: answer "421 4.7.0 ... closing" and close the
+    /// connection instead (as Exim does).
+    #[arg(long, requires = "max_mails_per_session")]
+    pub close_at_limit: bool,
+    /// Accept at most N recipients per transaction: RCPT TO beyond is answered "452 4.5.3
+    /// Too many recipients".
+    #[arg(long, value_name = "N")]
+    pub max_rcpts: Option<u32>,
 }

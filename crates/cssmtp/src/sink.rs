@@ -78,6 +78,16 @@ pub struct SinkOptions {
     pub scripted: bool,
     /// Inject faults at random (see [`Faults`]); none by default.
     pub faults: Option<Faults>,
+    /// Accept at most this many mails per session: the next MAIL FROM is answered
+    /// `452 4.5.3 Too many messages in this session` (RFC 5321 §4.5.3.1.10), or with
+    /// `close_at_limit`, `421 4.7.0 … closing` and the connection is closed (as Exim
+    /// does).
+    pub max_mails_per_session: Option<u32>,
+    /// With `max_mails_per_session`: answer 421 and close instead of 452.
+    pub close_at_limit: bool,
+    /// Accept at most this many recipients per transaction: RCPT TO beyond it is answered
+    /// `452 4.5.3 Too many recipients` (RFC 5321 §4.5.3.1.8).
+    pub max_rcpts: Option<u32>,
 }
 
 /// A fault mix for soak tests: each decision point draws from a pseudo-random sequence
@@ -184,6 +194,9 @@ impl Default for SinkOptions {
             keep: true,
             scripted: true,
             faults: None,
+            max_mails_per_session: None,
+            close_at_limit: false,
+            max_rcpts: None,
         }
     }
 }
@@ -581,6 +594,8 @@ async fn serve(
     let mut env = Envelope::default();
     let mut after_data = Scripted::Accept;
     let mut out = Vec::new();
+    // Mails accepted on this session (for `max_mails_per_session`).
+    let mut session_mails: u32 = 0;
     loop {
         // Answer every complete command line in the buffer, then send the replies.
         while let Some(lf) = buf.iter().position(|&b| b == b'\n') {
@@ -641,6 +656,19 @@ async fn serve(
                         out.extend_from_slice(b"503 5.5.1 Say HELO or EHLO first\r\n");
                     } else if env.mail_from.is_some() {
                         out.extend_from_slice(b"503 5.5.1 Nested MAIL command\r\n");
+                    } else if options
+                        .max_mails_per_session
+                        .is_some_and(|max| session_mails >= max)
+                    {
+                        if options.close_at_limit {
+                            out.extend_from_slice(
+                                b"421 4.7.0 Too many messages in this session, closing\r\n",
+                            );
+                            let _ = conn.send(&out).await;
+                            conn.shutdown().await;
+                            return;
+                        }
+                        out.extend_from_slice(b"452 4.5.3 Too many messages in this session\r\n");
                     } else if options.scripted
                         && from.address.to_ascii_lowercase().starts_with("reject")
                     {
@@ -658,6 +686,13 @@ async fn serve(
                 Ok(Request::Rcpt { to }) => {
                     if env.mail_from.is_none() {
                         out.extend_from_slice(b"503 5.5.1 Need MAIL before RCPT\r\n");
+                        continue;
+                    }
+                    if options
+                        .max_rcpts
+                        .is_some_and(|max| env.rcpt_to.len() >= max as usize)
+                    {
+                        out.extend_from_slice(b"452 4.5.3 Too many recipients\r\n");
                         continue;
                     }
                     let address = to.address.into_owned();
@@ -729,6 +764,7 @@ async fn serve(
                         out.extend_from_slice(fault_reply(fault, "the final \".\"").as_bytes());
                         continue;
                     }
+                    session_mails = session_mails.saturating_add(1);
                     let reply = finish_mail(
                         data,
                         &mut env,
