@@ -32,12 +32,17 @@ fn many_mails(n: usize) -> String {
     file
 }
 
-/// 200 mails (two spool files) through a server taking `per_session` mails per
-/// session, with `connections` workers: all delivered at once, none returned.
+/// 200 mails (two spool files) through a server taking 10 mails per session, with
+/// `connections` workers: all delivered at once, none returned.
 async fn through_a_session_limit(close_at_limit: bool, connections: u32) {
+    through_a_limit(close_at_limit, connections, true).await;
+}
+
+async fn through_a_limit(close_at_limit: bool, connections: u32, pipelining: bool) {
     let server = sink(SinkOptions {
         max_mails_per_session: Some(10),
         close_at_limit,
+        pipelining,
         ..SinkOptions::default()
     })
     .await;
@@ -90,6 +95,12 @@ async fn a_421_and_close_at_mail_from_opens_a_fresh_session() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_421_and_close_at_mail_from_on_three_connections() {
     through_a_session_limit(true, 3).await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn session_limits_without_pipelining() {
+    through_a_limit(false, 2, false).await;
+    through_a_limit(true, 2, false).await;
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
