@@ -18,6 +18,8 @@
 //! | `early-250-once` | the same the first time only, a normal mail after |
 //! | `extra-reply` | the mail is accepted, and its `250` is followed by an unsolicited `554 5.7.0` no command asked for |
 //! | `extra-reply-once` | the same the first time only |
+//! | `close-at-data` | DATA answered `421 4.3.2 … closing`, then the connection closed (`close-at-data-once`: the first time only) |
+//! | `close-after-dot` | the text's final "." answered `421 4.3.2 … closing` (the mail discarded), then the connection closed (`close-after-dot-once`: the first time only) |
 //!
 //! A reverse path whose local part starts with `reject` is refused at MAIL FROM (`550`).
 //! With [`SinkOptions::scripted`] off (`--accept-all`), every sender and recipient is
@@ -510,7 +512,14 @@ enum Scripted {
     EarlyReply,
     /// An unsolicited reply after the mail's 250.
     ExtraReply,
+    /// DATA answered 421, the connection closed.
+    CloseAtData,
+    /// The final "." answered 421 (the mail discarded), the connection closed.
+    CloseAfterDot,
 }
+
+/// The reply of a server closing the session (RFC 5321 §3.8).
+const CLOSING: &str = "421 4.3.2 Service shutting down, closing (scripted)\r\n";
 
 const EARLY_250: &str = "250 2.0.0 Ok: queued (scripted, sent before the text)\r\n";
 const EXTRA_REPLY: &str = "554 5.7.0 Unsolicited reply no command asked for (scripted)\r\n";
@@ -546,6 +555,14 @@ fn script_for(rcpt: &str, shared: &Shared) -> (Option<&'static str>, Option<Scri
             (false, _) => Scripted::Accept,
             (true, true) => Scripted::EarlyReply,
             (true, false) => Scripted::ExtraReply,
+        };
+        (None, Some(script))
+    } else if starts("close-at-data") || starts("close-after-dot") {
+        let misbehave = !local.contains("-once") || shared.first_time(rcpt);
+        let script = match (misbehave, starts("close-at-data")) {
+            (false, _) => Scripted::Accept,
+            (true, true) => Scripted::CloseAtData,
+            (true, false) => Scripted::CloseAfterDot,
         };
         (None, Some(script))
     } else if starts("data-tempfail") {
@@ -741,6 +758,12 @@ async fn serve(
                         out.clear();
                         shared.wait_release().await;
                     }
+                    if matches!(after_data, Scripted::CloseAtData) {
+                        out.extend_from_slice(CLOSING.as_bytes());
+                        let _ = conn.send(&out).await;
+                        conn.shutdown().await;
+                        return;
+                    }
                     out.extend_from_slice(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n");
                     if matches!(after_data, Scripted::EarlyReply) {
                         out.extend_from_slice(EARLY_250.as_bytes());
@@ -793,6 +816,12 @@ async fn serve(
                                 .and_then(|id| id.parse().ok())
                                 .unwrap_or(0);
                             shared.logged(|l| l.dropped_after_dot.push(Cut { id, rcpt_to }));
+                            conn.shutdown().await;
+                            return;
+                        }
+                        Some(reply) if reply == CLOSING => {
+                            out.extend_from_slice(reply.as_bytes());
+                            let _ = conn.send(&out).await;
                             conn.shutdown().await;
                             return;
                         }
@@ -933,6 +962,8 @@ fn finish_mail(
         Scripted::DataReject | Scripted::EarlyReply => {
             return Some("554 5.6.0 Mail content refused (scripted)\r\n".into());
         }
+        Scripted::CloseAfterDot => return Some(CLOSING.into()),
+        Scripted::CloseAtData => {}
         Scripted::Accept | Scripted::TempFail | Scripted::ExtraReply => {}
     }
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;

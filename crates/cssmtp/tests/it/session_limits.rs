@@ -176,3 +176,46 @@ async fn a_421_keeps_its_text_and_stage_in_the_diagnostics() {
     );
     assert!(!reason.contains("closed by the server"), "{reason}");
 }
+
+/// A 421 at DATA, or in reply to the final "." (the server did not take the mail): the
+/// mail goes again at once on a fresh session, to all its recipients.
+async fn closed_at(script: &str) {
+    let server = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!("{RETRY}{}", target(server.addr, "")));
+    let closer = format!("{script}-once@example.com");
+    env.submit(
+        "CLOSER",
+        &format!(
+            "HELO h.example\n{}",
+            mail(
+                "a@h.example",
+                &["ok@example.com", &closer],
+                &text_with_ids(script, "b")
+            )
+        ),
+    );
+    let started = tokio::time::Instant::now();
+    let report = env.drain().await;
+    let received = originals(&server);
+    assert_eq!(received.len(), 1, "{script}: delivered once");
+    assert_eq!(received[0].rcpt_to, ["ok@example.com", closer.as_str()]);
+    assert!(notifications(&server).is_empty());
+    assert_eq!(
+        report.stats.rcpts_retried, 0,
+        "{script}: none in long retry"
+    );
+    assert_eq!(report.stats.rcpts_delivered, 2);
+    assert!(server.sessions() >= 2, "{script}: a fresh session");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30 * 60));
+    assert_eq!(report.files[0].disposition, Disposition::Deleted);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_421_at_data_sends_the_mail_again_at_once() {
+    closed_at("close-at-data").await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_421_after_the_text_sends_the_mail_again_at_once() {
+    closed_at("close-after-dot").await;
+}
