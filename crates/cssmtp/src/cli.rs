@@ -137,6 +137,11 @@ part:
   early-250-once           the same the first time only
   extra-reply              the mail is accepted, then an unsolicited 554 5.7.0 follows
   extra-reply-once         the same the first time only
+  close-at-data            DATA answered 421 4.7.0, then the connection is closed
+  close-after-dot          the final \".\" answered 421 4.7.0 (the mail discarded), then
+                           the connection is closed
+  close-at-data-once, close-after-dot-once
+                           the same the first time only
 A sender (MAIL FROM) whose local part starts with \"reject\" is refused with 550.
 Any other address is accepted.
 
@@ -186,4 +191,16 @@ pub struct SinkArgs {
     /// drop-after-dot, tls-fail, delay=RATE:MAX_MS, and seed=N.
     #[arg(long, value_name = "SPEC", value_parser = crate::sink::Faults::parse)]
     pub faults: Option<crate::sink::Faults>,
+    /// Accept at most N mails per session: the next MAIL FROM is answered "452 4.5.3 Too
+    /// many messages in this session".
+    #[arg(long, value_name = "N")]
+    pub max_mails_per_session: Option<u32>,
+    /// With --max-mails-per-session: answer "421 4.7.0 ... closing" and close the
+    /// connection instead (as Exim does).
+    #[arg(long, requires = "max_mails_per_session")]
+    pub close_at_limit: bool,
+    /// Accept at most N recipients per transaction: RCPT TO beyond is answered "452 4.5.3
+    /// Too many recipients".
+    #[arg(long, value_name = "N")]
+    pub max_rcpts: Option<u32>,
 }

@@ -353,6 +353,9 @@ async fn sink(args: SinkArgs) -> u8 {
         keep: false,
         scripted: !args.accept_all,
         faults: args.faults,
+        max_mails_per_session: args.max_mails_per_session,
+        close_at_limit: args.close_at_limit,
+        max_rcpts: args.max_rcpts,
     };
     let sink = match Sink::bind(args.listen, options).await {
         Ok(s) => s,

@@ -18,6 +18,8 @@
 //! | `early-250-once` | the same the first time only, a normal mail after |
 //! | `extra-reply` | the mail is accepted, and its `250` is followed by an unsolicited `554 5.7.0` no command asked for |
 //! | `extra-reply-once` | the same the first time only |
+//! | `close-at-data` | DATA answered `421 4.3.2 … closing`, then the connection closed (`close-at-data-once`: the first time only) |
+//! | `close-after-dot` | the text's final "." answered `421 4.3.2 … closing` (the mail discarded), then the connection closed (`close-after-dot-once`: the first time only) |
 //!
 //! A reverse path whose local part starts with `reject` is refused at MAIL FROM (`550`).
 //! With [`SinkOptions::scripted`] off (`--accept-all`), every sender and recipient is
@@ -78,6 +80,16 @@ pub struct SinkOptions {
     pub scripted: bool,
     /// Inject faults at random (see [`Faults`]); none by default.
     pub faults: Option<Faults>,
+    /// Accept at most this many mails per session: the next MAIL FROM is answered
+    /// `452 4.5.3 Too many messages in this session` (RFC 5321 §4.5.3.1.10), or with
+    /// `close_at_limit`, `421 4.7.0 … closing` and the connection is closed (as Exim
+    /// does).
+    pub max_mails_per_session: Option<u32>,
+    /// With `max_mails_per_session`: answer 421 and close instead of 452.
+    pub close_at_limit: bool,
+    /// Accept at most this many recipients per transaction: RCPT TO beyond it is answered
+    /// `452 4.5.3 Too many recipients` (RFC 5321 §4.5.3.1.8).
+    pub max_rcpts: Option<u32>,
 }
 
 /// A fault mix for soak tests: each decision point draws from a pseudo-random sequence
@@ -184,6 +196,9 @@ impl Default for SinkOptions {
             keep: true,
             scripted: true,
             faults: None,
+            max_mails_per_session: None,
+            close_at_limit: false,
+            max_rcpts: None,
         }
     }
 }
@@ -497,7 +512,14 @@ enum Scripted {
     EarlyReply,
     /// An unsolicited reply after the mail's 250.
     ExtraReply,
+    /// DATA answered 421, the connection closed.
+    CloseAtData,
+    /// The final "." answered 421 (the mail discarded), the connection closed.
+    CloseAfterDot,
 }
+
+/// The reply of a server closing the session (RFC 5321 §3.8).
+const CLOSING: &str = "421 4.3.2 Service shutting down, closing (scripted)\r\n";
 
 const EARLY_250: &str = "250 2.0.0 Ok: queued (scripted, sent before the text)\r\n";
 const EXTRA_REPLY: &str = "554 5.7.0 Unsolicited reply no command asked for (scripted)\r\n";
@@ -533,6 +555,14 @@ fn script_for(rcpt: &str, shared: &Shared) -> (Option<&'static str>, Option<Scri
             (false, _) => Scripted::Accept,
             (true, true) => Scripted::EarlyReply,
             (true, false) => Scripted::ExtraReply,
+        };
+        (None, Some(script))
+    } else if starts("close-at-data") || starts("close-after-dot") {
+        let misbehave = !local.contains("-once") || shared.first_time(rcpt);
+        let script = match (misbehave, starts("close-at-data")) {
+            (false, _) => Scripted::Accept,
+            (true, true) => Scripted::CloseAtData,
+            (true, false) => Scripted::CloseAfterDot,
         };
         (None, Some(script))
     } else if starts("data-tempfail") {
@@ -581,6 +611,8 @@ async fn serve(
     let mut env = Envelope::default();
     let mut after_data = Scripted::Accept;
     let mut out = Vec::new();
+    // Mails accepted on this session (for `max_mails_per_session`).
+    let mut session_mails: u32 = 0;
     loop {
         // Answer every complete command line in the buffer, then send the replies.
         while let Some(lf) = buf.iter().position(|&b| b == b'\n') {
@@ -641,6 +673,19 @@ async fn serve(
                         out.extend_from_slice(b"503 5.5.1 Say HELO or EHLO first\r\n");
                     } else if env.mail_from.is_some() {
                         out.extend_from_slice(b"503 5.5.1 Nested MAIL command\r\n");
+                    } else if options
+                        .max_mails_per_session
+                        .is_some_and(|max| session_mails >= max)
+                    {
+                        if options.close_at_limit {
+                            out.extend_from_slice(
+                                b"421 4.7.0 Too many messages in this session, closing\r\n",
+                            );
+                            let _ = conn.send(&out).await;
+                            conn.shutdown().await;
+                            return;
+                        }
+                        out.extend_from_slice(b"452 4.5.3 Too many messages in this session\r\n");
                     } else if options.scripted
                         && from.address.to_ascii_lowercase().starts_with("reject")
                     {
@@ -658,6 +703,13 @@ async fn serve(
                 Ok(Request::Rcpt { to }) => {
                     if env.mail_from.is_none() {
                         out.extend_from_slice(b"503 5.5.1 Need MAIL before RCPT\r\n");
+                        continue;
+                    }
+                    if options
+                        .max_rcpts
+                        .is_some_and(|max| env.rcpt_to.len() >= max as usize)
+                    {
+                        out.extend_from_slice(b"452 4.5.3 Too many recipients\r\n");
                         continue;
                     }
                     let address = to.address.into_owned();
@@ -706,6 +758,12 @@ async fn serve(
                         out.clear();
                         shared.wait_release().await;
                     }
+                    if matches!(after_data, Scripted::CloseAtData) {
+                        out.extend_from_slice(CLOSING.as_bytes());
+                        let _ = conn.send(&out).await;
+                        conn.shutdown().await;
+                        return;
+                    }
                     out.extend_from_slice(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n");
                     if matches!(after_data, Scripted::EarlyReply) {
                         out.extend_from_slice(EARLY_250.as_bytes());
@@ -729,6 +787,7 @@ async fn serve(
                         out.extend_from_slice(fault_reply(fault, "the final \".\"").as_bytes());
                         continue;
                     }
+                    session_mails = session_mails.saturating_add(1);
                     let reply = finish_mail(
                         data,
                         &mut env,
@@ -757,6 +816,12 @@ async fn serve(
                                 .and_then(|id| id.parse().ok())
                                 .unwrap_or(0);
                             shared.logged(|l| l.dropped_after_dot.push(Cut { id, rcpt_to }));
+                            conn.shutdown().await;
+                            return;
+                        }
+                        Some(reply) if reply == CLOSING => {
+                            out.extend_from_slice(reply.as_bytes());
+                            let _ = conn.send(&out).await;
                             conn.shutdown().await;
                             return;
                         }
@@ -897,6 +962,8 @@ fn finish_mail(
         Scripted::DataReject | Scripted::EarlyReply => {
             return Some("554 5.6.0 Mail content refused (scripted)\r\n".into());
         }
+        Scripted::CloseAfterDot => return Some(CLOSING.into()),
+        Scripted::CloseAtData => {}
         Scripted::Accept | Scripted::TempFail | Scripted::ExtraReply => {}
     }
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use body::{MailText, SpoolText};
-pub use outcome::{Disposition, Failure, Problem, RcptResult, Stage, classify};
+pub use outcome::{
+    Disposition, Failure, Problem, RcptResult, Rotate, Stage, classify, session_matter,
+};
 
 /// Identifies a mail: the spool task (TKID) and the mail's number in its spool file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -15,6 +15,10 @@
 //! so that no reply is ever charged to the wrong command or the next mail. The mail is
 //! then retried; a mail whose final reply was followed by such bytes keeps that reply.
 //!
+//! A `421` at any stage ends the session at once: the failure keeps the reply and its
+//! stage, and every recipient without a result gets it (the worker sends them again at
+//! once on a fresh session, see [`super::outcome::session_matter`]).
+//!
 //! The text is checked as it is written (see [`super::body`]): when it is not what was
 //! parsed, the session is dropped before the final "." ([`Problem::TextChanged`]).
 
@@ -597,6 +601,13 @@ impl Session {
                 match self.parser.parse(&self.rbuf) {
                     Ok(Some((reply, used))) => {
                         self.rbuf.drain(..used);
+                        if reply.code == 421 && stage != Stage::Quit {
+                            // The server is closing (RFC 5321 §3.8): the session ends
+                            // here, with the server's words and this stage; no command
+                            // goes on the dead session, no later reply is awaited.
+                            self.close().await;
+                            return Err(self.failure(stage, Problem::Reply(reply)));
+                        }
                         return Ok(reply);
                     }
                     Ok(None) => self.rbuf.clear(),

@@ -12,7 +12,7 @@ use tokio::time::{Duration, sleep, sleep_until};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use super::outcome::{Failure, Problem, RcptResult, Stage};
+use super::outcome::{Failure, Problem, RcptResult, Rotate, Stage, session_matter};
 use super::router::{Choice, Router, Target};
 use super::session::{Session, SessionParams};
 use super::{MailJob, MailOutcome};
@@ -24,6 +24,11 @@ use crate::stats::Stats;
 const IDLE: Duration = Duration::from_secs(10);
 /// A mail is passed between targets at most this many times in one attempt.
 const MAX_HOPS: usize = 12;
+/// In one attempt, a mail goes again at once (a fresh session, or a following
+/// transaction) after a failure about the session rather than the mail at most this many
+/// times without any recipient delivered in between; then the failure is an ordinary one
+/// (long retry), so that nothing loops.
+const MAX_REQUEUES: u32 = 3;
 
 /// What every worker shares.
 pub struct DeliveryContext {
@@ -139,16 +144,93 @@ fn finish(job: &MailJob, results: Vec<RcptResult>) {
     });
 }
 
-fn finish_all(job: &MailJob, result: &RcptResult) {
-    finish(job, vec![result.clone(); job.recipients.len()]);
+fn all(job: &MailJob, result: &RcptResult) -> Vec<RcptResult> {
+    vec![result.clone(); job.recipients.len()]
 }
 
+/// The recipients `todo` (indexes among `job.recipients`) of a mail, as a job of their
+/// own.
+fn part(job: &MailJob, todo: &[usize]) -> MailJob {
+    MailJob {
+        key: job.key,
+        reverse_path: job.reverse_path.clone(),
+        recipients: todo
+            .iter()
+            .filter_map(|&i| job.recipients.get(i).cloned())
+            .collect(),
+        rcpt_index: todo
+            .iter()
+            .filter_map(|&i| job.rcpt_index.get(i).copied())
+            .collect(),
+        needs_tls: job.needs_tls,
+        headers: Arc::clone(&job.headers),
+        text: job.text.clone(),
+        size: job.size,
+        reply: job.reply.clone(),
+        checkpoint: job.checkpoint.clone(),
+    }
+}
+
+/// Sends a mail; a failure about the session rather than the mail (see
+/// [`session_matter`]) sends its recipients again at once: on a fresh session when the
+/// server ended the session or takes no more mail on it, in a following transaction when
+/// it took all the recipients one transaction may have. Bounded by [`MAX_REQUEUES`].
 async fn deliver(
     ctx: &DeliveryContext,
     job: MailJob,
     open: &mut Option<Open>,
     stop: &CancellationToken,
 ) {
+    let mut results: Vec<RcptResult> = attempt(ctx, &job, open, stop).await;
+    let mut stalls = 0u32;
+    loop {
+        let mut todo = Vec::new();
+        let mut rotate_session = None;
+        for (i, result) in results.iter().enumerate() {
+            if let RcptResult::Retry(f) = result
+                && let Some(rotate) = session_matter(f)
+            {
+                todo.push(i);
+                if rotate == Rotate::Session && rotate_session.is_none() {
+                    rotate_session = Some(f.clone());
+                }
+            }
+        }
+        if todo.is_empty() || stop.is_cancelled() || stalls >= MAX_REQUEUES {
+            break;
+        }
+        if let Some(f) = &rotate_session {
+            tracing::info!(
+                "CSM3030I Mail {} of spool task {}: {f}; {} recipient(s) go again at once on a new session",
+                job.key.ordinal,
+                job.key.tkid,
+                todo.len()
+            );
+            // A session the server will take no more mail on is ended (QUIT).
+            close(ctx, open.take()).await;
+        }
+        let again = attempt(ctx, &part(&job, &todo), open, stop).await;
+        let progress = again
+            .iter()
+            .any(|r| matches!(r, RcptResult::Delivered { .. }));
+        stalls = if progress { 0 } else { stalls + 1 };
+        for (i, result) in todo.into_iter().zip(again) {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = result;
+            }
+        }
+    }
+    finish(&job, results);
+}
+
+/// One pass of a mail: one target, one transaction. Returns one result per recipient of
+/// `job`.
+async fn attempt(
+    ctx: &DeliveryContext,
+    job: &MailJob,
+    open: &mut Option<Open>,
+    stop: &CancellationToken,
+) -> Vec<RcptResult> {
     let params = ctx.params();
     for _ in 0..MAX_HOPS {
         // A session kept open must have nothing waiting from its server: bytes there
@@ -162,9 +244,9 @@ async fn deliver(
         let target = match ctx.router.choose(job.needs_tls, job.size, current) {
             Choice::Use(target) => target,
             Choice::Unroutable(failure) => {
-                return finish_all(&job, &RcptResult::Undeliverable(failure));
+                return all(job, &RcptResult::Undeliverable(failure));
             }
-            Choice::Later(failure) => return finish_all(&job, &RcptResult::Retry(failure)),
+            Choice::Later(failure) => return all(job, &RcptResult::Retry(failure)),
             Choice::Wait(until) => {
                 // Every target that could take this mail is down: wait (back-pressure).
                 close(ctx, open.take()).await;
@@ -173,7 +255,7 @@ async fn deliver(
                     () = ctx.router.changed() => {}
                     () = stop.cancelled() => {
                         let failure = Failure::new(Stage::Route, None, Problem::Stopping);
-                        return finish_all(&job, &RcptResult::Retry(failure));
+                        return all(job, &RcptResult::Retry(failure));
                     }
                 }
                 continue;
@@ -231,14 +313,14 @@ async fn deliver(
             ctx.router.capabilities(&target, caps, o.session.is_tls());
             continue;
         }
-        let results = o.session.send_mail(&job, &params).await;
+        let results = o.session.send_mail(job, &params).await;
         let sent = results
             .iter()
             .any(|r| matches!(r, RcptResult::Delivered { .. }));
         let last = results.iter().find_map(|r| match r {
             RcptResult::Delivered { reply, .. } => Some(reply.to_string()),
             RcptResult::Retry(f) | RcptResult::Undeliverable(f) => {
-                f.reply().map(ToString::to_string)
+                f.reply().map(|reply| format!("{reply} (at {})", f.stage))
             }
         });
         ctx.router.mail_result(&target, sent, last);
@@ -246,12 +328,12 @@ async fn deliver(
         if !o.session.is_usable() {
             drop_session(ctx, open);
         }
-        return finish(&job, results);
+        return results;
     }
     let failure = Failure::new(
         Stage::Route,
         None,
         Problem::Protocol("target servers kept changing; mail will be retried".into()),
     );
-    finish_all(&job, &RcptResult::Retry(failure));
+    all(job, &RcptResult::Retry(failure))
 }

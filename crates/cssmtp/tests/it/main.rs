@@ -20,6 +20,7 @@ mod retry;
 mod returns;
 mod robustness;
 mod routing;
+mod session_limits;
 mod smuggling;
 mod soak;
 mod support;

@@ -656,3 +656,44 @@ async fn cssmtp_modify_and_sighup_on_the_real_binary() {
     let out = modify(&["D,TAR"]).await.unwrap();
     assert_eq!(out.status.code(), Some(69), "no daemon to reach");
 }
+
+/// Issue 10 (points 1 and 6): a server closing with 421 at MAIL FROM. DISPLAY TARGETS
+/// keeps its words and the stage, not "closed by the server at RCPT TO".
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn display_targets_keeps_a_421_and_its_stage() {
+    let sink = sink(SinkOptions {
+        max_mails_per_session: Some(0),
+        close_at_limit: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    let env = Env::new(&format!(
+        "RetryLimit\n{{\n  Count 0\n  Interval 1\n}}\n{}",
+        target(sink.addr, "")
+    ));
+    let daemon = Daemon::start(&env).await;
+    env.submit("CLOSING", &one_mail(&["a@example.com"]));
+    settled(&daemon, &env).await;
+    let reply = daemon.ok("DISPLAY,TARGETS").await;
+    let targets = reply.data["targets"].as_array().unwrap();
+    let up = targets
+        .iter()
+        .find(|t| t["address"] == sink.addr.to_string())
+        .unwrap();
+    let last = up["last_reply"].as_str().unwrap_or_default();
+    assert!(
+        last.contains("421 4.7.0 Too many messages in this session, closing")
+            && last.contains("(at MAIL FROM)"),
+        "{:#?}",
+        reply.lines
+    );
+    assert!(
+        reply
+            .lines
+            .iter()
+            .any(|l| l.contains("LAST REPLY: 421 4.7.0") && l.contains("at MAIL FROM")),
+        "{:#?}",
+        reply.lines
+    );
+    daemon.end().await;
+}
