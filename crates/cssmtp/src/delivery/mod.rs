@@ -44,7 +44,8 @@ pub struct MailJob {
     pub headers: Arc<[u8]>,
     /// The text.
     pub text: MailText,
-    /// Size on the wire: added headers plus text (what SIZE= announces).
+    /// Size as the receiver stores it: added headers plus text, without the dots of
+    /// dot-stuffing (what SIZE= announces, and what SIZE routing compares).
     pub size: u64,
     /// Where the results go.
     pub reply: mpsc::UnboundedSender<MailOutcome>,

@@ -492,6 +492,7 @@ impl Notifier {
         needs_tls: bool,
     ) -> Result<(), SendFailure> {
         let (reply, mut results) = mpsc::unbounded_channel();
+        let text = MailText::Memory(Arc::from(wire));
         let job = MailJob {
             key: MailKey {
                 tkid: 0,
@@ -502,8 +503,8 @@ impl Notifier {
             rcpt_index: (0..to.len()).collect(),
             needs_tls,
             headers: Arc::from(Vec::new()),
-            size: wire.len() as u64,
-            text: MailText::Memory(Arc::from(wire)),
+            size: text.message_size(),
+            text,
             reply,
             checkpoint: None,
         };

@@ -349,7 +349,7 @@ impl Manager {
             rcpt_index: (0..mail.recipients.len()).collect(),
             needs_tls: mail.starttls,
             headers: Arc::from(Vec::new()),
-            size: text.wire_size(),
+            size: text.message_size(),
             text: text.clone(),
             reply,
             checkpoint: None,

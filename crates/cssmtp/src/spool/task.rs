@@ -537,7 +537,8 @@ impl Task {
         } else {
             0
         };
-        let size = headers.len() as u64 + mail.data.wire_size + separator;
+        // As the receiver stores it: the stuffed dots are not counted (RFC 1870).
+        let size = headers.len() as u64 + mail.data.message_size() + separator;
         let count = mail.recipients.len();
         let mut state = MailState {
             line: mail.line,

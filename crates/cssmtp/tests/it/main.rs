@@ -14,6 +14,7 @@ mod checkpoint;
 mod edges;
 mod forwarding;
 mod messages;
+mod mime;
 mod operator;
 mod producers;
 mod retry;
