@@ -40,6 +40,9 @@ pub struct MailJob {
     pub rcpt_index: Vec<usize>,
     /// The mail must travel over TLS (STARTTLS in its spool file).
     pub needs_tls: bool,
+    /// The text (or an added header) holds a byte ≥ 0x80: it is sent only to a server
+    /// offering 8BITMIME, with `BODY=8BITMIME` (RFC 6152).
+    pub eight_bit: bool,
     /// Headers cssmtp adds (Received:, and Date:/Message-ID: when missing), wire form.
     pub headers: Arc<[u8]>,
     /// The text.

@@ -2,9 +2,10 @@
 //!
 //! Health and capabilities are learned from sessions: a failed connection puts a target
 //! down until `Timeout ConnectRetry` has passed; a failed TLS handshake keeps mail that
-//! needs TLS away from it for as long; the EHLO reply tells SIZE and STARTTLS. A mail is
-//! never sent to a target whose SIZE (or configured MessageSize) it exceeds, nor over
-//! plain text when it requires TLS. Among the targets that fit, a mail goes to the one
+//! needs TLS away from it for as long; the EHLO reply tells SIZE, STARTTLS and 8BITMIME.
+//! A mail is never sent to a target whose SIZE (or configured MessageSize) it exceeds,
+//! nor over plain text when it requires TLS, nor, when its text is 8-bit, to a target
+//! that does not offer 8BITMIME (RFC 6152). Among the targets that fit, a mail goes to the one
 //! with the fewest connections (lowest MX preference first), so connections spread over
 //! the healthy targets. When every target that fits is down, the mail waits: intake
 //! pauses and nothing is failed for it.
@@ -102,7 +103,7 @@ pub enum Choice {
     Use(Arc<Target>),
     /// Every target that could take it is down: wait until then (back-pressure).
     Wait(Instant),
-    /// No target can ever take it (size, TLS): undeliverable.
+    /// No target can ever take it (size, TLS, 8BITMIME): undeliverable.
     Unroutable(Failure),
     /// Targets that could take it are failing TLS: try the mail again later.
     Later(Failure),
@@ -171,19 +172,26 @@ impl Router {
         )
     }
 
-    /// Chooses a target for a mail of `size` bytes; `current` is the target of the
-    /// caller's open session, preferred when it fits.
+    /// Chooses a target for a mail of `size` bytes (with 8-bit text when `eight_bit`);
+    /// `current` is the target of the caller's open session, preferred when it fits.
     ///
     /// When the choice is another target than `current`, a connection to it is counted
     /// at once (so that workers choosing at the same moment spread out); the caller must
     /// then report [`opened`](Self::opened) or [`connect_failed`](Self::connect_failed).
-    pub fn choose(&self, needs_tls: bool, size: u64, current: Option<&Arc<Target>>) -> Choice {
+    pub fn choose(
+        &self,
+        needs_tls: bool,
+        size: u64,
+        eight_bit: bool,
+        current: Option<&Arc<Target>>,
+    ) -> Choice {
         let now = Instant::now();
         let targets = self.targets();
         if targets.is_empty() {
             return Choice::Wait(now + self.connect_retry);
         }
         let mut too_big = false;
+        let mut no_8bit = false;
         let mut earliest_up: Option<Instant> = None;
         let mut tls_failure: Option<Failure> = None;
         // The best target so far, ranked by (MX preference, connections, list order).
@@ -202,6 +210,11 @@ impl Router {
             let limit = target.size_limit(st.caps.as_ref());
             if limit > 0 && size > limit {
                 too_big = true;
+                continue;
+            }
+            // Until a target was reached, it may offer 8BITMIME.
+            if eight_bit && st.caps.as_ref().is_some_and(|c| !c.eight_bit_mime) {
+                no_8bit = true;
                 continue;
             }
             if let Some(until) = st.down_until.filter(|&u| u > now) {
@@ -232,6 +245,8 @@ impl Router {
         }
         let problem = if too_big {
             Problem::TooBig { size }
+        } else if no_8bit {
+            Problem::No8BitTarget
         } else {
             Problem::NoTlsTarget
         };
@@ -380,11 +395,11 @@ mod tests {
             Duration::from_secs(120),
         );
         let targets = router.targets();
-        let Choice::Use(first) = router.choose(false, 10, None) else {
+        let Choice::Use(first) = router.choose(false, 10, false, None) else {
             panic!()
         };
         assert_eq!(first.index, 0);
-        let Choice::Use(second) = router.choose(false, 10, None) else {
+        let Choice::Use(second) = router.choose(false, 10, false, None) else {
             panic!()
         };
         assert_eq!(
@@ -393,7 +408,7 @@ mod tests {
         );
         router.opened(&first, caps(0, false));
         assert_eq!(first.state().connections, 1);
-        let Choice::Use(again) = router.choose(false, 10, Some(&targets[0])) else {
+        let Choice::Use(again) = router.choose(false, 10, false, Some(&targets[0])) else {
             panic!()
         };
         assert_eq!(again.index, 0, "the open session's target is kept");
@@ -408,19 +423,22 @@ mod tests {
         let targets = router.targets();
         let f = Failure::new(Stage::Connect, None, Problem::Connection("refused".into()));
         router.connect_failed(&targets[0], f.clone());
-        let Choice::Use(t) = router.choose(false, 10, None) else {
+        let Choice::Use(t) = router.choose(false, 10, false, None) else {
             panic!()
         };
         assert_eq!(t.index, 1);
         router.connect_failed(&targets[1], f);
         assert!(!router.any_usable());
-        let Choice::Wait(until) = router.choose(false, 10, None) else {
+        let Choice::Wait(until) = router.choose(false, 10, false, None) else {
             panic!()
         };
         assert_eq!(until, Instant::now() + Duration::from_secs(120));
         tokio::time::advance(Duration::from_secs(120)).await;
         assert!(router.any_usable());
-        assert!(matches!(router.choose(false, 10, None), Choice::Use(_)));
+        assert!(matches!(
+            router.choose(false, 10, false, None),
+            Choice::Use(_)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
@@ -432,24 +450,59 @@ mod tests {
         let targets = router.targets();
         router.opened(&targets[0], caps(1000, false));
         router.opened(&targets[1], caps(0, true));
-        let Choice::Use(t) = router.choose(false, 5000, None) else {
+        let Choice::Use(t) = router.choose(false, 5000, false, None) else {
             panic!()
         };
         assert_eq!(t.index, 1, "too big for the first target");
-        let Choice::Use(t) = router.choose(true, 10, None) else {
+        let Choice::Use(t) = router.choose(true, 10, false, None) else {
             panic!()
         };
         assert_eq!(t.index, 1, "only the second offers STARTTLS");
         router.capabilities(&targets[1], caps(2000, true), false);
-        match router.choose(false, 5000, None) {
+        match router.choose(false, 5000, false, None) {
             Choice::Unroutable(f) => assert_eq!(f.problem, Problem::TooBig { size: 5000 }),
             other => panic!("{other:?}"),
         }
         router.capabilities(&targets[1], caps(0, false), false);
-        match router.choose(true, 10, None) {
+        match router.choose(true, 10, false, None) {
             Choice::Unroutable(f) => assert_eq!(f.problem, Problem::NoTlsTarget),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn eight_bit_routing() {
+        let router = Router::new(
+            vec![resolved(1, 0), resolved(2, 0)],
+            Duration::from_secs(120),
+        );
+        let targets = router.targets();
+        router.opened(&targets[0], caps(0, false));
+        // Not reached yet: the second target may offer 8BITMIME.
+        let Choice::Use(t) = router.choose(false, 10, true, None) else {
+            panic!()
+        };
+        assert_eq!(t.index, 1);
+        router.opened(
+            &targets[1],
+            Capabilities {
+                eight_bit_mime: true,
+                ..caps(0, false)
+            },
+        );
+        let Choice::Use(t) = router.choose(false, 10, true, Some(&targets[0])) else {
+            panic!()
+        };
+        assert_eq!(t.index, 1, "only the second offers 8BITMIME");
+        router.capabilities(&targets[1], caps(0, false), false);
+        match router.choose(false, 10, true, None) {
+            Choice::Unroutable(f) => assert_eq!(f.problem, Problem::No8BitTarget),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            router.choose(false, 10, false, Some(&targets[0])),
+            Choice::Use(_)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
@@ -460,7 +513,7 @@ mod tests {
         );
         let targets = router.targets();
         for _ in 0..3 {
-            let Choice::Use(t) = router.choose(false, 1, None) else {
+            let Choice::Use(t) = router.choose(false, 1, false, None) else {
                 panic!()
             };
             assert_eq!(t.index, 1, "lower preference wins even when busier");
@@ -475,6 +528,9 @@ mod tests {
         router.opened(&targets[0], caps(0, true));
         // After STARTTLS the server's EHLO no longer lists STARTTLS.
         router.capabilities(&targets[0], caps(0, false), true);
-        assert!(matches!(router.choose(true, 10, None), Choice::Use(_)));
+        assert!(matches!(
+            router.choose(true, 10, false, None),
+            Choice::Use(_)
+        ));
     }
 }

@@ -159,7 +159,10 @@ async fn deliver(
             drop_session(ctx, open);
         }
         let current = open.as_ref().map(|o| &o.target);
-        let target = match ctx.router.choose(job.needs_tls, job.size, current) {
+        let target = match ctx
+            .router
+            .choose(job.needs_tls, job.size, job.eight_bit, current)
+        {
             Choice::Use(target) => target,
             Choice::Unroutable(failure) => {
                 return finish_all(&job, &RcptResult::Undeliverable(failure));
@@ -227,7 +230,8 @@ async fn deliver(
         } else {
             target.message_size
         };
-        if limit > 0 && job.size > limit {
+        // 8-bit text only where 8BITMIME is offered (RFC 6152), as the router will know.
+        if (limit > 0 && job.size > limit) || (job.eight_bit && !caps.eight_bit_mime) {
             ctx.router.capabilities(&target, caps, o.session.is_tls());
             continue;
         }

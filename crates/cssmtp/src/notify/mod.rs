@@ -502,6 +502,7 @@ impl Notifier {
             recipients: to.to_vec(),
             rcpt_index: (0..to.len()).collect(),
             needs_tls,
+            eight_bit: text.eight_bit(),
             headers: Arc::from(Vec::new()),
             size: text.message_size(),
             text,

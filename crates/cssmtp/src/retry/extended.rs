@@ -348,6 +348,7 @@ impl Manager {
             recipients: mail.recipients.iter().map(|r| r.address.clone()).collect(),
             rcpt_index: (0..mail.recipients.len()).collect(),
             needs_tls: mail.starttls,
+            eight_bit: text.eight_bit(),
             headers: Arc::from(Vec::new()),
             size: text.message_size(),
             text: text.clone(),

@@ -839,6 +839,8 @@ impl Task {
                 .collect(),
             rcpt_index,
             needs_tls: state.needs_tls,
+            // The added headers are cssmtp's own (ASCII), checked all the same.
+            eight_bit: state.data.eight_bit || !state.headers.is_ascii(),
             headers: Arc::clone(&state.headers),
             text: MailText::Spool {
                 spool: Arc::clone(&self.spool),
