@@ -8,7 +8,9 @@
 //! that does not offer 8BITMIME (RFC 6152). Among the targets that fit, a mail goes to the one
 //! with the fewest connections (lowest MX preference first), so connections spread over
 //! the healthy targets. When every target that fits is down, the mail waits: intake
-//! pauses and nothing is failed for it.
+//! pauses and nothing is failed for it. But when a reachable target is there that cannot
+//! take this mail, and only down targets might, the mail does not wait for them without
+//! bound: it is a temporary failure, charged to the RetryLimit schedule.
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -101,11 +103,13 @@ type Rank = (u16, u32, usize);
 #[derive(Debug)]
 pub enum Choice {
     Use(Arc<Target>),
-    /// Every target that could take it is down: wait until then (back-pressure).
+    /// Every target that could take it is down, and so is every other: wait until then
+    /// (back-pressure).
     Wait(Instant),
     /// No target can ever take it (size, TLS, 8BITMIME): undeliverable.
     Unroutable(Failure),
-    /// Targets that could take it are failing TLS: try the mail again later.
+    /// Targets that could take it are failing TLS, or are down while a reachable target
+    /// cannot take it: try the mail again later (charged to the RetryLimit schedule).
     Later(Failure),
 }
 
@@ -192,6 +196,9 @@ impl Router {
         }
         let mut too_big = false;
         let mut no_8bit = false;
+        // A target that is up but cannot take this mail.
+        let mut reachable_unfit = false;
+        let mut down_failure: Option<Failure> = None;
         let mut earliest_up: Option<Instant> = None;
         let mut tls_failure: Option<Failure> = None;
         // The best target so far, ranked by (MX preference, connections, list order).
@@ -203,22 +210,29 @@ impl Router {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for target in targets.iter() {
             let st = target.lock();
+            let down = st.down_until.filter(|&u| u > now);
             let tls_needed = needs_tls || target.secure;
             if tls_needed && st.caps.as_ref().is_some_and(|c| !c.starttls) {
+                reachable_unfit |= down.is_none();
                 continue;
             }
             let limit = target.size_limit(st.caps.as_ref());
             if limit > 0 && size > limit {
                 too_big = true;
+                reachable_unfit |= down.is_none();
                 continue;
             }
             // Until a target was reached, it may offer 8BITMIME.
             if eight_bit && st.caps.as_ref().is_some_and(|c| !c.eight_bit_mime) {
                 no_8bit = true;
+                reachable_unfit |= down.is_none();
                 continue;
             }
-            if let Some(until) = st.down_until.filter(|&u| u > now) {
+            if let Some(until) = down {
                 earliest_up = Some(earliest_up.map_or(until, |e| e.min(until)));
+                if down_failure.is_none() {
+                    down_failure = st.last_failure.clone();
+                }
                 continue;
             }
             if tls_needed && st.tls_broken_until.is_some_and(|u| u > now) {
@@ -238,6 +252,16 @@ impl Router {
             return Choice::Use(Arc::clone(target));
         }
         if let Some(until) = earliest_up {
+            if reachable_unfit {
+                // Waiting for the down targets could be for ever (issue 10 point 5).
+                let last =
+                    down_failure.map_or_else(|| "target server down".to_owned(), |f| f.to_string());
+                return Choice::Later(Failure::new(
+                    Stage::Route,
+                    None,
+                    Problem::OnlyDownTargets(last),
+                ));
+            }
             return Choice::Wait(until);
         }
         if let Some(failure) = tls_failure {
@@ -502,6 +526,46 @@ mod tests {
         assert!(matches!(
             router.choose(false, 10, false, Some(&targets[0])),
             Choice::Use(_)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_mail_only_a_down_target_might_take_does_not_wait() {
+        let router = Router::new(
+            vec![resolved(1, 0), resolved(2, 0)],
+            Duration::from_secs(120),
+        );
+        let targets = router.targets();
+        router.opened(&targets[0], caps(1000, false));
+        router.connect_failed(
+            &targets[1],
+            Failure::new(
+                Stage::Connect,
+                Some("127.0.0.2:25".into()),
+                Problem::Connection("refused".into()),
+            ),
+        );
+        // Too big for the reachable target; the down one's SIZE is unknown.
+        match router.choose(false, 5000, false, None) {
+            Choice::Later(f) => {
+                assert!(matches!(f.problem, Problem::OnlyDownTargets(_)), "{f}");
+                assert!(f.to_string().contains("refused"), "{f}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A mail the reachable target takes goes there; with every target down, mail
+        // waits (back-pressure, nothing charged).
+        assert!(matches!(
+            router.choose(false, 10, false, None),
+            Choice::Use(_)
+        ));
+        router.connect_failed(
+            &targets[0],
+            Failure::new(Stage::Connect, None, Problem::Connection("refused".into())),
+        );
+        assert!(matches!(
+            router.choose(false, 10, false, None),
+            Choice::Wait(_)
         ));
     }
 

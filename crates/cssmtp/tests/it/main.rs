@@ -26,4 +26,5 @@ mod soak;
 mod support;
 mod tls;
 mod undeliverable;
+mod waiting;
 mod wire;
