@@ -36,6 +36,11 @@ pub struct DataSpan {
     /// Size of the text on the wire: every line trimmed (and truncated to 998 when
     /// `DataLineTrunc` is on) plus CRLF. Added headers are not included.
     pub wire_size: u64,
+    /// Lines whose wire form starts with "." (dot-stuffed): the receiver removes that
+    /// first dot, so the text it stores is this many bytes shorter than `wire_size`.
+    pub dot_lines: u64,
+    /// Some line holds a byte ≥ 0x80 (8-bit text: `BODY=8BITMIME`, RFC 6152).
+    pub eight_bit: bool,
     /// A `Date:` header field is present.
     pub has_date: bool,
     /// A `Message-ID:` header field is present.
@@ -51,6 +56,14 @@ pub struct DataSpan {
     pub auto_submitted: bool,
     /// What the parser saw of the whole text, to check it when it is read again.
     pub digest: TextDigest,
+}
+
+impl DataSpan {
+    /// Size of the text as the receiver stores it: the wire form without the dots of
+    /// dot-stuffing (RFC 5321 §4.5.2). Added headers are not included.
+    pub fn message_size(&self) -> u64 {
+        self.wire_size.saturating_sub(self.dot_lines)
+    }
 }
 
 /// The digest of a mail's text as the parser saw it.

@@ -141,6 +141,8 @@ struct Text {
     start: u64,
     lines: u32,
     wire_size: u64,
+    dot_lines: u64,
+    eight_bit: bool,
     header: HeaderScan,
     problem: Option<SyntaxError>,
     /// The lines in wire form, for checking the text when it is read again to be sent.
@@ -283,7 +285,14 @@ impl Parser {
         body.wire_size += len as u64 + 2;
         // The wire form of the line: its first `len` bytes (the trimmed text is a prefix of
         // `raw`, which keeps at least 998 bytes of a long line).
-        body.digest.line(line.raw.get(..len).unwrap_or(text));
+        let wire = line.raw.get(..len).unwrap_or(text);
+        body.digest.line(wire);
+        if wire.first() == Some(&b'.') {
+            body.dot_lines += 1;
+        }
+        if !body.eight_bit && !wire.is_ascii() {
+            body.eight_bit = true;
+        }
         body.header.line(text, line.offset);
         if body.problem.is_none() {
             let checked = text.get(..len).unwrap_or(text);
@@ -333,6 +342,8 @@ impl Parser {
                 end: line.offset,
                 lines: body.lines,
                 wire_size: body.wire_size,
+                dot_lines: body.dot_lines,
+                eight_bit: body.eight_bit,
                 has_date: body.header.has_date,
                 has_message_id: body.header.has_message_id,
                 missing_separator_at: body.header.missing_separator_at,
@@ -426,6 +437,8 @@ impl Parser {
                         start: line.next_offset(),
                         lines: 0,
                         wire_size: 0,
+                        dot_lines: 0,
+                        eight_bit: false,
                         header: HeaderScan::new(),
                         problem: None,
                         digest: TextHasher::new(),

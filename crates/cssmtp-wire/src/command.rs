@@ -12,10 +12,12 @@ pub enum Command<'a> {
     Ehlo(&'a str),
     Helo(&'a str),
     StartTls,
-    /// `MAIL FROM:<path>`, with `SIZE=n` when the server offered SIZE.
+    /// `MAIL FROM:<path>`, with `SIZE=n` when the server offered SIZE, and
+    /// `BODY=8BITMIME` for 8-bit text to a server offering 8BITMIME (RFC 6152).
     MailFrom {
         path: &'a str,
         size: Option<u64>,
+        eight_bit: bool,
     },
     RcptTo(&'a str),
     Data,
@@ -72,12 +74,19 @@ impl Command<'_> {
                 out.extend_from_slice(checked(host, true)?.as_bytes());
             }
             Self::StartTls => out.extend_from_slice(b"STARTTLS"),
-            Self::MailFrom { path, size } => {
+            Self::MailFrom {
+                path,
+                size,
+                eight_bit,
+            } => {
                 out.extend_from_slice(b"MAIL FROM:<");
                 out.extend_from_slice(checked(path, false)?.as_bytes());
                 out.push(b'>');
                 if let Some(size) = size {
                     out.extend_from_slice(format!(" SIZE={size}").as_bytes());
+                }
+                if *eight_bit {
+                    out.extend_from_slice(b" BODY=8BITMIME");
                 }
             }
             Self::RcptTo(path) => {
@@ -126,15 +135,26 @@ mod tests {
         assert_eq!(
             render(Command::MailFrom {
                 path: "a@b.example",
-                size: Some(42)
+                size: Some(42),
+                eight_bit: false,
             })
             .unwrap(),
             "MAIL FROM:<a@b.example> SIZE=42\r\n"
         );
         assert_eq!(
             render(Command::MailFrom {
+                path: "a@b.example",
+                size: Some(42),
+                eight_bit: true,
+            })
+            .unwrap(),
+            "MAIL FROM:<a@b.example> SIZE=42 BODY=8BITMIME\r\n"
+        );
+        assert_eq!(
+            render(Command::MailFrom {
                 path: "",
-                size: None
+                size: None,
+                eight_bit: false,
             })
             .unwrap(),
             "MAIL FROM:<>\r\n"
@@ -152,7 +172,8 @@ mod tests {
         assert!(
             render(Command::MailFrom {
                 path: "a@b\nDATA",
-                size: None
+                size: None,
+                eight_bit: false,
             })
             .is_err()
         );

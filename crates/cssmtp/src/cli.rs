@@ -161,6 +161,12 @@ pub struct SinkArgs {
     /// Advertise and enforce SIZE.
     #[arg(long, value_name = "BYTES")]
     pub size: Option<u64>,
+    /// Do not offer 8BITMIME (and refuse BODY=8BITMIME).
+    #[arg(long = "no-8bitmime")]
+    pub no_8bitmime: bool,
+    /// Refuse 8-bit text (a byte of 0x80 or more) sent without BODY=8BITMIME.
+    #[arg(long = "strict-8bit")]
+    pub strict_8bit: bool,
     /// Offer STARTTLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, requires = "tls_key", value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,

@@ -345,6 +345,8 @@ async fn sink(args: SinkArgs) -> u8 {
         pipelining: !args.no_pipelining,
         ehlo: !args.no_ehlo,
         size: args.size,
+        eight_bit_mime: !args.no_8bitmime,
+        strict_8bit: args.strict_8bit,
         tls,
         strict_line_ends: args.strict_line_ends,
         lenient_end_of_data: args.lenient_end_of_data,

@@ -30,10 +30,13 @@
 //! client at that exact point; or, with [`Gate::PauseAtData`], until the test calls
 //! [`Sink::release`], so that it can act while the client waits at a known point.
 //!
-//! Options offer or hide PIPELINING, SIZE, STARTTLS and EHLO itself, and choose how the
+//! Options offer or hide PIPELINING, SIZE, 8BITMIME, STARTTLS and EHLO itself, and choose how the
 //! end of the mail text is found: strictly (`<CRLF>.<CRLF>` only, and a text with a bare
 //! CR or LF is refused, as hardened servers do) or leniently (`<LF>.<LF>`, `<CR>.<CR>`…
-//! also end it, as servers vulnerable to SMTP smuggling do).
+//! also end it, as servers vulnerable to SMTP smuggling do). A sink that hides 8BITMIME
+//! refuses `BODY=8BITMIME` at MAIL FROM (`555`); with [`SinkOptions::strict_8bit`], a
+//! text holding bytes ≥ 0x80 sent without `BODY=8BITMIME` is refused (`554 5.6.1`,
+//! RFC 6152 §3).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,7 +47,7 @@ use std::sync::{Arc, Mutex};
 use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{
     EXT_8BIT_MIME, EXT_ENHANCED_STATUS_CODES, EXT_PIPELINING, EXT_SIZE, EXT_START_TLS,
-    EhloResponse, Request,
+    EhloResponse, MAIL_BODY_8BITMIME, Request,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -60,8 +63,12 @@ pub struct SinkOptions {
     pub pipelining: bool,
     /// False: EHLO is refused with 502, so clients fall back to HELO.
     pub ehlo: bool,
-    /// Advertise and enforce `SIZE n`.
+    /// Advertise and enforce `SIZE n` (`SIZE 0`: advertised, no limit, RFC 1870 §4).
     pub size: Option<u64>,
+    /// Advertise 8BITMIME (on by default); off: `BODY=8BITMIME` is refused.
+    pub eight_bit_mime: bool,
+    /// Refuse 8-bit text (a byte ≥ 0x80) not announced by `BODY=8BITMIME`.
+    pub strict_8bit: bool,
     /// Offer STARTTLS with this server configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Refuse mail text holding a bare CR or LF.
@@ -188,6 +195,8 @@ impl Default for SinkOptions {
             pipelining: true,
             ehlo: true,
             size: None,
+            eight_bit_mime: true,
+            strict_8bit: false,
             tls: None,
             strict_line_ends: false,
             lenient_end_of_data: false,
@@ -213,6 +222,10 @@ pub struct Received {
     /// Received over TLS.
     pub tls: bool,
     pub mail_from: String,
+    /// The `SIZE=` parameter of its MAIL FROM, when given.
+    pub size: Option<u64>,
+    /// Its MAIL FROM said `BODY=8BITMIME`.
+    pub body_8bitmime: bool,
     pub rcpt_to: Vec<String>,
     /// The text as received, with dot-stuffing removed.
     pub data: Vec<u8>,
@@ -499,6 +512,7 @@ struct Envelope {
     mail_from: Option<String>,
     rcpt_to: Vec<String>,
     size: u64,
+    body_8bitmime: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -623,7 +637,10 @@ async fn serve(
                     helo = host.into_owned();
                     env = Envelope::default();
                     let mut ehlo = EhloResponse::new(options.hostname.as_str());
-                    ehlo.capabilities = EXT_8BIT_MIME | EXT_ENHANCED_STATUS_CODES;
+                    ehlo.capabilities = EXT_ENHANCED_STATUS_CODES;
+                    if options.eight_bit_mime {
+                        ehlo.capabilities |= EXT_8BIT_MIME;
+                    }
                     if options.pipelining {
                         ehlo.capabilities |= EXT_PIPELINING;
                     }
@@ -690,13 +707,19 @@ async fn serve(
                         && from.address.to_ascii_lowercase().starts_with("reject")
                     {
                         out.extend_from_slice(b"550 5.7.1 Sender refused (scripted)\r\n");
-                    } else if options.size.is_some_and(|max| from.size as u64 > max) {
+                    } else if options
+                        .size
+                        .is_some_and(|max| max > 0 && from.size as u64 > max)
+                    {
                         out.extend_from_slice(b"552 5.3.4 Message size exceeds fixed limit\r\n");
+                    } else if !options.eight_bit_mime && from.flags & MAIL_BODY_8BITMIME != 0 {
+                        out.extend_from_slice(b"555 5.5.4 BODY=8BITMIME not supported\r\n");
                     } else if let Some(fault) = shared.reply_fault(faults) {
                         out.extend_from_slice(fault_reply(fault, "MAIL FROM").as_bytes());
                     } else {
                         env.mail_from = Some(from.address.into_owned());
                         env.size = from.size as u64;
+                        env.body_8bitmime = from.flags & MAIL_BODY_8BITMIME != 0;
                         out.extend_from_slice(b"250 2.1.0 Sender OK\r\n");
                     }
                 }
@@ -951,7 +974,13 @@ fn finish_mail(
     if options.strict_line_ends && has_bare_line_end(&data) {
         return Some("554 5.6.11 Bare CR or LF in mail text not allowed\r\n".into());
     }
-    if options.size.is_some_and(|max| data.len() as u64 > max) {
+    if options.strict_8bit && !envelope.body_8bitmime && !data.is_ascii() {
+        return Some("554 5.6.1 8-bit text sent without BODY=8BITMIME\r\n".into());
+    }
+    if options
+        .size
+        .is_some_and(|max| max > 0 && data.len() as u64 > max)
+    {
         return Some("552 5.3.4 Message size exceeds fixed limit\r\n".into());
     }
     match script {
@@ -973,6 +1002,8 @@ fn finish_mail(
         helo: helo.to_owned(),
         tls,
         mail_from: envelope.mail_from.unwrap_or_default(),
+        size: (envelope.size > 0).then_some(envelope.size),
+        body_8bitmime: envelope.body_8bitmime,
         rcpt_to: envelope.rcpt_to,
         data,
     };

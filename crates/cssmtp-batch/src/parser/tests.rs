@@ -379,6 +379,20 @@ fn dot_stuffing_is_preserved_and_dot_line_ends_data() {
     let (mails, s) = parse(file);
     assert!(s.errors.is_empty());
     assert_eq!(wire_text(file, &mails[0]), "\r\n..\r\n...x\r\n.x\r\n");
+    // Three stuffed lines: the receiver stores three bytes fewer than the wire carries.
+    assert_eq!(mails[0].data.wire_size, 16);
+    assert_eq!(mails[0].data.dot_lines, 3);
+    assert_eq!(mails[0].data.message_size(), 13);
+    assert!(!mails[0].data.eight_bit);
+}
+
+#[test]
+fn eight_bit_text_is_noticed() {
+    let file = "HELO h.example\nMAIL FROM:<a@b.c>\nRCPT TO:<d@e.f>\nDATA\nSubject: x\n\nna\u{ef}ve\n.\nMAIL FROM:<a@b.c>\nRCPT TO:<d@e.f>\nDATA\nSubject: y\n\nplain\n.\n";
+    let (mails, s) = parse(file);
+    assert!(s.errors.is_empty());
+    assert!(mails[0].data.eight_bit);
+    assert!(!mails[1].data.eight_bit);
 }
 
 #[test]

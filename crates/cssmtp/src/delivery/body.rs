@@ -68,6 +68,33 @@ impl MailText {
             Self::Memory(bytes) => bytes.len() as u64,
         }
     }
+
+    /// Size of the text as the receiver stores it (what `SIZE=` announces, with the
+    /// added headers): the wire size without the dots of dot-stuffing.
+    pub fn message_size(&self) -> u64 {
+        match self {
+            Self::Spool { data, .. } => self.wire_size().saturating_sub(data.dot_lines),
+            Self::Memory(bytes) => bytes.len().saturating_sub(stuffed_lines(bytes)) as u64,
+        }
+    }
+
+    /// The text holds a byte ≥ 0x80: it needs `BODY=8BITMIME` (RFC 6152).
+    pub fn eight_bit(&self) -> bool {
+        match self {
+            Self::Spool { data, .. } => data.eight_bit,
+            Self::Memory(bytes) => !bytes.is_ascii(),
+        }
+    }
+}
+
+/// Lines of a wire-form text that start with "." (each carries one stuffed dot).
+fn stuffed_lines(wire: &[u8]) -> usize {
+    let starts = usize::from(wire.first() == Some(&b'.'));
+    starts
+        + wire
+            .windows(2)
+            .filter(|w| w.first() == Some(&b'\n') && w.get(1) == Some(&b'.'))
+            .count()
 }
 
 /// Why a mail's text cannot be (or could not be) sent.
@@ -367,4 +394,20 @@ fn long_line(
     out.extend_from_slice(wire);
     out.extend_from_slice(b"\r\n");
     Ok(len + u64::from(found_lf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_text_size_and_eight_bit() {
+        let text = MailText::Memory(Arc::from(&b"..a\r\nb.\r\n.\xc3\xa9\r\n"[..]));
+        assert_eq!(text.wire_size(), 14);
+        assert_eq!(text.message_size(), 12);
+        assert!(text.eight_bit());
+        let plain = MailText::Memory(Arc::from(&b"a\r\n"[..]));
+        assert_eq!(plain.message_size(), 3);
+        assert!(!plain.eight_bit());
+    }
 }

@@ -42,11 +42,15 @@ pub struct MailJob {
     pub rcpt_index: Vec<usize>,
     /// The mail must travel over TLS (STARTTLS in its spool file).
     pub needs_tls: bool,
+    /// The text (or an added header) holds a byte ≥ 0x80: it is sent only to a server
+    /// offering 8BITMIME, with `BODY=8BITMIME` (RFC 6152).
+    pub eight_bit: bool,
     /// Headers cssmtp adds (Received:, and Date:/Message-ID: when missing), wire form.
     pub headers: Arc<[u8]>,
     /// The text.
     pub text: MailText,
-    /// Size on the wire: added headers plus text (what SIZE= announces).
+    /// Size as the receiver stores it: added headers plus text, without the dots of
+    /// dot-stuffing (what SIZE= announces, and what SIZE routing compares).
     pub size: u64,
     /// Where the results go.
     pub reply: mpsc::UnboundedSender<MailOutcome>,

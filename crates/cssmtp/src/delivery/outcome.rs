@@ -70,6 +70,11 @@ pub enum Problem {
     TooBig { size: u64 },
     /// The mail requires TLS and no target offers STARTTLS.
     NoTlsTarget,
+    /// The mail has 8-bit text and no target offers 8BITMIME (RFC 6152).
+    No8BitTarget,
+    /// No reachable target can take the mail (size, TLS, 8BITMIME); only targets that
+    /// are down might: the last failure of one of them.
+    OnlyDownTargets(String),
     /// An envelope value cannot be sent safely (it would inject a command).
     UnsafeArgument(String),
     /// Delivery was interrupted because cssmtp is stopping.
@@ -97,6 +102,14 @@ impl fmt::Display for Problem {
             Self::NoTlsTarget => write!(
                 f,
                 "530 5.7.10 mail requires TLS and no target server offers STARTTLS"
+            ),
+            Self::No8BitTarget => write!(
+                f,
+                "554 5.6.3 mail has 8-bit text and no target server offers 8BITMIME"
+            ),
+            Self::OnlyDownTargets(last) => write!(
+                f,
+                "451 4.4.1 no reachable target server can take the mail (its size, TLS or 8BITMIME); only target servers that are down might ({last})"
             ),
             Self::UnsafeArgument(e) => write!(f, "{e}"),
             Self::Stopping => write!(f, "cssmtp is stopping"),
@@ -149,6 +162,8 @@ impl Failure {
             Problem::Tls(_) => "4.7.5".into(),
             Problem::TooBig { .. } => "5.3.4".into(),
             Problem::NoTlsTarget => "5.7.10".into(),
+            Problem::No8BitTarget => "5.6.3".into(),
+            Problem::OnlyDownTargets(_) => "4.4.1".into(),
             Problem::UnsafeArgument(_) => "5.1.3".into(),
             Problem::TextChanged(_) => "4.3.0".into(),
         }
@@ -189,13 +204,15 @@ pub fn classify(problem: &Problem) -> Disposition {
         | Problem::Connection(_)
         | Problem::Protocol(_)
         | Problem::Tls(_)
+        | Problem::OnlyDownTargets(_)
         | Problem::Stopping => Disposition::Retry,
         // Not a recipient's fault: a spool task holds the mail (see the variant); text
         // kept elsewhere (extended retry) is read again next time.
         Problem::TextChanged(_) => Disposition::Retry,
-        Problem::TooBig { .. } | Problem::NoTlsTarget | Problem::UnsafeArgument(_) => {
-            Disposition::Undeliverable
-        }
+        Problem::TooBig { .. }
+        | Problem::NoTlsTarget
+        | Problem::No8BitTarget
+        | Problem::UnsafeArgument(_) => Disposition::Undeliverable,
     }
 }
 

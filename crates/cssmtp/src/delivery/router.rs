@@ -2,12 +2,15 @@
 //!
 //! Health and capabilities are learned from sessions: a failed connection puts a target
 //! down until `Timeout ConnectRetry` has passed; a failed TLS handshake keeps mail that
-//! needs TLS away from it for as long; the EHLO reply tells SIZE and STARTTLS. A mail is
-//! never sent to a target whose SIZE (or configured MessageSize) it exceeds, nor over
-//! plain text when it requires TLS. Among the targets that fit, a mail goes to the one
+//! needs TLS away from it for as long; the EHLO reply tells SIZE, STARTTLS and 8BITMIME.
+//! A mail is never sent to a target whose SIZE (or configured MessageSize) it exceeds,
+//! nor over plain text when it requires TLS, nor, when its text is 8-bit, to a target
+//! that does not offer 8BITMIME (RFC 6152). Among the targets that fit, a mail goes to the one
 //! with the fewest connections (lowest MX preference first), so connections spread over
 //! the healthy targets. When every target that fits is down, the mail waits: intake
-//! pauses and nothing is failed for it.
+//! pauses and nothing is failed for it. But when a reachable target is there that cannot
+//! take this mail, and only down targets might, the mail does not wait for them without
+//! bound: it is a temporary failure, charged to the RetryLimit schedule.
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -100,11 +103,13 @@ type Rank = (u16, u32, usize);
 #[derive(Debug)]
 pub enum Choice {
     Use(Arc<Target>),
-    /// Every target that could take it is down: wait until then (back-pressure).
+    /// Every target that could take it is down, and so is every other: wait until then
+    /// (back-pressure).
     Wait(Instant),
-    /// No target can ever take it (size, TLS): undeliverable.
+    /// No target can ever take it (size, TLS, 8BITMIME): undeliverable.
     Unroutable(Failure),
-    /// Targets that could take it are failing TLS: try the mail again later.
+    /// Targets that could take it are failing TLS, or are down while a reachable target
+    /// cannot take it: try the mail again later (charged to the RetryLimit schedule).
     Later(Failure),
 }
 
@@ -171,19 +176,29 @@ impl Router {
         )
     }
 
-    /// Chooses a target for a mail of `size` bytes; `current` is the target of the
-    /// caller's open session, preferred when it fits.
+    /// Chooses a target for a mail of `size` bytes (with 8-bit text when `eight_bit`);
+    /// `current` is the target of the caller's open session, preferred when it fits.
     ///
     /// When the choice is another target than `current`, a connection to it is counted
     /// at once (so that workers choosing at the same moment spread out); the caller must
     /// then report [`opened`](Self::opened) or [`connect_failed`](Self::connect_failed).
-    pub fn choose(&self, needs_tls: bool, size: u64, current: Option<&Arc<Target>>) -> Choice {
+    pub fn choose(
+        &self,
+        needs_tls: bool,
+        size: u64,
+        eight_bit: bool,
+        current: Option<&Arc<Target>>,
+    ) -> Choice {
         let now = Instant::now();
         let targets = self.targets();
         if targets.is_empty() {
             return Choice::Wait(now + self.connect_retry);
         }
         let mut too_big = false;
+        let mut no_8bit = false;
+        // A target that is up but cannot take this mail.
+        let mut reachable_unfit = false;
+        let mut down_failure: Option<Failure> = None;
         let mut earliest_up: Option<Instant> = None;
         let mut tls_failure: Option<Failure> = None;
         // The best target so far, ranked by (MX preference, connections, list order).
@@ -195,17 +210,29 @@ impl Router {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for target in targets.iter() {
             let st = target.lock();
+            let down = st.down_until.filter(|&u| u > now);
             let tls_needed = needs_tls || target.secure;
             if tls_needed && st.caps.as_ref().is_some_and(|c| !c.starttls) {
+                reachable_unfit |= down.is_none();
                 continue;
             }
             let limit = target.size_limit(st.caps.as_ref());
             if limit > 0 && size > limit {
                 too_big = true;
+                reachable_unfit |= down.is_none();
                 continue;
             }
-            if let Some(until) = st.down_until.filter(|&u| u > now) {
+            // Until a target was reached, it may offer 8BITMIME.
+            if eight_bit && st.caps.as_ref().is_some_and(|c| !c.eight_bit_mime) {
+                no_8bit = true;
+                reachable_unfit |= down.is_none();
+                continue;
+            }
+            if let Some(until) = down {
                 earliest_up = Some(earliest_up.map_or(until, |e| e.min(until)));
+                if down_failure.is_none() {
+                    down_failure = st.last_failure.clone();
+                }
                 continue;
             }
             if tls_needed && st.tls_broken_until.is_some_and(|u| u > now) {
@@ -225,6 +252,16 @@ impl Router {
             return Choice::Use(Arc::clone(target));
         }
         if let Some(until) = earliest_up {
+            if reachable_unfit {
+                // Waiting for the down targets could be for ever (issue 10 point 5).
+                let last =
+                    down_failure.map_or_else(|| "target server down".to_owned(), |f| f.to_string());
+                return Choice::Later(Failure::new(
+                    Stage::Route,
+                    None,
+                    Problem::OnlyDownTargets(last),
+                ));
+            }
             return Choice::Wait(until);
         }
         if let Some(failure) = tls_failure {
@@ -232,6 +269,8 @@ impl Router {
         }
         let problem = if too_big {
             Problem::TooBig { size }
+        } else if no_8bit {
+            Problem::No8BitTarget
         } else {
             Problem::NoTlsTarget
         };
@@ -380,11 +419,11 @@ mod tests {
             Duration::from_secs(120),
         );
         let targets = router.targets();
-        let Choice::Use(first) = router.choose(false, 10, None) else {
+        let Choice::Use(first) = router.choose(false, 10, false, None) else {
             panic!()
         };
         assert_eq!(first.index, 0);
-        let Choice::Use(second) = router.choose(false, 10, None) else {
+        let Choice::Use(second) = router.choose(false, 10, false, None) else {
             panic!()
         };
         assert_eq!(
@@ -393,7 +432,7 @@ mod tests {
         );
         router.opened(&first, caps(0, false));
         assert_eq!(first.state().connections, 1);
-        let Choice::Use(again) = router.choose(false, 10, Some(&targets[0])) else {
+        let Choice::Use(again) = router.choose(false, 10, false, Some(&targets[0])) else {
             panic!()
         };
         assert_eq!(again.index, 0, "the open session's target is kept");
@@ -408,19 +447,22 @@ mod tests {
         let targets = router.targets();
         let f = Failure::new(Stage::Connect, None, Problem::Connection("refused".into()));
         router.connect_failed(&targets[0], f.clone());
-        let Choice::Use(t) = router.choose(false, 10, None) else {
+        let Choice::Use(t) = router.choose(false, 10, false, None) else {
             panic!()
         };
         assert_eq!(t.index, 1);
         router.connect_failed(&targets[1], f);
         assert!(!router.any_usable());
-        let Choice::Wait(until) = router.choose(false, 10, None) else {
+        let Choice::Wait(until) = router.choose(false, 10, false, None) else {
             panic!()
         };
         assert_eq!(until, Instant::now() + Duration::from_secs(120));
         tokio::time::advance(Duration::from_secs(120)).await;
         assert!(router.any_usable());
-        assert!(matches!(router.choose(false, 10, None), Choice::Use(_)));
+        assert!(matches!(
+            router.choose(false, 10, false, None),
+            Choice::Use(_)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
@@ -432,24 +474,99 @@ mod tests {
         let targets = router.targets();
         router.opened(&targets[0], caps(1000, false));
         router.opened(&targets[1], caps(0, true));
-        let Choice::Use(t) = router.choose(false, 5000, None) else {
+        let Choice::Use(t) = router.choose(false, 5000, false, None) else {
             panic!()
         };
         assert_eq!(t.index, 1, "too big for the first target");
-        let Choice::Use(t) = router.choose(true, 10, None) else {
+        let Choice::Use(t) = router.choose(true, 10, false, None) else {
             panic!()
         };
         assert_eq!(t.index, 1, "only the second offers STARTTLS");
         router.capabilities(&targets[1], caps(2000, true), false);
-        match router.choose(false, 5000, None) {
+        match router.choose(false, 5000, false, None) {
             Choice::Unroutable(f) => assert_eq!(f.problem, Problem::TooBig { size: 5000 }),
             other => panic!("{other:?}"),
         }
         router.capabilities(&targets[1], caps(0, false), false);
-        match router.choose(true, 10, None) {
+        match router.choose(true, 10, false, None) {
             Choice::Unroutable(f) => assert_eq!(f.problem, Problem::NoTlsTarget),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn eight_bit_routing() {
+        let router = Router::new(
+            vec![resolved(1, 0), resolved(2, 0)],
+            Duration::from_secs(120),
+        );
+        let targets = router.targets();
+        router.opened(&targets[0], caps(0, false));
+        // Not reached yet: the second target may offer 8BITMIME.
+        let Choice::Use(t) = router.choose(false, 10, true, None) else {
+            panic!()
+        };
+        assert_eq!(t.index, 1);
+        router.opened(
+            &targets[1],
+            Capabilities {
+                eight_bit_mime: true,
+                ..caps(0, false)
+            },
+        );
+        let Choice::Use(t) = router.choose(false, 10, true, Some(&targets[0])) else {
+            panic!()
+        };
+        assert_eq!(t.index, 1, "only the second offers 8BITMIME");
+        router.capabilities(&targets[1], caps(0, false), false);
+        match router.choose(false, 10, true, None) {
+            Choice::Unroutable(f) => assert_eq!(f.problem, Problem::No8BitTarget),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            router.choose(false, 10, false, Some(&targets[0])),
+            Choice::Use(_)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_mail_only_a_down_target_might_take_does_not_wait() {
+        let router = Router::new(
+            vec![resolved(1, 0), resolved(2, 0)],
+            Duration::from_secs(120),
+        );
+        let targets = router.targets();
+        router.opened(&targets[0], caps(1000, false));
+        router.connect_failed(
+            &targets[1],
+            Failure::new(
+                Stage::Connect,
+                Some("127.0.0.2:25".into()),
+                Problem::Connection("refused".into()),
+            ),
+        );
+        // Too big for the reachable target; the down one's SIZE is unknown.
+        match router.choose(false, 5000, false, None) {
+            Choice::Later(f) => {
+                assert!(matches!(f.problem, Problem::OnlyDownTargets(_)), "{f}");
+                assert!(f.to_string().contains("refused"), "{f}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A mail the reachable target takes goes there; with every target down, mail
+        // waits (back-pressure, nothing charged).
+        assert!(matches!(
+            router.choose(false, 10, false, None),
+            Choice::Use(_)
+        ));
+        router.connect_failed(
+            &targets[0],
+            Failure::new(Stage::Connect, None, Problem::Connection("refused".into())),
+        );
+        assert!(matches!(
+            router.choose(false, 10, false, None),
+            Choice::Wait(_)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
@@ -460,7 +577,7 @@ mod tests {
         );
         let targets = router.targets();
         for _ in 0..3 {
-            let Choice::Use(t) = router.choose(false, 1, None) else {
+            let Choice::Use(t) = router.choose(false, 1, false, None) else {
                 panic!()
             };
             assert_eq!(t.index, 1, "lower preference wins even when busier");
@@ -475,6 +592,9 @@ mod tests {
         router.opened(&targets[0], caps(0, true));
         // After STARTTLS the server's EHLO no longer lists STARTTLS.
         router.capabilities(&targets[0], caps(0, false), true);
-        assert!(matches!(router.choose(true, 10, None), Choice::Use(_)));
+        assert!(matches!(
+            router.choose(true, 10, false, None),
+            Choice::Use(_)
+        ));
     }
 }

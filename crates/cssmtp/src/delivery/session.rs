@@ -228,6 +228,8 @@ impl Session {
         if let Err(e) = (Command::MailFrom {
             path: &job.reverse_path,
             size,
+            // The worker sends 8-bit text only where 8BITMIME is offered.
+            eight_bit: job.eight_bit && self.caps.eight_bit_mime,
         })
         .write_to(&mut mail)
         {

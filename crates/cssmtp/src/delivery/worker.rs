@@ -163,6 +163,7 @@ fn part(job: &MailJob, todo: &[usize]) -> MailJob {
             .filter_map(|&i| job.rcpt_index.get(i).copied())
             .collect(),
         needs_tls: job.needs_tls,
+        eight_bit: job.eight_bit,
         headers: Arc::clone(&job.headers),
         text: job.text.clone(),
         size: job.size,
@@ -241,7 +242,10 @@ async fn attempt(
             drop_session(ctx, open);
         }
         let current = open.as_ref().map(|o| &o.target);
-        let target = match ctx.router.choose(job.needs_tls, job.size, current) {
+        let target = match ctx
+            .router
+            .choose(job.needs_tls, job.size, job.eight_bit, current)
+        {
             Choice::Use(target) => target,
             Choice::Unroutable(failure) => {
                 return all(job, &RcptResult::Undeliverable(failure));
@@ -309,7 +313,8 @@ async fn attempt(
         } else {
             target.message_size
         };
-        if limit > 0 && job.size > limit {
+        // 8-bit text only where 8BITMIME is offered (RFC 6152), as the router will know.
+        if (limit > 0 && job.size > limit) || (job.eight_bit && !caps.eight_bit_mime) {
             ctx.router.capabilities(&target, caps, o.session.is_tls());
             continue;
         }

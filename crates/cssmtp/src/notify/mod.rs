@@ -492,6 +492,7 @@ impl Notifier {
         needs_tls: bool,
     ) -> Result<(), SendFailure> {
         let (reply, mut results) = mpsc::unbounded_channel();
+        let text = MailText::Memory(Arc::from(wire));
         let job = MailJob {
             key: MailKey {
                 tkid: 0,
@@ -501,9 +502,10 @@ impl Notifier {
             recipients: to.to_vec(),
             rcpt_index: (0..to.len()).collect(),
             needs_tls,
+            eight_bit: text.eight_bit(),
             headers: Arc::from(Vec::new()),
-            size: wire.len() as u64,
-            text: MailText::Memory(Arc::from(wire)),
+            size: text.message_size(),
+            text,
             reply,
             checkpoint: None,
         };

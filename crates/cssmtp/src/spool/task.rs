@@ -537,7 +537,8 @@ impl Task {
         } else {
             0
         };
-        let size = headers.len() as u64 + mail.data.wire_size + separator;
+        // As the receiver stores it: the stuffed dots are not counted (RFC 1870).
+        let size = headers.len() as u64 + mail.data.message_size() + separator;
         let count = mail.recipients.len();
         let mut state = MailState {
             line: mail.line,
@@ -838,6 +839,8 @@ impl Task {
                 .collect(),
             rcpt_index,
             needs_tls: state.needs_tls,
+            // The added headers are cssmtp's own (ASCII), checked all the same.
+            eight_bit: state.data.eight_bit || !state.headers.is_ascii(),
             headers: Arc::clone(&state.headers),
             text: MailText::Spool {
                 spool: Arc::clone(&self.spool),
