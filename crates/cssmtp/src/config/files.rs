@@ -117,7 +117,7 @@ pub fn check_named_files(file: &Path, text: &str) -> Vec<Diagnostic> {
         if keyword.eq_ignore_ascii_case("TlsCaFile") {
             match read_regular(&path, MAX_CA_FILE_SIZE) {
                 Ok(bytes) => {
-                    if let Err(message) = crate::delivery::tls::certificates_in(&bytes) {
+                    if let Err(message) = certificates_in(&bytes) {
                         error(
                             value.line,
                             format!("TlsCaFile {}: {message}", path.display()),
@@ -144,6 +144,23 @@ pub fn check_named_files(file: &Path, text: &str) -> Vec<Diagnostic> {
         }
     }
     diagnostics
+}
+
+/// The certificates of PEM text.
+///
+/// # Errors
+/// The text is not PEM, or holds no certificate.
+pub fn certificates_in(
+    bytes: &[u8],
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("it holds no PEM certificate".into());
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
 /// Why TLS could not be set up.
@@ -37,24 +37,10 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-    certificates_in(&bytes).map_err(|message| TlsSetupError::CaFile {
+    crate::config::files::certificates_in(&bytes).map_err(|message| TlsSetupError::CaFile {
         path: path.to_owned(),
         message,
     })
-}
-
-/// The certificates of PEM text.
-///
-/// # Errors
-/// The text is not PEM, or holds no certificate.
-pub fn certificates_in(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_slice_iter(bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    if certs.is_empty() {
-        return Err("it holds no PEM certificate".into());
-    }
-    Ok(certs)
 }
 
 /// Builds the client configuration: system roots plus `ca_files`.
