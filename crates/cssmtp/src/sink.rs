@@ -97,6 +97,11 @@ pub struct SinkOptions {
     /// Accept at most this many recipients per transaction: RCPT TO beyond it is answered
     /// `452 4.5.3 Too many recipients` (RFC 5321 §4.5.3.1.8).
     pub max_rcpts: Option<u32>,
+    /// Connections (1-based, in order of acceptance) that are accepted and never greeted:
+    /// held open and silent, as one whose final ACK a full listen backlog dropped.
+    pub silent_connections: Vec<u64>,
+    /// Connections (1-based) that are closed at once, without a greeting.
+    pub reset_connections: Vec<u64>,
 }
 
 /// A fault mix for soak tests: each decision point draws from a pseudo-random sequence
@@ -206,6 +211,8 @@ impl Default for SinkOptions {
             scripted: true,
             faults: None,
             max_mails_per_session: None,
+            silent_connections: Vec::new(),
+            reset_connections: Vec::new(),
             close_at_limit: false,
             max_rcpts: None,
         }
@@ -415,9 +422,20 @@ impl Sink {
                     () = st.cancelled() => break,
                     accepted = listener.accept() => {
                         let Ok((stream, peer)) = accepted else { continue };
-                        s.sessions.fetch_add(1, Ordering::Relaxed);
+                        let number = s.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+                        if options.reset_connections.contains(&number) {
+                            drop(stream);
+                            continue;
+                        }
+                        let silent = options.silent_connections.contains(&number);
                         let (s, o, st) = (Arc::clone(&s), Arc::clone(&options), st.clone());
                         tokio::spawn(async move {
+                            if silent {
+                                // Held open, never greeted, until the sink stops.
+                                st.cancelled().await;
+                                drop(stream);
+                                return;
+                            }
                             tokio::select! {
                                 () = st.cancelled() => {}
                                 () = serve(stream, peer, o, s) => {}

@@ -1,7 +1,8 @@
 //! The target servers: their health, what they offer, and which one a mail goes to.
 //!
 //! Health and capabilities are learned from sessions: a failed connection puts a target
-//! down until `Timeout ConnectRetry` has passed; a failed TLS handshake keeps mail that
+//! down until `Timeout ConnectRetry` has passed, unless other connections to it work
+//! (then only that connection failed: see [`Router::connect_failed`]); a failed TLS handshake keeps mail that
 //! needs TLS away from it for as long; the EHLO reply tells SIZE, STARTTLS and 8BITMIME.
 //! A mail is never sent to a target whose SIZE (or configured MessageSize) it exceeds,
 //! nor over plain text when it requires TLS, nor, when its text is 8-bit, to a target
@@ -39,6 +40,13 @@ pub struct Target {
     pub message_size: u64,
     pub preference: u16,
     state: Mutex<TargetState>,
+    /// Counts sessions greeted and mails sent: a connection that fails while this moved
+    /// on failed alone (issue 10 point 3), the target is not down.
+    progress: tokio::sync::watch::Sender<u64>,
+    /// Numbers the connections started to it, in order.
+    tickets: std::sync::atomic::AtomicU64,
+    /// The highest ticket of a connection greeted so far.
+    greeted: tokio::sync::watch::Sender<u64>,
 }
 
 /// What is known of a target now.
@@ -51,6 +59,8 @@ pub struct TargetState {
     /// From the last EHLO; None until a session was opened.
     pub caps: Option<Capabilities>,
     pub connections: u32,
+    /// Of those, the sessions greeted and not yet closed.
+    pub open_sessions: u32,
     pub mail_attempts: u64,
     pub mail_sent: u64,
     pub connect_failures: u64,
@@ -70,7 +80,45 @@ impl Target {
             message_size: resolved.message_size,
             preference: resolved.preference,
             state: Mutex::new(TargetState::default()),
+            progress: tokio::sync::watch::Sender::new(0),
+            tickets: std::sync::atomic::AtomicU64::new(0),
+            greeted: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Where the target's progress stands now (see [`Router::connect_failed`]).
+    pub fn progress(&self) -> u64 {
+        *self.progress.borrow()
+    }
+
+    /// A connection to it is started: its ticket, in order of starting.
+    pub fn ticket(&self) -> u64 {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(1)
+    }
+
+    /// The connection with `ticket` was greeted.
+    pub fn greeted(&self, ticket: u64) {
+        self.greeted.send_if_modified(|g| {
+            let later = ticket > *g;
+            if later {
+                *g = ticket;
+            }
+            later
+        });
+    }
+
+    /// Resolves once a connection started after the one with `ticket` was greeted.
+    pub async fn later_greeted(&self, ticket: u64) {
+        let mut rx = self.greeted.subscribe();
+        if rx.wait_for(|&g| g > ticket).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn advance(&self) {
+        self.progress.send_modify(|n| *n += 1);
     }
 
     /// A copy of the target's state.
@@ -313,10 +361,12 @@ impl Router {
 
     /// A session was opened: the target is up and offers `caps`.
     pub fn opened(&self, target: &Target, caps: Capabilities) {
+        target.advance();
         let was_down = {
             let mut st = target.lock();
             let was_down = st.down_until.is_some();
             st.down_until = None;
+            st.open_sessions += 1;
             st.caps = Some(caps);
             was_down
         };
@@ -341,11 +391,31 @@ impl Router {
     pub fn closed(&self, target: &Target) {
         let mut st = target.lock();
         st.connections = st.connections.saturating_sub(1);
+        st.open_sessions = st.open_sessions.saturating_sub(1);
     }
 
-    /// Connecting (or greeting, or EHLO) failed: the target is down for ConnectRetry,
-    /// and the connection counted by [`choose`](Self::choose) is released.
-    pub fn connect_failed(&self, target: &Target, failure: Failure) {
+    /// Connecting (or greeting, or EHLO) failed: the connection counted by
+    /// [`choose`](Self::choose) is released and the failure counted. `since` is the
+    /// target's [`progress`](Target::progress) when the connection was started: when
+    /// another session was greeted or a mail sent since, or another session with it is
+    /// open or being opened, this connection failed alone and the target stays in service (returns false;
+    /// the caller tries a fresh connection, a bounded number of times, then passes
+    /// `since: None`). Otherwise the target is down for ConnectRetry (returns true).
+    pub fn connect_failed(&self, target: &Target, failure: Failure, since: Option<u64>) -> bool {
+        let lone = since.is_some_and(|since| {
+            let st = target.lock();
+            // Other sessions open, or other connections under way (this one counted).
+            target.progress() > since
+                || st.open_sessions > 0
+                || st.connections > st.open_sessions.saturating_add(1)
+        });
+        if lone {
+            let mut st = target.lock();
+            st.connections = st.connections.saturating_sub(1);
+            st.connect_failures += 1;
+            st.last_failure = Some(failure);
+            return false;
+        }
         let until = Instant::now() + self.connect_retry;
         let first = {
             let mut st = target.lock();
@@ -364,6 +434,7 @@ impl Router {
             );
         }
         self.changed.notify_waiters();
+        true
     }
 
     /// STARTTLS or the handshake failed: keep mail that needs TLS away for ConnectRetry.
@@ -376,6 +447,9 @@ impl Router {
 
     /// A mail was handed to a target: `sent` when at least one recipient was accepted.
     pub fn mail_result(&self, target: &Target, sent: bool, last_reply: Option<String>) {
+        if sent {
+            target.advance();
+        }
         let mut st = target.lock();
         st.mail_attempts += 1;
         if sent {
@@ -446,12 +520,12 @@ mod tests {
         );
         let targets = router.targets();
         let f = Failure::new(Stage::Connect, None, Problem::Connection("refused".into()));
-        router.connect_failed(&targets[0], f.clone());
+        router.connect_failed(&targets[0], f.clone(), Some(targets[0].progress()));
         let Choice::Use(t) = router.choose(false, 10, false, None) else {
             panic!()
         };
         assert_eq!(t.index, 1);
-        router.connect_failed(&targets[1], f);
+        router.connect_failed(&targets[1], f, Some(targets[1].progress()));
         assert!(!router.any_usable());
         let Choice::Wait(until) = router.choose(false, 10, false, None) else {
             panic!()
@@ -544,6 +618,7 @@ mod tests {
                 Some("127.0.0.2:25".into()),
                 Problem::Connection("refused".into()),
             ),
+            Some(targets[1].progress()),
         );
         // Too big for the reachable target; the down one's SIZE is unknown.
         match router.choose(false, 5000, false, None) {
@@ -559,10 +634,17 @@ mod tests {
             router.choose(false, 10, false, None),
             Choice::Use(_)
         ));
-        router.connect_failed(
-            &targets[0],
-            Failure::new(Stage::Connect, None, Problem::Connection("refused".into())),
-        );
+        let refused = Failure::new(Stage::Connect, None, Problem::Connection("refused".into()));
+        // Another session with it is open: this connection failed alone (issue 10 point 3).
+        assert!(!router.connect_failed(&targets[0], refused.clone(), Some(targets[0].progress())));
+        assert!(targets[0].state().down_until.is_none());
+        assert_eq!(targets[0].state().connect_failures, 1);
+        // After the bounded fresh tries, the target is down.
+        assert!(matches!(
+            router.choose(false, 10, false, None),
+            Choice::Use(_)
+        ));
+        assert!(router.connect_failed(&targets[0], refused, None));
         assert!(matches!(
             router.choose(false, 10, false, None),
             Choice::Wait(_)

@@ -22,6 +22,14 @@ use crate::stats::Stats;
 
 /// An idle session is closed (QUIT) after this long without mail.
 const IDLE: Duration = Duration::from_secs(10);
+/// A connection still waiting for its greeting is given up this long after a connection
+/// to the same target started after it was greeted: the
+/// server works, this connection is lost (a full listen backlog drops the final ACK of a
+/// handshake the client thinks complete), and a fresh one is tried (issue 10 point 3).
+const GREETING_GRACE: Duration = Duration::from_secs(2);
+/// In one attempt, a mail tries a fresh connection after one failed alone (while the
+/// target works) at most this many times; the next failure marks the target down.
+const MAX_LONE_FAILURES: u32 = 3;
 /// A mail is passed between targets at most this many times in one attempt.
 const MAX_HOPS: usize = 12;
 /// In one attempt, a mail goes again at once (a fresh session, or a following
@@ -233,6 +241,7 @@ async fn attempt(
     stop: &CancellationToken,
 ) -> Vec<RcptResult> {
     let params = ctx.params();
+    let mut lone_failures = 0u32;
     for _ in 0..MAX_HOPS {
         // A session kept open must have nothing waiting from its server: bytes there
         // would be read as this mail's replies.
@@ -270,8 +279,25 @@ async fn attempt(
             .is_none_or(|o| !Arc::ptr_eq(&o.target, &target))
         {
             close(ctx, open.take()).await;
-            match Session::open(target.addr, &params).await {
+            let since = target.progress();
+            let ticket = target.ticket();
+            let opening = tokio::select! {
+                opened = Session::open(target.addr, &params) => opened,
+                () = async {
+                    target.later_greeted(ticket).await;
+                    sleep(GREETING_GRACE).await;
+                } => Err(Failure::new(
+                    Stage::Greeting,
+                    Some(target.addr.to_string()),
+                    Problem::Connection(format!(
+                        "no greeting {} seconds after a connection started later was greeted",
+                        GREETING_GRACE.as_secs()
+                    )),
+                )),
+            };
+            match opening {
                 Ok(session) => {
+                    target.greeted(ticket);
                     ctx.router.opened(&target, session.caps);
                     ctx.stats.connection_opened();
                     *open = Some(Open {
@@ -281,7 +307,19 @@ async fn attempt(
                     });
                 }
                 Err(failure) => {
-                    ctx.router.connect_failed(&target, failure);
+                    let since = (lone_failures < MAX_LONE_FAILURES).then_some(since);
+                    if !ctx.router.connect_failed(&target, failure.clone(), since) {
+                        lone_failures += 1;
+                        // Other connections to it work: this one failed alone; a fresh
+                        // connection at once (bounded by MAX_HOPS).
+                        tracing::info!(
+                            target_addr = %target.addr,
+                            "CSM3031I A connection to target server {} ({}) failed while others work: {}; trying a new connection",
+                            target.addr,
+                            target.origin,
+                            crate::escape::data(&failure.to_string())
+                        );
+                    }
                     continue;
                 }
             }

@@ -13,6 +13,7 @@ mod bounds;
 mod checkpoint;
 mod edges;
 mod forwarding;
+mod health;
 mod interop;
 mod messages;
 mod mime;

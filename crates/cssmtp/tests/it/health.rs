@@ -1,0 +1,111 @@
+//! Target health (issue 10, point 3): one failed connection (a reset, or one accepted and
+//! never greeted, as a full listen backlog makes them) while other connections to the
+//! same target work is retried at once on a fresh connection and does not take the
+//! target out of service. A target refusing every connection is still marked down (see
+//! routing.rs).
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cssmtp::sink::SinkOptions;
+
+use crate::support::{Env, mail, notifications, originals, sink, target, text_with_ids};
+
+/// RetryLimit of these tests: a mail that waited a retry interval shows in the time.
+const RETRY: &str = "RetryLimit\n{\n  Count 2\n  Interval 30\n}\n";
+
+/// The log lines written in this thread (the runtime is current-thread).
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut log) = self.0.lock() {
+            log.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// 40 mails through a server taking 5 mails per session (so that connections keep being
+/// opened), with MaxConnections 4 and `options`' lost connections.
+async fn through_lost_connections(options: SinkOptions) {
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = sink(SinkOptions {
+        max_mails_per_session: Some(5),
+        ..options
+    })
+    .await;
+    let env = Env::new(&format!(
+        "MaxConnections 4\n{RETRY}{}",
+        target(server.addr, "")
+    ));
+    let mut file = String::from("HELO h.example\n");
+    for i in 0..40 {
+        file.push_str(&mail(
+            "a@h.example",
+            &[&format!("r{i}@example.com")],
+            &text_with_ids(&format!("mail {i}"), "b"),
+        ));
+    }
+    env.submit("LOST", &file);
+    let started = tokio::time::Instant::now();
+    let report = env.drain().await;
+    let elapsed = started.elapsed();
+    let log = log.text();
+    assert_eq!(originals(&server).len(), 40, "every mail delivered once");
+    assert!(notifications(&server).is_empty(), "nothing returned");
+    assert_eq!(report.stats.rcpts_retried, 0, "no recipient in long retry");
+    assert_eq!(report.stats.mails_total_retry, 0, "no mail in long retry");
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "no mail waited InitialMsg or ConnectRetry ({elapsed:?})"
+    );
+    assert!(
+        !log.contains("CSM3001W"),
+        "the target was never marked down:\n{log}"
+    );
+    assert!(
+        log.contains("CSM3031I"),
+        "the lost connection was counted:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_connection_never_greeted_is_given_up_while_others_work() {
+    through_lost_connections(SinkOptions {
+        silent_connections: vec![2, 6, 9],
+        ..SinkOptions::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_connection_reset_while_others_work_does_not_take_the_target_down() {
+    through_lost_connections(SinkOptions {
+        reset_connections: vec![6, 9],
+        ..SinkOptions::default()
+    })
+    .await;
+}
