@@ -62,15 +62,13 @@ impl Aiosmtpd {
 
 /// 2,000 mails through a server that takes 100 mails per session (452 at the next
 /// MAIL FROM, as OpenSMTPD; aiosmtpd itself also answers a 21st MAIL in a session with
-/// 421 and closes): all delivered, none returned, none waited a retry interval.
-///
-/// (With OpenSMTPD's listen backlog of 5 as well, a connection the server's kernel
-/// drops can still leave a session waiting for a greeting that never comes: issue 10,
-/// point 3, not done yet.)
+/// 421 and closes) and has OpenSMTPD's listen backlog of 5 (a connection the server's
+/// kernel drops never gets a greeting): all delivered, none returned, none waited a
+/// retry interval or a greeting time-out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_mails_through_a_server_with_session_limits() {
     let scratch = tempfile::tempdir().unwrap();
-    let server = Aiosmtpd::start(scratch.path(), &["--limit", "100"]).await;
+    let server = Aiosmtpd::start(scratch.path(), &["--limit", "100", "--backlog", "5"]).await;
     let env = Env::new(&format!(
         "RetryLimit\n{{\n  Count 3\n  Interval 1\n}}\n\
          TargetServer\n{{\n  TargetIp 127.0.0.1\n  ConnectPort {}\n}}\n",
