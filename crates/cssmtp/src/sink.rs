@@ -255,6 +255,8 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     notify: Notify,
     sessions: AtomicU64,
+    /// 452/421 "too many" replies sent (session and recipient limits).
+    limit_refusals: AtomicU64,
     next_id: AtomicU64,
     /// Mails accepted (also those not kept).
     accepted: AtomicU64,
@@ -474,6 +476,11 @@ impl Sink {
     }
 
     /// Connections accepted so far.
+    /// How many 452/421 "too many messages/recipients" replies it sent.
+    pub fn limit_refusals(&self) -> u64 {
+        self.shared.limit_refusals.load(Ordering::Relaxed)
+    }
+
     pub fn sessions(&self) -> u64 {
         self.shared.sessions.load(Ordering::Relaxed)
     }
@@ -712,6 +719,7 @@ async fn serve(
                         .max_mails_per_session
                         .is_some_and(|max| session_mails >= max)
                     {
+                        shared.limit_refusals.fetch_add(1, Ordering::Relaxed);
                         if options.close_at_limit {
                             out.extend_from_slice(
                                 b"421 4.7.0 Too many messages in this session, closing\r\n",
@@ -750,6 +758,7 @@ async fn serve(
                         .max_rcpts
                         .is_some_and(|max| env.rcpt_to.len() >= max as usize)
                     {
+                        shared.limit_refusals.fetch_add(1, Ordering::Relaxed);
                         out.extend_from_slice(b"452 4.5.3 Too many recipients\r\n");
                         continue;
                     }

@@ -264,6 +264,10 @@ pub struct TargetSpec {
     /// `MessageSize`: largest mail in bytes for a server that advertises no SIZE
     /// (0 = no limit).
     pub message_size: u64,
+    /// `MaxMailsPerSession`: a session is ended (QUIT) after this many mails (0 = no limit).
+    pub max_mails: u32,
+    /// `MaxRcptsPerMail`: recipients per transaction (0 = no limit).
+    pub max_rcpts: u32,
     /// `TlsName`: the name its certificate must carry (default: the target's name, or
     /// its IP address for TargetIp).
     pub tls_name: Option<String>,

@@ -31,11 +31,13 @@ pub fn render(c: &Config) -> Vec<String> {
     };
     for t in targets {
         let mut line = format!(
-            "TargetServer {{ {} ConnectPort {} Secure {} MessageSize {}",
+            "TargetServer {{ {} ConnectPort {} Secure {} MessageSize {} MaxMailsPerSession {} MaxRcptsPerMail {}",
             t.host,
             t.port,
             yes(t.secure),
-            t.message_size
+            t.message_size,
+            t.max_mails,
+            t.max_rcpts
         );
         if let Some(name) = &t.tls_name {
             let _ = write!(line, " TlsName {name}");

@@ -591,6 +591,8 @@ impl Validator {
             "ConnectPort",
             "Secure",
             "MessageSize",
+            "MaxMailsPerSession",
+            "MaxRcptsPerMail",
             "TlsName",
             "Charset",
             "MBCharset",
@@ -599,6 +601,8 @@ impl Validator {
         let mut port = 25u16;
         let mut secure = false;
         let mut message_size = 0u64;
+        let mut max_mails = 0u32;
+        let mut max_rcpts = 0u32;
         let mut tls_name = None;
         for (name, value) in self.params("TargetServer", s, KNOWN) {
             let text = value.text.as_str();
@@ -635,6 +639,16 @@ impl Validator {
                         message_size = n;
                     }
                 }
+                "MaxMailsPerSession" => {
+                    if let Some(n) = self.number(value, 0, 100_000, "MaxMailsPerSession") {
+                        max_mails = n as u32;
+                    }
+                }
+                "MaxRcptsPerMail" => {
+                    if let Some(n) = self.number(value, 0, 100_000, "MaxRcptsPerMail") {
+                        max_rcpts = n as u32;
+                    }
+                }
                 "TlsName" => {
                     if cssmtp_batch::address::valid_domain(text) {
                         tls_name = Some(text.to_ascii_lowercase());
@@ -662,6 +676,8 @@ impl Validator {
                 port,
                 secure,
                 message_size,
+                max_mails,
+                max_rcpts,
                 tls_name: tls_name.clone(),
                 line,
             };

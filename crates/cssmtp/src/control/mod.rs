@@ -247,6 +247,11 @@ impl Control {
                 "  MAIL ATTEMPTS: {:<10} MAIL SENT: {:<10} CONNECT FAIL: {:<10} CONNECTIONS: {}",
                 st.mail_attempts, st.mail_sent, st.connect_failures, st.connections
             ));
+            let (mails, mails_from) = t.mails_limit();
+            let (rcpts, rcpts_from) = t.rcpts_limit();
+            lines.push(format!(
+                "  MAILS PER SESSION: {mails} ({mails_from})   RCPTS PER MAIL: {rcpts} ({rcpts_from})   (0 = unlimited)"
+            ));
             lines.push(format!(
                 "  LAST REPLY: {}",
                 st.last_reply.as_deref().unwrap_or("(none)")
@@ -263,6 +268,8 @@ impl Control {
                 "secure": t.secure,
                 "size": size,
                 "size_from": size_from,
+                "max_mails_per_session": { "value": mails, "source": mails_from },
+                "max_rcpts_per_mail": { "value": rcpts, "source": rcpts_from },
                 "mail_attempts": st.mail_attempts,
                 "mail_sent": st.mail_sent,
                 "connect_failures": st.connect_failures,

@@ -229,6 +229,23 @@ pub enum Rotate {
     Transaction,
 }
 
+/// Whether a failure is a server's "too many messages" (at MAIL FROM: a limit of mails
+/// per session) or "too many recipients" (at RCPT TO: per transaction) reply.
+pub fn too_many(failure: &Failure) -> Option<Rotate> {
+    let Problem::Reply(reply) = &failure.problem else {
+        return None;
+    };
+    let says = reply
+        .enhanced
+        .is_some_and(|e| e.class == 4 && e.subject == 5 && e.detail == 3)
+        || reply.text().to_ascii_lowercase().contains("too many");
+    match failure.stage {
+        Stage::MailFrom if matches!(reply.code, 421 | 451 | 452) && says => Some(Rotate::Session),
+        Stage::RcptTo if reply.code == 452 && says => Some(Rotate::Transaction),
+        _ => None,
+    }
+}
+
 /// Whether a failure is about the session, not the mail: `None` for a failure the mail
 /// itself is charged with (long retry, or undeliverable, by [`classify`]).
 pub fn session_matter(failure: &Failure) -> Option<Rotate> {

@@ -27,6 +27,8 @@ pub struct Resolved {
     pub tls_name: Option<String>,
     pub secure: bool,
     pub message_size: u64,
+    pub max_mails: u32,
+    pub max_rcpts: u32,
     /// MX preference (0 for TargetIp/TargetName).
     pub preference: u16,
 }
@@ -114,6 +116,8 @@ pub async fn resolve(
             tls_name: spec.tls_name.clone().or(name),
             secure: spec.secure,
             message_size: spec.message_size,
+            max_mails: spec.max_mails,
+            max_rcpts: spec.max_rcpts,
             preference,
         };
         match &spec.host {

@@ -38,6 +38,10 @@ pub struct Target {
     pub secure: bool,
     /// `MessageSize` (0: none).
     pub message_size: u64,
+    /// `MaxMailsPerSession` (0: none).
+    pub max_mails: u32,
+    /// `MaxRcptsPerMail` (0: none).
+    pub max_rcpts: u32,
     pub preference: u16,
     state: Mutex<TargetState>,
     /// Counts sessions greeted and mails sent: a connection that fails while this moved
@@ -65,6 +69,10 @@ pub struct TargetState {
     pub mail_sent: u64,
     pub connect_failures: u64,
     pub last_failure: Option<Failure>,
+    /// Mails per session learned from a "too many messages" reply (0: none yet).
+    pub learned_mails: u32,
+    /// Recipients per transaction learned from a "too many recipients" reply (0: none).
+    pub learned_rcpts: u32,
     /// Last reply to a final ".", for the operator.
     pub last_reply: Option<String>,
 }
@@ -78,6 +86,8 @@ impl Target {
             origin: resolved.origin,
             secure: resolved.secure,
             message_size: resolved.message_size,
+            max_mails: resolved.max_mails,
+            max_rcpts: resolved.max_rcpts,
             preference: resolved.preference,
             state: Mutex::new(TargetState::default()),
             progress: tokio::sync::watch::Sender::new(0),
@@ -134,6 +144,31 @@ impl Target {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The mails-per-session limit in force and where it comes from (0: none).
+    pub fn mails_limit(&self) -> (u32, &'static str) {
+        effective(self.max_mails, self.lock().learned_mails)
+    }
+
+    /// The recipients-per-transaction limit in force and where it comes from (0: none).
+    pub fn rcpts_limit(&self) -> (u32, &'static str) {
+        effective(self.max_rcpts, self.lock().learned_rcpts)
+    }
+
+    /// Remembers limits met: `mails` per session, `rcpts` per transaction (0: nothing
+    /// learned); the lowest met is kept.
+    pub fn learn(&self, mails: u32, rcpts: u32) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        for (slot, new) in [
+            (&mut st.learned_mails, mails),
+            (&mut st.learned_rcpts, rcpts),
+        ] {
+            if new > 0 && (*slot == 0 || new < *slot) {
+                *slot = new;
+            }
+        }
+    }
+
     /// The largest mail this target takes: SIZE from EHLO when advertised with a limit,
     /// else the configured MessageSize (0: no limit).
     fn size_limit(&self, caps: Option<&Capabilities>) -> u64 {
@@ -141,6 +176,15 @@ impl Target {
             Some(c) if c.size_advertised && c.size_limit > 0 => c.size_limit,
             _ => self.message_size,
         }
+    }
+}
+
+/// The lower nonzero of a configured and a learned limit, with its source.
+fn effective(configured: u32, learned: u32) -> (u32, &'static str) {
+    match (configured, learned) {
+        (0, 0) => (0, "none"),
+        (c, l) if l == 0 || (c > 0 && c <= l) => (c, "configured"),
+        (_, l) => (l, "learned"),
     }
 }
 
@@ -472,6 +516,8 @@ mod tests {
             tls_name: None,
             secure: false,
             message_size: 0,
+            max_mails: 0,
+            max_rcpts: 0,
             preference,
         }
     }

@@ -12,7 +12,9 @@ use tokio::time::{Duration, sleep, sleep_until};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use super::outcome::{Failure, Problem, RcptResult, Rotate, Stage, session_matter};
+use cssmtp_wire::{EnhancedStatus, Reply};
+
+use super::outcome::{Failure, Problem, RcptResult, Rotate, Stage, session_matter, too_many};
 use super::router::{Choice, Router, Target};
 use super::session::{Session, SessionParams};
 use super::{MailJob, MailOutcome};
@@ -250,6 +252,14 @@ async fn attempt(
         {
             drop_session(ctx, open);
         }
+        // A session that carried as many mails as its target takes is ended (QUIT)
+        // before the server has to refuse one (MaxMailsPerSession, or learned).
+        if let Some(o) = open.as_ref()
+            && let (limit @ 1.., _) = o.target.mails_limit()
+            && o.session.mails >= limit
+        {
+            close(ctx, open.take()).await;
+        }
         let current = open.as_ref().map(|o| &o.target);
         let target = match ctx
             .router
@@ -356,7 +366,34 @@ async fn attempt(
             ctx.router.capabilities(&target, caps, o.session.is_tls());
             continue;
         }
-        let results = o.session.send_mail(job, &params).await;
+        // More recipients than a transaction takes: the first ones now, the others in
+        // a following transaction (as after a 452 "too many recipients").
+        let (rcpt_limit, _) = target.rcpts_limit();
+        let split = rcpt_limit > 0 && job.recipients.len() > rcpt_limit as usize;
+        let mut results = if split {
+            let first: Vec<usize> = (0..rcpt_limit as usize).collect();
+            o.session.send_mail(&part(job, &first), &params).await
+        } else {
+            o.session.send_mail(job, &params).await
+        };
+        learn_limits(&target, o.session.mails, &results);
+        if split {
+            let reply = Reply::new(
+                452,
+                Some(EnhancedStatus {
+                    class: 4,
+                    subject: 5,
+                    detail: 3,
+                }),
+                &format!("too many recipients (at most {rcpt_limit} per mail to this target)"),
+            );
+            let failure = Failure::new(
+                Stage::RcptTo,
+                Some(target.addr.to_string()),
+                Problem::Reply(reply),
+            );
+            results.resize(job.recipients.len(), RcptResult::Retry(failure));
+        }
         let sent = results
             .iter()
             .any(|r| matches!(r, RcptResult::Delivered { .. }));
@@ -379,4 +416,29 @@ async fn attempt(
         Problem::Protocol("target servers kept changing; mail will be retried".into()),
     );
     all(job, &RcptResult::Retry(failure))
+}
+
+/// Remembers a target's limits from a "too many messages" reply at MAIL FROM (the
+/// mails the session carried before) or "too many recipients" at RCPT TO (the recipients
+/// accepted before), so that later sessions and transactions stay within them.
+fn learn_limits(target: &Target, session_mails: u32, results: &[RcptResult]) {
+    let mut mails = 0;
+    let mut rcpts = 0;
+    for result in results {
+        if let RcptResult::Retry(f) = result {
+            match too_many(f) {
+                Some(Rotate::Session) => mails = session_mails.saturating_sub(1),
+                Some(Rotate::Transaction) => {
+                    rcpts = results
+                        .iter()
+                        .filter(|r| matches!(r, RcptResult::Delivered { .. }))
+                        .count() as u32;
+                }
+                None => {}
+            }
+        }
+    }
+    if mails > 0 || rcpts > 0 {
+        target.learn(mails, rcpts);
+    }
 }

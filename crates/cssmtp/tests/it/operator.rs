@@ -697,3 +697,53 @@ async fn display_targets_keeps_a_421_and_its_stage() {
     );
     daemon.end().await;
 }
+
+/// Issue 10 point 2: a limit met is learned and shown. A server taking 10 mails per
+/// session and 5 recipients per transaction, nothing configured: DISPLAY TARGETS shows
+/// the learned limits, and later sessions keep within them (the server refuses only
+/// while they are being learned).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn display_targets_shows_learned_limits() {
+    let sink = sink(SinkOptions {
+        max_mails_per_session: Some(10),
+        max_rcpts: Some(5),
+        ..SinkOptions::default()
+    })
+    .await;
+    let env = Env::new(&format!("MaxConnections 1\n{}", target(sink.addr, "")));
+    let daemon = Daemon::start(&env).await;
+    let rcpts: Vec<String> = (0..7).map(|i| format!("r{i}@example.com")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let mut file = String::from("HELO zos.example\n");
+    for i in 0..40 {
+        file.push_str(&mail(
+            "batch@zos.example",
+            if i == 0 { &refs } else { &refs[..1] },
+            &text_with_ids(&format!("m{i}"), "b"),
+        ));
+    }
+    env.submit("LEARN", &file);
+    settled(&daemon, &env).await;
+    let reply = daemon.ok("DISPLAY,TARGETS").await;
+    let targets = reply.data["targets"].as_array().unwrap();
+    let t = targets
+        .iter()
+        .find(|t| t["address"] == sink.addr.to_string())
+        .unwrap();
+    assert_eq!(t["max_mails_per_session"]["value"], 10, "{t:#}");
+    assert_eq!(t["max_mails_per_session"]["source"], "learned");
+    assert_eq!(t["max_rcpts_per_mail"]["value"], 5, "{t:#}");
+    assert_eq!(t["max_rcpts_per_mail"]["source"], "learned");
+    assert!(
+        reply
+            .lines
+            .iter()
+            .any(|l| l.contains("MAILS PER SESSION: 10 (learned)   RCPTS PER MAIL: 5 (learned)")),
+        "{:#?}",
+        reply.lines
+    );
+    // While learning: 452 to the 6th and 7th RCPT of the first mail (pipelined) and to
+    // the 11th MAIL FROM of the first session; none after.
+    assert_eq!(sink.limit_refusals(), 3, "limits kept once learned");
+    daemon.end().await;
+}

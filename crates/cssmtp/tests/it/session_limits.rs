@@ -219,3 +219,60 @@ async fn a_421_at_data_sends_the_mail_again_at_once() {
 async fn a_421_after_the_text_sends_the_mail_again_at_once() {
     closed_at("close-after-dot").await;
 }
+
+/// Issue 10 point 2: `MaxMailsPerSession 10` ends each session after 10 mails, before the
+/// server has to refuse one: 50 mails go with no 452 ever sent.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn max_mails_per_session_rotates_before_the_server_refuses() {
+    let server = sink(SinkOptions {
+        max_mails_per_session: Some(10),
+        ..SinkOptions::default()
+    })
+    .await;
+    let env = Env::new(&format!(
+        "MaxConnections 1\n{RETRY}{}",
+        target(server.addr, "  MaxMailsPerSession 10")
+    ));
+    env.submit("CONFMAX", &many_mails(50));
+    let report = env.drain().await;
+    assert_eq!(originals(&server).len(), 50, "every mail delivered once");
+    assert_eq!(server.limit_refusals(), 0, "no 452 ever sent");
+    assert!(server.sessions() >= 5, "{} sessions", server.sessions());
+    assert_eq!(report.stats.mails_total_retry, 0);
+}
+
+/// Issue 10 point 2: `MaxRcptsPerMail 20` sends a 50-recipient mail in three
+/// transactions of at most 20 recipients, with no 452 ever sent.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn max_rcpts_per_mail_splits_before_the_server_refuses() {
+    let server = sink(SinkOptions {
+        max_rcpts: Some(20),
+        ..SinkOptions::default()
+    })
+    .await;
+    let env = Env::new(&format!(
+        "{RETRY}{}",
+        target(server.addr, "  MaxRcptsPerMail 20")
+    ));
+    let rcpts: Vec<String> = (0..50).map(|i| format!("r{i}@example.com")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    env.submit(
+        "CONFRCPT",
+        &format!(
+            "HELO h.example\n{}",
+            mail("a@h.example", &refs, &text_with_ids("fifty", "b"))
+        ),
+    );
+    let report = env.drain().await;
+    let received = originals(&server);
+    let sizes: Vec<usize> = received.iter().map(|m| m.rcpt_to.len()).collect();
+    assert_eq!(sizes, [20, 20, 10], "three transactions");
+    let mut got: Vec<String> = received.iter().flat_map(|m| m.rcpt_to.clone()).collect();
+    got.sort();
+    let mut want = rcpts.clone();
+    want.sort();
+    assert_eq!(got, want, "each recipient once");
+    assert_eq!(server.limit_refusals(), 0, "no 452 ever sent");
+    assert_eq!(report.stats.rcpts_delivered, 50);
+    assert_eq!(report.stats.rcpts_retried, 0);
+}

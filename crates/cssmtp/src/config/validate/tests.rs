@@ -122,7 +122,7 @@ RetryLimit
             "/etc/cssmtp/cssmtp.conf:7: error: TargetIp \"300.1.1.1\" is not an IPv4 or IPv6 address",
             "/etc/cssmtp/cssmtp.conf:8: error: ConnectPort must be a whole number from 1 to 65535, not \"0\"",
             "/etc/cssmtp/cssmtp.conf:9: error: Secure must be Yes or No, not \"maybe\"",
-            "/etc/cssmtp/cssmtp.conf:10: error: unknown parameter Colour in TargetServer (known: TargetIp, TargetName, TargetMx, ConnectPort, Secure, MessageSize, TlsName, Charset, MBCharset)",
+            "/etc/cssmtp/cssmtp.conf:10: error: unknown parameter Colour in TargetServer (known: TargetIp, TargetName, TargetMx, ConnectPort, Secure, MessageSize, MaxMailsPerSession, MaxRcptsPerMail, TlsName, Charset, MBCharset)",
             "/etc/cssmtp/cssmtp.conf:14: error: Timeout AnyCmd must be a whole number from 30 to 1200, not \"10\"",
             "/etc/cssmtp/cssmtp.conf:16: error: JESSyntaxErrLimit must be a whole number from 0 to 999, not \"1000\"",
             "/etc/cssmtp/cssmtp.conf:18: error: Date in Header needs a value",
@@ -437,4 +437,22 @@ Options { NullTrnc Maybe }
             "/etc/cssmtp/cssmtp.conf:8: error: unknown parameter Maybe in Options (known: NullTrnc, TestMode, DataLineTrunc, AtSign, TLSEhlo)",
         ]
     );
+}
+
+#[test]
+fn per_target_session_limits() {
+    let (config, _) = check(
+        "TargetServer {\n TargetIp 192.0.2.1\n MaxMailsPerSession 10\n MaxRcptsPerMail 20\n}\n",
+    );
+    let Some(Config {
+        targets: Targets::Hosts(hosts),
+        ..
+    }) = config
+    else {
+        panic!()
+    };
+    assert_eq!((hosts[0].max_mails, hosts[0].max_rcpts), (10, 20));
+    let (config, diags) =
+        check("TargetServer {\n TargetIp 192.0.2.1\n MaxRcptsPerMail 100001\n}\n");
+    assert!(config.is_none(), "{diags:?}");
 }
