@@ -250,6 +250,15 @@ impl Received {
     }
 }
 
+/// Counts a session as open while it lives.
+struct OpenSession(Arc<Shared>);
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.open_now.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     received: Mutex<Vec<Received>>,
@@ -257,6 +266,9 @@ struct Shared {
     sessions: AtomicU64,
     /// 452/421 "too many" replies sent (session and recipient limits).
     limit_refusals: AtomicU64,
+    /// Sessions open now, and the most ever open at once.
+    open_now: AtomicU64,
+    max_open: AtomicU64,
     next_id: AtomicU64,
     /// Mails accepted (also those not kept).
     accepted: AtomicU64,
@@ -431,7 +443,10 @@ impl Sink {
                         }
                         let silent = options.silent_connections.contains(&number);
                         let (s, o, st) = (Arc::clone(&s), Arc::clone(&options), st.clone());
+                        let now = s.open_now.fetch_add(1, Ordering::Relaxed) + 1;
+                        s.max_open.fetch_max(now, Ordering::Relaxed);
                         tokio::spawn(async move {
+                            let _open = OpenSession(Arc::clone(&s));
                             if silent {
                                 // Held open, never greeted, until the sink stops.
                                 st.cancelled().await;
@@ -475,12 +490,17 @@ impl Sink {
         self.shared.accepted.load(Ordering::Relaxed)
     }
 
-    /// Connections accepted so far.
     /// How many 452/421 "too many messages/recipients" replies it sent.
     pub fn limit_refusals(&self) -> u64 {
         self.shared.limit_refusals.load(Ordering::Relaxed)
     }
 
+    /// The most sessions that were open at once (high-water mark).
+    pub fn max_concurrent(&self) -> u64 {
+        self.shared.max_open.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
     pub fn sessions(&self) -> u64 {
         self.shared.sessions.load(Ordering::Relaxed)
     }

@@ -268,6 +268,9 @@ pub struct TargetSpec {
     pub max_mails: u32,
     /// `MaxRcptsPerMail`: recipients per transaction (0 = no limit).
     pub max_rcpts: u32,
+    /// `MaxConnections` in the block: connections open or being opened to each of its
+    /// addresses at once (0 = none, only the global `MaxConnections`).
+    pub max_connections: u32,
     /// `TlsName`: the name its certificate must carry (default: the target's name, or
     /// its IP address for TargetIp).
     pub tls_name: Option<String>,

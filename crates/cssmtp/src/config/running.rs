@@ -39,6 +39,9 @@ pub fn render(c: &Config) -> Vec<String> {
             t.max_mails,
             t.max_rcpts
         );
+        if t.max_connections > 0 {
+            let _ = write!(line, " MaxConnections {}", t.max_connections);
+        }
         if let Some(name) = &t.tls_name {
             let _ = write!(line, " TlsName {name}");
         }

@@ -593,6 +593,7 @@ impl Validator {
             "MessageSize",
             "MaxMailsPerSession",
             "MaxRcptsPerMail",
+            "MaxConnections",
             "TlsName",
             "Charset",
             "MBCharset",
@@ -603,6 +604,7 @@ impl Validator {
         let mut message_size = 0u64;
         let mut max_mails = 0u32;
         let mut max_rcpts = 0u32;
+        let mut max_connections = 0u32;
         let mut tls_name = None;
         for (name, value) in self.params("TargetServer", s, KNOWN) {
             let text = value.text.as_str();
@@ -649,6 +651,11 @@ impl Validator {
                         max_rcpts = n as u32;
                     }
                 }
+                "MaxConnections" => {
+                    if let Some(n) = self.number(value, 1, 1024, "MaxConnections") {
+                        max_connections = n as u32;
+                    }
+                }
                 "TlsName" => {
                     if cssmtp_batch::address::valid_domain(text) {
                         tls_name = Some(text.to_ascii_lowercase());
@@ -678,6 +685,7 @@ impl Validator {
                 message_size,
                 max_mails,
                 max_rcpts,
+                max_connections,
                 tls_name: tls_name.clone(),
                 line,
             };

@@ -249,8 +249,9 @@ impl Control {
             ));
             let (mails, mails_from) = t.mails_limit();
             let (rcpts, rcpts_from) = t.rcpts_limit();
+            let (conns, conns_from) = t.connections_limit();
             lines.push(format!(
-                "  MAILS PER SESSION: {mails} ({mails_from})   RCPTS PER MAIL: {rcpts} ({rcpts_from})   (0 = unlimited)"
+                "  MAILS PER SESSION: {mails} ({mails_from})   RCPTS PER MAIL: {rcpts} ({rcpts_from})   MAX CONNECTIONS: {conns} ({conns_from})   (0 = unlimited)"
             ));
             lines.push(format!(
                 "  LAST REPLY: {}",
@@ -270,6 +271,7 @@ impl Control {
                 "size_from": size_from,
                 "max_mails_per_session": { "value": mails, "source": mails_from },
                 "max_rcpts_per_mail": { "value": rcpts, "source": rcpts_from },
+                "max_connections": { "value": conns, "source": conns_from },
                 "mail_attempts": st.mail_attempts,
                 "mail_sent": st.mail_sent,
                 "connect_failures": st.connect_failures,

@@ -29,6 +29,8 @@ pub struct Resolved {
     pub message_size: u64,
     pub max_mails: u32,
     pub max_rcpts: u32,
+    /// Per-target `MaxConnections` (0: none).
+    pub max_connections: u32,
     /// MX preference (0 for TargetIp/TargetName).
     pub preference: u16,
 }
@@ -118,6 +120,7 @@ pub async fn resolve(
             message_size: spec.message_size,
             max_mails: spec.max_mails,
             max_rcpts: spec.max_rcpts,
+            max_connections: spec.max_connections,
             preference,
         };
         match &spec.host {

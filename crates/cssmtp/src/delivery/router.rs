@@ -42,6 +42,8 @@ pub struct Target {
     pub max_mails: u32,
     /// `MaxRcptsPerMail` (0: none).
     pub max_rcpts: u32,
+    /// Per-target `MaxConnections`: connections open or being opened at once (0: none).
+    pub max_connections: u32,
     pub preference: u16,
     state: Mutex<TargetState>,
     /// Counts sessions greeted and mails sent: a connection that fails while this moved
@@ -88,6 +90,7 @@ impl Target {
             message_size: resolved.message_size,
             max_mails: resolved.max_mails,
             max_rcpts: resolved.max_rcpts,
+            max_connections: resolved.max_connections,
             preference: resolved.preference,
             state: Mutex::new(TargetState::default()),
             progress: tokio::sync::watch::Sender::new(0),
@@ -149,6 +152,16 @@ impl Target {
         effective(self.max_mails, self.lock().learned_mails)
     }
 
+    /// The per-target connection limit and where it comes from (0: none).
+    pub fn connections_limit(&self) -> (u32, &'static str) {
+        effective(self.max_connections, 0)
+    }
+
+    /// True when a connection released now lets a worker waiting for this target in.
+    fn at_limit(&self, connections: u32) -> bool {
+        self.max_connections > 0 && connections >= self.max_connections
+    }
+
     /// The recipients-per-transaction limit in force and where it comes from (0: none).
     pub fn rcpts_limit(&self) -> (u32, &'static str) {
         effective(self.max_rcpts, self.lock().learned_rcpts)
@@ -195,7 +208,8 @@ type Rank = (u16, u32, usize);
 #[derive(Debug)]
 pub enum Choice {
     Use(Arc<Target>),
-    /// Every target that could take it is down, and so is every other: wait until then
+    /// Every target that could take it is down, and so is every other, or has as many
+    /// connections as its `MaxConnections`: wait until then, or until a change
     /// (back-pressure).
     Wait(Instant),
     /// No target can ever take it (size, TLS, 8BITMIME): undeliverable.
@@ -293,6 +307,8 @@ impl Router {
         let mut down_failure: Option<Failure> = None;
         let mut earliest_up: Option<Instant> = None;
         let mut tls_failure: Option<Failure> = None;
+        // A target that could take it has all the connections it may have.
+        let mut full = false;
         // The best target so far, ranked by (MX preference, connections, list order).
         let mut best: Option<(&Arc<Target>, Rank)> = None;
         // Choices are made one at a time so that connection counts stay exact.
@@ -334,6 +350,10 @@ impl Router {
             if current.is_some_and(|c| Arc::ptr_eq(c, target)) {
                 return Choice::Use(Arc::clone(target));
             }
+            if target.at_limit(st.connections) {
+                full = true;
+                continue;
+            }
             let rank = (target.preference, st.connections, target.index);
             if best.as_ref().is_none_or(|(_, r)| rank < *r) {
                 best = Some((target, rank));
@@ -342,6 +362,11 @@ impl Router {
         if let Some((target, _)) = best {
             target.lock().connections += 1;
             return Choice::Use(Arc::clone(target));
+        }
+        if full {
+            // A connection to it will free: `closed`/`connect_failed` signal a change.
+            let until = now + self.connect_retry;
+            return Choice::Wait(earliest_up.map_or(until, |e| e.min(until)));
         }
         if let Some(until) = earliest_up {
             if reachable_unfit {
@@ -398,9 +423,26 @@ impl Router {
             .min()
     }
 
-    /// Waits until the target list or a target's health changes.
+    /// Waits until the target list or a target's health changes, or a connection to a
+    /// target at its `MaxConnections` is released.
     pub async fn changed(&self) {
         self.changed.notified().await;
+    }
+
+    /// The same as [`changed`](Self::changed), for a caller that must not miss a change
+    /// made before it starts waiting: it receives every change from its creation.
+    pub fn changes(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
+    /// Releases a connection counted for `target`; wakes the waiters when the target was
+    /// at its `MaxConnections`.
+    fn release(&self, target: &Target, st: &mut TargetState) {
+        let was_full = target.at_limit(st.connections);
+        st.connections = st.connections.saturating_sub(1);
+        if was_full {
+            self.changed.notify_waiters();
+        }
     }
 
     /// A session was opened: the target is up and offers `caps`.
@@ -434,7 +476,7 @@ impl Router {
     /// A session was closed.
     pub fn closed(&self, target: &Target) {
         let mut st = target.lock();
-        st.connections = st.connections.saturating_sub(1);
+        self.release(target, &mut st);
         st.open_sessions = st.open_sessions.saturating_sub(1);
     }
 
@@ -455,7 +497,7 @@ impl Router {
         });
         if lone {
             let mut st = target.lock();
-            st.connections = st.connections.saturating_sub(1);
+            self.release(target, &mut st);
             st.connect_failures += 1;
             st.last_failure = Some(failure);
             return false;
@@ -463,7 +505,7 @@ impl Router {
         let until = Instant::now() + self.connect_retry;
         let first = {
             let mut st = target.lock();
-            st.connections = st.connections.saturating_sub(1);
+            self.release(target, &mut st);
             st.connect_failures += 1;
             let first = st.down_until.is_none();
             st.down_until = Some(until);
@@ -518,6 +560,7 @@ mod tests {
             message_size: 0,
             max_mails: 0,
             max_rcpts: 0,
+            max_connections: 0,
             preference,
         }
     }
@@ -530,6 +573,47 @@ mod tests {
             starttls,
             ..Capabilities::default()
         }
+    }
+
+    /// A target at its MaxConnections is passed over for another; with none left the
+    /// mail waits, and a released connection wakes the waiters.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_target_is_passed_over_then_waited_for() {
+        let mut capped = resolved(1, 0);
+        capped.max_connections = 1;
+        let router = Router::new(vec![capped, resolved(2, 10)], Duration::from_secs(120));
+        let Choice::Use(first) = router.choose(false, 10, false, None) else {
+            panic!()
+        };
+        assert_eq!(first.index, 0);
+        router.opened(&first, caps(0, false));
+        let Choice::Use(second) = router.choose(false, 10, false, None) else {
+            panic!()
+        };
+        assert_eq!(second.index, 1, "the preferred target is full");
+        let Choice::Use(same) = router.choose(false, 10, false, Some(&first)) else {
+            panic!()
+        };
+        assert_eq!(same.index, 0, "its own session still carries mail");
+        let single = Router::new(vec![resolved(3, 0)], Duration::from_secs(120));
+        let mut only = resolved(4, 0);
+        only.max_connections = 1;
+        single.set_targets(vec![only]);
+        let Choice::Use(t) = single.choose(false, 10, false, None) else {
+            panic!()
+        };
+        single.opened(&t, caps(0, false));
+        assert!(matches!(
+            single.choose(false, 10, false, None),
+            Choice::Wait(_)
+        ));
+        let changes = single.changes();
+        single.closed(&t);
+        changes.await;
+        assert!(matches!(
+            single.choose(false, 10, false, None),
+            Choice::Use(_)
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -133,8 +133,10 @@ pub async fn run(
 async fn close(ctx: &DeliveryContext, open: Option<Open>) {
     if let Some(open) = open {
         connect_record(ctx, &open, "quit");
-        ctx.router.closed(&open.target);
+        let target = Arc::clone(&open.target);
         open.session.quit(&ctx.params()).await;
+        // Released once the connection is gone, so that a target's MaxConnections holds.
+        ctx.router.closed(&target);
     }
 }
 
@@ -260,6 +262,9 @@ async fn attempt(
         {
             close(ctx, open.take()).await;
         }
+        // Created before choosing, so that a connection released meanwhile (to a target
+        // at its MaxConnections) is not missed while waiting.
+        let changes = ctx.router.changes();
         let current = open.as_ref().map(|o| &o.target);
         let target = match ctx
             .router
@@ -271,11 +276,12 @@ async fn attempt(
             }
             Choice::Later(failure) => return all(job, &RcptResult::Retry(failure)),
             Choice::Wait(until) => {
-                // Every target that could take this mail is down: wait (back-pressure).
+                // Every target that could take this mail is down or has all the
+                // connections it may have: wait (back-pressure).
                 close(ctx, open.take()).await;
                 tokio::select! {
                     () = sleep_until(until) => {}
-                    () = ctx.router.changed() => {}
+                    () = changes => {}
                     () = stop.cancelled() => {
                         let failure = Failure::new(Stage::Route, None, Problem::Stopping);
                         return all(job, &RcptResult::Retry(failure));

@@ -710,7 +710,10 @@ async fn display_targets_shows_learned_limits() {
         ..SinkOptions::default()
     })
     .await;
-    let env = Env::new(&format!("MaxConnections 1\n{}", target(sink.addr, "")));
+    let env = Env::new(&format!(
+        "MaxConnections 1\n{}",
+        target(sink.addr, "  MaxConnections 3")
+    ));
     let daemon = Daemon::start(&env).await;
     let rcpts: Vec<String> = (0..7).map(|i| format!("r{i}@example.com")).collect();
     let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
@@ -734,16 +737,23 @@ async fn display_targets_shows_learned_limits() {
     assert_eq!(t["max_mails_per_session"]["source"], "learned");
     assert_eq!(t["max_rcpts_per_mail"]["value"], 5, "{t:#}");
     assert_eq!(t["max_rcpts_per_mail"]["source"], "learned");
+    assert_eq!(t["max_connections"]["value"], 3, "{t:#}");
+    assert_eq!(t["max_connections"]["source"], "configured");
     assert!(
-        reply
-            .lines
-            .iter()
-            .any(|l| l.contains("MAILS PER SESSION: 10 (learned)   RCPTS PER MAIL: 5 (learned)")),
+        reply.lines.iter().any(|l| l.contains(
+            "MAILS PER SESSION: 10 (learned)   RCPTS PER MAIL: 5 (learned)   MAX CONNECTIONS: 3 (configured)"
+        )),
         "{:#?}",
         reply.lines
     );
     // While learning: 452 to the 6th and 7th RCPT of the first mail (pipelined) and to
     // the 11th MAIL FROM of the first session; none after.
     assert_eq!(sink.limit_refusals(), 3, "limits kept once learned");
+    let config = daemon.ok("D,CONFIG").await;
+    assert!(
+        config.lines.iter().any(|l| l.contains(" MaxConnections 3")),
+        "{:#?}",
+        config.lines
+    );
     daemon.end().await;
 }

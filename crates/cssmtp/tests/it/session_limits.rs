@@ -276,3 +276,33 @@ async fn max_rcpts_per_mail_splits_before_the_server_refuses() {
     assert_eq!(report.stats.rcpts_delivered, 50);
     assert_eq!(report.stats.rcpts_retried, 0);
 }
+
+/// 40 mails in four spool files through one sink with `MaxConnections 8` globally;
+/// `per_target` is the extra statement in its TargetServer block. Returns the most
+/// sessions the sink saw open at once.
+async fn concurrent_sessions(per_target: &str) -> u64 {
+    let server = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "MaxConnections 8\n{RETRY}{}",
+        target(server.addr, per_target)
+    ));
+    for name in ["CONNA", "CONNB", "CONNC", "CONND"] {
+        env.submit(name, &many_mails(10));
+    }
+    let report = env.drain().await;
+    assert_eq!(originals(&server).len(), 40, "every mail delivered once");
+    assert!(notifications(&server).is_empty(), "nothing returned");
+    assert_eq!(report.stats.mails_total_retry, 0, "no mail in long retry");
+    assert_eq!(report.stats.rcpts_undeliverable, 0);
+    server.max_concurrent()
+}
+
+/// Issue 10 point 2: a per-target `MaxConnections 2` keeps at most 2 sessions open to
+/// the target at once (the global limit alone lets more in); every mail is delivered.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn per_target_max_connections_caps_open_sessions() {
+    let capped = concurrent_sessions("  MaxConnections 2").await;
+    assert!(capped <= 2, "{capped} sessions open at once");
+    let free = concurrent_sessions("").await;
+    assert!(free > 2, "without it, {free} sessions open at once");
+}

@@ -122,7 +122,7 @@ RetryLimit
             "/etc/cssmtp/cssmtp.conf:7: error: TargetIp \"300.1.1.1\" is not an IPv4 or IPv6 address",
             "/etc/cssmtp/cssmtp.conf:8: error: ConnectPort must be a whole number from 1 to 65535, not \"0\"",
             "/etc/cssmtp/cssmtp.conf:9: error: Secure must be Yes or No, not \"maybe\"",
-            "/etc/cssmtp/cssmtp.conf:10: error: unknown parameter Colour in TargetServer (known: TargetIp, TargetName, TargetMx, ConnectPort, Secure, MessageSize, MaxMailsPerSession, MaxRcptsPerMail, TlsName, Charset, MBCharset)",
+            "/etc/cssmtp/cssmtp.conf:10: error: unknown parameter Colour in TargetServer (known: TargetIp, TargetName, TargetMx, ConnectPort, Secure, MessageSize, MaxMailsPerSession, MaxRcptsPerMail, MaxConnections, TlsName, Charset, MBCharset)",
             "/etc/cssmtp/cssmtp.conf:14: error: Timeout AnyCmd must be a whole number from 30 to 1200, not \"10\"",
             "/etc/cssmtp/cssmtp.conf:16: error: JESSyntaxErrLimit must be a whole number from 0 to 999, not \"1000\"",
             "/etc/cssmtp/cssmtp.conf:18: error: Date in Header needs a value",
@@ -455,4 +455,37 @@ fn per_target_session_limits() {
     let (config, diags) =
         check("TargetServer {\n TargetIp 192.0.2.1\n MaxRcptsPerMail 100001\n}\n");
     assert!(config.is_none(), "{diags:?}");
+}
+
+#[test]
+fn per_target_max_connections() {
+    let (config, _) = check("TargetServer {\n TargetIp 192.0.2.1\n MaxConnections 2\n}\n");
+    let Some(Config {
+        targets: Targets::Hosts(hosts),
+        ..
+    }) = config
+    else {
+        panic!()
+    };
+    assert_eq!(hosts[0].max_connections, 2);
+    let (config, _) = check("TargetServer {\n TargetIp 192.0.2.1\n}\n");
+    let Some(Config {
+        targets: Targets::Hosts(hosts),
+        ..
+    }) = config
+    else {
+        panic!()
+    };
+    assert_eq!(
+        hosts[0].max_connections, 0,
+        "no per-target limit by default"
+    );
+    for bad in ["0", "1025", "many"] {
+        let (config, diags) = check(&format!(
+            "TargetServer {{\n TargetIp 192.0.2.1\n MaxConnections {bad}\n}}\n"
+        ));
+        assert!(config.is_none(), "{bad}: {diags:?}");
+    }
+    let (config, _) = check("TargetServer {\n TargetIp 192.0.2.1\n MaxConnections 1024\n}\n");
+    assert!(config.is_some());
 }
