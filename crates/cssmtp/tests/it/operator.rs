@@ -7,72 +7,15 @@
 //! the virtual clock, never the wall clock.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use cssmtp::app::{self, RunOptions, RunReport};
-use cssmtp::control::{self, Reply};
 use cssmtp::sink::{Sink, SinkOptions};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::support::{Env, closed_port, cssmtp, mail, notifications, sink, target, text_with_ids};
-
-/// A daemon running in this runtime.
-struct Daemon {
-    socket: PathBuf,
-    stop: CancellationToken,
-    run: JoinHandle<anyhow::Result<RunReport>>,
-}
-
-impl Daemon {
-    async fn start(env: &Env) -> Self {
-        let config = env.config();
-        let socket = config.control_socket();
-        let stop = CancellationToken::new();
-        let run = tokio::spawn(app::run(config, RunOptions::daemon(), stop.clone()));
-        let daemon = Self { socket, stop, run };
-        // Ready once it answers.
-        eventually(|| async { control::request(&daemon.socket, "D,LOG").await.is_ok() }).await;
-        daemon
-    }
-
-    /// One command; panics when the daemon cannot be reached.
-    async fn cmd(&self, command: &str) -> Reply {
-        control::request(&self.socket, command).await.unwrap()
-    }
-
-    /// One command that must succeed.
-    async fn ok(&self, command: &str) -> Reply {
-        let reply = self.cmd(command).await;
-        assert!(reply.ok, "{command}: {:#?}", reply.lines);
-        reply
-    }
-
-    async fn end(self) -> RunReport {
-        self.stop.cancel();
-        self.run.await.unwrap().unwrap()
-    }
-}
-
-/// Waits until `check` holds, stepping the paused clock 100 ms at a time (so that the
-/// daemon's own work, timers included, runs in between). Panics after a virtual hour.
-async fn eventually<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..36_000 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("condition not reached within a virtual hour");
-}
+use crate::support::{
+    Daemon, Env, closed_port, cssmtp, eventually, mail, notifications, sink, target, text_with_ids,
+};
 
 /// Waits until no spool task is active and the spool's intake directory is empty.
 async fn settled(daemon: &Daemon, env: &Env) {

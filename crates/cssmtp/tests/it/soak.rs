@@ -11,64 +11,21 @@
 //! injected delays cost no real time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use cssmtp::app::{self, RunOptions, RunReport};
+use cssmtp::app::RunReport;
 use cssmtp::control;
 use cssmtp::sink::{Faults, Received, SinkOptions};
 use cssmtp::spool::submit::{JobInfo, submit};
 use serde_json::Value;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::support::{Env, TestPki, sink, target};
+use crate::support::{Daemon, Env, TestPki, eventually, sink, target};
 
 /// Files and their shape: 72 files × 5 mails × 9 recipients = 3,240 recipients, times
 /// `CSSMTP_SOAK_SCALE` (default 1) for longer runs by hand.
 const FILES_PER_SCALE: usize = 72;
 const MAILS: usize = 5;
 const RCPTS: usize = 9;
-
-struct Daemon {
-    socket: PathBuf,
-    stop: CancellationToken,
-    run: JoinHandle<anyhow::Result<RunReport>>,
-}
-
-impl Daemon {
-    async fn start(env: &Env) -> Self {
-        let config = env.config();
-        let socket = config.control_socket();
-        let stop = CancellationToken::new();
-        let run = tokio::spawn(app::run(config, RunOptions::daemon(), stop.clone()));
-        let daemon = Self { socket, stop, run };
-        eventually(|| async { control::request(&daemon.socket, "D,LOG").await.is_ok() }).await;
-        daemon
-    }
-
-    async fn end(self) -> RunReport {
-        self.stop.cancel();
-        self.run.await.unwrap().unwrap()
-    }
-}
-
-/// Waits until `check` holds, stepping the paused clock 100 ms at a time; panics after
-/// a virtual day.
-async fn eventually<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..864_000 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("condition not reached within a virtual day");
-}
 
 /// Recipient `r` of mail `m` of file `f`: unique, so each can be followed.
 fn rcpt(f: usize, m: usize, r: usize) -> String {

@@ -4,12 +4,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::future::Future;
+use std::time::Duration;
+
 use cssmtp::app::{self, RunOptions, RunReport};
 use cssmtp::config::{self, Config};
+use cssmtp::control::{self, Reply};
 use cssmtp::sink::{Sink, SinkOptions};
 use cssmtp::spool::SpoolLayout;
 use cssmtp::spool::submit::{JobInfo, submit};
 use tempfile::TempDir;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// A scratch installation: configuration file and spool in a temporary directory.
@@ -365,4 +370,57 @@ impl Env {
         .unwrap();
         layout
     }
+}
+
+/// A daemon running in this runtime.
+pub struct Daemon {
+    pub socket: PathBuf,
+    stop: CancellationToken,
+    pub run: JoinHandle<anyhow::Result<RunReport>>,
+}
+
+impl Daemon {
+    pub async fn start(env: &Env) -> Self {
+        let config = env.config();
+        let socket = config.control_socket();
+        let stop = CancellationToken::new();
+        let run = tokio::spawn(app::run(config, RunOptions::daemon(), stop.clone()));
+        let daemon = Self { socket, stop, run };
+        // Ready once it answers.
+        eventually(|| async { control::request(&daemon.socket, "D,LOG").await.is_ok() }).await;
+        daemon
+    }
+
+    /// One command; panics when the daemon cannot be reached.
+    pub async fn cmd(&self, command: &str) -> Reply {
+        control::request(&self.socket, command).await.unwrap()
+    }
+
+    /// One command that must succeed.
+    pub async fn ok(&self, command: &str) -> Reply {
+        let reply = self.cmd(command).await;
+        assert!(reply.ok, "{command}: {:#?}", reply.lines);
+        reply
+    }
+
+    pub async fn end(self) -> RunReport {
+        self.stop.cancel();
+        self.run.await.unwrap().unwrap()
+    }
+}
+
+/// Waits until `check` holds, stepping the paused clock 100 ms at a time (so that the
+/// daemon's own work, timers included, runs in between). Panics after a virtual day.
+pub async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..864_000 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("condition not reached within a virtual day");
 }
