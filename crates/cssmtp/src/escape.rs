@@ -84,6 +84,18 @@ impl fmt::Debug for Data<'_> {
     }
 }
 
+/// One line of text, at most `max` characters, without control characters: safe in a
+/// header, a NOOP line or a log line.
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect();
+    out.truncate(out.trim_end().len());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Local};
 use tokio::io::AsyncWriteExt;
 
-use super::one_line;
 use crate::delivery::body::{Body, MailText};
+use crate::escape::one_line;
 
 /// What a dead letter holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,17 +32,7 @@ use crate::spool::name::JobIdentity;
 use crate::spool::task::FileReport;
 use crate::stats::Stats;
 
-/// One line of text, at most `max` characters, without control characters: safe in a
-/// header, a NOOP line or a log line.
-pub fn one_line(text: &str, max: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(max)
-        .collect();
-    out.truncate(out.trim_end().len());
-    out
-}
+pub use crate::escape::one_line;
 
 /// Where a mail came from, for notifications and logs.
 #[derive(Debug, Clone)]
