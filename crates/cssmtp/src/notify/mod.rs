@@ -29,7 +29,7 @@ use crate::config::{DeadLetterAction, LiveConfig, Report};
 use crate::delivery::router::Router;
 use crate::delivery::{Failure, MailJob, MailKey, MailText, RcptResult};
 use crate::spool::name::JobIdentity;
-use crate::spool::task::FileReport;
+use crate::spool::report::FileReport;
 use crate::stats::Stats;
 
 pub use crate::escape::one_line;

@@ -12,7 +12,7 @@ use mail_builder::headers::raw::Raw;
 use mail_builder::mime::{BodyPart, MimePart};
 
 use super::one_line;
-use crate::spool::task::{Disposition, FileReport};
+use crate::spool::report::{Disposition, FileReport};
 
 /// The report's text: each problem with its line and SMTP-style text.
 pub fn text(report: &FileReport, host: &str, writer: &str) -> String {

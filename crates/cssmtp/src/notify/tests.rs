@@ -10,7 +10,7 @@ use super::dsn::{self, Returned};
 use super::{FailedRecipient, MailOrigin};
 use crate::delivery::{Failure, Problem, Stage};
 use crate::spool::name::JobIdentity;
-use crate::spool::task::{Disposition, FileReport, Undeliverable};
+use crate::spool::report::{Disposition, FileReport, Undeliverable};
 
 fn golden(name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

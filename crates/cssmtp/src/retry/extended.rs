@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ExtendedRetry};
 use crate::delivery::{Failure, MailJob, MailKey, MailText, RcptResult, SpoolText};
 use crate::notify::{FailedRecipient, MailOrigin, Notifier, Original};
-use crate::spool::intake::Mode;
+use crate::spool::Mode;
 use crate::spool::name::JobIdentity;
 use crate::stats::Stats;
 

@@ -29,14 +29,7 @@ const RESCAN: Duration = Duration::from_secs(5);
 /// listings save CPU; 16,384 names take about 1 MiB.
 const LISTING: usize = 16_384;
 
-/// How intake ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Run until stopped.
-    Daemon,
-    /// Stop once the spool is empty and every file is final.
-    Drain,
-}
+pub use super::Mode;
 
 /// Runs intake until stopped (or, in drain mode, until the spool is empty). Returns the
 /// reports of the files finished when `keep_reports` is set (else none: a daemon does

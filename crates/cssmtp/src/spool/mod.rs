@@ -6,15 +6,26 @@
 //! * [`submit`]: `cssmtp submit`, writing spool files atomically;
 //! * [`intake`]: noticing new files (inotify, with a periodic rescan) and starting a
 //!   [`task`] for each, as many at once as `SpoolTasks` allows;
-//! * [`reader`]: streaming a file through the batch parser with bounded memory.
+//! * [`reader`]: streaming a file through the batch parser with bounded memory;
+//! * [`report`]: what became of a spool file (a leaf every component may read).
 
 pub mod checks;
 pub mod intake;
 pub mod layout;
 pub mod name;
 pub mod reader;
+pub mod report;
 pub mod status;
 pub mod submit;
 pub mod task;
 
 pub use layout::SpoolLayout;
+
+/// How intake ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Run until stopped.
+    Daemon,
+    /// Stop once the spool is empty and every file is final.
+    Drain,
+}
