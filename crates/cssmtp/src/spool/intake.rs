@@ -347,7 +347,7 @@ const RESERVED_DESCRIPTORS: u64 = 32;
 /// would not hold that many (two descriptors each) beside the connections and a
 /// reserve; then fewer (at least one), said once (CSM1064W).
 fn descriptor_budget(spool_tasks: usize, connections: usize) -> usize {
-    let Some(limit) = soft_descriptor_limit() else {
+    let Some(limit) = crate::listen::nofile_limit().filter(|&l| l != u64::MAX) else {
         return spool_tasks;
     };
     let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as u64;
@@ -361,12 +361,4 @@ fn descriptor_budget(spool_tasks: usize, connections: usize) -> usize {
         );
     }
     fit.min(spool_tasks)
-}
-
-/// The soft `RLIMIT_NOFILE` of this process (from /proc: no unsafe code), or `None` when
-/// unlimited or unknown.
-fn soft_descriptor_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
 }
