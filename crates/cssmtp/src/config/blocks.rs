@@ -1,0 +1,296 @@
+//! The parameters of the block statements (`TargetServer`'s are in [`super::targets`]),
+//! declared as [`super::statements`] declares statements.
+
+use std::time::Duration;
+
+use super::table::{Block, Kind, Param, named, restart, yes};
+use super::validate::{Diags, Draft};
+use super::{Config, DeadLetterAction, ExtendedRetry, ReturnContent};
+
+type P = Param<Draft, Config>;
+
+fn secs(d: Duration) -> Option<String> {
+    Some(d.as_secs().to_string())
+}
+
+/// Seconds, 30–1200 each.
+pub(crate) static TIMEOUT: Block<Draft, Config> = Block::of(&[
+    P::new(
+        "InitialMsg",
+        Kind::number(30, 1200, |d, n| {
+            d.c.timeouts.initial_msg = Duration::from_secs(n);
+        }),
+        |c| secs(c.timeouts.initial_msg),
+    )
+    .default("300"),
+    P::new(
+        "AnyCmd",
+        Kind::number(30, 1200, |d, n| {
+            d.c.timeouts.any_cmd = Duration::from_secs(n)
+        }),
+        |c| secs(c.timeouts.any_cmd),
+    )
+    .default("300"),
+    P::new(
+        "MAILCmd",
+        Kind::number(30, 1200, |d, n| {
+            d.c.timeouts.mail_cmd = Duration::from_secs(n)
+        }),
+        |c| secs(c.timeouts.mail_cmd),
+    )
+    .default("300"),
+    P::new(
+        "RCPTCmd",
+        Kind::number(30, 1200, |d, n| {
+            d.c.timeouts.rcpt_cmd = Duration::from_secs(n)
+        }),
+        |c| secs(c.timeouts.rcpt_cmd),
+    )
+    .default("300"),
+    P::new(
+        "DATACmd",
+        Kind::number(30, 1200, |d, n| {
+            d.c.timeouts.data_cmd = Duration::from_secs(n)
+        }),
+        |c| secs(c.timeouts.data_cmd),
+    )
+    .default("120"),
+    P::new(
+        "DataBlock",
+        Kind::number(30, 1200, |d, n| {
+            d.c.timeouts.data_block = Duration::from_secs(n);
+        }),
+        |c| secs(c.timeouts.data_block),
+    )
+    .default("180"),
+    P::new(
+        "DataTerm",
+        Kind::number(30, 1200, |d, n| {
+            d.c.timeouts.data_term = Duration::from_secs(n)
+        }),
+        |c| secs(c.timeouts.data_term),
+    )
+    .default("600"),
+    P::new(
+        "ConnectRetry",
+        Kind::number(30, 1200, |d, n| {
+            d.c.timeouts.connect_retry = Duration::from_secs(n);
+        }),
+        |c| secs(c.timeouts.connect_retry),
+    )
+    .default("120"),
+]);
+
+pub(crate) static HEADER: Block<Draft, Config> = Block::of(&[
+    P::new("Date", Kind::YesNo(|d, b| d.c.header.date = b), |c| {
+        Some(yes(c.header.date))
+    })
+    .default("Yes"),
+    P::new(
+        "UserInfo",
+        Kind::YesNo(|d, b| d.c.header.user_info = b),
+        |c| Some(yes(c.header.user_info)),
+    )
+    .default("Yes"),
+]);
+
+/// Count × Interval is at most 7200 minutes (5 days).
+fn retry_limit_total(diags: &mut Diags, d: &mut Draft, line: u32) {
+    let r = d.c.retry_limit;
+    let total = u64::from(r.count) * (r.interval.as_secs() / 60);
+    if total > 7200 {
+        diags.error(
+            line,
+            format!(
+                "RetryLimit Count × Interval is {total} minutes; at most 7200 (5 days) is allowed"
+            ),
+        );
+    }
+}
+
+pub(crate) static RETRY_LIMIT: Block<Draft, Config> = Block {
+    replace: Some(|_| {}),
+    check: Some(retry_limit_total),
+    ..Block::of(&[
+        P::new(
+            "Count",
+            Kind::number(0, 7200, |d, n| d.c.retry_limit.count = n as u32),
+            |c| Some(c.retry_limit.count.to_string()),
+        )
+        .default("5"),
+        P::new(
+            "Interval",
+            Kind::number(0, 7200, |d, n| {
+                d.c.retry_limit.interval = Duration::from_secs(n * 60);
+            }),
+            |c| Some((c.retry_limit.interval.as_secs() / 60).to_string()),
+        )
+        .default("1"),
+    ])
+};
+
+pub(crate) static OPTIONS: Block<Draft, Config> = Block::of(&[
+    P::new(
+        "NullTrnc",
+        Kind::Flag(|d, b| d.c.options.null_trnc = b),
+        |c| Some(yes(c.options.null_trnc)),
+    )
+    .default("No"),
+    P::new(
+        "TestMode",
+        Kind::Flag(|d, b| d.c.options.test_mode = b),
+        |c| Some(yes(c.options.test_mode)),
+    )
+    .default("No")
+    .refresh(restart!(options.test_mode)),
+    P::new(
+        "DataLineTrunc",
+        Kind::Flag(|d, b| d.c.options.data_line_trunc = b),
+        |c| Some(yes(c.options.data_line_trunc)),
+    )
+    .default("No"),
+    P::new("AtSign", Kind::Custom(at_sign), |_| None),
+    // cssmtp always sends EHLO again after STARTTLS (RFC 3207 §4.2).
+    P::new("TLSEhlo", Kind::Flag(|_, _| {}), |_| None),
+]);
+
+fn at_sign(diags: &mut Diags, _: &mut Draft, w: &super::syntax::Word) {
+    if w.text != "@" {
+        diags.warning(
+            w.line,
+            "Options AtSign is not implemented; only '@' is recognised",
+        );
+    }
+}
+
+pub(crate) static UNDELIVERABLE: Block<Draft, Config> = Block {
+    qualified: false,
+    ..Block::of(&[
+        P::new(
+            "ReturnToMailFrom",
+            Kind::YesNo(|d, b| d.c.undeliverable.return_to_mail_from = b),
+            |c| Some(yes(c.undeliverable.return_to_mail_from)),
+        )
+        .default("Yes"),
+        P::new(
+            "DeadLetterAction",
+            Kind::Choice(
+                &[
+                    ("Store", |d| {
+                        d.c.undeliverable.dead_letter_action = DeadLetterAction::Store;
+                    }),
+                    ("Delete", |d| {
+                        d.c.undeliverable.dead_letter_action = DeadLetterAction::Delete;
+                    }),
+                ],
+                &[],
+            ),
+            |c| {
+                Some(match c.undeliverable.dead_letter_action {
+                    DeadLetterAction::Store => "Store".into(),
+                    DeadLetterAction::Delete => "Delete".into(),
+                })
+            },
+        )
+        .default("Store"),
+        P::new(
+            "DeadLetterDirectory",
+            Kind::Path(|d, p| d.c.undeliverable.dead_letter_directory = Some(p)),
+            |c| Some(c.dead_letter_directory().display().to_string()),
+        ),
+        P::new(
+            "ReturnContent",
+            Kind::Choice(
+                &[
+                    ("Headers", |d| {
+                        d.c.undeliverable.return_content = ReturnContent::Headers;
+                    }),
+                    ("Full", |d| {
+                        d.c.undeliverable.return_content = ReturnContent::Full;
+                    }),
+                ],
+                &[],
+            ),
+            |c| {
+                Some(match c.undeliverable.return_content {
+                    ReturnContent::Headers => "Headers".into(),
+                    ReturnContent::Full => "Full".into(),
+                })
+            },
+        )
+        .default("Headers"),
+    ])
+};
+
+/// The `ExtendedRetry` being read (the statement switches it on).
+fn extended(d: &mut Draft) -> &mut ExtendedRetry {
+    d.c.extended_retry.get_or_insert(ExtendedRetry {
+        age: Duration::ZERO,
+        interval: Duration::ZERO,
+        mail_directory: None,
+    })
+}
+
+pub(crate) static EXTENDED_RETRY: Block<Draft, Config> = Block {
+    replace: Some(|d| d.c.extended_retry = None),
+    optional: true,
+    // Interval 0 bypasses extended retry.
+    check: Some(|_, d, _| {
+        if d.c
+            .extended_retry
+            .as_ref()
+            .is_some_and(|e| e.interval.is_zero())
+        {
+            d.c.extended_retry = None;
+        }
+    }),
+    ..Block::of(&[
+        P::new(
+            "Age",
+            Kind::number(0, 3650, |d, n| {
+                extended(d).age = Duration::from_secs(n * 86_400);
+            }),
+            |c| Some((c.extended_retry.as_ref()?.age.as_secs() / 86_400).to_string()),
+        )
+        .default("5"),
+        P::new(
+            "Interval",
+            Kind::number(0, 10_080, |d, n| {
+                extended(d).interval = Duration::from_secs(n * 60);
+            }),
+            |c| Some((c.extended_retry.as_ref()?.interval.as_secs() / 60).to_string()),
+        )
+        .default("30"),
+        P::new(
+            "MailDirectory",
+            Kind::Path(|d, p| extended(d).mail_directory = Some(p)),
+            |c| Some(c.mail_directory().display().to_string()),
+        ),
+    ])
+};
+
+/// `ExtendedRetry { … }`, or `ExtendedRetry (inactive)`.
+pub(crate) fn show_extended_retry(c: &Config) -> Vec<String> {
+    vec![match c.extended_retry {
+        Some(_) => super::running::block_line("ExtendedRetry", EXTENDED_RETRY.params, c),
+        None => "ExtendedRetry (inactive)".into(),
+    }]
+}
+
+pub(crate) static SMF119: Block<Draft, Config> = Block::of(&[
+    P::new("Config", Kind::Flag(|d, b| d.c.smf119.config = b), |c| {
+        named(c.smf119.config)
+    }),
+    P::new("Connect", Kind::Flag(|d, b| d.c.smf119.connect = b), |c| {
+        named(c.smf119.connect)
+    }),
+    P::new("Mail", Kind::Flag(|d, b| d.c.smf119.mail = b), |c| {
+        named(c.smf119.mail)
+    }),
+    P::new("Spool", Kind::Flag(|d, b| d.c.smf119.spool = b), |c| {
+        named(c.smf119.spool)
+    }),
+    P::new("Stats", Kind::Flag(|d, b| d.c.smf119.stats = b), |c| {
+        named(c.smf119.stats)
+    }),
+]);

@@ -1,0 +1,258 @@
+//! `TargetServer`: its parameters (declared as [`super::statements`] declares
+//! statements) and the rules over all the blocks: at least one target; one
+//! `TargetMx`, alone; up to four `TargetIp`/`TargetName` addresses, each address and
+//! port once.
+
+use std::net::IpAddr;
+
+use super::syntax::Word;
+use super::table::{Block, Kind, Param, yes};
+use super::validate::Diags;
+use super::{Config, TargetHost, TargetSpec, Targets};
+
+/// One `TargetServer` block being read: its hosts, and the attributes they share.
+pub(crate) struct TargetDraft {
+    hosts: Vec<(TargetHost, u32)>,
+    spec: TargetSpec,
+}
+
+/// The targets of every `TargetServer` block read so far.
+#[derive(Default)]
+pub(crate) struct Gathered {
+    statements: u32,
+    hosts: Vec<TargetSpec>,
+    mx: Vec<TargetSpec>,
+}
+
+type P = Param<TargetDraft, TargetSpec>;
+
+pub(crate) static TARGET_SERVER: Block<TargetDraft, TargetSpec> = Block {
+    qualified: false,
+    check: Some(|diags, t, line| {
+        if t.hosts.is_empty() {
+            diags.error(
+                line,
+                "TargetServer needs a TargetIp, TargetName or TargetMx parameter",
+            );
+        }
+    }),
+    ..Block::of(&[
+        P::new("TargetIp", Kind::Custom(target_ip), |t| match &t.host {
+            TargetHost::Ip(ip) => Some(ip.to_string()),
+            _ => None,
+        }),
+        P::new("TargetName", Kind::Custom(target_name), |t| match &t.host {
+            TargetHost::Name(name) => Some(name.clone()),
+            _ => None,
+        }),
+        P::new("TargetMx", Kind::Custom(target_mx), |t| match &t.host {
+            TargetHost::Mx(domain) => Some(domain.clone()),
+            _ => None,
+        }),
+        P::new(
+            "ConnectPort",
+            Kind::number(1, 65535, |t, n| t.spec.port = n as u16),
+            |t| Some(t.port.to_string()),
+        )
+        .default("25"),
+        P::new("Secure", Kind::YesNo(|t, b| t.spec.secure = b), |t| {
+            Some(yes(t.secure))
+        })
+        .default("No"),
+        P::new(
+            "MessageSize",
+            Kind::number(0, u32::MAX as u64, |t, n| t.spec.message_size = n),
+            |t| Some(t.message_size.to_string()),
+        )
+        .default("0"),
+        P::new(
+            "MaxMailsPerSession",
+            Kind::number(0, 100_000, |t, n| t.spec.max_mails = n as u32),
+            |t| Some(t.max_mails.to_string()),
+        )
+        .default("0"),
+        P::new(
+            "MaxRcptsPerMail",
+            Kind::number(0, 100_000, |t, n| t.spec.max_rcpts = n as u32),
+            |t| Some(t.max_rcpts.to_string()),
+        )
+        .default("0"),
+        // Absent: no limit of its own (0), only the global MaxConnections.
+        P::new(
+            "MaxConnections",
+            Kind::number(1, 1024, |t, n| t.spec.max_connections = n as u32),
+            |t| (t.max_connections > 0).then(|| t.max_connections.to_string()),
+        ),
+        P::new("TlsName", Kind::Custom(tls_name), |t| t.tls_name.clone()),
+        P::new(
+            "Charset",
+            Kind::Custom(|diags, _, w| compatible(diags, w, "Charset")),
+            |_| None,
+        ),
+        P::new(
+            "MBCharset",
+            Kind::Custom(|diags, _, w| compatible(diags, w, "MBCharset")),
+            |_| None,
+        ),
+    ])
+};
+
+fn target_ip(diags: &mut Diags, t: &mut TargetDraft, w: &Word) {
+    match w.text.parse::<IpAddr>() {
+        Ok(ip) => t.hosts.push((TargetHost::Ip(ip), w.line)),
+        Err(_) => diags.error(
+            w.line,
+            format!("TargetIp {:?} is not an IPv4 or IPv6 address", w.text),
+        ),
+    }
+}
+
+/// A host name (not an address), lower-cased.
+fn host(diags: &mut Diags, w: &Word, what: &str) -> Option<String> {
+    let text = w.text.as_str();
+    if text.parse::<IpAddr>().is_ok() || !cssmtp_batch::address::valid_domain(text) {
+        diags.error(w.line, format!("{what} {text:?} is not a host name"));
+        return None;
+    }
+    Some(text.to_ascii_lowercase())
+}
+
+fn target_name(diags: &mut Diags, t: &mut TargetDraft, w: &Word) {
+    if let Some(name) = host(diags, w, "TargetName") {
+        t.hosts.push((TargetHost::Name(name), w.line));
+    }
+}
+
+fn target_mx(diags: &mut Diags, t: &mut TargetDraft, w: &Word) {
+    if let Some(domain) = host(diags, w, "TargetMx") {
+        t.hosts.push((TargetHost::Mx(domain), w.line));
+    }
+}
+
+fn tls_name(diags: &mut Diags, t: &mut TargetDraft, w: &Word) {
+    if cssmtp_batch::address::valid_domain(&w.text) {
+        t.spec.tls_name = Some(w.text.to_ascii_lowercase());
+    } else {
+        diags.error(w.line, format!("TlsName {:?} is not a host name", w.text));
+    }
+}
+
+fn compatible(diags: &mut Diags, w: &Word, name: &str) {
+    diags.warning(
+        w.line,
+        format!("{name} is accepted for compatibility; cssmtp sends mail text unchanged"),
+    );
+}
+
+impl TargetDraft {
+    /// Before the block's parameters (and their defaults).
+    pub(crate) fn blank() -> Self {
+        Self {
+            hosts: Vec::new(),
+            spec: TargetSpec {
+                host: TargetHost::Name(String::new()),
+                port: 0,
+                secure: false,
+                message_size: 0,
+                max_mails: 0,
+                max_rcpts: 0,
+                max_connections: 0,
+                tls_name: None,
+                line: 0,
+            },
+        }
+    }
+}
+
+impl Gathered {
+    /// Counts a `TargetServer` statement.
+    pub(crate) fn statement(&mut self) {
+        self.statements += 1;
+    }
+
+    /// The targets of one block: one per host, each address and port once.
+    pub(crate) fn add(&mut self, diags: &mut Diags, block: TargetDraft) {
+        for (host, line) in block.hosts {
+            let spec = TargetSpec {
+                host,
+                line,
+                ..block.spec.clone()
+            };
+            if matches!(spec.host, TargetHost::Mx(_)) {
+                self.mx.push(spec);
+            } else if let Some(previous) = self
+                .hosts
+                .iter()
+                .find(|h| h.host == spec.host && h.port == spec.port)
+            {
+                // Unique by address and port: on Linux, servers on one IP address may
+                // listen on different ports.
+                diags.warning(
+                    line,
+                    format!(
+                        "{} port {} duplicates line {}; ignored",
+                        spec.host, spec.port, previous.line
+                    ),
+                );
+            } else {
+                self.hosts.push(spec);
+            }
+        }
+    }
+
+    /// The targets of the whole file, or None (with the error) when the rules are broken.
+    pub(crate) fn finish(mut self, diags: &mut Diags) -> Option<Targets> {
+        if self.hosts.is_empty() && self.mx.is_empty() {
+            if self.statements == 0 {
+                diags.error(
+                    0,
+                    "a TargetServer statement with a TargetIp, TargetName or TargetMx parameter is required",
+                );
+            }
+            return None;
+        }
+        if let Some(second) = self.mx.get(1) {
+            diags.error(second.line, "only one TargetMx parameter is allowed");
+            return None;
+        }
+        if let Some(mx) = self.mx.pop() {
+            if let Some(host) = self.hosts.first() {
+                diags.error(
+                    host.line,
+                    "TargetMx cannot be combined with TargetIp or TargetName",
+                );
+                return None;
+            }
+            return Some(Targets::Mx(mx));
+        }
+        if let Some(fifth) = self.hosts.get(4) {
+            let extra: Vec<String> = self
+                .hosts
+                .iter()
+                .skip(4)
+                .map(|h| h.host.to_string())
+                .collect();
+            diags.warning(
+                fifth.line,
+                format!(
+                    "only the first four TargetIp/TargetName values are used; ignoring {}",
+                    extra.join(", ")
+                ),
+            );
+            self.hosts.truncate(4);
+        }
+        Some(Targets::Hosts(self.hosts))
+    }
+}
+
+/// DISPLAY CONFIG: one `TargetServer { … }` line per target.
+pub(crate) fn show(c: &Config) -> Vec<String> {
+    let targets = match &c.targets {
+        Targets::Hosts(hosts) => hosts.iter().collect(),
+        Targets::Mx(mx) => vec![mx],
+    };
+    targets
+        .into_iter()
+        .map(|t| super::running::block_line("TargetServer", TARGET_SERVER.params, t))
+        .collect()
+}
