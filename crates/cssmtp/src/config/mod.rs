@@ -5,6 +5,12 @@
 //! no file is opened and no name resolved here, so `cssmtp check` and a later REFRESH
 //! run the very same code. Paths that are not absolute are taken relative to the
 //! configuration file's directory.
+//!
+//! What cssmtp knows about each statement (its type and range, its default, whether
+//! REFRESH can change it, how DISPLAY CONFIG shows it) is declared once, in the
+//! statement table (`statements.rs`, with the block parameters in `blocks.rs` and
+//! `targets.rs`; `table.rs` describes an entry). [`validate`], [`running`] (DISPLAY
+//! CONFIG and the REFRESH merge) and a test of the README's table all walk it.
 
 mod blocks;
 pub mod files;

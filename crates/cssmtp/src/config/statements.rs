@@ -339,3 +339,6 @@ fn metrics_listen(diags: &mut Diags, d: &mut Draft, w: &Word) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests;

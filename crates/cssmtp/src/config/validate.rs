@@ -34,6 +34,12 @@ pub(crate) fn defaults() -> Config {
     Draft::new(Path::new("")).0.c
 }
 
+/// The problems of the defaults themselves (a test checks there are none).
+#[cfg(test)]
+pub(crate) fn default_diagnostics() -> Vec<Diagnostic> {
+    Draft::new(Path::new("")).1
+}
+
 /// The diagnostics of one file.
 pub(crate) struct Diags {
     file: PathBuf,

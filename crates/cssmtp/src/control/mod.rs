@@ -484,22 +484,22 @@ impl Control {
         self.accounting.reopen();
         let changed = merged != running.as_ref().clone();
         self.config.replace(Arc::new(merged));
-        for d in diagnostics
+        // The file's warnings and the statements kept until a restart come last,
+        // logged as warnings.
+        let warnings: Vec<String> = diagnostics
             .iter()
             .filter(|d| d.severity == Severity::Warning)
-        {
-            lines.push(format!("CSM5013W REFRESH: {d}"));
-        }
-        for k in &kept {
-            lines.push(format!("CSM5013W REFRESH: {k}"));
-        }
+            .map(ToString::to_string)
+            .chain(kept.iter().cloned())
+            .map(|w| format!("CSM5013W REFRESH: {w}"))
+            .collect();
         for line in &lines {
-            if line.contains("CSM5013W") {
-                tracing::warn!("{line}");
-            } else {
-                tracing::info!("{line}");
-            }
+            tracing::info!("{line}");
         }
+        for line in &warnings {
+            tracing::warn!("{line}");
+        }
+        lines.extend(warnings);
         self.config_record("refresh");
         Reply::ok(lines, json!({ "changed": changed, "kept": kept }))
     }
