@@ -123,4 +123,76 @@ mod tests {
             "{lines:#?}"
         );
     }
+
+    /// A change of each statement (and restart-only parameter) in the file: a
+    /// restart-only one is kept with its warning, a live one is taken. Every statement
+    /// of the table must have a sample here, so a new one is checked too.
+    #[test]
+    fn each_statement_is_live_or_kept_as_the_table_says() {
+        let samples = [
+            ("ExtWrtName", "ExtWrtName OTHER"),
+            ("SpoolDirectory", "SpoolDirectory /srv/spool"),
+            ("RunDirectory", "RunDirectory /srv/run"),
+            ("HostName", "HostName other.example"),
+            ("TargetServer", "TargetServer { TargetIp 192.0.2.9 }"),
+            ("Timeout", "Timeout { AnyCmd 60 }"),
+            ("Header", "Header { Date No }"),
+            ("JESSyntaxErrLimit", "JESSyntaxErrLimit 9"),
+            ("JESMsgSize", "JESMsgSize 10"),
+            ("JESJobSize", "JESJobSize 10"),
+            ("RetryLimit", "RetryLimit { Count 2 }"),
+            ("Options", "Options { NullTrnc }"),
+            ("Options TestMode", "Options { TestMode }"),
+            ("BadSpoolDisp", "BadSpoolDisp Delete"),
+            ("Undeliverable", "Undeliverable { ReturnContent Full }"),
+            ("ExtendedRetry", "ExtendedRetry { Interval 60 }"),
+            ("MailAdministrator", "MailAdministrator a@b.example"),
+            ("Report", "Report None"),
+            ("ReportMailFrom", "ReportMailFrom x@y.example"),
+            ("NotifyLimit", "NotifyLimit 5"),
+            ("SpoolTasks", "SpoolTasks 2"),
+            ("MaxConnections", "MaxConnections 3"),
+            ("TlsCaFile", "TlsCaFile /etc/ca.pem"),
+            ("NameServer", "NameServer 127.0.0.2"),
+            ("ChkPoint", "ChkPoint No"),
+            ("ChkPointDirectory", "ChkPointDirectory /srv/cp"),
+            ("ChkPointSizeLimit", "ChkPointSizeLimit 200"),
+            ("ChkPointSync", "ChkPointSync Mail"),
+            ("PossiblyDelivered", "PossiblyDelivered Hold"),
+            ("LogLevel", "LogLevel 31"),
+            ("SMF119", "SMF119 { Mail }"),
+            ("AccountingFile", "AccountingFile /srv/acct"),
+            ("StatsInterval", "StatsInterval 5"),
+            ("MetricsListen", "MetricsListen 9999"),
+        ];
+        let restart = restart_only_names();
+        let mut names: Vec<String> = STATEMENTS
+            .iter()
+            .filter(|d| !matches!(d.form, Form::NotYet))
+            .map(|d| d.name.to_owned())
+            .chain(restart.iter().filter(|n| n.contains(' ')).cloned())
+            .collect();
+        let mut sampled: Vec<String> = samples.iter().map(|(n, _)| (*n).to_owned()).collect();
+        names.sort();
+        sampled.sort();
+        assert_eq!(names, sampled, "a sample for each statement");
+        let running = config("");
+        for (name, text) in samples {
+            let new = config(&format!("{text}\n"));
+            assert_ne!(new, running, "{name}: the sample changes nothing");
+            let (merged, warnings) = merge(&running, new.clone());
+            if restart.iter().any(|n| n == name) {
+                assert_eq!(
+                    warnings,
+                    [format!(
+                        "{name} cannot change without a restart; the running value is kept"
+                    )]
+                );
+                assert_eq!(merged, running, "{name} is kept");
+            } else {
+                assert_eq!(warnings, Vec::<String>::new(), "{name} is live");
+                assert_eq!(merged, new, "{name} is taken");
+            }
+        }
+    }
 }
