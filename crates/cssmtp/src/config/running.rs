@@ -74,9 +74,14 @@ pub fn render(c: &Config) -> Vec<String> {
         c.retry_limit.interval.as_secs() / 60
     ));
     out.push(format!(
-        "Options {{ NullTrnc {} DataLineTrunc {} TestMode {} }}",
+        "Options {{ NullTrnc {} DataLineTrunc {} BlankTrnc {} TestMode {} }}",
         yes(c.options.null_trnc),
         yes(c.options.data_line_trunc),
+        match c.options.blank_trnc {
+            cssmtp_batch::BlankTrnc::Auto => "Auto",
+            cssmtp_batch::BlankTrnc::Yes => "Yes",
+            cssmtp_batch::BlankTrnc::No => "No",
+        },
         yes(c.options.test_mode)
     ));
     out.push(format!(

@@ -807,9 +807,16 @@ impl Validator {
     }
 
     fn options(&mut self, s: &Statement) {
-        const KNOWN: &[&str] = &["NullTrnc", "TestMode", "DataLineTrunc", "AtSign", "TLSEhlo"];
+        const KNOWN: &[&str] = &[
+            "NullTrnc",
+            "TestMode",
+            "DataLineTrunc",
+            "AtSign",
+            "TLSEhlo",
+            "BlankTrnc",
+        ];
         let arity = |name: &str| {
-            if name == "AtSign" {
+            if name == "AtSign" || name == "BlankTrnc" {
                 Arity::One
             } else {
                 Arity::OptionalYesNo
@@ -826,6 +833,27 @@ impl Validator {
                         "Options AtSign is not implemented; only '@' is recognised",
                     );
                 }
+                continue;
+            }
+            if name == "BlankTrnc" {
+                let Some(value) = self.param_value("Options", &p) else {
+                    continue;
+                };
+                self.options.blank_trnc = match value.text.to_ascii_lowercase().as_str() {
+                    "auto" => cssmtp_batch::BlankTrnc::Auto,
+                    "yes" => cssmtp_batch::BlankTrnc::Yes,
+                    "no" => cssmtp_batch::BlankTrnc::No,
+                    _ => {
+                        self.error(
+                            value.line,
+                            format!(
+                                "Options BlankTrnc must be Auto, Yes or No, not {:?}",
+                                value.text
+                            ),
+                        );
+                        continue;
+                    }
+                };
                 continue;
             }
             // A flag alone (`Options { NullTrnc DataLineTrunc }`) means YES.

@@ -574,8 +574,11 @@ fn load(path: &Path) -> std::io::Result<Option<Loaded>> {
     let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
     let meta = parse_meta(&String::from_utf8_lossy(first))
         .ok_or_else(|| std::io::Error::other("not a cssmtp extended-retry file (first line)"))?;
+    // The text was written in wire form (padding, if any, already removed): the blanks
+    // left are content.
     let limits = cssmtp_batch::Limits {
         syntax_error_limit: 0,
+        blank_trnc: cssmtp_batch::BlankTrnc::No,
         ..cssmtp_batch::Limits::default()
     };
     let (mut mails, _) = cssmtp_batch::parse_bytes(&bytes, limits);
