@@ -172,7 +172,14 @@ impl Manager {
         let manager = Arc::new(self);
         let dir = manager.config.mail_directory();
         let mut due: BTreeSet<(Instant, PathBuf)> = BTreeSet::new();
-        for (path, last) in list(&dir) {
+        // The listing on a blocking thread, not the runtime's.
+        let listed = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || list(&dir))
+                .await
+                .unwrap_or_default()
+        };
+        for (path, last) in listed {
             let elapsed = crate::clock::now().duration_since(last).unwrap_or_default();
             let wait = manager.settings.interval.saturating_sub(elapsed);
             due.insert((Instant::now() + wait, path));
