@@ -7,8 +7,9 @@
 //! which applies exactly the record rules the parser checked.
 //!
 //! The text is sent as it is in the spool file: lines are already dot-stuffed there
-//! (CSSMTP's rule), so no dot is added or removed; only line ends are made CRLF and
-//! trailing blanks removed.
+//! (CSSMTP's rule), so no dot is added or removed; only line ends are made CRLF, and
+//! trailing blanks are removed where the records are padded ([`DataSpan::padded`], see
+//! [`crate::record::BlankTrnc`]); in a Linux text file they are content and kept.
 //!
 //! The file may change between parsing and sending (a producer can keep it open), so the
 //! renderer used at send time, [`render_lines_checked`], checks every line again (never a
@@ -19,7 +20,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
 
-use crate::record::trim;
+use crate::record::{data_text, trim_blanks};
 
 /// Longest data line allowed by RFC 5322 §2.1.1 and CSSMTP, in characters without CRLF.
 pub const MAX_DATA_LINE: usize = 998;
@@ -33,8 +34,9 @@ pub struct DataSpan {
     pub end: u64,
     /// Number of text lines.
     pub lines: u32,
-    /// Size of the text on the wire: every line trimmed (and truncated to 998 when
-    /// `DataLineTrunc` is on) plus CRLF. Added headers are not included.
+    /// Size of the text on the wire: every line in wire form ([`data_text`]: trimmed when
+    /// `padded`, and truncated to 998 when `DataLineTrunc` is on) plus CRLF. Added
+    /// headers are not included.
     pub wire_size: u64,
     /// Lines whose wire form starts with "." (dot-stuffed): the receiver removes that
     /// first dot, so the text it stores is this many bytes shorter than `wire_size`.
@@ -56,6 +58,20 @@ pub struct DataSpan {
     pub auto_submitted: bool,
     /// What the parser saw of the whole text, to check it when it is read again.
     pub digest: TextDigest,
+    /// The file's records are padded (fixed-length): trailing blanks of the text's lines
+    /// are removed when it is rendered. Otherwise they are content and kept. The parser
+    /// decided it once for the whole file ([`crate::record::BlankTrnc`]); the renderer
+    /// must follow it for the digest to match.
+    pub padded: bool,
+}
+
+/// How the lines of a mail text are rendered for the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataRules {
+    /// Remove trailing blanks (padded records: [`DataSpan::padded`]).
+    pub padded: bool,
+    /// `Options DataLineTrunc`: cut lines to 998 characters.
+    pub truncate: bool,
 }
 
 impl DataSpan {
@@ -209,11 +225,12 @@ fn field_name(text: &[u8]) -> Option<&[u8]> {
     (!name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b))).then_some(name)
 }
 
-/// Wire form of one record of mail text: trimmed, optionally cut to 998 characters,
-/// followed by CRLF. Returns the number of bytes appended.
-pub fn render_line(raw: &[u8], truncate: bool, out: &mut Vec<u8>) -> usize {
-    let mut text = trim(raw);
-    if truncate && text.len() > MAX_DATA_LINE {
+/// Wire form of one record of mail text ([`data_text`]: without its CR, trimmed when
+/// padded), optionally cut to 998 characters, followed by CRLF. Returns the number of
+/// bytes appended.
+pub fn render_line(raw: &[u8], rules: DataRules, out: &mut Vec<u8>) -> usize {
+    let mut text = data_text(raw, rules.padded);
+    if rules.truncate && text.len() > MAX_DATA_LINE {
         text = text.get(..MAX_DATA_LINE).unwrap_or(text);
     }
     out.extend_from_slice(text);
@@ -226,17 +243,17 @@ pub fn render_line(raw: &[u8], truncate: bool, out: &mut Vec<u8>) -> usize {
 /// `at_end` is set, a final line without LF is rendered too.
 ///
 /// The chunk must come from a span the parser accepted: lines then hold no bare CR and
-/// are within 998 characters (or `truncate` is set).
-pub fn render_lines(chunk: &[u8], truncate: bool, at_end: bool, out: &mut Vec<u8>) -> usize {
+/// are within 998 characters (or `rules.truncate` is set).
+pub fn render_lines(chunk: &[u8], rules: DataRules, at_end: bool, out: &mut Vec<u8>) -> usize {
     let mut used = 0;
     let mut rest = chunk;
     while let Some(lf) = memchr::memchr(b'\n', rest) {
-        render_line(rest.get(..lf).unwrap_or_default(), truncate, out);
+        render_line(rest.get(..lf).unwrap_or_default(), rules, out);
         used += lf + 1;
         rest = rest.get(lf + 1..).unwrap_or_default();
     }
     if at_end && !rest.is_empty() {
-        render_line(rest, truncate, out);
+        render_line(rest, rules, out);
         used += rest.len();
     }
     used
@@ -251,7 +268,7 @@ pub fn render_lines(chunk: &[u8], truncate: bool, at_end: bool, out: &mut Vec<u8
 /// The first unsafe line.
 pub fn render_lines_checked(
     chunk: &[u8],
-    truncate: bool,
+    rules: DataRules,
     at_end: bool,
     out: &mut Vec<u8>,
     hasher: &mut TextHasher,
@@ -264,11 +281,13 @@ pub fn render_lines_checked(
             None if at_end && !rest.is_empty() => (rest, rest.len()),
             None => return Ok(used),
         };
-        let mut text = trim(raw);
-        if truncate && text.len() > MAX_DATA_LINE {
+        let mut text = data_text(raw, rules.padded);
+        if rules.truncate && text.len() > MAX_DATA_LINE {
             text = text.get(..MAX_DATA_LINE).unwrap_or(text);
         }
-        let problem = if text == b"." {
+        // A line that is "." once trimmed is refused in either mode: the parser ends the
+        // text there (the `.` record is a command record, always trimmed).
+        let problem = if trim_blanks(text) == b"." {
             Some(UnsafeLine::EndOfData)
         } else if memchr::memchr(b'\r', text).is_some() {
             Some(UnsafeLine::BareCr)
@@ -292,12 +311,25 @@ pub fn render_lines_checked(
 mod tests {
     use super::*;
 
+    const TEXT: DataRules = DataRules {
+        padded: false,
+        truncate: false,
+    };
+    const PADDED: DataRules = DataRules {
+        padded: true,
+        truncate: false,
+    };
+    const TRUNCATE: DataRules = DataRules {
+        padded: false,
+        truncate: true,
+    };
+
     #[test]
     fn checked_rendering_refuses_what_would_break_the_stream() {
         let mut out = Vec::new();
         let mut h = TextHasher::new();
         assert_eq!(
-            render_lines_checked(b"a\n..b\n", false, false, &mut out, &mut h),
+            render_lines_checked(b"a\n..b\n", TEXT, false, &mut out, &mut h),
             Ok(6)
         );
         assert_eq!(out, b"a\r\n..b\r\n");
@@ -306,41 +338,65 @@ mod tests {
             (b"x\n.  \r\n", (2, UnsafeLine::EndOfData)),
             (b"a\rb\n", (1, UnsafeLine::BareCr)),
         ] {
-            let mut out = Vec::new();
-            let got = render_lines_checked(text, false, true, &mut out, &mut TextHasher::new());
-            assert_eq!(got, Err(expected));
-            assert!(!out.windows(3).any(|w| w == b".\r\n"), "{out:?}");
+            for rules in [TEXT, PADDED] {
+                let mut out = Vec::new();
+                let got = render_lines_checked(text, rules, true, &mut out, &mut TextHasher::new());
+                assert_eq!(got, Err(expected));
+                assert!(!out.windows(3).any(|w| w == b".\r\n"), "{out:?}");
+            }
         }
         let long = vec![b'a'; 1000];
-        let got = render_lines_checked(&long, false, true, &mut Vec::new(), &mut TextHasher::new());
+        let got = render_lines_checked(&long, TEXT, true, &mut Vec::new(), &mut TextHasher::new());
         assert_eq!(got, Err((1, UnsafeLine::TooLong(1000))));
-        let got = render_lines_checked(&long, true, true, &mut Vec::new(), &mut TextHasher::new());
+        let got = render_lines_checked(
+            &long,
+            TRUNCATE,
+            true,
+            &mut Vec::new(),
+            &mut TextHasher::new(),
+        );
         assert_eq!(got, Ok(1000));
     }
 
     #[test]
     fn the_digest_tells_texts_apart() {
-        let digest = |chunks: &[&[u8]]| {
+        let digest = |rules: DataRules, chunks: &[&[u8]]| {
             let mut h = TextHasher::new();
             let mut out = Vec::new();
             for (i, c) in chunks.iter().enumerate() {
-                render_lines_checked(c, false, i + 1 == chunks.len(), &mut out, &mut h).unwrap();
+                render_lines_checked(c, rules, i + 1 == chunks.len(), &mut out, &mut h).unwrap();
             }
             (h.lines(), h.value())
         };
-        assert_eq!(digest(&[b"ab\ncd\n"]), digest(&[b"ab\n", b"cd  \r\n"]));
-        assert_ne!(digest(&[b"ab\ncd\n"]), digest(&[b"ab\nce\n"]));
-        assert_ne!(digest(&[b"abc\nd\n"]), digest(&[b"ab\ncd\n"]));
+        let padding = [&b"ab\n"[..], b"cd  \r\n"];
+        assert_eq!(digest(PADDED, &[b"ab\ncd\n"]), digest(PADDED, &padding));
+        // In a text file, trailing blanks are content: another text.
+        assert_ne!(digest(TEXT, &[b"ab\ncd\n"]), digest(TEXT, &padding));
+        assert_eq!(digest(TEXT, &[b"ab\ncd  \n"]), digest(TEXT, &padding));
+        assert_ne!(digest(TEXT, &[b"ab\ncd\n"]), digest(TEXT, &[b"ab\nce\n"]));
+        assert_ne!(digest(TEXT, &[b"abc\nd\n"]), digest(TEXT, &[b"ab\ncd\n"]));
     }
 
     #[test]
     fn renders_lf_and_crlf_alike() {
         let mut a = Vec::new();
         let mut b = Vec::new();
-        assert_eq!(render_lines(b"x  \n..y\nz", false, false, &mut a), 8);
-        render_lines(b"x\r\n..y\r\n", false, false, &mut b);
+        assert_eq!(render_lines(b"x  \n..y\nz", PADDED, false, &mut a), 8);
+        render_lines(b"x\r\n..y\r\n", PADDED, false, &mut b);
         assert_eq!(a, b"x\r\n..y\r\n");
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn trailing_blanks_are_kept_unless_padded() {
+        let text = b"-- \r\nsoft \nbreak\n   \n";
+        let mut kept = Vec::new();
+        render_lines(text, TEXT, true, &mut kept);
+        assert_eq!(kept, b"-- \r\nsoft \r\nbreak\r\n   \r\n");
+        let mut stripped = Vec::new();
+        render_lines(text, PADDED, true, &mut stripped);
+        // A line of blanks only stays a line (empty).
+        assert_eq!(stripped, b"--\r\nsoft\r\nbreak\r\n\r\n");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! seed corpus and random inputs through the same function. It panics when an
 //! invariant the rest of cssmtp relies on does not hold for `data` as a spool file.
 
-use crate::{Limits, parse_bytes, render_lines};
+use crate::{BlankTrnc, DataRules, Limits, parse_bytes, render_lines};
 
 /// Parses `data` as a spool file under the default limits and under tight ones, and
 /// checks every mail: its text span lies within the file, its recipients within the
@@ -15,8 +15,13 @@ pub fn batch(data: &[u8]) {
         max_recipients: 3,
         null_trnc: true,
         data_line_trunc: true,
+        blank_trnc: BlankTrnc::Yes,
     };
-    for limits in [Limits::default(), tight] {
+    let keep = Limits {
+        blank_trnc: BlankTrnc::No,
+        ..Limits::default()
+    };
+    for limits in [Limits::default(), tight, keep] {
         let (mails, _summary) = parse_bytes(data, limits);
         for mail in &mails {
             assert!(mail.recipients.len() <= limits.max_recipients);
@@ -26,7 +31,11 @@ pub fn batch(data: &[u8]) {
                 panic!("text span {start}..{end} outside a file of {}", data.len());
             };
             let mut out = Vec::new();
-            let used = render_lines(text, limits.data_line_trunc, true, &mut out);
+            let rules = DataRules {
+                padded: mail.data.padded,
+                truncate: limits.data_line_trunc,
+            };
+            let used = render_lines(text, rules, true, &mut out);
             assert_eq!(used, text.len());
             assert_eq!(
                 u64::try_from(out.len()).unwrap_or(u64::MAX),

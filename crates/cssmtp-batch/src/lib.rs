@@ -16,8 +16,8 @@
 //! ```
 //!
 //! This crate owns the rules of that format (IBM: "SMTP commands" for CSSMTP):
-//! [`record`] turns physical lines into records (CRLF or LF, trailing blanks removed,
-//! bare CR detected), [`address`] checks reverse and forward paths, [`parser`] is the
+//! [`record`] turns physical lines into records (CRLF or LF, trailing blanks removed from
+//! commands, and from text only where the records are padded; bare CR detected), [`address`] checks reverse and forward paths, [`parser`] is the
 //! command grammar as a push parser that emits one [`Mail`] at a time, so a spool file
 //! of any size is never held in memory, and [`data`] renders a mail's text for the wire.
 //!
@@ -34,7 +34,9 @@ pub mod parser;
 pub mod record;
 pub mod write;
 
-pub use data::{DataSpan, TextDigest, TextHasher, UnsafeLine, render_lines, render_lines_checked};
+pub use data::{
+    DataRules, DataSpan, TextDigest, TextHasher, UnsafeLine, render_lines, render_lines_checked,
+};
 pub use error::{ErrorKind, SyntaxError};
 pub use parser::{Limits, Mail, Parser, Recipient, RejectedRecipient, Step, Summary, parse_bytes};
-pub use record::Line;
+pub use record::{BlankTrnc, FixedLength, Line};

@@ -17,7 +17,9 @@
 //!   `JESSyntaxErrLimit`): the recipients beyond the limit are counted, never kept, so
 //!   memory stays bounded by the limit whatever the number of `RCPT TO`.
 //! * `DATA` … `.`: the text is kept as written (already dot-stuffed); lines ≤ 998
-//!   characters; a bare CR rejects the mail.
+//!   characters; a bare CR rejects the mail. Trailing blanks of its lines are kept,
+//!   except in a file of padded fixed-length records ([`BlankTrnc`]); the `.` that ends
+//!   it, like every command record, is read without them.
 //! * `RSET` drops the mail in progress; `QUIT` ends the session (it is implied at end of
 //!   file, and a later `HELO`/`EHLO` may start another one); `NOOP`, `VERB` and `TICK`
 //!   are ignored; blank lines are ignored; anything else is an error.
@@ -27,7 +29,7 @@
 use crate::address::{parse_path, valid_domain};
 use crate::data::{DataSpan, HeaderScan, MAX_DATA_LINE, TextDigest, TextHasher};
 use crate::error::{ErrorKind, SyntaxError};
-use crate::record::{Line, bare_cr, lines, trim_nulls};
+use crate::record::{BlankTrnc, Line, bare_cr, fixed_length, lines, trim_nulls};
 
 /// Most errors kept in a [`Summary`]; further ones are only counted.
 pub const MAX_KEPT_ERRORS: usize = 1000;
@@ -48,6 +50,28 @@ pub struct Limits {
     pub null_trnc: bool,
     /// `Options DataLineTrunc`: cut data lines to 998 characters instead of rejecting.
     pub data_line_trunc: bool,
+    /// `Options BlankTrnc`: when data lines lose their trailing blanks. `Auto` needs the
+    /// whole file: it is resolved with [`Limits::for_file`] before the parser starts
+    /// ([`parse_bytes`] does it); a [`Parser`] given `Auto` keeps them.
+    pub blank_trnc: BlankTrnc,
+}
+
+impl Limits {
+    /// These limits for one file: `BlankTrnc Auto` becomes `Yes` when `fixed_length`
+    /// says every line of the file has the same length ([`crate::record::FixedLength`]),
+    /// `No` otherwise. Called only for `Auto`.
+    #[must_use]
+    pub fn for_file(self, fixed_length: impl FnOnce() -> bool) -> Self {
+        let strips = self.blank_trnc.strips(fixed_length);
+        Self {
+            blank_trnc: if strips {
+                BlankTrnc::Yes
+            } else {
+                BlankTrnc::No
+            },
+            ..self
+        }
+    }
 }
 
 impl Default for Limits {
@@ -58,6 +82,7 @@ impl Default for Limits {
             max_recipients: 2000,
             null_trnc: false,
             data_line_trunc: false,
+            blank_trnc: BlankTrnc::Auto,
         }
     }
 }
@@ -188,6 +213,11 @@ impl Parser {
         }
     }
 
+    /// Data lines lose their trailing blanks (padded records; see [`Limits::blank_trnc`]).
+    fn padded(&self) -> bool {
+        self.limits.blank_trnc == BlankTrnc::Yes
+    }
+
     /// Errors found so far.
     pub fn errors(&self) -> &[SyntaxError] {
         &self.summary.errors
@@ -265,6 +295,7 @@ impl Parser {
     }
 
     fn text_line(&mut self, line: Line<'_>, mail: Option<(Box<Pending>, Box<Text>)>) -> Step {
+        // The end of the text is a command record: read without trailing blanks.
         let text = line.text();
         if text == b"." && line.trimmed_len == 1 {
             return match mail {
@@ -277,14 +308,22 @@ impl Parser {
             return Step::Continue;
         };
         body.lines += 1;
-        let len = if self.limits.data_line_trunc {
-            line.trimmed_len.min(MAX_DATA_LINE)
-        } else {
+        let padded = self.padded();
+        // Length of the line in wire form (`record::data_text`): trimmed where the
+        // records are padded, else as written (without its CR).
+        let full = if padded {
             line.trimmed_len
+        } else {
+            line.content_len
+        };
+        let len = if self.limits.data_line_trunc {
+            full.min(MAX_DATA_LINE)
+        } else {
+            full
         };
         body.wire_size += len as u64 + 2;
-        // The wire form of the line: its first `len` bytes (the trimmed text is a prefix of
-        // `raw`, which keeps at least 998 bytes of a long line).
+        // The wire form of the line: its first `len` bytes (a prefix of `raw`, which keeps
+        // at least 998 bytes of a long line; a longer one is refused below).
         let wire = line.raw.get(..len).unwrap_or(text);
         body.digest.line(wire);
         if wire.first() == Some(&b'.') {
@@ -293,15 +332,16 @@ impl Parser {
         if !body.eight_bit && !wire.is_ascii() {
             body.eight_bit = true;
         }
-        body.header.line(text, line.offset);
+        // The header as the receiver will see it: a line of blanks in a text file is not
+        // the empty line that ends the header.
+        body.header.line(wire, line.offset);
         if body.problem.is_none() {
-            let checked = text.get(..len).unwrap_or(text);
             if len > MAX_DATA_LINE {
                 body.problem = Some(SyntaxError {
                     line: line.number,
-                    kind: ErrorKind::DataLineTooLong(line.trimmed_len),
+                    kind: ErrorKind::DataLineTooLong(full),
                 });
-            } else if bare_cr(checked).is_some() {
+            } else if bare_cr(wire).is_some() {
                 body.problem = Some(SyntaxError {
                     line: line.number,
                     kind: ErrorKind::BareCr,
@@ -354,6 +394,7 @@ impl Parser {
                     lines: body.lines,
                     value: body.digest.value(),
                 },
+                padded: self.padded(),
             },
         };
         Step::Mail(Box::new(mail))
@@ -616,9 +657,9 @@ fn strip_keyword<'a>(args: &'a str, keyword: &str) -> Option<&'a str> {
     rest.strip_prefix(':')
 }
 
-/// Parses a whole spool file held in memory.
+/// Parses a whole spool file held in memory (`BlankTrnc Auto` resolved on its lines).
 pub fn parse_bytes(bytes: &[u8], limits: Limits) -> (Vec<Mail>, Summary) {
-    let mut parser = Parser::new(limits);
+    let mut parser = Parser::new(limits.for_file(|| fixed_length(bytes)));
     let mut mails = Vec::new();
     for line in lines(bytes) {
         match parser.line(line) {

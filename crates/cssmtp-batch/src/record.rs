@@ -1,9 +1,108 @@
 //! Records: one physical line of a spool file, and how it is trimmed.
 //!
 //! Linux programs end lines with LF; files from other systems with CRLF. Both are read
-//! the same way. Trailing blanks are removed from every record, as CSSMTP does (its
-//! records are blank-padded fixed-length records). A CR that is not the last byte before
-//! the LF is a *bare CR*: it is never allowed to become a line break on the wire.
+//! the same way. Trailing blanks are removed from every *command* record, as CSSMTP does.
+//! In mail text they are removed only where the record format pads (see
+//! [`BlankTrnc`]): CSSMTP's records are blank-padded fixed-length records, where they
+//! are padding, while in a Linux text file (variable-length lines) they are content (the
+//! `-- ` signature separator, the soft line breaks of `format=flowed`). A CR that is not
+//! the last byte before the LF is a *bare CR*: it is never allowed to become a line break
+//! on the wire.
+
+/// What becomes of the trailing blanks of mail text lines (`Options BlankTrnc`).
+///
+/// Command records (`HELO`, `MAIL FROM`, `.` …) are always trimmed, whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BlankTrnc {
+    /// Removed when the file is made of fixed-length records, i.e. when its lines all
+    /// have the same length ([`FixedLength`]); kept otherwise. A variable-length file
+    /// never qualifies: its `.` and `DATA` lines differ in length.
+    #[default]
+    Auto,
+    /// Always removed (every line is taken for a padded record).
+    Yes,
+    /// Never removed.
+    No,
+}
+
+impl BlankTrnc {
+    /// Whether data lines lose their trailing blanks, `fixed_length` telling (only when
+    /// it is needed) whether the file's lines all have the same length.
+    pub fn strips(self, fixed_length: impl FnOnce() -> bool) -> bool {
+        match self {
+            Self::Auto => fixed_length(),
+            Self::Yes => true,
+            Self::No => false,
+        }
+    }
+}
+
+/// Tells whether every line of a file has the same length (fixed-length records turned
+/// into text: each padded with blanks to the record length), fed the file a chunk at a
+/// time. Lengths are counted without the line end (LF or CRLF); a final line without LF
+/// counts. Fewer than two lines is not a fixed-length file.
+#[derive(Debug, Clone, Default)]
+pub struct FixedLength {
+    /// Length of the first complete line.
+    first: Option<u64>,
+    /// Bytes of the current line so far.
+    current: u64,
+    /// Last byte of the current line (a CR before the LF is not counted).
+    last: u8,
+    lines: u64,
+    uneven: bool,
+}
+
+impl FixedLength {
+    /// Takes the next bytes of the file; false as soon as two lines differ (the answer is
+    /// then known: the rest of the file need not be read).
+    pub fn feed(&mut self, chunk: &[u8]) -> bool {
+        let mut rest = chunk;
+        while !self.uneven {
+            let Some(lf) = memchr::memchr(b'\n', rest) else {
+                if let Some(&last) = rest.last() {
+                    self.current += rest.len() as u64;
+                    self.last = last;
+                }
+                break;
+            };
+            if let Some(&last) = rest.get(..lf).and_then(<[u8]>::last) {
+                self.current += lf as u64;
+                self.last = last;
+            }
+            self.end_line();
+            rest = rest.get(lf + 1..).unwrap_or_default();
+        }
+        !self.uneven
+    }
+
+    fn end_line(&mut self) {
+        let len = self.current - u64::from(self.current > 0 && self.last == b'\r');
+        self.lines += 1;
+        match self.first {
+            None => self.first = Some(len),
+            Some(first) if first != len => self.uneven = true,
+            Some(_) => {}
+        }
+        self.current = 0;
+        self.last = 0;
+    }
+
+    /// At the end of the file: were all its lines (at least two) of the same length?
+    pub fn finish(mut self) -> bool {
+        if self.current > 0 && !self.uneven {
+            self.end_line();
+        }
+        !self.uneven && self.lines >= 2
+    }
+}
+
+/// [`FixedLength`] of a whole file held in memory.
+pub fn fixed_length(bytes: &[u8]) -> bool {
+    let mut shape = FixedLength::default();
+    shape.feed(bytes);
+    shape.finish()
+}
 
 /// One physical line of a spool file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +116,9 @@ pub struct Line<'a> {
     pub raw: &'a [u8],
     /// Length of the whole line once trimmed (see [`trim`]), even if `raw` was cut short.
     pub trimmed_len: usize,
+    /// Length of the whole line without its line end (LF, and the CR of a CRLF), trailing
+    /// blanks kept (see [`strip_cr`]), even if `raw` was cut short.
+    pub content_len: usize,
     /// Length of the whole line without its LF, even if `raw` was cut short.
     pub len: usize,
 }
@@ -29,6 +131,7 @@ impl<'a> Line<'a> {
             offset,
             raw,
             trimmed_len: trim(raw).len(),
+            content_len: strip_cr(raw).len(),
             len: raw.len(),
         }
     }
@@ -46,9 +149,24 @@ impl<'a> Line<'a> {
 
 /// Removes the CR of a CRLF line end, then trailing blanks (spaces).
 pub fn trim(raw: &[u8]) -> &[u8] {
-    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-    let end = raw.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
-    raw.get(..end).unwrap_or_default()
+    trim_blanks(strip_cr(raw))
+}
+
+/// Removes the CR of a CRLF line end only: the line as written, trailing blanks kept.
+pub fn strip_cr(raw: &[u8]) -> &[u8] {
+    raw.strip_suffix(b"\r").unwrap_or(raw)
+}
+
+/// Removes trailing blanks (spaces).
+pub fn trim_blanks(text: &[u8]) -> &[u8] {
+    let end = text.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
+    text.get(..end).unwrap_or_default()
+}
+
+/// A line of mail text as it goes on the wire (before any cut to 998 characters): without
+/// a final CR, and without trailing blanks when the records are `padded`.
+pub fn data_text(raw: &[u8], padded: bool) -> &[u8] {
+    if padded { trim(raw) } else { strip_cr(raw) }
 }
 
 /// Removes trailing NUL bytes, then trailing blanks again (`Options NullTrnc YES`, for
@@ -98,6 +216,46 @@ mod tests {
         assert_eq!(bare_cr(trim(b"a\rb\r")), Some(1));
         assert_eq!(bare_cr(trim(b"ab\r")), None);
         assert_eq!(trim_nulls(b"HELO x\0\0 \0"), b"HELO x");
+    }
+
+    #[test]
+    fn fixed_length_files() {
+        assert!(fixed_length(b"ab  \ncd  \n"));
+        assert!(
+            fixed_length(b"ab  \r\ncd  \r\nef  "),
+            "CRLF, last line without LF"
+        );
+        assert!(
+            fixed_length(b"ab\r\ncd\n"),
+            "the CR of a CRLF is not counted"
+        );
+        assert!(!fixed_length(b"ab  \ncd\n"));
+        assert!(!fixed_length(b"ab  \ncd  \ne"));
+        assert!(!fixed_length(b"ab  \n"), "one line");
+        assert!(!fixed_length(b""));
+        // Fed in pieces, cut anywhere (within a line, between its CR and LF).
+        let file = b"HELO a      \r\nDATA        \r\n.           \r\n";
+        for cut in 0..file.len() {
+            let mut shape = FixedLength::default();
+            let (a, b) = file.split_at(cut);
+            assert!(shape.feed(a) && shape.feed(b));
+            assert!(shape.finish(), "cut at {cut}");
+        }
+        let mut shape = FixedLength::default();
+        assert!(
+            !shape.feed(b"HELO a\nDATA\n.\n"),
+            "stops at the first difference"
+        );
+        assert!(!shape.finish());
+    }
+
+    #[test]
+    fn data_text_keeps_blanks_unless_padded() {
+        assert_eq!(data_text(b"-- \r", false), b"-- ");
+        assert_eq!(data_text(b"-- \r", true), b"--");
+        assert_eq!(data_text(b"   ", true), b"");
+        assert!(BlankTrnc::Auto.strips(|| true) && !BlankTrnc::Auto.strips(|| false));
+        assert!(!BlankTrnc::No.strips(|| true) && BlankTrnc::Yes.strips(|| false));
     }
 
     #[test]

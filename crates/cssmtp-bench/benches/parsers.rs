@@ -1,7 +1,9 @@
 //! Throughput of the spool-file parser and the SMTP reply parser, in bytes per second.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use cssmtp_batch::{Limits, TextHasher, parse_bytes, render_lines, render_lines_checked};
+use cssmtp_batch::{
+    DataRules, Limits, TextHasher, parse_bytes, render_lines, render_lines_checked,
+};
 use cssmtp_bench::{reply_stream, spool_file};
 use cssmtp_wire::ReplyParser;
 
@@ -28,7 +30,7 @@ fn spool_parser(c: &mut Criterion) {
         let mut out = Vec::with_capacity(file.len() * 2);
         b.iter(|| {
             out.clear();
-            render_lines(&file, false, true, &mut out);
+            render_lines(&file, DataRules::default(), true, &mut out);
         });
     });
     // The same lines without the "." that ends each mail (a lone "." is refused).
@@ -42,8 +44,13 @@ fn spool_parser(c: &mut Criterion) {
         let mut out = Vec::with_capacity(text.len() * 2);
         b.iter(|| {
             out.clear();
-            let rendered =
-                render_lines_checked(&text, false, true, &mut out, &mut TextHasher::new());
+            let rendered = render_lines_checked(
+                &text,
+                DataRules::default(),
+                true,
+                &mut out,
+                &mut TextHasher::new(),
+            );
             assert!(rendered.is_ok());
         });
     });

@@ -113,8 +113,15 @@ pub async fn run(
     let layout = SpoolLayout::new(config.writer_spool());
     // Missing directories are created with safe modes; every directory is then checked
     // (ownership and modes, and those of its ancestors): an unsafe one stops the start.
-    crate::spool::checks::create_missing(&config)?;
-    let problems = crate::spool::checks::check(&config);
+    // (On a blocking thread: the checks walk directories and look owners up.)
+    let problems = {
+        let config = Arc::clone(&config);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+            crate::spool::checks::create_missing(&config)?;
+            Ok(crate::spool::checks::check(&config))
+        })
+        .await??
+    };
     if !problems.is_empty() {
         return Err(crate::spool::checks::UnsafeDirectories(problems).into());
     }
@@ -127,7 +134,12 @@ pub async fn run(
         recovered,
         writer: journal_writer,
     } = loop {
-        match open_journal(&config, &layout, options.cold) {
+        // Recovery reads and rewrites the whole journal: on a blocking thread.
+        let opened = {
+            let (config, layout, cold) = (Arc::clone(&config), layout.clone(), options.cold);
+            tokio::task::spawn_blocking(move || open_journal(&config, &layout, cold)).await?
+        };
+        match opened {
             Ok(opened) => break opened,
             Err(e)
                 if e.downcast_ref::<std::io::Error>()

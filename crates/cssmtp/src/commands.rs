@@ -266,6 +266,14 @@ fn submit_files(
             }
         };
         let (mails, summary) = cssmtp_batch::parse_bytes(&contents, config.batch_limits());
+        if config.options.blank_trnc == cssmtp_batch::BlankTrnc::Auto
+            && mails.first().is_some_and(|m| m.data.padded)
+        {
+            // Said, so that nobody wonders where the blanks went (Options BlankTrnc).
+            eprintln!(
+                "{label}: every line has the same length (fixed-length records): the trailing blanks of the mail text are padding and are removed"
+            );
+        }
         for e in &summary.errors {
             eprintln!("{label}:{}: {e}", e.line);
         }

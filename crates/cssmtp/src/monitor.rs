@@ -117,8 +117,15 @@ pub async fn run(tasks: Arc<TaskRegistry>, directories: Vec<PathBuf>, stop: Canc
             ),
             Change::None => {}
         }
-        for (dir, threshold) in &mut space {
-            let Some((used, free_mib)) = used_space(dir) else {
+        // statvfs can hang on a file system that does not answer: on a blocking thread.
+        let dirs: Vec<PathBuf> = space.iter().map(|(d, _)| d.clone()).collect();
+        let measured = tokio::task::spawn_blocking(move || {
+            dirs.iter().map(|d| used_space(d)).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for ((dir, threshold), measure) in space.iter_mut().zip(measured) {
+            let Some((used, free_mib)) = measure else {
                 continue;
             };
             match threshold.measure(used) {

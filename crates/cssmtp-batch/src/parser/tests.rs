@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::expect_used)]
 
 use super::*;
-use crate::data::render_lines;
+use crate::data::{DataRules, render_lines};
 
 fn parse(text: &str) -> (Vec<Mail>, Summary) {
     parse_bytes(text.as_bytes(), Limits::default())
@@ -23,8 +23,15 @@ fn errors(summary: &Summary) -> Vec<(u32, String)> {
 fn wire_text(file: &str, mail: &Mail) -> String {
     let span = &file.as_bytes()[mail.data.start as usize..mail.data.end as usize];
     let mut out = Vec::new();
-    render_lines(span, false, true, &mut out);
+    render_lines(span, rules(mail, false), true, &mut out);
     String::from_utf8(out).unwrap()
+}
+
+fn rules(mail: &Mail, truncate: bool) -> DataRules {
+    DataRules {
+        padded: mail.data.padded,
+        truncate,
+    }
 }
 
 const TWO_MAILS: &str = "HELO zos1.corp.example
@@ -101,12 +108,109 @@ fn crlf_and_lf_files_parse_alike() {
 }
 
 #[test]
-fn trailing_blanks_are_stripped_from_every_record() {
-    let file = "HELO a.example   \nMAIL FROM:<x@a.example>  \nRCPT TO:<y@b.example>\t \nDATA \nSubject: s   \n\nbody   \n.   \n";
+fn trailing_blanks_are_stripped_from_commands_and_kept_in_text() {
+    let file = "HELO a.example   \nMAIL FROM:<x@a.example>  \nRCPT TO:<y@b.example>\t \nDATA \nSubject: s   \n\nbody   \n-- \r\nsig\n.   \n";
     let (mails, summary) = parse(file);
     // A tab before the trailing blank is not a blank: the RCPT is still valid.
     assert!(summary.errors.is_empty(), "{:?}", errors(&summary));
-    assert_eq!(wire_text(file, &mails[0]), "Subject: s\r\n\r\nbody\r\n");
+    assert_eq!(mails[0].recipients[0].address, "y@b.example");
+    assert!(!mails[0].data.padded);
+    // Variable-length lines (a Linux text file): the blanks of the text are content.
+    let wire = "Subject: s   \r\n\r\nbody   \r\n-- \r\nsig\r\n";
+    assert_eq!(wire_text(file, &mails[0]), wire);
+    assert_eq!(mails[0].data.wire_size, wire.len() as u64);
+    // `BlankTrnc Yes` strips them (CSSMTP's rule for every record).
+    let limits = Limits {
+        blank_trnc: BlankTrnc::Yes,
+        ..Limits::default()
+    };
+    let (mails, summary) = parse_with(file, limits);
+    assert!(summary.errors.is_empty(), "{:?}", errors(&summary));
+    let wire = "Subject: s\r\n\r\nbody\r\n--\r\nsig\r\n";
+    assert_eq!(wire_text(file, &mails[0]), wire);
+    assert_eq!(mails[0].data.wire_size, wire.len() as u64);
+}
+
+/// The records of `lines`, each padded with blanks to `width` (fixed-length records
+/// turned into text).
+fn padded(lines: &[&str], width: usize, end: &str) -> String {
+    lines.iter().map(|l| format!("{l:<width$}{end}")).collect()
+}
+
+#[test]
+fn padded_fixed_length_records_lose_their_padding() {
+    let lines = [
+        "HELO a.example",
+        "MAIL FROM:<x@a.example>",
+        "RCPT TO:<y@b.example>",
+        "DATA",
+        "Subject: s",
+        "",
+        "body",
+        "   ",
+        "-- ",
+        ".",
+        "QUIT",
+    ];
+    for end in ["\n", "\r\n"] {
+        let file = padded(&lines, 80, end);
+        assert!(crate::record::fixed_length(file.as_bytes()));
+        let (mails, summary) = parse(&file);
+        assert!(summary.errors.is_empty(), "{:?}", errors(&summary));
+        assert!(mails[0].data.padded);
+        // The empty line stays the header's end; a line of blanks stays a (empty) line.
+        let wire = "Subject: s\r\n\r\nbody\r\n\r\n--\r\n";
+        assert_eq!(wire_text(&file, &mails[0]), wire);
+        assert_eq!(mails[0].data.wire_size, wire.len() as u64);
+        assert_eq!(mails[0].data.missing_separator_at, None);
+        // `BlankTrnc No` keeps the padding (as long as the lines are within 998).
+        let limits = Limits {
+            blank_trnc: BlankTrnc::No,
+            ..Limits::default()
+        };
+        let (mails, _) = parse_with(&file, limits);
+        assert!(!mails[0].data.padded);
+        assert!(wire_text(&file, &mails[0]).starts_with(&format!("{:<80}\r\n", "Subject: s")));
+    }
+    // One line shorter (a variable-length file, or a last record cut): kept.
+    let mut file = padded(&lines, 80, "\n");
+    file.push_str("NOOP\n");
+    let (mails, _) = parse(&file);
+    assert!(!mails[0].data.padded);
+}
+
+#[test]
+fn a_line_of_blanks_in_a_text_header_does_not_end_it() {
+    // In a text file the blanks are kept: the receiver sees a folded line, not the empty
+    // line between header and body, so the missing one is added where the body starts.
+    let file = "HELO a.example\nMAIL FROM:<x@a.example>\nRCPT TO:<y@b.example>\nDATA\nSubject: s\n  \nbody\n.\n";
+    let (mails, _) = parse(file);
+    assert!(mails[0].data.missing_separator_at.is_some());
+}
+
+#[test]
+fn kept_blanks_count_toward_the_998_limit() {
+    let file = format!(
+        "HELO a.example\nMAIL FROM:<x@a.example>\nRCPT TO:<y@b.example>\nDATA\n{}{}\n.\n",
+        "a".repeat(990),
+        " ".repeat(20)
+    );
+    let (mails, summary) = parse(&file);
+    assert!(mails.is_empty());
+    assert_eq!(
+        errors(&summary),
+        vec![(
+            5,
+            "554 5.6.0 JES Syntax error. Data line of 1010 characters exceeds 998".into()
+        )]
+    );
+    let limits = Limits {
+        blank_trnc: BlankTrnc::Yes,
+        ..Limits::default()
+    };
+    let (mails, summary) = parse_with(&file, limits);
+    assert!(summary.errors.is_empty());
+    assert_eq!(mails[0].data.wire_size, 992);
 }
 
 #[test]
@@ -548,7 +652,7 @@ fn data_line_limit_and_truncation() {
     assert_eq!(mails[0].data.wire_size, 7 + 1000);
     let span = &file.as_bytes()[mails[0].data.start as usize..mails[0].data.end as usize];
     let mut out = Vec::new();
-    render_lines(span, true, true, &mut out);
+    render_lines(span, rules(&mails[0], true), true, &mut out);
     assert_eq!(out.len() as u64, mails[0].data.wire_size);
 }
 
@@ -663,7 +767,7 @@ proptest::proptest! {
         for mail in &mails {
             let span = bytes.get(mail.data.start as usize..mail.data.end as usize).unwrap();
             let mut out = Vec::new();
-            render_lines(span, true, true, &mut out);
+            render_lines(span, rules(mail, true), true, &mut out);
             proptest::prop_assert_eq!(out.len() as u64, mail.data.wire_size);
             // Nothing but CRLF line ends on the wire.
             for (i, &b) in out.iter().enumerate() {

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use cssmtp_batch::BlankTrnc;
+
 use super::table::{Block, Kind, Param, named, restart, yes};
 use super::validate::{Diags, Draft};
 use super::{Config, DeadLetterAction, ExtendedRetry, ReturnContent};
@@ -149,6 +151,30 @@ pub(crate) static OPTIONS: Block<Draft, Config> = Block::of(&[
         |c| Some(yes(c.options.data_line_trunc)),
     )
     .default("No"),
+    // cssmtp: when mail text lines lose their trailing blanks (Auto: only in a file of
+    // fixed-length records, every line the same length; Yes: always, CSSMTP's rule).
+    P::new(
+        "BlankTrnc",
+        Kind::Choice(
+            &[
+                ("Auto", |d| d.c.options.blank_trnc = BlankTrnc::Auto),
+                ("Yes", |d| d.c.options.blank_trnc = BlankTrnc::Yes),
+                ("No", |d| d.c.options.blank_trnc = BlankTrnc::No),
+            ],
+            &[],
+        ),
+        |c| {
+            Some(
+                match c.options.blank_trnc {
+                    BlankTrnc::Auto => "Auto",
+                    BlankTrnc::Yes => "Yes",
+                    BlankTrnc::No => "No",
+                }
+                .into(),
+            )
+        },
+    )
+    .default("Auto"),
     P::new("AtSign", Kind::Custom(at_sign), |_| None),
     // cssmtp always sends EHLO again after STARTTLS (RFC 3207 §4.2).
     P::new("TLSEhlo", Kind::Flag(|_, _| {}), |_| None),

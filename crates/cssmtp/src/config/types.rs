@@ -234,6 +234,7 @@ impl Config {
             max_recipients: 2000,
             null_trnc: self.options.null_trnc,
             data_line_trunc: self.options.data_line_trunc,
+            blank_trnc: self.options.blank_trnc,
         }
     }
 }
@@ -357,6 +358,9 @@ pub struct Options {
     pub null_trnc: bool,
     /// Cut data lines to 998 characters instead of rejecting the mail.
     pub data_line_trunc: bool,
+    /// `BlankTrnc Auto|Yes|No` (cssmtp): when mail text lines lose their trailing blanks
+    /// (Auto: only in a file of fixed-length records, every line the same length).
+    pub blank_trnc: cssmtp_batch::BlankTrnc,
     /// Parse and report, never deliver: CSSMTP's compatibility test mode.
     pub test_mode: bool,
 }

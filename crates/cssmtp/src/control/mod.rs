@@ -431,7 +431,18 @@ impl Control {
     async fn refresh(&self) -> Reply {
         let running = self.config.current();
         let path = running.file.clone();
-        let (new, diagnostics) = match config::load(&path) {
+        // Reading the configuration files: on a blocking thread.
+        let loaded = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || config::load(&path)).await
+        };
+        let Ok(loaded) = loaded else {
+            return Reply::error(format!(
+                "CSM5014E REFRESH: {} could not be read; nothing changed",
+                path.display()
+            ));
+        };
+        let (new, diagnostics) = match loaded {
             Ok(x) => x,
             Err(LoadError::Invalid { diagnostics, .. }) => {
                 let mut lines = vec![format!(

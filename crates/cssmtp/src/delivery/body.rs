@@ -2,7 +2,8 @@
 //!
 //! The text is never held whole in memory: each chunk is read with `pread` from the
 //! claimed spool file and passed through the same record rules the parser checked
-//! ([`cssmtp_batch::render_lines`]). When the text lacks the blank line between header
+//! ([`cssmtp_batch::render_lines`]), trailing blanks removed only when the parser found
+//! the file's records padded ([`DataSpan::padded`]). When the text lacks the blank line between header
 //! and body, it is inserted where the parser found the body to start.
 //!
 //! The spool file may have changed since it was parsed (a producer can keep it open and
@@ -25,7 +26,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use cssmtp_batch::data::MAX_DATA_LINE;
-use cssmtp_batch::{DataSpan, TextDigest, TextHasher, UnsafeLine, render_lines_checked};
+use cssmtp_batch::{DataRules, DataSpan, TextDigest, TextHasher, UnsafeLine, render_lines_checked};
 
 /// Raw bytes read from the spool file per chunk.
 const CHUNK: u64 = 128 * 1024;
@@ -134,6 +135,8 @@ enum Piece {
 /// The wire form of one mail's text, produced chunk by chunk.
 pub struct Body {
     spool: Option<Arc<SpoolText>>,
+    /// The text's lines are padded records ([`DataSpan::padded`]).
+    padded: bool,
     pieces: Vec<Piece>,
     index: usize,
     pos: u64,
@@ -150,6 +153,7 @@ impl Body {
             MailText::Memory(bytes) => {
                 return Self {
                     spool: None,
+                    padded: false,
                     pieces: vec![Piece::Memory(Arc::clone(bytes))],
                     index: 0,
                     pos: 0,
@@ -178,6 +182,7 @@ impl Body {
         };
         Self {
             spool: Some(spool),
+            padded: span.padded,
             pieces,
             index: 0,
             pos: 0,
@@ -248,14 +253,20 @@ impl Body {
                         self.index += 1;
                         continue;
                     }
+                    let rules = DataRules {
+                        padded: self.padded,
+                        truncate: spool.truncate,
+                    };
                     let used = if end - pos <= INLINE_READ {
-                        read_lines(spool, pos, end, raw, out, &mut self.hasher)?
+                        read_lines(spool, rules, (pos, end), raw, out, &mut self.hasher)?
                     } else {
                         let text = Arc::clone(spool);
                         let mut hasher = std::mem::take(&mut self.hasher);
                         let (rendered, used, hasher) = tokio::task::spawn_blocking(move || {
                             let mut rendered = Vec::new();
-                            read_lines(&text, pos, end, &mut Vec::new(), &mut rendered, &mut hasher)
+                            let mut raw = Vec::new();
+                            let span = (pos, end);
+                            read_lines(&text, rules, span, &mut raw, &mut rendered, &mut hasher)
                                 .map(|used| (rendered, used, hasher))
                         })
                         .await
@@ -276,8 +287,8 @@ impl Body {
 /// into `out`; returns how many bytes of the file were used.
 fn read_lines(
     text: &SpoolText,
-    pos: u64,
-    end: u64,
+    rules: DataRules,
+    (pos, end): (u64, u64),
     raw: &mut Vec<u8>,
     out: &mut Vec<u8>,
     hasher: &mut TextHasher,
@@ -293,13 +304,13 @@ fn read_lines(
         match memchr::memrchr(b'\n', raw) {
             Some(lf) => lf + 1,
             // One line longer than the chunk: read on in fixed chunks.
-            None => return long_line(text, pos, end, raw, out, hasher),
+            None => return long_line(text, rules, (pos, end), raw, out, hasher),
         }
     };
     let slice = raw.get(..cut).unwrap_or_default();
     out.reserve(cut + cut / 32 + 16);
     let before = out.len();
-    match render_lines_checked(slice, text.truncate, at_end, out, hasher) {
+    match render_lines_checked(slice, rules, at_end, out, hasher) {
         Ok(used) => Ok(used as u64),
         Err((line, problem)) => {
             out.truncate(before);
@@ -326,13 +337,13 @@ fn changed(line: u32, problem: &UnsafeLine) -> TextError {
 /// Renders the one line that starts at `pos` and is longer than a chunk, reading it a
 /// chunk at a time and keeping only its first 998 bytes, so that a line of any length
 /// costs fixed memory. Returns how many bytes of the file were used (the line and its
-/// LF). The parser accepted the line: once trimmed it is within 998 characters, or
-/// `DataLineTrunc` cuts it there; a longer line means the file changed since. The line
-/// is checked and hashed as [`render_lines_checked`] does.
+/// LF). The parser accepted the line: in wire form (trimmed when padded) it is within
+/// 998 characters, or `DataLineTrunc` cuts it there; a longer line means the file changed
+/// since. The line is checked and hashed as [`render_lines_checked`] does.
 fn long_line(
     text: &SpoolText,
-    pos: u64,
-    end: u64,
+    rules: DataRules,
+    (pos, end): (u64, u64),
     raw: &mut Vec<u8>,
     out: &mut Vec<u8>,
     hasher: &mut TextHasher,
@@ -370,13 +381,14 @@ fn long_line(
             len += part.len() as u64;
         }
     }
-    let trimmed = if last == b'\r' {
-        sig_before_last
-    } else {
-        sig_end
+    let trimmed = match (rules.padded, last == b'\r') {
+        (true, true) => sig_before_last,
+        (true, false) => sig_end,
+        // Blanks kept: the line without its CR.
+        (false, cr) => len.saturating_sub(u64::from(cr)),
     };
     let line = hasher.lines().saturating_add(1);
-    if trimmed > MAX_DATA_LINE as u64 && !text.truncate {
+    if trimmed > MAX_DATA_LINE as u64 && !rules.truncate {
         return Err(changed(
             line,
             &UnsafeLine::TooLong(usize::try_from(trimmed).unwrap_or(usize::MAX)),
@@ -384,7 +396,7 @@ fn long_line(
     }
     let keep = usize::try_from(trimmed).map_or(MAX_DATA_LINE, |t| t.min(MAX_DATA_LINE));
     let wire = head.get(..keep).unwrap_or_default();
-    if wire == b"." {
+    if cssmtp_batch::record::trim_blanks(wire) == b"." {
         return Err(changed(line, &UnsafeLine::EndOfData));
     }
     if wire.contains(&b'\r') {

@@ -20,8 +20,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
@@ -304,31 +304,33 @@ impl Inner {
         }
     }
 
-    /// Rewrites the journal without the records of forgotten files (appends wait).
+    /// Rewrites the journal without the records of forgotten files.
+    ///
+    /// Appends go on meanwhile: the records are read and the new journal written and
+    /// synced without holding the append path; appends wait only while the few records
+    /// appended in the meantime are copied over and the new file takes the old one's
+    /// place (a rename). Runs on the syncer thread, so no sync is acknowledged while it
+    /// runs: the copied records are synced, like any new one, by the next sync, after
+    /// the rename is made durable here.
     fn compact(&self) {
-        let mut file = self
-            .file
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.compact_with(|| {});
+    }
+
+    /// [`compact`](Self::compact), calling `between` once the new journal is written and
+    /// before it replaces the old one (tests hold a compaction there).
+    fn compact_with(&self, between: impl FnOnce()) {
         let forgotten = std::mem::take(
             &mut *self
                 .forgotten
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        let result = compacted(&self.path, |key| !forgotten.contains(key))
-            .and_then(|mut kept| {
-                kept.extend(record::encode(&Record::Start {
-                    boot: self.boot.clone(),
-                }));
-                crate::durable::replace(&self.path, &kept, 0o600)
-            })
-            .and_then(|()| open_append(&self.path));
+        let result = self.rewrite(&forgotten).and_then(|(new, tmp, end)| {
+            between();
+            self.replace_with(new, &tmp, end)
+        });
         match result {
-            Ok(reopened) => {
-                let size = reopened.metadata().map(|m| m.len()).unwrap_or(0);
-                *file = reopened;
-                self.size.store(size, Ordering::Relaxed);
+            Ok(size) => {
                 tracing::info!(
                     "CSM2304I Checkpoint journal {} compacted to {size} bytes",
                     self.path.display()
@@ -341,6 +343,98 @@ impl Inner {
             }
         }
     }
+
+    /// The slow part of a compaction, appends going on: writes and syncs, under a
+    /// temporary name, the records (up to the current end of the journal) of the files
+    /// not `forgotten`, then a start record. Returns the new file (open for appending),
+    /// its name and where the records it holds ended in the journal.
+    fn rewrite(&self, forgotten: &HashSet<String>) -> io::Result<(File, PathBuf, u64)> {
+        // The end, taken while no append is under way (each writes under the read
+        // lock): a record boundary.
+        let end = {
+            let file = self
+                .file
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            file.metadata()?.len()
+        };
+        let mut kept = compacted(&self.path, end, |key| !forgotten.contains(key))?;
+        kept.extend(record::encode(&Record::Start {
+            boot: self.boot.clone(),
+        }));
+        let mut name = std::ffi::OsString::from(".");
+        name.push(self.path.file_name().unwrap_or_default());
+        name.push(".compact");
+        let tmp = self.path.with_file_name(name);
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let written = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)
+            .and_then(|mut new| {
+                new.write_all(&kept)?;
+                new.sync_data()?;
+                Ok(new)
+            });
+        match written {
+            Ok(new) => Ok((new, tmp, end)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// The short part, appends waiting: copies to `new` what was appended to the journal
+    /// after `end`, renames it over the journal and appends to it from now on; then
+    /// makes the rename durable. Returns the new size.
+    fn replace_with(&self, mut new: File, tmp: &Path, end: u64) -> io::Result<u64> {
+        let size = {
+            let mut file = self
+                .file
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Once renamed, `new` is the journal: nothing may fail after the rename.
+            let swapped = read_from(&self.path, end)
+                .and_then(|tail| new.write_all(&tail))
+                .and_then(|()| new.metadata())
+                .and_then(|meta| std::fs::rename(tmp, &self.path).map(|()| meta.len()));
+            let size = match swapped {
+                Ok(size) => size,
+                Err(e) => {
+                    let _ = std::fs::remove_file(tmp);
+                    return Err(e);
+                }
+            };
+            *file = new;
+            self.size.store(size, Ordering::Relaxed);
+            // The copied records are synced with the next sync, like new ones.
+            self.dirty.store(true, Ordering::Release);
+            size
+        };
+        if let Some(dir) = self.path.parent() {
+            crate::durable::sync_dir(dir)?;
+        }
+        Ok(size)
+    }
+}
+
+/// The bytes of the file at `path` from `offset` to its end.
+fn read_from(path: &Path, offset: u64) -> io::Result<Vec<u8>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    let mut tail = vec![0; usize::try_from(len.saturating_sub(offset)).unwrap_or(0)];
+    file.read_exact_at(&mut tail, offset)?;
+    Ok(tail)
 }
 
 /// The syncer: syncs on request (every request queued while it syncs shares the next
@@ -420,8 +514,9 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// Calls `each` with every line of the journal (without its newline).
-fn each_line(path: &Path, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+/// Calls `each` with every line of the journal (without its newline) in its first
+/// `limit` bytes.
+fn each_line(path: &Path, limit: u64, mut each: impl FnMut(&[u8])) -> io::Result<()> {
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
@@ -431,7 +526,7 @@ fn each_line(path: &Path, mut each: impl FnMut(&[u8])) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut reader = BufReader::with_capacity(256 * 1024, file.take(limit));
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -451,7 +546,7 @@ fn recover(path: &Path, live: &HashSet<String>, boot: &str) -> io::Result<(Recov
     let mut recovered = Recovered::default();
     let mut kept = Vec::new();
     let mut last_boot = None;
-    each_line(path, |line| match record::decode(line) {
+    each_line(path, u64::MAX, |line| match record::decode(line) {
         Ok(Record::Start { boot }) => last_boot = Some(boot),
         Ok(rec) => {
             recovered.records += 1;
@@ -471,10 +566,11 @@ fn recover(path: &Path, live: &HashSet<String>, boot: &str) -> io::Result<(Recov
     Ok((recovered, kept))
 }
 
-/// The intact records of the files `keep` says to keep, as lines.
-fn compacted(path: &Path, keep: impl Fn(&str) -> bool) -> io::Result<Vec<u8>> {
+/// The intact records, in the first `limit` bytes of the journal, of the files `keep`
+/// says to keep, as lines.
+fn compacted(path: &Path, limit: u64, keep: impl Fn(&str) -> bool) -> io::Result<Vec<u8>> {
     let mut kept = Vec::new();
-    each_line(path, |line| {
+    each_line(path, limit, |line| {
         if let Ok(rec) = record::decode(line)
             && !matches!(rec, Record::Start { .. })
             && keep(rec.file())
@@ -613,6 +709,61 @@ mod tests {
             "the boot is still recorded: {text}"
         );
         assert_eq!(text.matches("kept@2").count(), 2, "{text}");
+    }
+
+    /// A compaction does not hold appends for its duration: while it is held between
+    /// writing the new journal and putting it in place, an append from another thread
+    /// goes through; the record lands in the compacted journal, the forgotten file's
+    /// records do not. (Without a compaction in progress the bounded wait is never
+    /// reached; it only turns a stalled append into a failure instead of a hang.)
+    #[test]
+    fn appends_go_on_while_a_compaction_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("W.journal");
+        let (journal, _, writer) = Journal::open(&path, &HashSet::new(), warm()).unwrap();
+        journal.append(&sent("gone@1", 1, vec![0]));
+        journal.append(&sent("kept@2", 1, vec![0]));
+        journal.forget("gone@1");
+        let (reached, in_progress) = std::sync::mpsc::channel();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let compacting = {
+            let journal = journal.clone();
+            std::thread::spawn(move || {
+                journal.inner.compact_with(|| {
+                    reached.send(()).unwrap();
+                    let _ = wait.recv();
+                });
+            })
+        };
+        in_progress.recv().unwrap();
+        let (done, appended) = std::sync::mpsc::channel();
+        let appender = {
+            let journal = journal.clone();
+            std::thread::spawn(move || {
+                let ok = journal.append(&sent("kept@2", 2, vec![0]));
+                let _ = done.send(ok);
+            })
+        };
+        let during = appended.recv_timeout(Duration::from_secs(60));
+        go.send(()).unwrap();
+        compacting.join().unwrap();
+        appender.join().unwrap();
+        assert_eq!(during, Ok(true), "the append waited for the compaction");
+        journal.append(&sent("kept@2", 3, vec![0]));
+        drop(journal);
+        writer.join();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("gone@1"), "{text}");
+        assert_eq!(text.matches("kept@2").count(), 3, "{text}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "journal and lock, no temporary: {names:?}");
+        let live: HashSet<String> = ["kept@2".to_string()].into();
+        let (_journal, recovered, _writer) = Journal::open(&path, &live, warm()).unwrap();
+        assert_eq!(recovered.damaged, 0);
+        assert_eq!(recovered.files["kept@2"].mails.len(), 3);
     }
 
     /// A torn record (the file system filled up in the middle of it) costs that record

@@ -172,7 +172,14 @@ impl Manager {
         let manager = Arc::new(self);
         let dir = manager.config.mail_directory();
         let mut due: BTreeSet<(Instant, PathBuf)> = BTreeSet::new();
-        for (path, last) in list(&dir) {
+        // The listing on a blocking thread, not the runtime's.
+        let listed = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || list(&dir))
+                .await
+                .unwrap_or_default()
+        };
+        for (path, last) in listed {
             let elapsed = crate::clock::now().duration_since(last).unwrap_or_default();
             let wait = manager.settings.interval.saturating_sub(elapsed);
             due.insert((Instant::now() + wait, path));
@@ -574,8 +581,11 @@ fn load(path: &Path) -> std::io::Result<Option<Loaded>> {
     let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
     let meta = parse_meta(&String::from_utf8_lossy(first))
         .ok_or_else(|| std::io::Error::other("not a cssmtp extended-retry file (first line)"))?;
+    // The text was written in wire form (padding, if any, already removed): the blanks
+    // left are content.
     let limits = cssmtp_batch::Limits {
         syntax_error_limit: 0,
+        blank_trnc: cssmtp_batch::BlankTrnc::No,
         ..cssmtp_batch::Limits::default()
     };
     let (mut mails, _) = cssmtp_batch::parse_bytes(&bytes, limits);

@@ -83,7 +83,13 @@ pub async fn run(
     };
     // Spool files are opened relative to this handle of active/, never through a link.
     let active_dir = layout.open_active()?;
-    let mut resumed = layout.left_active()?;
+    // Listings are made on a blocking thread, never on the runtime's.
+    let mut resumed = {
+        let layout = layout.clone();
+        tokio::task::spawn_blocking(move || layout.left_active())
+            .await
+            .map_err(std::io::Error::other)??
+    };
     if !resumed.is_empty() {
         tracing::warn!(
             "CSM1011W {} spool file(s) left in {} by an earlier run are processed again {}",
@@ -123,7 +129,7 @@ pub async fn run(
                 path
             } else {
                 if listing.is_empty() && stale {
-                    match list(&layout, &mut strays) {
+                    match list(&layout, &mut strays).await {
                         Ok(l) => listing = l,
                         Err(e) if is_out_of_descriptors(&e) => {
                             fd.ran_out(&e, tasks.len());
@@ -155,7 +161,12 @@ pub async fn run(
                     fd.recovered();
                     spawn(&mut tasks, path, Ok(opened));
                 }
-                Err(OpenError::Refused(why)) => set_aside(&layout, &path, &why),
+                Err(OpenError::Refused(why)) => {
+                    // Moves and directory syncs: on a blocking thread.
+                    let layout = layout.clone();
+                    let _ =
+                        tokio::task::spawn_blocking(move || set_aside(&layout, &path, &why)).await;
+                }
                 Err(OpenError::Io(e)) if is_out_of_descriptors(&e) => {
                     fd.ran_out(&e, tasks.len());
                     resumed.push(path);
@@ -172,7 +183,7 @@ pub async fn run(
         {
             if stale {
                 // Look once more before deciding the spool is empty.
-                match list(&layout, &mut strays) {
+                match list(&layout, &mut strays).await {
                     Ok(l) => listing = l,
                     Err(e) if is_out_of_descriptors(&e) => {
                         fd.ran_out(&e, tasks.len());
@@ -242,9 +253,30 @@ pub async fn run(
 /// Directories in the writer directory logged (once each), at most.
 const MAX_STRAYS_LOGGED: usize = 10_000;
 
+/// [`list_now`] on a blocking thread: a listing of a big directory takes a while, and the
+/// runtime's threads must not wait for it.
+async fn list(
+    layout: &SpoolLayout,
+    strays: &mut HashSet<(u64, u64)>,
+) -> std::io::Result<Vec<Candidate>> {
+    let layout = layout.clone();
+    let mut seen = std::mem::take(strays);
+    let (listing, seen) = tokio::task::spawn_blocking(move || {
+        let listing = list_now(&layout, &mut seen);
+        (listing, seen)
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    *strays = seen;
+    listing
+}
+
 /// Lists the waiting entries, oldest first as a stack (the oldest last); logs each
 /// directory that is not cssmtp's once.
-fn list(layout: &SpoolLayout, strays: &mut HashSet<(u64, u64)>) -> std::io::Result<Vec<Candidate>> {
+fn list_now(
+    layout: &SpoolLayout,
+    strays: &mut HashSet<(u64, u64)>,
+) -> std::io::Result<Vec<Candidate>> {
     let (mut listing, found) = layout.waiting_and_strays(LISTING)?;
     for stray in found {
         // Remembered up to a bound (beyond it, further ones are not logged).

@@ -1,8 +1,8 @@
 //! Reading a spool file line by line with bounded memory, feeding the batch parser.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Seek};
 
-use cssmtp_batch::{Line, Mail, Parser, Step, Summary};
+use cssmtp_batch::{BlankTrnc, FixedLength, Line, Mail, Parser, Step, Summary};
 
 /// Bytes of one line kept for the parser; longer lines are measured, not stored (they
 /// are errors, or cut to 998 characters with DataLineTrunc).
@@ -94,6 +94,7 @@ impl<R: BufRead> LineReader<R> {
             } else {
                 sig_end
             };
+            line.content_len = len - usize::from(last_byte == b'\r');
         }
         Ok(Some(line))
     }
@@ -115,13 +116,53 @@ const BATCH: usize = 32;
 /// 2000-recipient limit holds one, so what waits in the channel stays small.
 const BATCH_RCPTS: usize = 2000;
 
+/// Whether every line of the file has the same length ([`FixedLength`]: fixed-length
+/// records), reading from the start only as far as needed (a variable-length file is told
+/// apart at its second line, a fixed-length one is read to its end); then goes back to the
+/// start.
+///
+/// # Errors
+/// An I/O error from the file.
+pub fn fixed_length<R: BufRead + Seek>(reader: &mut R) -> io::Result<bool> {
+    let mut shape = FixedLength::default();
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        let n = chunk.len();
+        let even = shape.feed(chunk);
+        reader.consume(n);
+        if !even {
+            break;
+        }
+    }
+    reader.rewind()?;
+    Ok(shape.finish())
+}
+
 /// Parses a whole file, sending mails as they are complete. Stops early when the
 /// receiver is gone. Runs on a blocking thread.
-pub fn parse_into<R: BufRead>(
-    reader: R,
+///
+/// `BlankTrnc Auto` is resolved first ([`fixed_length`]): whether the text lines lose
+/// their trailing blanks is decided once for the whole file, before its first mail, and
+/// travels with each mail ([`cssmtp_batch::DataSpan::padded`]) to the renderer.
+pub fn parse_into<R: BufRead + Seek>(
+    mut reader: R,
     limits: cssmtp_batch::Limits,
     tx: &tokio::sync::mpsc::Sender<Parsed>,
 ) {
+    let limits = if limits.blank_trnc == BlankTrnc::Auto {
+        match fixed_length(&mut reader) {
+            Ok(fixed) => limits.for_file(|| fixed),
+            Err(e) => {
+                let _ = tx.blocking_send(Parsed::Failed(e));
+                return;
+            }
+        }
+    } else {
+        limits
+    };
     let mut lines = LineReader::new(reader);
     let mut parser = Parser::new(limits);
     let mut batch: Vec<Mail> = Vec::new();
@@ -168,6 +209,9 @@ mod tests {
         let mut reader = LineReader::new(io::BufReader::with_capacity(7, bytes));
         let mut out = Vec::new();
         while let Some(line) = reader.next_line().unwrap() {
+            if line.raw.len() == line.len {
+                assert_eq!(line, Line::new(line.number, line.offset, line.raw));
+            }
             out.push((
                 line.number,
                 line.offset,
@@ -175,6 +219,15 @@ mod tests {
                 line.len,
                 line.trimmed_len,
             ));
+        }
+        out
+    }
+
+    fn content_lens(bytes: &[u8]) -> Vec<usize> {
+        let mut reader = LineReader::new(io::BufReader::with_capacity(7, bytes));
+        let mut out = Vec::new();
+        while let Some(line) = reader.next_line().unwrap() {
+            out.push(line.content_len);
         }
         out
     }
@@ -199,6 +252,11 @@ mod tests {
         assert_eq!(lines[0].3, MAX_KEPT + 111);
         assert_eq!(lines[0].4, MAX_KEPT + 10);
         assert_eq!(lines[1].1, (MAX_KEPT + 112) as u64);
+        // Without its CR, blanks kept.
+        assert_eq!(content_lens(&text), vec![MAX_KEPT + 110, 4]);
+        let mut lf = text.clone();
+        lf.retain(|&b| b != b'\r');
+        assert_eq!(content_lens(&lf), vec![MAX_KEPT + 110, 4]);
     }
 
     #[test]
@@ -207,7 +265,7 @@ mod tests {
         let (expected, _) = cssmtp_batch::parse_bytes(text, cssmtp_batch::Limits::default());
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         parse_into(
-            io::BufReader::with_capacity(5, &text[..]),
+            io::BufReader::with_capacity(5, io::Cursor::new(&text[..])),
             cssmtp_batch::Limits::default(),
             &tx,
         );
@@ -216,5 +274,38 @@ mod tests {
         };
         assert_eq!(mails, expected);
         assert!(matches!(rx.blocking_recv(), Some(Parsed::Done(_))));
+    }
+
+    #[test]
+    fn a_fixed_length_file_is_told_before_it_is_parsed() {
+        let padded: Vec<u8> = [
+            "HELO h.example",
+            "MAIL FROM:<a@b.c>",
+            "RCPT TO:<d@e.f>",
+            "DATA",
+            "x",
+            ".",
+        ]
+        .iter()
+        .flat_map(|l| format!("{l:<80}\n").into_bytes())
+        .collect();
+        for (text, fixed) in [(&padded[..], true), (b"HELO h\nDATA\n", false)] {
+            let mut reader = io::BufReader::with_capacity(7, io::Cursor::new(text));
+            assert_eq!(fixed_length(&mut reader).unwrap(), fixed);
+            let mut again = Vec::new();
+            io::Read::read_to_end(&mut reader, &mut again).unwrap();
+            assert_eq!(again, text, "read again from the start");
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        parse_into(
+            io::BufReader::with_capacity(5, io::Cursor::new(&padded)),
+            cssmtp_batch::Limits::default(),
+            &tx,
+        );
+        let Some(Parsed::Mails(mails)) = rx.blocking_recv() else {
+            panic!()
+        };
+        assert!(mails[0].data.padded);
+        assert_eq!(mails[0].data.wire_size, 3);
     }
 }

@@ -223,10 +223,18 @@ pub async fn run(
             return finish(&shared, &path, report, None).await;
         }
     };
-    report.owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
-        .ok()
-        .flatten()
-        .map_or_else(|| meta.uid().to_string(), |u| u.name);
+    // A user look-up may ask a directory service: on a blocking thread.
+    let uid = meta.uid();
+    report.owner = tokio::task::spawn_blocking(move || {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| uid.to_string());
     let key: Arc<str> = Arc::from(journal::file_key(&name, meta.ino()));
     let recovered = shared
         .recovered
@@ -1304,12 +1312,18 @@ async fn finish(
         })
     } else {
         // Moved, then recorded (a file back in active/ after `held` is a released one,
-        // so the move must be durable first).
-        shared.layout.hold(path).and_then(|to| {
-            crate::durable::sync_dir(&shared.layout.hold)?;
-            crate::durable::sync_dir(&shared.layout.active)?;
-            Ok(Disposition::Held(to))
+        // so the move must be durable first). The move and the directory syncs run on a
+        // blocking thread.
+        let (layout, path) = (shared.layout.clone(), path.to_owned());
+        tokio::task::spawn_blocking(move || {
+            layout.hold(&path).and_then(|to| {
+                crate::durable::sync_dir(&layout.hold)?;
+                crate::durable::sync_dir(&layout.active)?;
+                Ok(Disposition::Held(to))
+            })
         })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     };
     report.disposition = match disposition {
         Ok(d) => {
@@ -1336,7 +1350,12 @@ async fn finish(
         let mut beside = held.clone().into_os_string();
         beside.push(".report");
         let text = report::text(&report, &shared.host_name, &config.ext_wrt_name);
-        let written = crate::durable::replace(Path::new(&beside), text.as_bytes(), 0o640);
+        let to = PathBuf::from(&beside);
+        let written = tokio::task::spawn_blocking(move || {
+            crate::durable::replace(&to, text.as_bytes(), 0o640)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         if let Err(e) = written {
             tracing::error!(
                 "CSM2008E Cannot write {}: {e}",

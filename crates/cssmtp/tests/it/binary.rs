@@ -315,6 +315,39 @@ async fn submit_refuses_a_file_with_syntax_errors_unless_forced() {
     );
 }
 
+/// `cssmtp submit` says when it reads a file as fixed-length records (every line the
+/// same length), whose trailing blanks it removes from the text; not for a text file.
+#[tokio::test]
+async fn submit_says_when_a_file_is_read_as_padded_records() {
+    let env = Env::new("TargetServer\n{\n  TargetIp 192.0.2.1\n}\n");
+    let records = format!(
+        "HELO h.example\n{}",
+        mail("a@h.example", &["x@example.com"], "Subject: s\n\n-- \nb")
+    );
+    let padded = env.dir.path().join("padded.bsmtp");
+    let text: String = records.lines().map(|l| format!("{l:<80}\n")).collect();
+    std::fs::write(&padded, text).unwrap();
+    let plain = env.dir.path().join("plain.bsmtp");
+    std::fs::write(&plain, &records).unwrap();
+    for (file, said) in [(&padded, true), (&plain, false)] {
+        let out = cssmtp()
+            .args(["submit", "--job-name", "PAD", "-c"])
+            .arg(&env.config_path)
+            .arg(file)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(
+            stderr.contains("fixed-length records"),
+            said,
+            "{}: {stderr}",
+            file.display()
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_second_instance_for_the_same_writer_is_refused() {
     let sink = sink(SinkOptions::default()).await;

@@ -85,10 +85,88 @@ async fn crlf_and_lf_spool_files_give_the_same_mail() {
         .collect();
     assert_eq!(texts[0], texts[1]);
     assert!(
-        texts[0].ends_with("\r\n\r\nbody\r\ntext\r\n"),
-        "trailing blanks stripped: {:?}",
+        texts[0].ends_with("\r\n\r\nbody  \r\ntext\r\n"),
+        "trailing blanks of a text file kept: {:?}",
         texts[0]
     );
+}
+
+/// A Linux text file: the `-- ` signature separator and the trailing-space soft breaks
+/// of `format=flowed` (RFC 3676) are content, and arrive byte for byte (the parser's
+/// digest, checked before the final ".", matches the text as sent). Commands keep being
+/// read without their trailing blanks and tabs.
+#[tokio::test]
+async fn a_text_file_keeps_signature_and_flowed_blanks() {
+    // A server that offers SIZE, so that the size announced is seen.
+    let sink = sink(SinkOptions {
+        size: Some(1_000_000),
+        ..SinkOptions::default()
+    })
+    .await;
+    let env = Env::new(&target(sink.addr, ""));
+    let body = "Content-Type: text/plain; charset=us-ascii; format=flowed\n\n\
+        The nightly totals were computed and the numbers below are the \n\
+        ones the auditors asked for. \n\
+        Totals: 42\n\
+        \n\
+        -- \n\
+        Batch job NIGHTLY  \n\
+        \t \n";
+    let text = text_with_ids("flowed", body).replacen("\n\nContent-Type", "\nContent-Type", 1);
+    let file = format!(
+        "HELO h.example  \nMAIL FROM:<a@h.example> \t\nRCPT TO:<x@example.com>\t \nDATA  \n{text}.  \nQUIT \n"
+    );
+    env.submit("FLOWED", &file);
+    env.submit(
+        "FLOWCR",
+        &file.replace("flowed", "flowcr").replace('\n', "\r\n"),
+    );
+    let report = env.drain().await;
+    assert!(report.all_delivered(), "{report:?}");
+    let received = sink.received();
+    assert_eq!(received.len(), 2);
+    for m in &received {
+        assert_eq!(m.mail_from, "a@h.example");
+        assert_eq!(m.rcpt_to, ["x@example.com"]);
+        let got = without_added_headers(&m.data).replace("flowcr", "flowed");
+        assert_eq!(got, text.replace('\n', "\r\n"), "byte for byte");
+        assert_eq!(m.size, Some(m.data.len() as u64), "SIZE= counts the blanks");
+    }
+}
+
+/// Fixed-length records turned into text (every line padded with blanks to 80 columns,
+/// as a z/OS data set is): the padding is removed from every line, a line of blanks only
+/// becomes an empty line (here the end of the header), and the mail is sent (the digest
+/// matches the trimmed text).
+#[tokio::test]
+async fn padded_fixed_length_records_lose_their_padding() {
+    // A server that offers SIZE, so that the size announced is seen.
+    let sink = sink(SinkOptions {
+        size: Some(1_000_000),
+        ..SinkOptions::default()
+    })
+    .await;
+    let env = Env::new(&target(sink.addr, ""));
+    for (job, end) in [("PADDED", "\n"), ("PADCRLF", "\r\n")] {
+        let text = text_with_ids(job, "body line\n   \n..dot\n-- \nBatch job NIGHTLY\n");
+        let records = format!(
+            "HELO h.example\n{}QUIT\n",
+            mail("a@h.example", &["x@example.com"], &text)
+        );
+        let padded: String = records.lines().map(|l| format!("{l:<80}{end}")).collect();
+        assert!(padded.lines().all(|l| l.trim_end_matches('\r').len() == 80));
+        env.submit(job, &padded);
+    }
+    let report = env.drain().await;
+    assert!(report.all_delivered(), "{report:?}");
+    let received = sink.received();
+    assert_eq!(received.len(), 2);
+    let expected = "Date: Sat, 28 Nov 2026 10:00:00 +0000\r\nMessage-ID: <PADDED@test>\r\nSubject: PADDED\r\n\r\nbody line\r\n\r\n.dot\r\n--\r\nBatch job NIGHTLY\r\n";
+    for m in &received {
+        let got = without_added_headers(&m.data).replace("PADCRLF", "PADDED");
+        assert_eq!(got, expected);
+        assert_eq!(m.size, Some(m.data.len() as u64));
+    }
 }
 
 #[tokio::test]

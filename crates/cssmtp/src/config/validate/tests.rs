@@ -434,7 +434,39 @@ Options { NullTrnc Maybe }
             "/etc/cssmtp/cssmtp.conf:2: error: unknown parameter Intreval in RetryLimit (did you mean Interval?) (known: Count, Interval)",
             "/etc/cssmtp/cssmtp.conf:3: error: UserInfo in Header needs a value",
             "/etc/cssmtp/cssmtp.conf:6: error: unknown parameter DeadLetterAktion in Undeliverable (did you mean DeadLetterAction?) (known: ReturnToMailFrom, DeadLetterAction, DeadLetterDirectory, ReturnContent)",
-            "/etc/cssmtp/cssmtp.conf:8: error: unknown parameter Maybe in Options (known: NullTrnc, TestMode, DataLineTrunc, AtSign, TLSEhlo)",
+            "/etc/cssmtp/cssmtp.conf:8: error: unknown parameter Maybe in Options (known: NullTrnc, TestMode, DataLineTrunc, BlankTrnc, AtSign, TLSEhlo)",
+        ]
+    );
+}
+
+#[test]
+fn blank_trnc_choices() {
+    let (config, diags) = check("TargetServer { TargetIp 192.0.2.1 }\n");
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!(
+        config.unwrap().options.blank_trnc,
+        cssmtp_batch::BlankTrnc::Auto
+    );
+    for (word, value) in [
+        ("yes", cssmtp_batch::BlankTrnc::Yes),
+        ("No", cssmtp_batch::BlankTrnc::No),
+        ("AUTO", cssmtp_batch::BlankTrnc::Auto),
+    ] {
+        let (config, diags) = check(&format!(
+            "TargetServer {{ TargetIp 192.0.2.1 }}\nOptions {{ NullTrnc BlankTrnc {word} }}\n"
+        ));
+        assert!(diags.is_empty(), "{diags:?}");
+        let config = config.unwrap();
+        assert_eq!(config.options.blank_trnc, value);
+        assert!(config.options.null_trnc);
+    }
+    let (config, diags) =
+        check("TargetServer { TargetIp 192.0.2.1 }\nOptions { BlankTrnc Sometimes }\n");
+    assert!(config.is_none());
+    assert_eq!(
+        diags,
+        vec![
+            "/etc/cssmtp/cssmtp.conf:2: error: Options BlankTrnc must be Auto, Yes or No, not \"Sometimes\""
         ]
     );
 }
