@@ -297,19 +297,20 @@ async fn attempt(
             close(ctx, open.take()).await;
             let since = target.progress();
             let ticket = target.ticket();
-            let opening = tokio::select! {
-                opened = Session::open(target.addr, &params) => opened,
+            // `given_up`: no greeting came while later connections were greeted.
+            let (opening, given_up) = tokio::select! {
+                opened = Session::open(target.addr, &params) => (opened, false),
                 () = async {
                     target.later_greeted(ticket).await;
                     sleep(GREETING_GRACE).await;
-                } => Err(Failure::new(
+                } => (Err(Failure::new(
                     Stage::Greeting,
                     Some(target.addr.to_string()),
                     Problem::Connection(format!(
                         "no greeting {} seconds after a connection started later was greeted",
                         GREETING_GRACE.as_secs()
                     )),
-                )),
+                )), true),
             };
             match opening {
                 Ok(session) => {
@@ -324,7 +325,15 @@ async fn attempt(
                 }
                 Err(failure) => {
                     let since = (lone_failures < MAX_LONE_FAILURES).then_some(since);
-                    if !ctx.router.connect_failed(&target, failure.clone(), since) {
+                    // Refused, closed or not greeted with 220 by a server that answers:
+                    // what a server at its connection limit does (issue 10 point 2).
+                    let refused = !given_up
+                        && matches!(failure.stage, Stage::Connect | Stage::Greeting)
+                        && !matches!(failure.problem, Problem::Timeout(_));
+                    if !ctx
+                        .router
+                        .connect_failed(&target, failure.clone(), since, refused)
+                    {
                         lone_failures += 1;
                         // Other connections to it work: this one failed alone; a fresh
                         // connection at once (bounded by MAX_HOPS).
