@@ -11,7 +11,10 @@
 //! the healthy targets. When every target that fits is down, the mail waits: intake
 //! pauses and nothing is failed for it. But when a reachable target is there that cannot
 //! take this mail, and only down targets might, the mail does not wait for them without
-//! bound: it is a temporary failure, charged to the RetryLimit schedule.
+//! bound: it is a temporary failure, charged to the RetryLimit schedule. A connection
+//! refused while other sessions with its target work teaches the target's connection
+//! limit (see [`Router::connect_failed`]); a mail finding every target that fits at its
+//! limit is [`Choice::Full`]: the worker hands it to one with a session open.
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -227,10 +230,14 @@ type Rank = (u16, u32, usize);
 #[derive(Debug)]
 pub enum Choice {
     Use(Arc<Target>),
-    /// Every target that could take it is down, and so is every other, or has as many
-    /// connections as its `MaxConnections`: wait until then, or until a change
-    /// (back-pressure).
+    /// Every target that could take it is down, and so is every other: wait until then,
+    /// or until a change (back-pressure).
     Wait(Instant),
+    /// A target that could take it is up but has as many connections as it may have
+    /// (configured or learned `MaxConnections`), and none other can: the mail is for a
+    /// session already open (handed over, see the worker), or waits until one of those
+    /// connections ends or a change.
+    Full(Instant),
     /// No target can ever take it (size, TLS, 8BITMIME): undeliverable.
     Unroutable(Failure),
     /// Targets that could take it are failing TLS, or are down while a reachable target
@@ -385,7 +392,7 @@ impl Router {
         if full {
             // A connection to it will free: `closed`/`connect_failed` signal a change.
             let until = now + self.connect_retry;
-            return Choice::Wait(earliest_up.map_or(until, |e| e.min(until)));
+            return Choice::Full(earliest_up.map_or(until, |e| e.min(until)));
         }
         if let Some(until) = earliest_up {
             if reachable_unfit {
@@ -677,7 +684,7 @@ mod tests {
         single.opened(&t, caps(0, false));
         assert!(matches!(
             single.choose(false, 10, false, None),
-            Choice::Wait(_)
+            Choice::Full(_)
         ));
         let changes = single.changes();
         single.closed(&t);
@@ -718,7 +725,7 @@ mod tests {
         assert!(target.state().down_until.is_none());
         assert_eq!(target.connections_limit(), (3, "learned"));
         assert!(
-            matches!(router.choose(false, 10, false, None), Choice::Wait(_)),
+            matches!(router.choose(false, 10, false, None), Choice::Full(_)),
             "no fourth connection"
         );
         let Choice::Use(same) = router.choose(false, 10, false, Some(&target)) else {
@@ -733,7 +740,7 @@ mod tests {
         assert_eq!(target.connections_limit(), (3, "learned"));
         assert!(matches!(
             router.choose(false, 10, false, None),
-            Choice::Wait(_)
+            Choice::Full(_)
         ));
         // Greeted: the limit rises by one.
         tokio::time::advance(Duration::from_secs(120)).await;
@@ -742,7 +749,7 @@ mod tests {
         assert_eq!(target.connections_limit(), (4, "learned"));
         assert!(matches!(
             router.choose(false, 10, false, None),
-            Choice::Wait(_)
+            Choice::Full(_)
         ));
         // A connection given up for want of a greeting teaches nothing.
         router.closed(&target);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rustls::ClientConfig;
+use tokio::sync::oneshot;
 use tokio::time::{Duration, sleep, sleep_until};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,23 @@ const MAX_HOPS: usize = 12;
 /// (long retry), so that nothing loops.
 const MAX_REQUEUES: u32 = 3;
 
+/// A mail handed over by a worker that found its target at its connection limit, for a
+/// worker with an open session to carry (issue 10 point 2): the first to take it sends
+/// it and answers on the channel; the worker that handed it over may take it back while
+/// no one has.
+type Handed = (MailJob, oneshot::Sender<Vec<RcptResult>>);
+
+struct Handoff(std::sync::Mutex<Option<Handed>>);
+
+impl Handoff {
+    fn take(&self) -> Option<Handed> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
 /// What every worker shares.
 pub struct DeliveryContext {
     pub router: Arc<Router>,
@@ -49,6 +67,11 @@ pub struct DeliveryContext {
     pub stats: Arc<Stats>,
     /// CONNECT accounting records.
     pub accounting: Accounting,
+    /// Mails handed over to workers with an open session (see [`Handoff`]).
+    handoff: (
+        async_channel::Sender<Arc<Handoff>>,
+        async_channel::Receiver<Arc<Handoff>>,
+    ),
 }
 
 impl DeliveryContext {
@@ -67,6 +90,7 @@ impl DeliveryContext {
             tls: TlsConnector::from(tls),
             stats,
             accounting,
+            handoff: async_channel::unbounded(),
         }
     }
 
@@ -116,6 +140,18 @@ pub async fn run(
         let job = tokio::select! {
             biased;
             () = stop.cancelled() => break,
+            // Mail handed over by workers waiting for a target at its connection limit
+            // goes first, on this worker's open session (or wherever it fits).
+            handed = ctx.handoff.1.recv(), if open.is_some() => {
+                if let Ok(handed) = handed
+                    && let Some((job, answer)) = handed.take()
+                {
+                    let results = attempt(&ctx, &job, &mut open, &stop).await;
+                    // The worker that handed it over waits for this answer.
+                    let _ = answer.send(results);
+                }
+                continue;
+            }
             job = queue.recv() => match job {
                 Ok(job) => job,
                 Err(_) => break,
@@ -286,6 +322,44 @@ async fn attempt(
                         let failure = Failure::new(Stage::Route, None, Problem::Stopping);
                         return all(job, &RcptResult::Retry(failure));
                     }
+                }
+                continue;
+            }
+            Choice::Full(until) => {
+                // The target that can take it has all the connections it may have: a
+                // worker with a session open hands it on at once; taken back when a
+                // connection ends (or a change) before one did.
+                close(ctx, open.take()).await;
+                let every: Vec<usize> = (0..job.recipients.len()).collect();
+                let (answer, mut results) = oneshot::channel();
+                let handed = Arc::new(Handoff(std::sync::Mutex::new(Some((
+                    part(job, &every),
+                    answer,
+                )))));
+                let _ = ctx.handoff.0.try_send(Arc::clone(&handed));
+                tokio::select! {
+                    r = &mut results => {
+                        // No answer only when the worker carrying it was stopped.
+                        return r.unwrap_or_else(|_| {
+                            all(job, &RcptResult::Retry(Failure::new(Stage::Route, None, Problem::Stopping)))
+                        });
+                    }
+                    () = sleep_until(until) => {}
+                    () = changes => {}
+                    () = stop.cancelled() => {}
+                }
+                if handed.take().is_none() {
+                    // Taken: the worker carrying it answers.
+                    return results.await.unwrap_or_else(|_| {
+                        all(
+                            job,
+                            &RcptResult::Retry(Failure::new(Stage::Route, None, Problem::Stopping)),
+                        )
+                    });
+                }
+                if stop.is_cancelled() {
+                    let failure = Failure::new(Stage::Route, None, Problem::Stopping);
+                    return all(job, &RcptResult::Retry(failure));
                 }
                 continue;
             }

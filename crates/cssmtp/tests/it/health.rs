@@ -147,6 +147,8 @@ async fn through_a_connection_limit(close: bool) {
         }
         env.submit(name, &file);
     }
+    server.wait_for(1).await;
+    let first = tokio::time::Instant::now();
     // A virtual hour at most (the old code looped, marking the target down again and
     // again).
     let delivered = tokio::time::timeout(Duration::from_secs(3600), server.wait_for(200)).await;
@@ -156,6 +158,7 @@ async fn through_a_connection_limit(close: bool) {
         originals(&server).len()
     );
     let elapsed = started.elapsed();
+    let spread = first.elapsed();
     let reply = daemon.ok("D,TAR").await;
     let report = daemon.end().await;
     let log = log.text();
@@ -166,6 +169,11 @@ async fn through_a_connection_limit(close: bool) {
     assert!(
         elapsed < Duration::from_secs(60),
         "no mail waited ConnectRetry or a retry interval ({elapsed:?})"
+    );
+    assert!(
+        spread < Duration::from_secs(10),
+        "mail found the target full and went on an open session at once, never waiting \
+         for a session to end (idle after 10 s): the last mail {spread:?} after the first"
     );
     assert!(server.connection_refusals() > 0, "the limit was met");
     assert!(server.max_concurrent() <= 3);
