@@ -327,35 +327,10 @@ async fn attempt(
             }
             Choice::Full(until) => {
                 // The target that can take it has all the connections it may have: a
-                // worker with a session open hands it on at once; taken back when a
-                // connection ends (or a change) before one did.
+                // worker with a session open carries it at once.
                 close(ctx, open.take()).await;
-                let every: Vec<usize> = (0..job.recipients.len()).collect();
-                let (answer, mut results) = oneshot::channel();
-                let handed = Arc::new(Handoff(std::sync::Mutex::new(Some((
-                    part(job, &every),
-                    answer,
-                )))));
-                let _ = ctx.handoff.0.try_send(Arc::clone(&handed));
-                tokio::select! {
-                    r = &mut results => {
-                        // No answer only when the worker carrying it was stopped.
-                        return r.unwrap_or_else(|_| {
-                            all(job, &RcptResult::Retry(Failure::new(Stage::Route, None, Problem::Stopping)))
-                        });
-                    }
-                    () = sleep_until(until) => {}
-                    () = changes => {}
-                    () = stop.cancelled() => {}
-                }
-                if handed.take().is_none() {
-                    // Taken: the worker carrying it answers.
-                    return results.await.unwrap_or_else(|_| {
-                        all(
-                            job,
-                            &RcptResult::Retry(Failure::new(Stage::Route, None, Problem::Stopping)),
-                        )
-                    });
+                if let Some(results) = hand_over(ctx, job, until, changes, stop).await {
+                    return results;
                 }
                 if stop.is_cancelled() {
                     let failure = Failure::new(Stage::Route, None, Problem::Stopping);
@@ -398,7 +373,11 @@ async fn attempt(
                     });
                 }
                 Err(failure) => {
-                    let since = (lone_failures < MAX_LONE_FAILURES).then_some(since);
+                    // While other sessions with it work, the target is not down
+                    // (issue 10 point 3): after MAX_LONE_FAILURES the mail goes on one of
+                    // them instead. With none, the target is down after as many.
+                    let working = target.state().open_sessions > 0;
+                    let since = (lone_failures < MAX_LONE_FAILURES || working).then_some(since);
                     // Refused, closed or not greeted with 220 by a server that answers:
                     // what a server at its connection limit does (issue 10 point 2).
                     let refused = !given_up
@@ -418,6 +397,17 @@ async fn attempt(
                             target.origin,
                             crate::escape::data(&failure.to_string())
                         );
+                        if lone_failures >= MAX_LONE_FAILURES && working {
+                            let changes = ctx.router.changes();
+                            let until = tokio::time::Instant::now() + ctx.timeouts.connect_retry;
+                            if let Some(results) = hand_over(ctx, job, until, changes, stop).await {
+                                return results;
+                            }
+                            if stop.is_cancelled() {
+                                let failure = Failure::new(Stage::Route, None, Problem::Stopping);
+                                return all(job, &RcptResult::Retry(failure));
+                            }
+                        }
                     }
                     continue;
                 }
@@ -505,6 +495,43 @@ async fn attempt(
         Problem::Protocol("target servers kept changing; mail will be retried".into()),
     );
     all(job, &RcptResult::Retry(failure))
+}
+
+/// Hands `job` to a worker with a session open (see [`Handoff`]) and waits for its
+/// results. Returns None when none took it before `until`, a change (`changes`: a
+/// connection released, a target's health) or stopping: it is taken back, and the
+/// caller chooses again.
+async fn hand_over(
+    ctx: &DeliveryContext,
+    job: &MailJob,
+    until: tokio::time::Instant,
+    changes: tokio::sync::futures::Notified<'_>,
+    stop: &CancellationToken,
+) -> Option<Vec<RcptResult>> {
+    let every: Vec<usize> = (0..job.recipients.len()).collect();
+    let (answer, mut results) = oneshot::channel();
+    let handed = Arc::new(Handoff(std::sync::Mutex::new(Some((
+        part(job, &every),
+        answer,
+    )))));
+    // Unbounded: never full; never closed while this context lives.
+    let _ = ctx.handoff.0.try_send(Arc::clone(&handed));
+    // No answer only when the worker carrying it was stopped.
+    let stopped = || {
+        let failure = Failure::new(Stage::Route, None, Problem::Stopping);
+        all(job, &RcptResult::Retry(failure))
+    };
+    tokio::select! {
+        r = &mut results => return Some(r.unwrap_or_else(|_| stopped())),
+        () = sleep_until(until) => {}
+        () = changes => {}
+        () = stop.cancelled() => {}
+    }
+    if handed.take().is_some() {
+        return None;
+    }
+    // Taken: the worker carrying it answers.
+    Some(results.await.unwrap_or_else(|_| stopped()))
 }
 
 /// Remembers a target's limits from a "too many messages" reply at MAIL FROM (the

@@ -209,3 +209,73 @@ async fn a_421_greeting_beyond_a_connection_limit_teaches_the_limit() {
 async fn a_connection_closed_beyond_a_connection_limit_teaches_the_limit() {
     through_a_connection_limit(true).await;
 }
+
+/// Issue 10 point 3: while one session with the target works (held at DATA), another
+/// mail's fresh connections fail again and again (accepted, never greeted). After three
+/// such failures the mail goes on the working session instead of marking the target down
+/// (the old code marked it down at the fourth failure, dropping the working session's
+/// target for ConnectRetry).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn connections_failing_again_while_a_session_works_hand_the_mail_over() {
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = sink(SinkOptions {
+        silent_connections: vec![2, 3, 4, 5, 6],
+        ..SinkOptions::default()
+    })
+    .await;
+    server.arm(cssmtp::sink::Gate::PauseAtData);
+    let env = Env::new(&format!(
+        "MaxConnections 2\n{RETRY}Timeout\n{{\n  DATACmd 1200\n  InitialMsg 60\n}}\n{}",
+        target(server.addr, "")
+    ));
+    let one = |name: &str| {
+        format!(
+            "HELO h.example\n{}",
+            mail(
+                "a@h.example",
+                &[&format!("{name}@example.com")],
+                &text_with_ids(name, "b")
+            )
+        )
+    };
+    env.submit("HELD", &one("held"));
+    let drain = env.drain();
+    let release = async {
+        server.wait_held(1).await;
+        env.submit("OTHER", &one("other"));
+        // The other mail's connections 2, 3 and 4 fail (no greeting within InitialMsg,
+        // 60 s each) while the held session works; the old code tried a fifth before
+        // the release (and marked the target down when it failed too).
+        while server.sessions() < 4 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        server.release();
+    };
+    let (report, ()) = tokio::join!(drain, release);
+    let log = log.text();
+    assert_eq!(originals(&server).len(), 2, "both mails delivered");
+    assert!(notifications(&server).is_empty(), "nothing returned");
+    assert_eq!(report.stats.rcpts_retried, 0, "no recipient in long retry");
+    assert_eq!(report.stats.mails_total_retry, 0, "no mail in long retry");
+    assert!(
+        !log.contains("CSM3001W"),
+        "the target was never marked down:\n{log}"
+    );
+    assert!(
+        log.contains("CSM3031I"),
+        "the failures were counted:\n{log}"
+    );
+    assert!(
+        server.sessions() <= 4,
+        "no fresh connection after the third failure ({} connections)",
+        server.sessions()
+    );
+}
