@@ -209,4 +209,11 @@ pub struct SinkArgs {
     /// Too many recipients".
     #[arg(long, value_name = "N")]
     pub max_rcpts: Option<u32>,
+    /// Serve at most N sessions at once: a connection beyond is greeted "421 4.7.0 Too
+    /// many concurrent connections, closing" and closed.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u32>,
+    /// With --max-connections: close a connection beyond at once, without a greeting.
+    #[arg(long, requires = "max_connections")]
+    pub close_beyond_max: bool,
 }

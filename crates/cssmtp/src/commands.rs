@@ -366,6 +366,8 @@ async fn sink(args: SinkArgs) -> u8 {
         max_mails_per_session: args.max_mails_per_session,
         close_at_limit: args.close_at_limit,
         max_rcpts: args.max_rcpts,
+        max_connections: args.max_connections,
+        close_beyond_max: args.close_beyond_max,
         ..SinkOptions::default()
     };
     let sink = match Sink::bind(args.listen, options).await {

@@ -37,6 +37,9 @@
 //! refuses `BODY=8BITMIME` at MAIL FROM (`555`); with [`SinkOptions::strict_8bit`], a
 //! text holding bytes ≥ 0x80 sent without `BODY=8BITMIME` is refused (`554 5.6.1`,
 //! RFC 6152 §3).
+//! Session limits are scripted too: mails per session, recipients per transaction, and
+//! sessions at once ([`SinkOptions::max_connections`]: a connection beyond is greeted
+//! with `421` and closed, or closed at once).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -102,6 +105,13 @@ pub struct SinkOptions {
     pub silent_connections: Vec<u64>,
     /// Connections (1-based) that are closed at once, without a greeting.
     pub reset_connections: Vec<u64>,
+    /// Serve at most this many sessions at once: a connection beyond is greeted with
+    /// `421 4.7.0 Too many concurrent connections, closing` and closed (as Exim's
+    /// `smtp_accept_max` and Postfix's per-client limits do), or with
+    /// `close_beyond_max`, closed at once without a greeting.
+    pub max_connections: Option<u32>,
+    /// With `max_connections`: close a connection beyond at once instead of a 421.
+    pub close_beyond_max: bool,
 }
 
 /// A fault mix for soak tests: each decision point draws from a pseudo-random sequence
@@ -215,6 +225,8 @@ impl Default for SinkOptions {
             reset_connections: Vec::new(),
             close_at_limit: false,
             max_rcpts: None,
+            max_connections: None,
+            close_beyond_max: false,
         }
     }
 }
@@ -266,6 +278,8 @@ struct Shared {
     sessions: AtomicU64,
     /// 452/421 "too many" replies sent (session and recipient limits).
     limit_refusals: AtomicU64,
+    /// Connections refused beyond `max_connections`.
+    connection_refusals: AtomicU64,
     /// Sessions open now, and the most ever open at once.
     open_now: AtomicU64,
     max_open: AtomicU64,
@@ -441,6 +455,24 @@ impl Sink {
                             drop(stream);
                             continue;
                         }
+                        if let Some(max) = options.max_connections
+                            && s.open_now.load(Ordering::Relaxed) >= u64::from(max)
+                        {
+                            // Beyond the limit: not counted as open, refused.
+                            s.connection_refusals.fetch_add(1, Ordering::Relaxed);
+                            if options.close_beyond_max {
+                                drop(stream);
+                            } else {
+                                tokio::spawn(async move {
+                                    let mut conn = Conn::Plain(stream);
+                                    let _ = conn
+                                        .send(b"421 4.7.0 Too many concurrent connections, closing\r\n")
+                                        .await;
+                                    conn.shutdown().await;
+                                });
+                            }
+                            continue;
+                        }
                         let silent = options.silent_connections.contains(&number);
                         let (s, o, st) = (Arc::clone(&s), Arc::clone(&options), st.clone());
                         let now = s.open_now.fetch_add(1, Ordering::Relaxed) + 1;
@@ -488,6 +520,11 @@ impl Sink {
     /// Mails accepted so far.
     pub fn count(&self) -> u64 {
         self.shared.accepted.load(Ordering::Relaxed)
+    }
+
+    /// How many connections it refused beyond `max_connections` (421 or closed).
+    pub fn connection_refusals(&self) -> u64 {
+        self.shared.connection_refusals.load(Ordering::Relaxed)
     }
 
     /// How many 452/421 "too many messages/recipients" replies it sent.

@@ -11,7 +11,10 @@
 //! the healthy targets. When every target that fits is down, the mail waits: intake
 //! pauses and nothing is failed for it. But when a reachable target is there that cannot
 //! take this mail, and only down targets might, the mail does not wait for them without
-//! bound: it is a temporary failure, charged to the RetryLimit schedule.
+//! bound: it is a temporary failure, charged to the RetryLimit schedule. A connection
+//! refused while other sessions with its target work teaches the target's connection
+//! limit (see [`Router::connect_failed`]); a mail finding every target that fits at its
+//! limit is [`Choice::Full`]: the worker hands it to one with a session open.
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -75,6 +78,12 @@ pub struct TargetState {
     pub learned_mails: u32,
     /// Recipients per transaction learned from a "too many recipients" reply (0: none).
     pub learned_rcpts: u32,
+    /// Connections at once learned from a connection refused (at connect or greeting,
+    /// or a 421 greeting) while this many others were open and working (0: none).
+    pub learned_connections: u32,
+    /// When `learned_connections` was last set: one more connection is tried
+    /// (probed) once ConnectRetry has passed since.
+    pub learned_connections_at: Option<Instant>,
     /// Last reply to a final ".", for the operator.
     pub last_reply: Option<String>,
 }
@@ -152,14 +161,27 @@ impl Target {
         effective(self.max_mails, self.lock().learned_mails)
     }
 
-    /// The per-target connection limit and where it comes from (0: none).
+    /// The per-target connection limit and where it comes from (0: none): the lower of
+    /// the configured `MaxConnections` and the one learned from refused connections.
     pub fn connections_limit(&self) -> (u32, &'static str) {
-        effective(self.max_connections, 0)
+        effective(self.max_connections, self.lock().learned_connections)
     }
 
-    /// True when a connection released now lets a worker waiting for this target in.
-    fn at_limit(&self, connections: u32) -> bool {
-        self.max_connections > 0 && connections >= self.max_connections
+    /// True when the target has as many connections (open or being opened) as it may
+    /// have. With `probe_after`, a learned limit lets one connection more in once that
+    /// long has passed since it was learned or last raised (see [`Router::opened`]).
+    fn at_limit(&self, st: &TargetState, probe_after: Option<Duration>) -> bool {
+        let mut learned = st.learned_connections;
+        if learned > 0
+            && let Some(after) = probe_after
+            && st
+                .learned_connections_at
+                .is_none_or(|at| Instant::now() >= at + after)
+        {
+            learned = learned.saturating_add(1);
+        }
+        let (limit, _) = effective(self.max_connections, learned);
+        limit > 0 && st.connections >= limit
     }
 
     /// The recipients-per-transaction limit in force and where it comes from (0: none).
@@ -208,10 +230,14 @@ type Rank = (u16, u32, usize);
 #[derive(Debug)]
 pub enum Choice {
     Use(Arc<Target>),
-    /// Every target that could take it is down, and so is every other, or has as many
-    /// connections as its `MaxConnections`: wait until then, or until a change
-    /// (back-pressure).
+    /// Every target that could take it is down, and so is every other: wait until then,
+    /// or until a change (back-pressure).
     Wait(Instant),
+    /// A target that could take it is up but has as many connections as it may have
+    /// (configured or learned `MaxConnections`), and none other can: the mail is for a
+    /// session already open (handed over, see the worker), or waits until one of those
+    /// connections ends or a change.
+    Full(Instant),
     /// No target can ever take it (size, TLS, 8BITMIME): undeliverable.
     Unroutable(Failure),
     /// Targets that could take it are failing TLS, or are down while a reachable target
@@ -350,7 +376,7 @@ impl Router {
             if current.is_some_and(|c| Arc::ptr_eq(c, target)) {
                 return Choice::Use(Arc::clone(target));
             }
-            if target.at_limit(st.connections) {
+            if target.at_limit(&st, Some(self.connect_retry)) {
                 full = true;
                 continue;
             }
@@ -366,7 +392,7 @@ impl Router {
         if full {
             // A connection to it will free: `closed`/`connect_failed` signal a change.
             let until = now + self.connect_retry;
-            return Choice::Wait(earliest_up.map_or(until, |e| e.min(until)));
+            return Choice::Full(earliest_up.map_or(until, |e| e.min(until)));
         }
         if let Some(until) = earliest_up {
             if reachable_unfit {
@@ -436,26 +462,40 @@ impl Router {
     }
 
     /// Releases a connection counted for `target`; wakes the waiters when the target was
-    /// at its `MaxConnections`.
+    /// at its `MaxConnections` (configured or learned).
     fn release(&self, target: &Target, st: &mut TargetState) {
-        let was_full = target.at_limit(st.connections);
+        let was_full = target.at_limit(st, None);
         st.connections = st.connections.saturating_sub(1);
         if was_full {
             self.changed.notify_waiters();
         }
     }
 
-    /// A session was opened: the target is up and offers `caps`.
+    /// A session was opened: the target is up and offers `caps`. More sessions open at
+    /// once than a learned connection limit (a probe, or connections already under way
+    /// when it was learned) raise it to their number.
     pub fn opened(&self, target: &Target, caps: Capabilities) {
         target.advance();
-        let was_down = {
+        let (was_down, raised) = {
             let mut st = target.lock();
             let was_down = st.down_until.is_some();
             st.down_until = None;
             st.open_sessions += 1;
             st.caps = Some(caps);
-            was_down
+            let raised = st.learned_connections > 0 && st.open_sessions > st.learned_connections;
+            if raised {
+                st.learned_connections = st.open_sessions;
+                st.learned_connections_at = Some(Instant::now());
+            }
+            (was_down, raised.then_some(st.open_sessions))
         };
+        if let Some(n) = raised {
+            tracing::info!(
+                target_addr = %target.addr,
+                "CSM3032I Target server {} ({}) works with {n} connections at once: at most {n} are opened to it (learned)",
+                target.addr, target.origin
+            );
+        }
         if was_down {
             tracing::info!(target_addr = %target.addr, "CSM3002I Target server {} ({}) is available again", target.addr, target.origin);
             self.changed.notify_waiters();
@@ -487,7 +527,23 @@ impl Router {
     /// open or being opened, this connection failed alone and the target stays in service (returns false;
     /// the caller tries a fresh connection, a bounded number of times, then passes
     /// `since: None`). Otherwise the target is down for ConnectRetry (returns true).
-    pub fn connect_failed(&self, target: &Target, failure: Failure, since: Option<u64>) -> bool {
+    ///
+    /// `refused`: the server refused or closed this connection, or greeted it with a
+    /// reply other than 220 (not a connection given up for want of a greeting). When
+    /// other sessions with the target are open then, it tolerates no more connections
+    /// at once than those: that number is its learned connection limit (CSM3032I), and
+    /// mail beyond goes to the open sessions or other targets (see [`Router::opened`]
+    /// for how the limit rises again).
+    pub fn connect_failed(
+        &self,
+        target: &Target,
+        failure: Failure,
+        since: Option<u64>,
+        refused: bool,
+    ) -> bool {
+        if refused {
+            self.learn_connections(target);
+        }
         let lone = since.is_some_and(|since| {
             let st = target.lock();
             // Other sessions open, or other connections under way (this one counted).
@@ -521,6 +577,29 @@ impl Router {
         }
         self.changed.notify_waiters();
         true
+    }
+
+    /// A connection to `target` was refused: the sessions open with it now are as many as
+    /// it tolerates at once.
+    fn learn_connections(&self, target: &Target) {
+        let learned = {
+            let mut st = target.lock();
+            let open = st.open_sessions;
+            if open == 0 {
+                return;
+            }
+            let changed = st.learned_connections != open;
+            st.learned_connections = open;
+            st.learned_connections_at = Some(Instant::now());
+            changed.then_some(open)
+        };
+        if let Some(n) = learned {
+            tracing::info!(
+                target_addr = %target.addr,
+                "CSM3032I Target server {} ({}) refused a connection while {n} were open: at most {n} are opened to it (learned; one more is tried every {} seconds)",
+                target.addr, target.origin, self.connect_retry.as_secs()
+            );
+        }
     }
 
     /// STARTTLS or the handshake failed: keep mail that needs TLS away for ConnectRetry.
@@ -605,7 +684,7 @@ mod tests {
         single.opened(&t, caps(0, false));
         assert!(matches!(
             single.choose(false, 10, false, None),
-            Choice::Wait(_)
+            Choice::Full(_)
         ));
         let changes = single.changes();
         single.closed(&t);
@@ -614,6 +693,79 @@ mod tests {
             single.choose(false, 10, false, None),
             Choice::Use(_)
         ));
+    }
+
+    /// Issue 10 point 2: a connection refused while 3 sessions work teaches the limit 3:
+    /// the target stays in service, no fourth connection is opened; after ConnectRetry
+    /// one more is tried, and the limit rises when it is greeted, stays when refused.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_connection_teaches_the_connection_limit() {
+        let router = Router::new(vec![resolved(1, 0)], Duration::from_secs(120));
+        let target = Arc::clone(&router.targets()[0]);
+        let use_it = |router: &Router| match router.choose(false, 10, false, None) {
+            Choice::Use(t) => t,
+            other => panic!("{other:?}"),
+        };
+        for _ in 0..3 {
+            let t = use_it(&router);
+            router.opened(&t, caps(0, false));
+        }
+        assert_eq!(target.connections_limit(), (0, "none"));
+        let fourth = use_it(&router);
+        let refused = Failure::new(
+            Stage::Greeting,
+            Some("127.0.0.1:25".into()),
+            Problem::Connection("closed by the server".into()),
+        );
+        let since = Some(fourth.progress());
+        assert!(
+            !router.connect_failed(&fourth, refused.clone(), since, true),
+            "the target stays in service"
+        );
+        assert!(target.state().down_until.is_none());
+        assert_eq!(target.connections_limit(), (3, "learned"));
+        assert!(
+            matches!(router.choose(false, 10, false, None), Choice::Full(_)),
+            "no fourth connection"
+        );
+        let Choice::Use(same) = router.choose(false, 10, false, Some(&target)) else {
+            panic!()
+        };
+        assert!(Arc::ptr_eq(&same, &target), "open sessions carry the mail");
+        // After ConnectRetry, one more is tried: refused, the limit stays (and the time
+        // starts again).
+        tokio::time::advance(Duration::from_secs(120)).await;
+        let probe = use_it(&router);
+        router.connect_failed(&probe, refused, Some(probe.progress()), true);
+        assert_eq!(target.connections_limit(), (3, "learned"));
+        assert!(matches!(
+            router.choose(false, 10, false, None),
+            Choice::Full(_)
+        ));
+        // Greeted: the limit rises by one.
+        tokio::time::advance(Duration::from_secs(120)).await;
+        let probe = use_it(&router);
+        router.opened(&probe, caps(0, false));
+        assert_eq!(target.connections_limit(), (4, "learned"));
+        assert!(matches!(
+            router.choose(false, 10, false, None),
+            Choice::Full(_)
+        ));
+        // A connection given up for want of a greeting teaches nothing.
+        router.closed(&target);
+        let t = use_it(&router);
+        let silent = Failure::new(
+            Stage::Greeting,
+            None,
+            Problem::Connection("no greeting".into()),
+        );
+        router.connect_failed(&t, silent, Some(t.progress()), false);
+        assert_eq!(target.connections_limit(), (4, "learned"));
+        // A configured MaxConnections below the learned limit is the one in force.
+        let mut capped = resolved(1, 0);
+        capped.max_connections = 2;
+        router.set_targets(vec![capped]);
+        assert_eq!(router.targets()[0].connections_limit(), (2, "configured"));
     }
 
     #[tokio::test(start_paused = true)]
@@ -650,12 +802,12 @@ mod tests {
         );
         let targets = router.targets();
         let f = Failure::new(Stage::Connect, None, Problem::Connection("refused".into()));
-        router.connect_failed(&targets[0], f.clone(), Some(targets[0].progress()));
+        router.connect_failed(&targets[0], f.clone(), Some(targets[0].progress()), false);
         let Choice::Use(t) = router.choose(false, 10, false, None) else {
             panic!()
         };
         assert_eq!(t.index, 1);
-        router.connect_failed(&targets[1], f, Some(targets[1].progress()));
+        router.connect_failed(&targets[1], f, Some(targets[1].progress()), false);
         assert!(!router.any_usable());
         let Choice::Wait(until) = router.choose(false, 10, false, None) else {
             panic!()
@@ -749,6 +901,7 @@ mod tests {
                 Problem::Connection("refused".into()),
             ),
             Some(targets[1].progress()),
+            false,
         );
         // Too big for the reachable target; the down one's SIZE is unknown.
         match router.choose(false, 5000, false, None) {
@@ -766,7 +919,12 @@ mod tests {
         ));
         let refused = Failure::new(Stage::Connect, None, Problem::Connection("refused".into()));
         // Another session with it is open: this connection failed alone (issue 10 point 3).
-        assert!(!router.connect_failed(&targets[0], refused.clone(), Some(targets[0].progress())));
+        assert!(!router.connect_failed(
+            &targets[0],
+            refused.clone(),
+            Some(targets[0].progress()),
+            false
+        ));
         assert!(targets[0].state().down_until.is_none());
         assert_eq!(targets[0].state().connect_failures, 1);
         // After the bounded fresh tries, the target is down.
@@ -774,7 +932,7 @@ mod tests {
             router.choose(false, 10, false, None),
             Choice::Use(_)
         ));
-        assert!(router.connect_failed(&targets[0], refused, None));
+        assert!(router.connect_failed(&targets[0], refused, None, false));
         assert!(matches!(
             router.choose(false, 10, false, None),
             Choice::Wait(_)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rustls::ClientConfig;
+use tokio::sync::oneshot;
 use tokio::time::{Duration, sleep, sleep_until};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,23 @@ const MAX_HOPS: usize = 12;
 /// (long retry), so that nothing loops.
 const MAX_REQUEUES: u32 = 3;
 
+/// A mail handed over by a worker that found its target at its connection limit, for a
+/// worker with an open session to carry (issue 10 point 2): the first to take it sends
+/// it and answers on the channel; the worker that handed it over may take it back while
+/// no one has.
+type Handed = (MailJob, oneshot::Sender<Vec<RcptResult>>);
+
+struct Handoff(std::sync::Mutex<Option<Handed>>);
+
+impl Handoff {
+    fn take(&self) -> Option<Handed> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
 /// What every worker shares.
 pub struct DeliveryContext {
     pub router: Arc<Router>,
@@ -49,6 +67,11 @@ pub struct DeliveryContext {
     pub stats: Arc<Stats>,
     /// CONNECT accounting records.
     pub accounting: Accounting,
+    /// Mails handed over to workers with an open session (see [`Handoff`]).
+    handoff: (
+        async_channel::Sender<Arc<Handoff>>,
+        async_channel::Receiver<Arc<Handoff>>,
+    ),
 }
 
 impl DeliveryContext {
@@ -67,6 +90,7 @@ impl DeliveryContext {
             tls: TlsConnector::from(tls),
             stats,
             accounting,
+            handoff: async_channel::unbounded(),
         }
     }
 
@@ -116,6 +140,18 @@ pub async fn run(
         let job = tokio::select! {
             biased;
             () = stop.cancelled() => break,
+            // Mail handed over by workers waiting for a target at its connection limit
+            // goes first, on this worker's open session (or wherever it fits).
+            handed = ctx.handoff.1.recv(), if open.is_some() => {
+                if let Ok(handed) = handed
+                    && let Some((job, answer)) = handed.take()
+                {
+                    let results = attempt(&ctx, &job, &mut open, &stop).await;
+                    // The worker that handed it over waits for this answer.
+                    let _ = answer.send(results);
+                }
+                continue;
+            }
             job = queue.recv() => match job {
                 Ok(job) => job,
                 Err(_) => break,
@@ -289,6 +325,19 @@ async fn attempt(
                 }
                 continue;
             }
+            Choice::Full(until) => {
+                // The target that can take it has all the connections it may have: a
+                // worker with a session open carries it at once.
+                close(ctx, open.take()).await;
+                if let Some(results) = hand_over(ctx, job, until, changes, stop).await {
+                    return results;
+                }
+                if stop.is_cancelled() {
+                    let failure = Failure::new(Stage::Route, None, Problem::Stopping);
+                    return all(job, &RcptResult::Retry(failure));
+                }
+                continue;
+            }
         };
         if open
             .as_ref()
@@ -297,19 +346,20 @@ async fn attempt(
             close(ctx, open.take()).await;
             let since = target.progress();
             let ticket = target.ticket();
-            let opening = tokio::select! {
-                opened = Session::open(target.addr, &params) => opened,
+            // `given_up`: no greeting came while later connections were greeted.
+            let (opening, given_up) = tokio::select! {
+                opened = Session::open(target.addr, &params) => (opened, false),
                 () = async {
                     target.later_greeted(ticket).await;
                     sleep(GREETING_GRACE).await;
-                } => Err(Failure::new(
+                } => (Err(Failure::new(
                     Stage::Greeting,
                     Some(target.addr.to_string()),
                     Problem::Connection(format!(
                         "no greeting {} seconds after a connection started later was greeted",
                         GREETING_GRACE.as_secs()
                     )),
-                )),
+                )), true),
             };
             match opening {
                 Ok(session) => {
@@ -323,8 +373,20 @@ async fn attempt(
                     });
                 }
                 Err(failure) => {
-                    let since = (lone_failures < MAX_LONE_FAILURES).then_some(since);
-                    if !ctx.router.connect_failed(&target, failure.clone(), since) {
+                    // While other sessions with it work, the target is not down
+                    // (issue 10 point 3): after MAX_LONE_FAILURES the mail goes on one of
+                    // them instead. With none, the target is down after as many.
+                    let working = target.state().open_sessions > 0;
+                    let since = (lone_failures < MAX_LONE_FAILURES || working).then_some(since);
+                    // Refused, closed or not greeted with 220 by a server that answers:
+                    // what a server at its connection limit does (issue 10 point 2).
+                    let refused = !given_up
+                        && matches!(failure.stage, Stage::Connect | Stage::Greeting)
+                        && !matches!(failure.problem, Problem::Timeout(_));
+                    if !ctx
+                        .router
+                        .connect_failed(&target, failure.clone(), since, refused)
+                    {
                         lone_failures += 1;
                         // Other connections to it work: this one failed alone; a fresh
                         // connection at once (bounded by MAX_HOPS).
@@ -335,6 +397,17 @@ async fn attempt(
                             target.origin,
                             crate::escape::data(&failure.to_string())
                         );
+                        if lone_failures >= MAX_LONE_FAILURES && working {
+                            let changes = ctx.router.changes();
+                            let until = tokio::time::Instant::now() + ctx.timeouts.connect_retry;
+                            if let Some(results) = hand_over(ctx, job, until, changes, stop).await {
+                                return results;
+                            }
+                            if stop.is_cancelled() {
+                                let failure = Failure::new(Stage::Route, None, Problem::Stopping);
+                                return all(job, &RcptResult::Retry(failure));
+                            }
+                        }
                     }
                     continue;
                 }
@@ -422,6 +495,43 @@ async fn attempt(
         Problem::Protocol("target servers kept changing; mail will be retried".into()),
     );
     all(job, &RcptResult::Retry(failure))
+}
+
+/// Hands `job` to a worker with a session open (see [`Handoff`]) and waits for its
+/// results. Returns None when none took it before `until`, a change (`changes`: a
+/// connection released, a target's health) or stopping: it is taken back, and the
+/// caller chooses again.
+async fn hand_over(
+    ctx: &DeliveryContext,
+    job: &MailJob,
+    until: tokio::time::Instant,
+    changes: tokio::sync::futures::Notified<'_>,
+    stop: &CancellationToken,
+) -> Option<Vec<RcptResult>> {
+    let every: Vec<usize> = (0..job.recipients.len()).collect();
+    let (answer, mut results) = oneshot::channel();
+    let handed = Arc::new(Handoff(std::sync::Mutex::new(Some((
+        part(job, &every),
+        answer,
+    )))));
+    // Unbounded: never full; never closed while this context lives.
+    let _ = ctx.handoff.0.try_send(Arc::clone(&handed));
+    // No answer only when the worker carrying it was stopped.
+    let stopped = || {
+        let failure = Failure::new(Stage::Route, None, Problem::Stopping);
+        all(job, &RcptResult::Retry(failure))
+    };
+    tokio::select! {
+        r = &mut results => return Some(r.unwrap_or_else(|_| stopped())),
+        () = sleep_until(until) => {}
+        () = changes => {}
+        () = stop.cancelled() => {}
+    }
+    if handed.take().is_some() {
+        return None;
+    }
+    // Taken: the worker carrying it answers.
+    Some(results.await.unwrap_or_else(|_| stopped()))
 }
 
 /// Remembers a target's limits from a "too many messages" reply at MAIL FROM (the

@@ -306,3 +306,56 @@ async fn per_target_max_connections_caps_open_sessions() {
     let free = concurrent_sessions("").await;
     assert!(free > 2, "without it, {free} sessions open at once");
 }
+
+/// Issue 10 point 6: a mail whose server closes with a 421 (at DATA, or in reply to the
+/// final ".") every time is returned once its attempts are used up, and the notification
+/// (RFC 3464) keeps the server's 421 text and the stage it came at, not a closed
+/// connection.
+async fn returned_after_421(script: &str, stage: &str) {
+    let server = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "RetryLimit\n{{\n  Count 0\n  Interval 1\n}}\n{}",
+        target(server.addr, "")
+    ));
+    let rcpt = format!("{script}@example.com");
+    env.submit(
+        "RETURN421",
+        &format!(
+            "HELO h.example\n{}",
+            mail("a@h.example", &[&rcpt], &text_with_ids(script, "b"))
+        ),
+    );
+    let report = env.drain().await;
+    assert!(originals(&server).is_empty(), "{script}: never taken");
+    assert_eq!(report.stats.rcpts_undeliverable, 1, "{script}");
+    let returned = notifications(&server);
+    assert_eq!(returned.len(), 1, "{script}: one notification");
+    assert_eq!(returned[0].rcpt_to, ["a@h.example"]);
+    let text = returned[0].text();
+    assert!(
+        text.contains("421 4.3.2"),
+        "{script}: the server's 421 is in the notification:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("at {stage}")),
+        "{script}: its stage is in the notification:\n{text}"
+    );
+    assert!(
+        text.contains("Diagnostic-Code: smtp; 421 4.3.2"),
+        "{script}: the 421 is the DSN's diagnostic code:\n{text}"
+    );
+    assert!(
+        !text.contains("closed by the server"),
+        "{script}: not a closed connection:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_notification_after_a_421_at_data_keeps_its_text_and_stage() {
+    returned_after_421("close-at-data", "DATA").await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_notification_after_a_421_to_the_final_dot_keeps_its_text_and_stage() {
+    returned_after_421("close-after-dot", "end of mail text").await;
+}
