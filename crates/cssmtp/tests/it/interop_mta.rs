@@ -93,36 +93,50 @@ struct Peer {
 }
 
 impl Peer {
-    /// Starts `command` (a `timeout` wrapper is added) and waits for its greeting on
-    /// `addr`.
-    async fn start(name: &'static str, args: &[&str], addr: SocketAddr, log: PathBuf) -> Self {
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new("timeout")
-            .args(["--kill-after=5", "120"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let mut peer = Self {
-            name,
-            child,
-            addr,
-            log,
-        };
-        peer.wait_for_greeting().await;
-        peer
+    /// Starts the command `command(port)` returns for a free loopback port (a `timeout`
+    /// wrapper is added) and waits for its greeting. A server that exits before
+    /// greeting (its port taken meanwhile) is started again on another port, twice.
+    async fn start(name: &'static str, log: PathBuf, command: impl Fn(u16) -> Vec<String>) -> Self {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port();
+            let out = std::fs::File::create(&log).unwrap();
+            let child = Command::new("timeout")
+                .args(["--kill-after=5", "120"])
+                .args(command(port))
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            let mut peer = Self {
+                name,
+                child,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                log: log.clone(),
+            };
+            match peer.wait_for_greeting().await {
+                Ok(()) => return peer,
+                Err(status) if attempt < 3 => {
+                    eprintln!(
+                        "{name} exited ({status}), started again: {}",
+                        peer.log_text()
+                    );
+                }
+                Err(status) => panic!("{name} exited ({status}): {}", peer.log_text()),
+            }
+        }
     }
 
-    /// Polls (bounded) until the server greets; panics with its log if it exited.
-    async fn wait_for_greeting(&mut self) {
+    /// Polls (bounded) until the server greets; its exit status if it exited.
+    async fn wait_for_greeting(&mut self) -> Result<(), std::process::ExitStatus> {
         use tokio::io::AsyncReadExt;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("{} exited ({status}): {}", self.name, self.log_text());
+                return Err(status);
             }
             if let Ok(mut s) = tokio::net::TcpStream::connect(self.addr).await {
                 let mut buf = [0u8; 3];
@@ -131,7 +145,7 @@ impl Peer {
                     .is_ok_and(|r| r.is_ok())
                     && &buf == b"220"
                 {
-                    return;
+                    return Ok(());
                 }
             }
             assert!(
@@ -178,23 +192,11 @@ struct OpenSmtpd {
 impl OpenSmtpd {
     async fn start(dir: &Path, trace: bool) -> Option<Self> {
         let root = prepare("opensmtpd")?;
-        let port = free_port();
         let maildir = owned_dir(&dir.join("maildir"), MAILBOX_OWNER);
         let spool = dir.join("smtpd-spool");
         std::fs::create_dir_all(&spool).unwrap();
         std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o711)).unwrap();
         let config = dir.join("smtpd.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "table recipients {{ \"@\" = \"{MAILBOX_OWNER}\" }}\n\
-                 listen on 127.0.0.1 port {port}\n\
-                 action \"deliver\" maildir \"{}\" user {MAILBOX_OWNER} virtual <recipients>\n\
-                 match from any for any action \"deliver\"\n",
-                maildir.display()
-            ),
-        )
-        .unwrap();
         let smtpd = root.join("usr/sbin/smtpd");
         let script = format!(
             "set -e\n\
@@ -209,9 +211,19 @@ impl OpenSmtpd {
             trace = if trace { "-T smtp" } else { "" },
             config = config.display(),
         );
-        let peer = Peer::start(
-            "OpenSMTPD",
-            &[
+        let peer = Peer::start("OpenSMTPD", dir.join("smtpd.log"), |port| {
+            std::fs::write(
+                &config,
+                format!(
+                    "table recipients {{ \"@\" = \"{MAILBOX_OWNER}\" }}\n\
+                     listen on 127.0.0.1 port {port}\n\
+                     action \"deliver\" maildir \"{}\" user {MAILBOX_OWNER} virtual <recipients>\n\
+                     match from any for any action \"deliver\"\n",
+                    maildir.display()
+                ),
+            )
+            .unwrap();
+            [
                 "unshare",
                 "-m",
                 "--propagation",
@@ -219,10 +231,10 @@ impl OpenSmtpd {
                 "/bin/sh",
                 "-c",
                 &script,
-            ],
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            dir.join("smtpd.log"),
-        )
+            ]
+            .map(String::from)
+            .to_vec()
+        })
         .await;
         Some(Self { peer, maildir })
     }
@@ -241,7 +253,6 @@ struct Exim {
 impl Exim {
     async fn start(dir: &Path, extra: &str) -> Option<Self> {
         let root = prepare("exim")?;
-        let port = free_port();
         let maildir = owned_dir(&dir.join("maildir"), MAILBOX_OWNER);
         let spool = owned_dir(&dir.join("exim-spool"), "Debian-exim");
         let logs = owned_dir(&dir.join("exim-log"), "Debian-exim");
@@ -250,59 +261,58 @@ impl Exim {
         // The receiving process runs as Debian-exim and cannot re-execute the
         // extracted binary with its library: mails are queued (queue_only) and
         // delivered by a queue run as root (`deliver`).
-        std::fs::write(
-            &config,
-            format!(
-                "exim_path = {exim}\n\
-                 keep_environment = LD_LIBRARY_PATH\n\
-                 spool_directory = {spool}\n\
-                 log_file_path = {logs}/%slog\n\
-                 pid_file_path = {dir}/exim.pid\n\
-                 daemon_smtp_ports = {port}\n\
-                 local_interfaces = 127.0.0.1\n\
-                 primary_hostname = exim.localhost\n\
-                 exim_user = Debian-exim\n\
-                 exim_group = Debian-exim\n\
-                 never_users = root\n\
-                 host_lookup =\n\
-                 rfc1413_hosts =\n\
-                 tls_advertise_hosts =\n\
-                 queue_only = true\n\
-                 acl_smtp_mail = acl_mail\n\
-                 acl_smtp_rcpt = acl_rcpt\n\
-                 {extra}\n\
-                 begin acl\n\
-                 acl_mail:\n  warn logwrite = MAILCMD $smtp_command\n  accept\n\
-                 acl_rcpt:\n  accept\n\
-                 begin routers\n\
-                 all:\n  driver = accept\n  transport = store\n\
-                 begin transports\n\
-                 store:\n  driver = appendfile\n  directory = {maildir}\n  maildir_format\n  return_path_add\n  \
-                 user = {MAILBOX_OWNER}\n  group = {MAILBOX_OWNER}\n",
-                exim = exim.display(),
-                spool = spool.display(),
-                logs = logs.display(),
-                dir = dir.display(),
-                maildir = maildir.display(),
-            ),
-        )
-        .unwrap();
-        let peer = Peer::start(
-            "Exim",
-            &[
-                "env",
-                &format!(
-                    "LD_LIBRARY_PATH={}",
-                    root.join("usr/lib/x86_64-linux-gnu").display()
+        let library = format!(
+            "LD_LIBRARY_PATH={}",
+            root.join("usr/lib/x86_64-linux-gnu").display()
+        );
+        let peer = Peer::start("Exim", dir.join("exim.out"), |port| {
+            std::fs::write(
+                &config,
+                format!(
+                    "exim_path = {exim}\n\
+                     keep_environment = LD_LIBRARY_PATH\n\
+                     spool_directory = {spool}\n\
+                     log_file_path = {logs}/%slog\n\
+                     pid_file_path = {dir}/exim.pid\n\
+                     daemon_smtp_ports = {port}\n\
+                     daemon_startup_retries = 0\n\
+                     local_interfaces = 127.0.0.1\n\
+                     primary_hostname = exim.localhost\n\
+                     exim_user = Debian-exim\n\
+                     exim_group = Debian-exim\n\
+                     never_users = root\n\
+                     host_lookup =\n\
+                     rfc1413_hosts =\n\
+                     tls_advertise_hosts =\n\
+                     queue_only = true\n\
+                     acl_smtp_mail = acl_mail\n\
+                     acl_smtp_rcpt = acl_rcpt\n\
+                     {extra}\n\
+                     begin acl\n\
+                     acl_mail:\n  warn logwrite = MAILCMD $smtp_command\n  accept\n\
+                     acl_rcpt:\n  accept\n\
+                     begin routers\n\
+                     all:\n  driver = accept\n  transport = store\n\
+                     begin transports\n\
+                     store:\n  driver = appendfile\n  directory = {maildir}\n  maildir_format\n  return_path_add\n  \
+                     user = {MAILBOX_OWNER}\n  group = {MAILBOX_OWNER}\n",
+                    exim = exim.display(),
+                    spool = spool.display(),
+                    logs = logs.display(),
+                    dir = dir.display(),
+                    maildir = maildir.display(),
                 ),
-                &exim.display().to_string(),
-                "-C",
-                &config.display().to_string(),
-                "-bdf",
-            ],
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            dir.join("exim.out"),
-        )
+            )
+            .unwrap();
+            vec![
+                "env".to_string(),
+                library.clone(),
+                exim.display().to_string(),
+                "-C".to_string(),
+                config.display().to_string(),
+                "-bdf".to_string(),
+            ]
+        })
         .await;
         Some(Self {
             peer,
