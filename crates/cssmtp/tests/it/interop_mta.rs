@@ -588,7 +588,7 @@ fn assert_stored_unchanged(stored: &[Vec<u8>], mails: &[(&str, String)]) {
     }
 }
 
-/// The MAIL FROM commands a server logged for `from`: 8-bit text with BODY=8BITMIME,
+/// In the MAIL FROM commands a server logged: the 8-bit text with BODY=8BITMIME,
 /// the 7-bit one without.
 fn assert_body_parameter(commands: &str) {
     let eight: Vec<&str> = commands
