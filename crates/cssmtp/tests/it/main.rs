@@ -15,6 +15,7 @@ mod edges;
 mod forwarding;
 mod health;
 mod interop;
+mod interop_mta;
 mod messages;
 mod mime;
 mod operator;
