@@ -1,19 +1,20 @@
 //! Limits in force for a target: configured ones, and the lower ones learned from its
 //! replies (mails per session, recipients per transaction) and refused connections.
 
+use serde::Serialize;
 use tokio::time::{Duration, Instant};
 
 use super::{Router, Target, TargetState};
 
 impl Target {
     /// The mails-per-session limit in force and where it comes from (0: none).
-    pub fn mails_limit(&self) -> (u32, &'static str) {
+    pub fn mails_limit(&self) -> (u32, LimitSource) {
         effective(self.max_mails, self.lock().learned_mails)
     }
 
     /// The per-target connection limit and where it comes from (0: none): the lower of
     /// the configured `MaxConnections` and the one learned from refused connections.
-    pub fn connections_limit(&self) -> (u32, &'static str) {
+    pub fn connections_limit(&self) -> (u32, LimitSource) {
         effective(self.max_connections, self.lock().learned_connections)
     }
 
@@ -35,7 +36,7 @@ impl Target {
     }
 
     /// The recipients-per-transaction limit in force and where it comes from (0: none).
-    pub fn rcpts_limit(&self) -> (u32, &'static str) {
+    pub fn rcpts_limit(&self) -> (u32, LimitSource) {
         effective(self.max_rcpts, self.lock().learned_rcpts)
     }
 
@@ -55,12 +56,41 @@ impl Target {
     }
 }
 
+/// Where a limit in force comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitSource {
+    /// No limit (0).
+    None,
+    /// The configuration's.
+    Configured,
+    /// Learned from the target's replies or refused connections.
+    Learned,
+}
+
+impl LimitSource {
+    /// The word DISPLAY TARGETS and the JSON reply show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Configured => "configured",
+            Self::Learned => "learned",
+        }
+    }
+}
+
+impl std::fmt::Display for LimitSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// The lower nonzero of a configured and a learned limit, with its source.
-fn effective(configured: u32, learned: u32) -> (u32, &'static str) {
+fn effective(configured: u32, learned: u32) -> (u32, LimitSource) {
     match (configured, learned) {
-        (0, 0) => (0, "none"),
-        (c, l) if l == 0 || (c > 0 && c <= l) => (c, "configured"),
-        (_, l) => (l, "learned"),
+        (0, 0) => (0, LimitSource::None),
+        (c, l) if l == 0 || (c > 0 && c <= l) => (c, LimitSource::Configured),
+        (_, l) => (l, LimitSource::Learned),
     }
 }
 

@@ -35,6 +35,7 @@ use tokio::time::{Duration, Instant};
 use super::resolve::Resolved;
 
 pub use choice::Choice;
+pub use limits::LimitSource;
 pub use target::{Target, TargetState};
 
 /// The target list and its health.

@@ -86,7 +86,7 @@ async fn a_refused_connection_teaches_the_connection_limit() {
         let t = use_it(&router);
         router.opened(&t, caps(0, false));
     }
-    assert_eq!(target.connections_limit(), (0, "none"));
+    assert_eq!(target.connections_limit(), (0, LimitSource::None));
     let fourth = use_it(&router);
     let refused = Failure::new(
         Stage::Greeting,
@@ -99,7 +99,7 @@ async fn a_refused_connection_teaches_the_connection_limit() {
         "the target stays in service"
     );
     assert!(target.state().down_until.is_none());
-    assert_eq!(target.connections_limit(), (3, "learned"));
+    assert_eq!(target.connections_limit(), (3, LimitSource::Learned));
     assert!(
         matches!(router.choose(false, 10, false, None), Choice::Full(_)),
         "no fourth connection"
@@ -113,7 +113,7 @@ async fn a_refused_connection_teaches_the_connection_limit() {
     tokio::time::advance(Duration::from_secs(120)).await;
     let probe = use_it(&router);
     router.connect_failed(&probe, refused, Some(probe.progress()), true);
-    assert_eq!(target.connections_limit(), (3, "learned"));
+    assert_eq!(target.connections_limit(), (3, LimitSource::Learned));
     assert!(matches!(
         router.choose(false, 10, false, None),
         Choice::Full(_)
@@ -122,7 +122,7 @@ async fn a_refused_connection_teaches_the_connection_limit() {
     tokio::time::advance(Duration::from_secs(120)).await;
     let probe = use_it(&router);
     router.opened(&probe, caps(0, false));
-    assert_eq!(target.connections_limit(), (4, "learned"));
+    assert_eq!(target.connections_limit(), (4, LimitSource::Learned));
     assert!(matches!(
         router.choose(false, 10, false, None),
         Choice::Full(_)
@@ -136,12 +136,15 @@ async fn a_refused_connection_teaches_the_connection_limit() {
         Problem::Connection("no greeting".into()),
     );
     router.connect_failed(&t, silent, Some(t.progress()), false);
-    assert_eq!(target.connections_limit(), (4, "learned"));
+    assert_eq!(target.connections_limit(), (4, LimitSource::Learned));
     // A configured MaxConnections below the learned limit is the one in force.
     let mut capped = resolved(1, 0);
     capped.max_connections = 2;
     router.set_targets(vec![capped]);
-    assert_eq!(router.targets()[0].connections_limit(), (2, "configured"));
+    assert_eq!(
+        router.targets()[0].connections_limit(),
+        (2, LimitSource::Configured)
+    );
 }
 
 #[tokio::test(start_paused = true)]
