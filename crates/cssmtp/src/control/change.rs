@@ -1,6 +1,7 @@
 //! The commands that change something: FLUSHRETRY, LOGLEVEL, REFRESH, REFRESHIPLIST,
 //! REFRESHTARGETS, SUSPEND, RESUME, STOP.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -274,31 +275,12 @@ impl Control {
 
     pub(super) async fn refresh(&self) -> Reply {
         let running = self.config.current();
-        let path = running.file.clone();
-        // Reading the configuration files: on a blocking thread.
-        let loaded = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || config::load(&path)).await
-        };
-        let Ok(loaded) = loaded else {
-            let why = format!("{} could not be read", path.display());
-            return Refusal::Refresh(why).into();
-        };
-        let (new, diagnostics) = match loaded {
-            Ok(x) => x,
-            Err(LoadError::Invalid { diagnostics, .. }) => {
-                let refused = RefreshRefused {
-                    file: path.display().to_string(),
-                    errors: of_severity(&diagnostics, Severity::Error),
-                    changed: false,
-                };
-                tracing::error!("{}", refused.lines().join("\n"));
-                return refused.reply();
-            }
-            Err(e) => return Refusal::Refresh(e.to_string()).into(),
+        let (new, diagnostics) = match load(&running.file).await {
+            Ok(loaded) => loaded,
+            Err(refused) => return refused,
         };
         let (merged, kept) = running::merge(&running, new);
-        let mut done = vec![format!("{} read", path.display())];
+        let mut done = vec![format!("{} read", running.file.display())];
         if merged.targets != running.targets {
             match self.resolve_targets(&merged).await {
                 Ok(resolved) => {
@@ -367,6 +349,32 @@ impl Control {
             ));
         }
         Ok(resolved)
+    }
+}
+
+/// REFRESH reads the configuration `path` again (on a blocking thread): the new
+/// configuration and its diagnostics, or the reply refusing it.
+async fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), Reply> {
+    let loaded = {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || config::load(&path)).await
+    };
+    let Ok(loaded) = loaded else {
+        let why = format!("{} could not be read", path.display());
+        return Err(Refusal::Refresh(why).into());
+    };
+    match loaded {
+        Ok(x) => Ok(x),
+        Err(LoadError::Invalid { diagnostics, .. }) => {
+            let refused = RefreshRefused {
+                file: path.display().to_string(),
+                errors: of_severity(&diagnostics, Severity::Error),
+                changed: false,
+            };
+            tracing::error!("{}", refused.lines().join("\n"));
+            Err(refused.reply())
+        }
+        Err(e) => Err(Refusal::Refresh(e.to_string()).into()),
     }
 }
 
