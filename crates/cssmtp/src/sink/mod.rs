@@ -49,6 +49,8 @@ mod script;
 mod session;
 mod shared;
 mod store;
+#[cfg(test)]
+mod tests;
 mod text;
 
 use std::net::SocketAddr;

@@ -13,12 +13,11 @@ use smtp_proto::{
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsStream};
 
-use super::options::Cut;
+use super::options::{Cut, Faults, SinkOptions};
 use super::script::{AtRcpt, CLOSING, EARLY_250, FaultAt, Scripted, fault_reply, script_for};
 use super::shared::{Gate, Shared};
 use super::store::{Arrival, Envelope, Verdict, finish_mail};
 use super::text::read_data;
-use super::{Faults, SinkOptions};
 use crate::net::Conn;
 
 /// What the session does after a command.

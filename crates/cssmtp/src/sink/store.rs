@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use super::SinkOptions;
+use super::options::SinkOptions;
 use super::script::{CLOSING, EXTRA_REPLY, Scripted};
 use super::shared::{Received, Shared};
 use super::text::has_bare_line_end;

@@ -3,7 +3,7 @@
 
 use smtp_proto::request::receiver::DataReceiver;
 
-use super::SinkOptions;
+use super::options::SinkOptions;
 use crate::net::Conn;
 
 /// Reads the mail text; what follows its end stays in `buf` as commands.
