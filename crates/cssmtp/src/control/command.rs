@@ -145,106 +145,126 @@ pub fn parse(text: &str) -> Result<Command, BadCommand> {
     let Some((&verb, rest)) = words.split_first() else {
         return Err(bad("no command"));
     };
-    let extra = |rest: &[&str]| -> Result<(), BadCommand> {
-        match rest.first() {
-            None => Ok(()),
-            Some(w) => Err(bad(format!("unexpected {w:?} after the command"))),
-        }
-    };
     if DISPLAY.is(verb) {
-        let Some((&what, rest)) = rest.split_first() else {
-            return Err(bad(
-                "DISPLAY needs what to display: CONFIG, IPLIST, LOGLEVEL, SPOOLSTATUS or TARGETS",
-            ));
-        };
-        if CONFIG.is(what) {
-            extra(rest)?;
-            Ok(Command::DisplayConfig)
-        } else if IPLIST.is(what) {
-            extra(rest)?;
-            Ok(Command::DisplayIplist)
-        } else if LOGLEVEL.is(what) {
-            extra(rest)?;
-            Ok(Command::DisplayLoglevel)
-        } else if SPOOLSTATUS.is(what) {
-            display_spool(rest)
-        } else if TARGETS.is(what) {
-            match rest {
-                [] => Ok(Command::DisplayTargets { addr: None }),
-                [word] => {
-                    let addr = value_of(word, "ADDR")
-                        .ok_or_else(|| bad(format!("expected ADDR=ip, not {word:?}")))?;
-                    let addr = addr
-                        .parse()
-                        .map_err(|_| bad(format!("ADDR {addr:?} is not an IP address")))?;
-                    Ok(Command::DisplayTargets { addr: Some(addr) })
-                }
-                [_, w, ..] => Err(bad(format!("unexpected {w:?} after the command"))),
-            }
-        } else {
-            Err(bad(format!(
-                "DISPLAY {what}: expected CONFIG, IPLIST, LOGLEVEL, SPOOLSTATUS or TARGETS"
-            )))
-        }
+        display(rest)
     } else if FLUSHRETRY.is(verb) {
-        match rest {
-            [word] => {
-                if let Some(v) = value_of(word, "TKID") {
-                    Ok(Command::FlushRetryTask {
-                        tkid: number(v, "TKID", u32::MAX)?,
-                    })
-                } else if let Some(v) = value_of(word, "AGE") {
-                    Ok(Command::FlushRetryAge {
-                        days: number(v, "AGE", 3650)?,
-                    })
-                } else {
-                    Err(bad(format!(
-                        "FLUSHRETRY needs AGE=days or TKID=n, not {word:?}"
-                    )))
-                }
-            }
-            [] => Err(bad("FLUSHRETRY needs AGE=days or TKID=n")),
-            [_, w, ..] => Err(bad(format!("unexpected {w:?} after the command"))),
-        }
+        flush_retry(rest)
     } else if LOGLEVEL.is(verb) {
-        match rest {
-            [word] => {
-                let v = value_of(word, "LEVEL")
-                    .ok_or_else(|| bad(format!("LOGLEVEL needs LEVEL=n, not {word:?}")))?;
-                Ok(Command::LogLevel {
-                    level: number(v, "LEVEL", 31)?,
-                })
-            }
-            [] => Err(bad("LOGLEVEL needs LEVEL=n")),
-            [_, w, ..] => Err(bad(format!("unexpected {w:?} after the command"))),
-        }
+        log_level(rest)
     } else if REFRESHIPLIST.is(verb) {
-        extra(rest)?;
-        Ok(Command::RefreshIplist)
+        alone(rest, Command::RefreshIplist)
     } else if REFRESHTARGETS.is(verb) {
-        extra(rest)?;
-        Ok(Command::RefreshTargets)
+        alone(rest, Command::RefreshTargets)
     } else if REFRESH.is(verb) {
-        extra(rest)?;
-        Ok(Command::Refresh)
+        alone(rest, Command::Refresh)
     } else if RESUME.is(verb) {
-        extra(rest)?;
-        Ok(Command::Resume)
+        alone(rest, Command::Resume)
     } else if SUSPEND.is(verb) {
-        match rest {
-            [] => Ok(Command::Suspend { immediate: true }),
-            [w] if IMMEDIATE.is(w) => Ok(Command::Suspend { immediate: true }),
-            [w] if DELAY.is(w) => Ok(Command::Suspend { immediate: false }),
-            [w, ..] => Err(bad(format!("SUSPEND takes IMMEDIATE or DELAY, not {w:?}"))),
-        }
+        suspend(rest)
     } else if STOP.is(verb) {
-        extra(rest)?;
-        Ok(Command::Stop)
+        alone(rest, Command::Stop)
     } else {
         Err(bad(format!("unknown command {verb:?}")))
     }
 }
 
+/// `command`, when no word follows.
+fn alone(rest: &[&str], command: Command) -> Result<Command, BadCommand> {
+    match rest.first() {
+        None => Ok(command),
+        Some(w) => Err(bad(format!("unexpected {w:?} after the command"))),
+    }
+}
+
+/// `DISPLAY,…`.
+fn display(rest: &[&str]) -> Result<Command, BadCommand> {
+    let Some((&what, rest)) = rest.split_first() else {
+        return Err(bad(
+            "DISPLAY needs what to display: CONFIG, IPLIST, LOGLEVEL, SPOOLSTATUS or TARGETS",
+        ));
+    };
+    if CONFIG.is(what) {
+        alone(rest, Command::DisplayConfig)
+    } else if IPLIST.is(what) {
+        alone(rest, Command::DisplayIplist)
+    } else if LOGLEVEL.is(what) {
+        alone(rest, Command::DisplayLoglevel)
+    } else if SPOOLSTATUS.is(what) {
+        display_spool(rest)
+    } else if TARGETS.is(what) {
+        display_targets(rest)
+    } else {
+        Err(bad(format!(
+            "DISPLAY {what}: expected CONFIG, IPLIST, LOGLEVEL, SPOOLSTATUS or TARGETS"
+        )))
+    }
+}
+
+/// `DISPLAY,TARGETS[,ADDR=ip]`.
+fn display_targets(rest: &[&str]) -> Result<Command, BadCommand> {
+    match rest {
+        [] => Ok(Command::DisplayTargets { addr: None }),
+        [word] => {
+            let addr = value_of(word, "ADDR")
+                .ok_or_else(|| bad(format!("expected ADDR=ip, not {word:?}")))?;
+            let addr = addr
+                .parse()
+                .map_err(|_| bad(format!("ADDR {addr:?} is not an IP address")))?;
+            Ok(Command::DisplayTargets { addr: Some(addr) })
+        }
+        [_, w, ..] => Err(bad(format!("unexpected {w:?} after the command"))),
+    }
+}
+
+/// `FLUSHRETRY,{AGE=days | TKID=n}`.
+fn flush_retry(rest: &[&str]) -> Result<Command, BadCommand> {
+    match rest {
+        [word] => {
+            if let Some(v) = value_of(word, "TKID") {
+                Ok(Command::FlushRetryTask {
+                    tkid: number(v, "TKID", u32::MAX)?,
+                })
+            } else if let Some(v) = value_of(word, "AGE") {
+                Ok(Command::FlushRetryAge {
+                    days: number(v, "AGE", 3650)?,
+                })
+            } else {
+                Err(bad(format!(
+                    "FLUSHRETRY needs AGE=days or TKID=n, not {word:?}"
+                )))
+            }
+        }
+        [] => Err(bad("FLUSHRETRY needs AGE=days or TKID=n")),
+        [_, w, ..] => Err(bad(format!("unexpected {w:?} after the command"))),
+    }
+}
+
+/// `LOGLEVEL,LEVEL=n`.
+fn log_level(rest: &[&str]) -> Result<Command, BadCommand> {
+    match rest {
+        [word] => {
+            let v = value_of(word, "LEVEL")
+                .ok_or_else(|| bad(format!("LOGLEVEL needs LEVEL=n, not {word:?}")))?;
+            Ok(Command::LogLevel {
+                level: number(v, "LEVEL", 31)?,
+            })
+        }
+        [] => Err(bad("LOGLEVEL needs LEVEL=n")),
+        [_, w, ..] => Err(bad(format!("unexpected {w:?} after the command"))),
+    }
+}
+
+/// `SUSPEND[,IMMEDIATE | ,DELAY]`.
+fn suspend(rest: &[&str]) -> Result<Command, BadCommand> {
+    match rest {
+        [] => Ok(Command::Suspend { immediate: true }),
+        [w] if IMMEDIATE.is(w) => Ok(Command::Suspend { immediate: true }),
+        [w] if DELAY.is(w) => Ok(Command::Suspend { immediate: false }),
+        [w, ..] => Err(bad(format!("SUSPEND takes IMMEDIATE or DELAY, not {w:?}"))),
+    }
+}
+
+/// `DISPLAY,SPOOLSTATUS[,SUMMARY | ,DETAIL[,ALL | ,TKID=n]]`.
 fn display_spool(rest: &[&str]) -> Result<Command, BadCommand> {
     match rest {
         [] => Ok(Command::DisplaySpoolstatus {
