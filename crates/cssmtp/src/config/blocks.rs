@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use cssmtp_batch::BlankTrnc;
 
+use super::draft::{Diags, Draft};
 use super::table::{Block, Kind, Param, named, restart, yes};
-use super::validate::{Diags, Draft};
 use super::{Config, DeadLetterAction, ExtendedRetry, ReturnContent};
 
 type P = Param<Draft, Config>;
@@ -298,7 +298,7 @@ pub(crate) static EXTENDED_RETRY: Block<Draft, Config> = Block {
 /// `ExtendedRetry { … }`, or `ExtendedRetry (inactive)`.
 pub(crate) fn show_extended_retry(c: &Config) -> Vec<String> {
     vec![match c.extended_retry {
-        Some(_) => super::running::block_line("ExtendedRetry", EXTENDED_RETRY.params, c),
+        Some(_) => super::table::block_line("ExtendedRetry", EXTENDED_RETRY.params, c),
         None => "ExtendedRetry (inactive)".into(),
     }]
 }

@@ -13,6 +13,7 @@
 //! CONFIG and the REFRESH merge) and a test of the README's table all walk it.
 
 mod blocks;
+mod draft;
 pub mod files;
 pub mod running;
 mod statements;

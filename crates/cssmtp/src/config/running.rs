@@ -3,7 +3,7 @@
 
 use super::Config;
 use super::statements::STATEMENTS;
-use super::table::{Form, Param, Refresh, Show};
+use super::table::{Form, Refresh, Show, block_line};
 
 /// The configuration in force as statements, one per line (blocks on one line), in the
 /// order of the statement table.
@@ -21,23 +21,6 @@ pub fn render(c: &Config) -> Vec<String> {
         }
     }
     out
-}
-
-/// `Name { Param value … }`: the parameters that show a value, in table order.
-pub(crate) fn block_line<S, R>(name: &str, params: &[Param<S, R>], r: &R) -> String {
-    let parts: Vec<String> = params
-        .iter()
-        .filter_map(|p| {
-            (p.show)(r).map(|v| {
-                if v.is_empty() {
-                    p.name.to_owned()
-                } else {
-                    format!("{} {v}", p.name)
-                }
-            })
-        })
-        .collect();
-    format!("{name} {{ {} }}", parts.join(" "))
 }
 
 /// The statements (and block parameters) REFRESH cannot change, with how to compare

@@ -8,9 +8,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::blocks::{EXTENDED_RETRY, HEADER, OPTIONS, RETRY_LIMIT, SMF119, TIMEOUT, UNDELIVERABLE};
+use super::draft::{Diags, Draft, mailbox};
 use super::syntax::Word;
 use super::table::{Def, Form, Kind, Refresh, Show, restart, yes};
-use super::validate::{Diags, Draft, mailbox};
 use super::{
     BadSpoolDisp, DEFAULT_EXT_WRT_NAME, DEFAULT_RUN_DIRECTORY, DEFAULT_SPOOL_DIRECTORY,
     PossiblyDelivered, Report,

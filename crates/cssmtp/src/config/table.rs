@@ -14,8 +14,8 @@
 use std::path::PathBuf;
 
 use super::Config;
+use super::draft::{Diags, Draft, TargetDraft};
 use super::syntax::Word;
-use super::validate::{Diags, Draft};
 
 /// One statement of the configuration file.
 pub(crate) struct Def {
@@ -43,7 +43,7 @@ pub(crate) enum Form {
     /// `Keyword { Param value … }`, into the configuration.
     Block(&'static Block<Draft, Config>),
     /// `TargetServer { … }`: each statement makes targets of its own.
-    Targets(&'static Block<super::targets::TargetDraft, super::TargetSpec>),
+    Targets(&'static Block<TargetDraft, super::TargetSpec>),
     /// A CSSMTP statement cssmtp recognises and does not implement yet.
     NotYet,
 }
@@ -260,4 +260,21 @@ pub(crate) fn yes(b: bool) -> String {
 /// A flag of `SMF119`: its name alone when on.
 pub(crate) fn named(b: bool) -> Option<String> {
     b.then(String::new)
+}
+
+/// `Name { Param value … }`: the parameters that show a value, in table order.
+pub(crate) fn block_line<S, R>(name: &str, params: &[Param<S, R>], r: &R) -> String {
+    let parts: Vec<String> = params
+        .iter()
+        .filter_map(|p| {
+            (p.show)(r).map(|v| {
+                if v.is_empty() {
+                    p.name.to_owned()
+                } else {
+                    format!("{} {v}", p.name)
+                }
+            })
+        })
+        .collect();
+    format!("{name} {{ {} }}", parts.join(" "))
 }

@@ -5,24 +5,10 @@
 
 use std::net::IpAddr;
 
+use super::draft::{Diags, TargetDraft};
 use super::syntax::Word;
 use super::table::{Block, Kind, Param, yes};
-use super::validate::Diags;
 use super::{Config, TargetHost, TargetSpec, Targets};
-
-/// One `TargetServer` block being read: its hosts, and the attributes they share.
-pub(crate) struct TargetDraft {
-    hosts: Vec<(TargetHost, u32)>,
-    spec: TargetSpec,
-}
-
-/// The targets of every `TargetServer` block read so far.
-#[derive(Default)]
-pub(crate) struct Gathered {
-    statements: u32,
-    hosts: Vec<TargetSpec>,
-    mx: Vec<TargetSpec>,
-}
 
 type P = Param<TargetDraft, TargetSpec>;
 
@@ -144,107 +130,6 @@ fn compatible(diags: &mut Diags, w: &Word, name: &str) {
     );
 }
 
-impl TargetDraft {
-    /// Before the block's parameters (and their defaults).
-    pub(crate) fn blank() -> Self {
-        Self {
-            hosts: Vec::new(),
-            spec: TargetSpec {
-                host: TargetHost::Name(String::new()),
-                port: 0,
-                secure: false,
-                message_size: 0,
-                max_mails: 0,
-                max_rcpts: 0,
-                max_connections: 0,
-                tls_name: None,
-                line: 0,
-            },
-        }
-    }
-}
-
-impl Gathered {
-    /// Counts a `TargetServer` statement.
-    pub(crate) fn statement(&mut self) {
-        self.statements += 1;
-    }
-
-    /// The targets of one block: one per host, each address and port once.
-    pub(crate) fn add(&mut self, diags: &mut Diags, block: TargetDraft) {
-        for (host, line) in block.hosts {
-            let spec = TargetSpec {
-                host,
-                line,
-                ..block.spec.clone()
-            };
-            if matches!(spec.host, TargetHost::Mx(_)) {
-                self.mx.push(spec);
-            } else if let Some(previous) = self
-                .hosts
-                .iter()
-                .find(|h| h.host == spec.host && h.port == spec.port)
-            {
-                // Unique by address and port: on Linux, servers on one IP address may
-                // listen on different ports.
-                diags.warning(
-                    line,
-                    format!(
-                        "{} port {} duplicates line {}; ignored",
-                        spec.host, spec.port, previous.line
-                    ),
-                );
-            } else {
-                self.hosts.push(spec);
-            }
-        }
-    }
-
-    /// The targets of the whole file, or None (with the error) when the rules are broken.
-    pub(crate) fn finish(mut self, diags: &mut Diags) -> Option<Targets> {
-        if self.hosts.is_empty() && self.mx.is_empty() {
-            if self.statements == 0 {
-                diags.error(
-                    0,
-                    "a TargetServer statement with a TargetIp, TargetName or TargetMx parameter is required",
-                );
-            }
-            return None;
-        }
-        if let Some(second) = self.mx.get(1) {
-            diags.error(second.line, "only one TargetMx parameter is allowed");
-            return None;
-        }
-        if let Some(mx) = self.mx.pop() {
-            if let Some(host) = self.hosts.first() {
-                diags.error(
-                    host.line,
-                    "TargetMx cannot be combined with TargetIp or TargetName",
-                );
-                return None;
-            }
-            return Some(Targets::Mx(mx));
-        }
-        if let Some(fifth) = self.hosts.get(4) {
-            let extra: Vec<String> = self
-                .hosts
-                .iter()
-                .skip(4)
-                .map(|h| h.host.to_string())
-                .collect();
-            diags.warning(
-                fifth.line,
-                format!(
-                    "only the first four TargetIp/TargetName values are used; ignoring {}",
-                    extra.join(", ")
-                ),
-            );
-            self.hosts.truncate(4);
-        }
-        Some(Targets::Hosts(self.hosts))
-    }
-}
-
 /// DISPLAY CONFIG: one `TargetServer { … }` line per target.
 pub(crate) fn show(c: &Config) -> Vec<String> {
     let targets = match &c.targets {
@@ -253,6 +138,6 @@ pub(crate) fn show(c: &Config) -> Vec<String> {
     };
     targets
         .into_iter()
-        .map(|t| super::running::block_line("TargetServer", TARGET_SERVER.params, t))
+        .map(|t| super::table::block_line("TargetServer", TARGET_SERVER.params, t))
         .collect()
 }

@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::draft::{Diags, Draft, Gathered, TargetDraft, mailbox};
 use super::statements::STATEMENTS;
 use super::syntax::{self, Param as Line, Statement, Word};
 use super::table::{Block, Form, Kind, Param};
-use super::targets::{Gathered, TargetDraft};
 use super::{Config, Diagnostic, Report, Severity};
 
 /// Validates the text of a configuration file read from `file`.
@@ -31,53 +31,20 @@ pub fn validate(file: &Path, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
 
 /// The configuration of a file that has only a target: every statement's default.
 pub(crate) fn defaults() -> Config {
-    Draft::new(Path::new("")).0.c
+    new_draft(Path::new("")).0.c
 }
 
 /// The problems of the defaults themselves (a test checks there are none).
 #[cfg(test)]
 pub(crate) fn default_diagnostics() -> Vec<Diagnostic> {
-    Draft::new(Path::new("")).1
+    new_draft(Path::new("")).1
 }
 
-/// The diagnostics of one file.
-pub(crate) struct Diags {
-    file: PathBuf,
-    list: Vec<Diagnostic>,
-}
-
-impl Diags {
-    fn push(&mut self, severity: Severity, line: u32, message: String) {
-        self.list.push(Diagnostic {
-            severity,
-            file: self.file.clone(),
-            line,
-            message,
-        });
-    }
-
-    pub(crate) fn error(&mut self, line: u32, message: impl Into<String>) {
-        self.push(Severity::Error, line, message.into());
-    }
-
-    pub(crate) fn warning(&mut self, line: u32, message: impl Into<String>) {
-        self.push(Severity::Warning, line, message.into());
-    }
-}
-
-/// The configuration being read, with what the rules across statements need.
-pub(crate) struct Draft {
-    pub c: Config,
-    /// The line of each of `c.mail_administrators`.
-    pub admin_lines: Vec<u32>,
-    pub targets: Gathered,
-}
-
-impl Draft {
-    /// Every field empty, then every default of the table applied; the problems of
-    /// the defaults themselves (a test checks there are none).
-    fn new(file: &Path) -> (Self, Vec<Diagnostic>) {
-        let mut draft = Self {
+/// Every field empty, then every default of the table applied; the problems of the
+/// defaults themselves (a test checks there are none).
+fn new_draft(file: &Path) -> (Draft, Vec<Diagnostic>) {
+    {
+        let mut draft = Draft {
             c: Config::blank(file),
             admin_lines: Vec::new(),
             targets: Gathered::default(),
@@ -136,7 +103,7 @@ struct Validator {
 
 impl Validator {
     fn new(file: &Path) -> Self {
-        let (draft, _) = Draft::new(file);
+        let (draft, _) = new_draft(file);
         Self {
             diags: Diags {
                 file: file.to_owned(),
@@ -309,21 +276,6 @@ fn yes_no(diags: &mut Diags, w: &Word, what: &str) -> Option<bool> {
             diags.error(
                 w.line,
                 format!("{what} must be Yes or No, not {:?}", w.text),
-            );
-            None
-        }
-    }
-}
-
-/// A mailbox (`user@host.domain`), case kept (mailboxes are case sensitive).
-pub(crate) fn mailbox(diags: &mut Diags, w: &Word, what: &str) -> Option<String> {
-    let text = w.text.trim_start_matches('<').trim_end_matches('>');
-    match cssmtp_batch::address::parse_path(&format!("<{text}>"), "RCPT TO") {
-        Ok(mailbox) if mailbox.contains('@') => Some(mailbox),
-        _ => {
-            diags.error(
-                w.line,
-                format!("{what} {:?} is not a mailbox (user@host.domain)", w.text),
             );
             None
         }
