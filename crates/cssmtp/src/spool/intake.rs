@@ -17,10 +17,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::layout::{Candidate, OpenError, SpoolLayout, is_out_of_descriptors};
+use super::report::FileReport;
 use super::status::Suspend;
-use super::task::{self, FileReport, TaskShared};
 use crate::delivery::router::Router;
 use crate::escape;
+use crate::queue::{self, TaskShared};
 
 /// The safety-net rescan interval.
 const RESCAN: Duration = Duration::from_secs(5);
@@ -79,7 +80,7 @@ pub async fn run(
     let mut next_tkid = 0u32;
     let mut spawn = |tasks: &mut JoinSet<FileReport>, path: PathBuf, opened| {
         next_tkid = next_tkid.wrapping_add(1);
-        tasks.spawn(task::run(next_tkid, path, opened, Arc::clone(&shared)));
+        tasks.spawn(queue::run(next_tkid, path, opened, Arc::clone(&shared)));
     };
     // Spool files are opened relative to this handle of active/, never through a link.
     let active_dir = layout.open_active()?;
@@ -89,7 +90,7 @@ pub async fn run(
             "CSM1011W {} spool file(s) left in {} by an earlier run are processed again {}",
             resumed.len(),
             escape::path(&layout.active),
-            if shared.journal.is_some() {
+            if shared.store.is_some() {
                 "where the checkpoint journal says they stopped"
             } else {
                 "from the start (no checkpoint journal: mail already sent from them is sent again)"
@@ -104,10 +105,7 @@ pub async fn run(
     // Directories found in the writer directory that are not cssmtp's: logged once.
     let mut strays: HashSet<(u64, u64)> = HashSet::new();
     // No file is claimed while the checkpoint journal cannot be written.
-    let mut journal = shared
-        .journal
-        .as_ref()
-        .map(crate::journal::Journal::writable);
+    let mut journal = shared.store.as_ref().map(|s| s.writable());
     loop {
         fd.expire();
         // Claim while there are free task slots and a target to send to, unless the

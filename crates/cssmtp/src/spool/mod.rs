@@ -5,7 +5,7 @@
 //! * [`name`]: job name and job ID carried in file names;
 //! * [`submit`]: `cssmtp submit`, writing spool files atomically;
 //! * [`intake`]: noticing new files (inotify, with a periodic rescan) and starting a
-//!   [`task`] for each, as many at once as `SpoolTasks` allows;
+//!   [`crate::queue::file`] driver for each, as many at once as `SpoolTasks` allows;
 //! * [`reader`]: streaming a file through the batch parser with bounded memory;
 //! * [`report`]: what became of a spool file (a leaf every component may read).
 
@@ -17,7 +17,6 @@ pub mod reader;
 pub mod report;
 pub mod status;
 pub mod submit;
-pub mod task;
 
 pub use layout::SpoolLayout;
 

@@ -1,0 +1,122 @@
+//! The storage seam: what the queue core needs from the place its state is kept.
+//!
+//! The core ([`crate::queue`]) never sees a path, an inode or a journal record: it
+//! knows a spool file by its [`FileId`], takes what was recorded of it before a restart
+//! ([`StateStore::open`]), and hands every change of state to a [`FileStore`] as a
+//! typed [`Change`] (or, for the final "." of a mail, through a
+//! [`crate::delivery::DeliveryAck`] the store makes).
+//!
+//! * [`journal`]: the first implementation, today's checkpoint journal (one
+//!   append-only file per writer name; see [`crate::journal`]);
+//! * [`conformance`]: the suite every implementation must pass.
+//!
+//! **Leased claims (a shared spool).** A backend whose claims are leases (a database
+//! row with `lease_until` and a fencing token) fits behind the same traits without a
+//! change to the core: the [`FileStore`] handle returned by [`StateStore::open`] is the
+//! claim; it carries the lease id and puts the fencing token on every write it makes
+//! (records and acknowledgements), so a write by a holder whose lease expired is refused
+//! by the backend and reported as not written ([`FileStore::record`] returns false,
+//! [`crate::delivery::DeliveryAck::before_dot`] fails: the final "." is not sent). A
+//! store that cannot record says so through [`FileStore::is_writable`] and
+//! [`FileStore::writable`], which hold sending back (as a full disk does today);
+//! renewal is the handle's own business (a timer of the backend), and recovery of
+//! expired leases is what [`StateStore::open`] returns for a file claimed again.
+
+pub mod conformance;
+pub mod journal;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::delivery::DeliveryAck;
+use crate::queue::state::{Change, Recovered};
+
+/// A spool file's identity in storage: unique for the life of the file (the directory
+/// spool: its name and inode, so that a new file under an old name is never mistaken
+/// for it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId(Arc<str>);
+
+impl FileId {
+    pub fn new(id: &str) -> Self {
+        Self(Arc::from(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What storage recorded of one spool file before a restart, by mail number.
+pub type RecoveredFile = HashMap<u32, Recovered>;
+
+/// How a finished spool file went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Every recipient is final; the file is deleted.
+    Deleted,
+    /// Every recipient is final; the file, which had errors of its own, is removed
+    /// (`BadSpoolDisp Delete`).
+    Removed,
+    /// The file was held for the operator: when released, it comes back as a new file
+    /// (nothing recorded of it is kept).
+    Held,
+}
+
+/// The store of the queue's state, one per process.
+pub trait StateStore: Send + Sync + 'static {
+    /// The state of one claimed spool file: what was recorded of it before a restart
+    /// (given once: a second open of the same file recovers nothing), and the handle
+    /// through which what happens to it next is recorded.
+    fn open(&self, file: &FileId) -> (RecoveredFile, Arc<dyn FileStore>);
+
+    /// False while nothing can be recorded: no new spool file is taken.
+    fn is_writable(&self) -> bool;
+
+    /// Follows [`StateStore::is_writable`].
+    fn writable(&self) -> watch::Receiver<bool>;
+}
+
+/// The state of one claimed spool file.
+pub trait FileStore: Send + Sync {
+    /// Records a change of state. Guarantee: once this returns true, the change
+    /// survives a crash of the process, and a crash of the system after the store's next
+    /// sync (at most the store's sync interval later); changes are recovered in the
+    /// order they were recorded. False: it could not be recorded (the store said why,
+    /// and is not writable until it can record again); the core goes on as if it had
+    /// been, and the next start does that part again.
+    fn record(&self, change: &Change) -> bool;
+
+    /// The acknowledgements of one mail's transactions, for its delivery. Guarantees:
+    /// [`DeliveryAck::before_dot`] returns only once the recipients about to get the
+    /// final "." are recorded (so that a crash after it recovers them as possibly
+    /// delivered, [`Recovered::in_doubt`]), or fails and the "." is not sent;
+    /// [`DeliveryAck::after_dot`] records the outcome (delivered, or to be sent again)
+    /// before it returns, so that a later crash recovers them as final or not.
+    fn ack(&self, mail: u32) -> Arc<dyn DeliveryAck>;
+
+    /// False while nothing can be recorded: no mail's final "." goes out.
+    fn is_writable(&self) -> bool;
+
+    /// Follows [`FileStore::is_writable`].
+    fn writable(&self) -> watch::Receiver<bool>;
+
+    /// The file is finished. [`Finished::Deleted`] and [`Finished::Removed`] are
+    /// recorded before the file goes: the store makes them, and everything recorded
+    /// before, durable first (through [`FileStore::id`] for the directory spool's
+    /// reaper), so that a file a power failure brings back is not sent again.
+    /// [`Finished::Held`]: nothing recorded of the file is recovered afterwards.
+    fn finished(&self, how: Finished);
+
+    /// The file's identity.
+    fn id(&self) -> &FileId;
+}
