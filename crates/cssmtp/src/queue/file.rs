@@ -11,7 +11,6 @@
 
 use std::io::BufReader;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Local;
@@ -31,6 +30,7 @@ use crate::spool::name::JobIdentity;
 use crate::spool::reader::{Parsed, parse_into};
 use crate::spool::report::{Disposition, FileReport};
 use crate::spool::status::{Suspend, TaskStatus};
+use crate::storage::SpoolClaim;
 
 /// Recipients of one file's tracked mails beyond which the parser waits (with
 /// [`MAX_PENDING_MAILS`]): ten mails at the 2000-recipient limit, so that a file of such
@@ -60,17 +60,17 @@ fn new_report(tkid: u32, job: &JobIdentity, test_mode: bool) -> FileReport {
     }
 }
 
-/// Processes one claimed spool file (at `path`, in `active/`), opened by intake
+/// Processes one claimed spool file (`claim`), opened by intake
 /// ([`crate::spool::layout::SpoolLayout::open_claimed`]); an error opening it is a problem of the file
 /// (reported, and the file held or removed as BadSpoolDisp says).
 pub async fn run(
     tkid: u32,
-    path: PathBuf,
+    claim: Arc<dyn SpoolClaim>,
     opened: std::io::Result<Opened>,
     shared: Arc<TaskShared>,
 ) -> FileReport {
     // The name as shown and recorded: escaped (names are data).
-    let name = crate::escape::name(path.file_name().unwrap_or(path.as_os_str()));
+    let name = claim.name().to_owned();
     let job = JobIdentity::from_file_name(&name);
     let config = shared.config.current();
     let (status, flush_requests) = TaskStatus::new(tkid, &name, &job.job_name, &job.job_id);
@@ -87,7 +87,7 @@ pub async fn run(
         Ok(o) => (o.file, o.reader, o.meta, o.id),
         Err(e) => {
             report.file_problem = Some(format!("cannot read the spool file: {e}"));
-            return super::finish::finish(&shared, &path, report, None).await;
+            return super::finish::finish(&shared, &*claim, report, None).await;
         }
     };
     report.owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
@@ -114,7 +114,7 @@ pub async fn run(
             "552 5.3.4 Spool file size {} bytes exceeds JESJobSize {limit} (thousands of bytes); no mail sent",
             meta.len()
         ));
-        return super::finish::finish(&shared, &path, report, store.as_deref()).await;
+        return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
     }
     let (parsed_tx, parsed_rx) = mpsc::channel(16);
     let limits = config.batch_limits();
@@ -168,7 +168,7 @@ pub async fn run(
                 task.report.errors = summary.errors;
             }
             let store = task.store.take();
-            super::finish::finish(&shared, &path, task.report, store.as_deref()).await
+            super::finish::finish(&shared, &*claim, task.report, store.as_deref()).await
         }
     }
 }

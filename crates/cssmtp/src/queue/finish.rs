@@ -1,15 +1,12 @@
 //! The disposition of a released spool file: deleted, removed, held or left in
 //! `active/`, its error report, its log line and its SPOOL accounting record.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use super::task::TaskShared;
 use crate::accounting::Kind;
 use crate::config::BadSpoolDisp;
 use crate::notify::report;
 use crate::spool::report::{Disposition, FileReport};
-use crate::storage::{FileStore, Finished};
+use crate::storage::{FileStore, Finished, SpoolClaim};
 
 /// Disposes of the file, sends its error report and logs the result. Nothing that was
 /// neither delivered nor returned goes: a file with mails that could not be returned
@@ -17,7 +14,7 @@ use crate::storage::{FileStore, Finished};
 /// could be neither written nor sent is held.
 pub(super) async fn finish(
     shared: &TaskShared,
-    path: &Path,
+    claim: &dyn SpoolClaim,
     mut report: FileReport,
     store: Option<&dyn FileStore>,
 ) -> FileReport {
@@ -82,15 +79,14 @@ pub(super) async fn finish(
         // before) before the file goes, so that a file a power failure brings back is
         // not sent again. (A failing journal has said so, CSM2303E; the file goes all
         // the same: keeping it would send it all again.)
-        let key = store.map(|store| {
+        if let Some(store) = store {
             store.finished(if report.is_bad() {
                 Finished::Removed
             } else {
                 Finished::Deleted
             });
-            Arc::from(store.id().as_str())
-        });
-        shared.reaper.remove(path.to_owned(), key);
+        }
+        claim.delete(store);
         Ok(if report.is_bad() {
             Disposition::Removed
         } else {
@@ -99,11 +95,7 @@ pub(super) async fn finish(
     } else {
         // Moved, then recorded (a file back in active/ after `held` is a released one,
         // so the move must be durable first).
-        shared.layout.hold(path).and_then(|to| {
-            crate::durable::sync_dir(&shared.layout.hold)?;
-            crate::durable::sync_dir(&shared.layout.active)?;
-            Ok(Disposition::Held(to))
-        })
+        claim.hold().map(Disposition::Held)
     };
     report.disposition = match disposition {
         Ok(d) => {
@@ -115,7 +107,7 @@ pub(super) async fn finish(
         Err(e) => {
             tracing::error!(
                 "CSM2008E Cannot dispose of spool file {}: {e}; it stays in active/",
-                crate::escape::path(path)
+                claim.shown()
             );
             Disposition::LeftActive
         }
@@ -123,16 +115,8 @@ pub(super) async fn finish(
     if let Disposition::Held(held) = &report.disposition {
         // The report beside the held file, whatever `Report` says: the operator who
         // finds the file finds why.
-        let mut beside = held.clone().into_os_string();
-        beside.push(".report");
         let text = report::text(&report, &shared.host_name, &config.ext_wrt_name);
-        let written = crate::durable::replace(Path::new(&beside), text.as_bytes(), 0o640);
-        if let Err(e) = written {
-            tracing::error!(
-                "CSM2008E Cannot write {}: {e}",
-                crate::escape::path(Path::new(&beside))
-            );
-        }
+        claim.keep_beside(held, text.as_bytes());
     }
     if problems && !reported {
         // A held file: it stays whatever becomes of its report.

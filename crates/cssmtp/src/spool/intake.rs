@@ -16,6 +16,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::claim::DirClaim;
 use super::layout::{Candidate, OpenError, SpoolLayout, is_out_of_descriptors};
 use super::report::FileReport;
 use super::status::Suspend;
@@ -80,7 +81,12 @@ pub async fn run(
     let mut next_tkid = 0u32;
     let mut spawn = |tasks: &mut JoinSet<FileReport>, path: PathBuf, opened| {
         next_tkid = next_tkid.wrapping_add(1);
-        tasks.spawn(queue::run(next_tkid, path, opened, Arc::clone(&shared)));
+        let claim = Arc::new(DirClaim::new(
+            path,
+            shared.layout.clone(),
+            shared.reaper.clone(),
+        ));
+        tasks.spawn(queue::run(next_tkid, claim, opened, Arc::clone(&shared)));
     };
     // Spool files are opened relative to this handle of active/, never through a link.
     let active_dir = layout.open_active()?;

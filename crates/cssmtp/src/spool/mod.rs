@@ -2,6 +2,7 @@
 //!
 //! * [`checks`]: the start-up checks of directory ownership and modes;
 //! * [`layout`]: the directories, claiming by atomic rename, the instance lock;
+//! * [`claim`]: a claimed file, as the queue core finishes it (deleted, held);
 //! * [`name`]: job name and job ID carried in file names;
 //! * [`submit`]: `cssmtp submit`, writing spool files atomically;
 //! * [`intake`]: noticing new files (inotify, with a periodic rescan) and starting a
@@ -10,6 +11,7 @@
 //! * [`report`]: what became of a spool file (a leaf every component may read).
 
 pub mod checks;
+pub mod claim;
 pub mod intake;
 pub mod layout;
 pub mod name;

@@ -27,6 +27,8 @@ pub mod journal;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -119,4 +121,32 @@ pub trait FileStore: Send + Sync {
 
     /// The file's identity.
     fn id(&self) -> &FileId;
+}
+
+/// A claimed spool file, as the queue core finishes it (the directory spool: a file in
+/// `active/`, [`crate::spool::claim::DirClaim`]; a leased backend: the lease).
+pub trait SpoolClaim: Send + Sync {
+    /// The file's name as shown to people (escaped: names are data).
+    fn name(&self) -> &str;
+
+    /// Every recipient is final and [`FileStore::finished`] was called: the file goes.
+    /// Guarantee: it goes only after everything `store` recorded of it is durable, so
+    /// that a file brought back by a crash of the system is not sent again.
+    fn delete(&self, store: Option<&dyn FileStore>);
+
+    /// Moves the file aside for the operator, durably (before [`Finished::Held`] is
+    /// recorded: a held file comes back only when released, as a new file); returns
+    /// where it is, for people.
+    ///
+    /// # Errors
+    /// It could not be moved: the file stays claimed (and is taken up again at the next
+    /// start).
+    fn hold(&self) -> io::Result<PathBuf>;
+
+    /// Keeps `text` (the held file's report) beside the held file; a failure is logged
+    /// (CSM2008E), the file stays held.
+    fn keep_beside(&self, held: &Path, text: &[u8]);
+
+    /// Where the claimed file is, for people (in messages).
+    fn shown(&self) -> String;
 }
