@@ -638,3 +638,5 @@ pub use attempt::no_result;
 mod sequences;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod warm_start;
