@@ -12,6 +12,7 @@ use crate::delivery::{MailJob, MailKey, MailText};
 use crate::notify::{FailedRecipient, MailOrigin, Original, deadletter};
 use crate::retry::extended;
 use crate::spool::report::Undeliverable;
+use crate::storage::MailCopy;
 
 /// Undeliverable recipients listed in a report (all are counted).
 const MAX_LISTED: usize = 1000;
@@ -281,44 +282,46 @@ impl Task {
         }
     }
 
-    /// Writes the mail, for its possibly delivered recipients, into `hold/` as a batch
-    /// SMTP file the operator may release into `incoming/` (or delete).
+    /// A copy of a mail for `rcpts` (indexes among its recipients).
+    fn copy<'a>(
+        &'a self,
+        ordinal: u32,
+        mail: &'a Mail<Payload>,
+        rcpts: &[usize],
+        text: &'a deadletter::FullMail,
+    ) -> MailCopy<'a> {
+        MailCopy {
+            job: &self.job,
+            mail: ordinal,
+            line: mail.line,
+            first_attempt: std::time::SystemTime::from(self.arrival),
+            reverse_path: &mail.reverse_path,
+            rcpts: rcpts
+                .iter()
+                .filter_map(|&i| mail.rcpts.get(i).map(|r| (r.address.clone(), r.line)))
+                .collect(),
+            needs_tls: mail.payload.needs_tls,
+            text,
+        }
+    }
+
+    /// Keeps the mail, for its possibly delivered recipients, for the operator (the
+    /// directory spool: a batch SMTP file in `hold/` they may release into `incoming/`).
     async fn hold_in_doubt(&mut self, ordinal: u32, held: &[usize]) -> bool {
         let Some(mail) = self.queue.mail(ordinal) else {
             return false;
         };
-        let rcpts: Vec<String> = held
-            .iter()
-            .filter_map(|&i| mail.rcpts.get(i).map(|r| r.address.clone()))
-            .collect();
         let full = self.full_mail(mail);
-        let written = deadletter::store(
-            self.shared.layout.hold.clone(),
-            format!("{}.mail{ordinal}.possibly-delivered", self.job.file_name),
-            &self.shared.host_name,
-            "cssmtp: possibly delivered before a restart (PossiblyDelivered Hold); move this file into incoming/ to send it again",
-            &[format!(
-                "from spool file {} mail {ordinal} (line {})",
-                self.job.file_name, mail.line
-            )],
-            &deadletter::Letter {
-                from: &mail.reverse_path,
-                to: &rcpts,
-                text: deadletter::Text::Mail(&full),
-                starttls: mail.payload.needs_tls,
-            },
-        )
-        .await;
-        match written {
-            Ok(path) => {
+        let copy = self.copy(ordinal, mail, held, &full);
+        let count = copy.rcpts.len();
+        match self.claim.hold_in_doubt(&copy).await {
+            Ok(shown) => {
                 tracing::warn!(
                     tkid = self.tkid,
-                    "CSM2302W Mail {ordinal} of {} to {} possibly delivered recipient(s) held as {}",
+                    "CSM2302W Mail {ordinal} of {} to {count} possibly delivered recipient(s) held as {shown}",
                     self.job.file_name,
-                    rcpts.len(),
-                    crate::escape::path(&path)
                 );
-                self.report.possibly_delivered_held += rcpts.len() as u64;
+                self.report.possibly_delivered_held += count as u64;
                 true
             }
             Err(e) => {
@@ -332,50 +335,22 @@ impl Task {
         }
     }
 
-    /// Writes the mail, for its `rcpts`, into the MailDirectory (extended retry).
+    /// Parks the mail, for its `rcpts`, in extended retry (the MailDirectory).
     async fn park(&mut self, ordinal: u32, parked: &[usize]) -> bool {
         let Some(mail) = self.queue.mail(ordinal) else {
             return false;
         };
-        let meta = extended::Meta {
-            spool_file: self.job.file_name.clone(),
-            job_name: self.job.job_name.clone(),
-            job_id: self.job.job_id.clone(),
-            mail: ordinal,
-            line: mail.line,
-            first_attempt: std::time::SystemTime::from(self.arrival),
-            rcpt_lines: parked
-                .iter()
-                .map(|&i| mail.rcpts.get(i).map_or(mail.line, |r| r.line))
-                .collect(),
-        };
-        let rcpts: Vec<String> = parked
-            .iter()
-            .filter_map(|&i| mail.rcpts.get(i).map(|r| r.address.clone()))
-            .collect();
-        let count = rcpts.len() as u64;
-        let stored = extended::store_streamed(
-            self.config.mail_directory(),
-            &self.shared.host_name,
-            &meta,
-            mail.payload.needs_tls,
-            &mail.reverse_path,
-            &rcpts,
-            &self.full_mail(mail),
-        )
-        .await;
-        match stored {
-            Ok(path) => {
+        let full = self.full_mail(mail);
+        let copy = self.copy(ordinal, mail, parked, &full);
+        let count = copy.rcpts.len() as u64;
+        match self.claim.park(&copy).await {
+            Ok(shown) => {
                 self.report.rcpts_extended += count;
                 self.shared.stats.rcpts_extended(count);
                 tracing::info!(
-                    "CSM2113I Mail {ordinal} of {} kept for extended retry as {}",
+                    "CSM2113I Mail {ordinal} of {} kept for extended retry as {shown}",
                     self.job.file_name,
-                    crate::escape::path(&path)
                 );
-                if let Some(tx) = &self.shared.extended {
-                    let _ = tx.send(path);
-                }
                 true
             }
             Err(e) => {

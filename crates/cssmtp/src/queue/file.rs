@@ -140,6 +140,7 @@ pub async fn run(
         tkid,
         shared: Arc::clone(&shared),
         spool,
+        claim: Arc::clone(&claim),
         job,
         arrival: Local::now(),
         queue: FileQueue::new(policy),

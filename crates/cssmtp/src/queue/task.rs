@@ -20,7 +20,7 @@ use crate::spool::name::JobIdentity;
 use crate::spool::report::FileReport;
 use crate::spool::status::{Suspend, TaskRegistry, TaskStatus};
 use crate::stats::Stats;
-use crate::storage::{FileStore, RecoveredFile, StateStore};
+use crate::storage::{FileStore, RecoveredFile, SpoolClaim, StateStore};
 
 /// Mails of one file tracked at once (in delivery, waiting to retry, or being returned);
 /// the parser waits beyond this, so memory stays bounded whatever the file's size.
@@ -69,6 +69,8 @@ pub(super) struct Task {
     pub(super) tkid: u32,
     pub(super) shared: Arc<TaskShared>,
     pub(super) spool: Arc<SpoolText>,
+    /// The claimed file (how it is finished, where its mails are parked and held).
+    pub(super) claim: Arc<dyn SpoolClaim>,
     pub(super) job: JobIdentity,
     pub(super) arrival: DateTime<Local>,
     pub(super) queue: FileQueue<Payload>,

@@ -5,8 +5,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
 use super::layout::{Reaper, SpoolLayout};
-use crate::storage::{FileStore, SpoolClaim};
+use crate::notify::deadletter;
+use crate::retry::extended;
+use crate::storage::{FileStore, MailCopy, Pending, SpoolClaim};
 
 /// A file in `active/`.
 pub struct DirClaim {
@@ -15,16 +19,32 @@ pub struct DirClaim {
     name: String,
     layout: SpoolLayout,
     reaper: Reaper,
+    /// This host's name (in the copies' heads).
+    host: String,
+    /// Extended retry's MailDirectory, as configured when the file was claimed.
+    mail_directory: PathBuf,
+    /// Wakes extended retry for each mail parked (None when it is inactive).
+    extended: Option<mpsc::UnboundedSender<PathBuf>>,
+}
+
+/// Where a claimed file's parked and held copies go.
+pub struct Keeping {
+    pub host: String,
+    pub mail_directory: PathBuf,
+    pub extended: Option<mpsc::UnboundedSender<PathBuf>>,
 }
 
 impl DirClaim {
-    pub fn new(path: PathBuf, layout: SpoolLayout, reaper: Reaper) -> Self {
+    pub fn new(path: PathBuf, layout: SpoolLayout, reaper: Reaper, keeping: Keeping) -> Self {
         let name = crate::escape::name(path.file_name().unwrap_or(path.as_os_str()));
         Self {
             path,
             name,
             layout,
             reaper,
+            host: keeping.host,
+            mail_directory: keeping.mail_directory,
+            extended: keeping.extended,
         }
     }
 }
@@ -63,5 +83,59 @@ impl SpoolClaim for DirClaim {
 
     fn shown(&self) -> String {
         crate::escape::path(&self.path).to_string()
+    }
+
+    fn park<'a>(&'a self, copy: &'a MailCopy<'a>) -> Pending<'a, io::Result<String>> {
+        Box::pin(async move {
+            let meta = extended::Meta {
+                spool_file: copy.job.file_name.clone(),
+                job_name: copy.job.job_name.clone(),
+                job_id: copy.job.job_id.clone(),
+                mail: copy.mail,
+                line: copy.line,
+                first_attempt: copy.first_attempt,
+                rcpt_lines: copy.rcpts.iter().map(|(_, line)| *line).collect(),
+            };
+            let rcpts: Vec<String> = copy.rcpts.iter().map(|(a, _)| a.clone()).collect();
+            let path = extended::store_streamed(
+                self.mail_directory.clone(),
+                &self.host,
+                &meta,
+                copy.needs_tls,
+                copy.reverse_path,
+                &rcpts,
+                copy.text,
+            )
+            .await?;
+            let shown = crate::escape::path(&path).to_string();
+            if let Some(tx) = &self.extended {
+                let _ = tx.send(path);
+            }
+            Ok(shown)
+        })
+    }
+
+    fn hold_in_doubt<'a>(&'a self, copy: &'a MailCopy<'a>) -> Pending<'a, io::Result<String>> {
+        Box::pin(async move {
+            let rcpts: Vec<String> = copy.rcpts.iter().map(|(a, _)| a.clone()).collect();
+            let path = deadletter::store(
+                self.layout.hold.clone(),
+                format!("{}.mail{}.possibly-delivered", copy.job.file_name, copy.mail),
+                &self.host,
+                "cssmtp: possibly delivered before a restart (PossiblyDelivered Hold); move this file into incoming/ to send it again",
+                &[format!(
+                    "from spool file {} mail {} (line {})",
+                    copy.job.file_name, copy.mail, copy.line
+                )],
+                &deadletter::Letter {
+                    from: copy.reverse_path,
+                    to: &rcpts,
+                    text: deadletter::Text::Mail(copy.text),
+                    starttls: copy.needs_tls,
+                },
+            )
+            .await?;
+            Ok(crate::escape::path(&path).to_string())
+        })
     }
 }

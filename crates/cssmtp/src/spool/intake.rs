@@ -16,7 +16,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::claim::DirClaim;
+use super::claim::{DirClaim, Keeping};
 use super::layout::{Candidate, OpenError, SpoolLayout, is_out_of_descriptors};
 use super::report::FileReport;
 use super::status::Suspend;
@@ -81,10 +81,16 @@ pub async fn run(
     let mut next_tkid = 0u32;
     let mut spawn = |tasks: &mut JoinSet<FileReport>, path: PathBuf, opened| {
         next_tkid = next_tkid.wrapping_add(1);
+        let keeping = Keeping {
+            host: shared.host_name.clone(),
+            mail_directory: shared.config.current().mail_directory(),
+            extended: shared.extended.clone(),
+        };
         let claim = Arc::new(DirClaim::new(
             path,
             shared.layout.clone(),
             shared.reaper.clone(),
+            keeping,
         ));
         tasks.spawn(queue::run(next_tkid, claim, opened, Arc::clone(&shared)));
     };

@@ -27,14 +27,19 @@ pub mod journal;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::watch;
 
 use crate::delivery::DeliveryAck;
+use crate::notify::deadletter::FullMail;
 use crate::queue::state::{Change, Recovered};
+use crate::spool::name::JobIdentity;
 
 /// A spool file's identity in storage: unique for the life of the file (the directory
 /// spool: its name and inode, so that a new file under an old name is never mistaken
@@ -149,4 +154,34 @@ pub trait SpoolClaim: Send + Sync {
 
     /// Where the claimed file is, for people (in messages).
     fn shown(&self) -> String;
+
+    /// Parks a copy of a mail, for `copy.rcpts`, in extended retry. Guarantee: `Ok` only
+    /// once the copy is durable (the core then records the recipients parked; a crash
+    /// between the two sends them again from the spool file, never loses them); returns
+    /// where it is, for people.
+    fn park<'a>(&'a self, copy: &'a MailCopy<'a>) -> Pending<'a, io::Result<String>>;
+
+    /// Keeps a copy of a mail possibly delivered before a restart, for `copy.rcpts`, for
+    /// the operator (who may send it again). Guarantee: `Ok` only once it is durable;
+    /// returns where it is, for people.
+    fn hold_in_doubt<'a>(&'a self, copy: &'a MailCopy<'a>) -> Pending<'a, io::Result<String>>;
+}
+
+/// A storage step in progress.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A copy of one mail of a claimed file, for some of its recipients.
+pub struct MailCopy<'a> {
+    pub job: &'a JobIdentity,
+    /// Its number in the file, and the line of its MAIL FROM.
+    pub mail: u32,
+    pub line: u32,
+    /// When the file was taken up (extended retry's Age counts from here).
+    pub first_attempt: SystemTime,
+    pub reverse_path: &'a str,
+    /// `(address, line of its RCPT TO)`.
+    pub rcpts: Vec<(String, u32)>,
+    pub needs_tls: bool,
+    /// The mail as sent (its text read from the claimed file when copied).
+    pub text: &'a FullMail,
 }
