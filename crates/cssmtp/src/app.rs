@@ -18,12 +18,13 @@ use crate::delivery::tls;
 use crate::delivery::worker::{self, DeliveryContext};
 use crate::journal::{self, FileCheckpoint, Journal, JournalOptions, JournalWriter};
 use crate::notify::{Limiter, Notifier};
+use crate::queue::TaskShared;
 use crate::retry::extended;
 use crate::spool::SpoolLayout;
 use crate::spool::intake::{self, Mode};
 use crate::spool::layout::Reaper;
+use crate::spool::report::FileReport;
 use crate::spool::status::{Suspend, TaskRegistry};
-use crate::spool::task::{FileReport, TaskShared};
 use crate::stats::{Snapshot, Stats};
 
 /// How to run.
@@ -323,8 +324,10 @@ pub async fn run(
         reaper,
         notifier: Arc::clone(&notifier),
         extended: extended_tx,
-        journal,
-        recovered: std::sync::Mutex::new(recovered),
+        store: journal.map(|j| {
+            Arc::new(crate::storage::journal::JournalStore::new(j, recovered))
+                as Arc<dyn crate::storage::StateStore>
+        }),
         tasks,
         suspend: suspend_rx,
         accounting: accounting.clone(),

@@ -15,8 +15,8 @@ use crate::app::RunOptions;
 use crate::config;
 use crate::sink::{Sink, SinkOptions};
 use crate::spool::SpoolLayout;
+use crate::spool::report::Disposition;
 use crate::spool::submit::{JobInfo, submit};
-use crate::spool::task::Disposition;
 
 const TARGET_SIZE: u64 = 20_000;
 

@@ -5,8 +5,9 @@
 //! producers ──atomic rename──▶ <SpoolDirectory>/<ExtWrtName>/        spool::intake
 //!                                 │ claim (rename into active/)
 //!                                 ▼
-//!   spool task per file ("JES task")  ── cssmtp_batch parser ──▶ mails     spool::task
-//!         │ per-recipient state, retry timers, disposition of the file
+//!   driver per file ("JES task")  ── cssmtp_batch parser ──▶ mails   queue::file
+//!         │ queue core: per-recipient state machine (pure), retry timers   queue::state
+//!         │ disposition of the file                                        queue::finish
 //!         ▼  bounded queue (back-pressure)
 //!   delivery workers ── router (targets, health, capabilities) ──▶ SMTP   delivery
 //!         │ cssmtp_wire over tokio TCP + rustls, per-stage timeouts
@@ -37,7 +38,9 @@ pub mod metrics;
 pub mod monitor;
 pub mod net;
 pub mod notify;
+pub mod queue;
 pub mod retry;
 pub mod sink;
 pub mod spool;
 pub mod stats;
+pub mod storage;

@@ -15,7 +15,7 @@ pub mod worker;
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use body::{MailText, SpoolText};
 pub use outcome::{
@@ -54,24 +54,36 @@ pub struct MailJob {
     pub size: u64,
     /// Where the results go.
     pub reply: mpsc::UnboundedSender<MailOutcome>,
-    /// Where the session records the mail's progress (spool mails, with `ChkPoint Yes`).
-    pub checkpoint: Option<Checkpoint>,
+    /// Told of the mail's progress by the session: the final "." about to go, and its
+    /// reply (spool mails, with `ChkPoint Yes`).
+    pub ack: Option<Arc<dyn DeliveryAck>>,
 }
 
-/// The journal entry of a mail being sent: before its final "." the session durably
-/// records the recipients the server accepted, and after the reply what became of them
-/// (see [`crate::journal`]).
-#[derive(Clone)]
-pub struct Checkpoint {
-    pub journal: crate::journal::Journal,
-    /// The spool file's journal key.
-    pub file: Arc<str>,
-    pub mail: u32,
+/// What the owner of a mail is told as its transaction goes. The session reports; it
+/// never persists: the owner turns these into its durable records.
+pub trait DeliveryAck: Send + Sync {
+    /// The final "." is about to go to these recipients (indexes among the mail's
+    /// recipients), the server having accepted them. Returns once the owner has
+    /// recorded that they may get the mail (surviving a crash of the process); the
+    /// "." is written only after the returned receiver (if any) resolves (the record is
+    /// then durable against a crash of the system too).
+    ///
+    /// # Errors
+    /// Nothing could be recorded: the "." must not be sent.
+    fn before_dot(&self, rcpts: &[usize]) -> Result<Option<oneshot::Receiver<()>>, NotRecorded>;
+
+    /// The reply to the "." to `rcpts` was read (`delivered`: a positive one), or never
+    /// came. Called before the session's next transaction.
+    fn after_dot(&self, rcpts: &[usize], delivered: bool);
 }
 
-impl std::fmt::Debug for Checkpoint {
+/// The owner of a mail could not record it before its final ".".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotRecorded(pub String);
+
+impl std::fmt::Debug for dyn DeliveryAck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Checkpoint({} mail {})", self.file, self.mail)
+        f.write_str("DeliveryAck")
     }
 }
 

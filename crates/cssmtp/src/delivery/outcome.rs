@@ -83,6 +83,10 @@ pub enum Problem {
     /// it cannot go on the wire; found before the final ".", which was not sent. A spool
     /// task holds such a mail, with its file, for the operator (never sent half-checked).
     TextChanged(String),
+    /// The mail's record could not be made durable before its final "." (the store
+    /// cannot write): the "." was not sent; the mail goes again once the store can
+    /// record, not charged an attempt.
+    NotRecorded(String),
 }
 
 impl fmt::Display for Problem {
@@ -117,6 +121,7 @@ impl fmt::Display for Problem {
                 f,
                 "the mail text changed in the spool file after it was read ({why}); the final \".\" was not sent"
             ),
+            Self::NotRecorded(why) => write!(f, "connection failed: {why}"),
         }
     }
 }
@@ -157,7 +162,10 @@ impl Failure {
                 Some(e) => e.to_string(),
                 None => format!("{}.0.0", reply.code / 100),
             },
-            Problem::Timeout(_) | Problem::Connection(_) | Problem::Stopping => "4.4.2".into(),
+            Problem::Timeout(_)
+            | Problem::Connection(_)
+            | Problem::NotRecorded(_)
+            | Problem::Stopping => "4.4.2".into(),
             Problem::Protocol(_) => "4.5.0".into(),
             Problem::Tls(_) => "4.7.5".into(),
             Problem::TooBig { .. } => "5.3.4".into(),
@@ -205,6 +213,7 @@ pub fn classify(problem: &Problem) -> Disposition {
         | Problem::Protocol(_)
         | Problem::Tls(_)
         | Problem::OnlyDownTargets(_)
+        | Problem::NotRecorded(_)
         | Problem::Stopping => Disposition::Retry,
         // Not a recipient's fault: a spool task holds the mail (see the variant); text
         // kept elsewhere (extended retry) is read again next time.

@@ -31,11 +31,10 @@ use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant, timeout, timeout_at};
 use tokio_rustls::{TlsConnector, TlsStream};
 
-use super::MailJob;
 use super::body::{Body, TextError};
 use super::outcome::{Failure, Problem, RcptResult, Stage};
+use super::{MailJob, NotRecorded};
 use crate::config::Timeouts;
-use crate::journal::{Outcome, Record};
 use crate::net::Conn;
 
 /// Text is sent to the socket in writes of about this size.
@@ -311,24 +310,19 @@ impl Session {
         }
         // Every reply due is in: anything more (a 250 sent with the 354) came early.
         self.expect_quiet(Stage::Data).await?;
-        // The checkpoint: these recipients may get the mail once the final "." goes.
-        let checkpoint = job
-            .checkpoint
-            .as_ref()
-            .map(|c| (c, global_indexes(job, &accepted)));
-        let sent = match checkpoint.as_ref().map(|(c, r)| {
-            c.journal.append_before_dot(&Record::Sent {
-                f: c.file.to_string(),
-                m: c.mail,
-                r: r.clone(),
-            })
-        }) {
+        // The owner records that these recipients may get the mail once the final "."
+        // goes: before it goes.
+        let rcpts = match &job.ack {
+            Some(_) => global_indexes(job, &accepted),
+            None => Vec::new(),
+        };
+        let sent = match job.ack.as_ref().map(|ack| ack.before_dot(&rcpts)) {
             Some(Ok(sent)) => sent,
             None => None,
-            Some(Err(e)) => {
+            Some(Err(NotRecorded(why))) => {
                 // No record, no final ".": the connection goes, the mail is tried again.
                 self.close().await;
-                return Err(self.failure(Stage::DataBlock, Problem::Connection(e.to_string())));
+                return Err(self.failure(Stage::DataBlock, Problem::NotRecorded(why)));
             }
         };
         let replied = match self.send_text(job, t, sent).await {
@@ -340,23 +334,10 @@ impl Session {
             // is dropped (the next mail must not read them as its replies).
             let _ = self.expect_quiet(Stage::DataTerm).await;
         }
-        if let Some((c, r)) = checkpoint {
-            // No longer in doubt: delivered, or to be sent again (as any mail whose
-            // reply never came, RFC 5321 6.1). Written before this connection's next
-            // `sent`: one mail per connection is ever in doubt.
-            let (d, retry) = match &replied {
-                Ok(reply) if reply.is_positive() => (r, Vec::new()),
-                _ => (Vec::new(), r),
-            };
-            c.journal.append(&Record::Result {
-                f: c.file.to_string(),
-                m: c.mail,
-                o: Outcome {
-                    d,
-                    retry,
-                    ..Outcome::default()
-                },
-            });
+        if let Some(ack) = &job.ack {
+            // Told before this connection's next "sent": one mail per connection is
+            // ever in doubt.
+            ack.after_dot(&rcpts, matches!(&replied, Ok(reply) if reply.is_positive()));
         }
         let final_reply = replied?;
         let target = self.peer.to_string();

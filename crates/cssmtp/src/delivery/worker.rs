@@ -216,7 +216,7 @@ fn part(job: &MailJob, todo: &[usize]) -> MailJob {
         text: job.text.clone(),
         size: job.size,
         reply: job.reply.clone(),
-        checkpoint: job.checkpoint.clone(),
+        ack: job.ack.clone(),
     }
 }
 

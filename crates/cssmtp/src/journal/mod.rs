@@ -13,7 +13,9 @@
 //!
 //! **Order.** Before the final "." of a mail goes out, a `sent` record naming the
 //! recipients the server accepted is written; right after the reply is read, a `result`
-//! record (written by the same session, so before its next mail's `sent`). Before a
+//! record (the session acknowledges both to the queue, which records them through
+//! [`crate::storage`]; the session never writes the journal; the `result` is written
+//! before the connection's next mail's `sent`). Before a
 //! spool file is deleted, a `done` record is synced. After a crash of the process (kill
 //! -9, a panic, the OOM killer), every record written survives: recipients with a result
 //! are skipped; a `sent` without a result means the final "." may have been sent and its

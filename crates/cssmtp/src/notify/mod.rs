@@ -497,7 +497,7 @@ impl Notifier {
             size: text.message_size(),
             text,
             reply,
-            checkpoint: None,
+            ack: None,
         };
         let sent = tokio::select! {
             () = self.stop.cancelled() => false,

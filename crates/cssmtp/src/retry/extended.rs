@@ -360,7 +360,7 @@ impl Manager {
             size: text.message_size(),
             text: text.clone(),
             reply,
-            checkpoint: None,
+            ack: None,
         };
         if self.notifier.queue.send(job).await.is_err() {
             return Attempt::Again;

@@ -16,11 +16,13 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::claim::{DirClaim, Keeping};
 use super::layout::{Candidate, OpenError, SpoolLayout, is_out_of_descriptors};
+use super::report::FileReport;
 use super::status::Suspend;
-use super::task::{self, FileReport, TaskShared};
 use crate::delivery::router::Router;
 use crate::escape;
+use crate::queue::{self, TaskShared};
 
 /// The safety-net rescan interval.
 const RESCAN: Duration = Duration::from_secs(5);
@@ -79,7 +81,18 @@ pub async fn run(
     let mut next_tkid = 0u32;
     let mut spawn = |tasks: &mut JoinSet<FileReport>, path: PathBuf, opened| {
         next_tkid = next_tkid.wrapping_add(1);
-        tasks.spawn(task::run(next_tkid, path, opened, Arc::clone(&shared)));
+        let keeping = Keeping {
+            host: shared.host_name.clone(),
+            mail_directory: shared.config.current().mail_directory(),
+            extended: shared.extended.clone(),
+        };
+        let claim = Arc::new(DirClaim::new(
+            path,
+            shared.layout.clone(),
+            shared.reaper.clone(),
+            keeping,
+        ));
+        tasks.spawn(queue::run(next_tkid, claim, opened, Arc::clone(&shared)));
     };
     // Spool files are opened relative to this handle of active/, never through a link.
     let active_dir = layout.open_active()?;
@@ -95,7 +108,7 @@ pub async fn run(
             "CSM1011W {} spool file(s) left in {} by an earlier run are processed again {}",
             resumed.len(),
             escape::path(&layout.active),
-            if shared.journal.is_some() {
+            if shared.store.is_some() {
                 "where the checkpoint journal says they stopped"
             } else {
                 "from the start (no checkpoint journal: mail already sent from them is sent again)"
@@ -110,10 +123,7 @@ pub async fn run(
     // Directories found in the writer directory that are not cssmtp's: logged once.
     let mut strays: HashSet<(u64, u64)> = HashSet::new();
     // No file is claimed while the checkpoint journal cannot be written.
-    let mut journal = shared
-        .journal
-        .as_ref()
-        .map(crate::journal::Journal::writable);
+    let mut journal = shared.store.as_ref().map(|s| s.writable());
     loop {
         fd.expire();
         // Claim while there are free task slots and a target to send to, unless the

@@ -85,6 +85,9 @@ pub struct Opened {
     /// A second handle for the parser.
     pub reader: File,
     pub meta: fs::Metadata,
+    /// The file's identity in storage: its name and inode, so that a new file under an
+    /// old name is never mistaken for it.
+    pub id: crate::storage::FileId,
 }
 
 /// Why a claimed entry was not opened.
@@ -401,12 +404,14 @@ impl SpoolLayout {
             ));
         }
         let reader = file.try_clone()?;
+        let id = crate::storage::FileId::new(&crate::journal::file_key(&name, meta.ino()));
         Ok(Opened {
             path: path.to_owned(),
             name,
             file,
             reader,
             meta,
+            id,
         })
     }
 

@@ -2,14 +2,16 @@
 //!
 //! * [`checks`]: the start-up checks of directory ownership and modes;
 //! * [`layout`]: the directories, claiming by atomic rename, the instance lock;
+//! * [`claim`]: a claimed file, as the queue core finishes it (deleted, held);
 //! * [`name`]: job name and job ID carried in file names;
 //! * [`submit`]: `cssmtp submit`, writing spool files atomically;
 //! * [`intake`]: noticing new files (inotify, with a periodic rescan) and starting a
-//!   [`task`] for each, as many at once as `SpoolTasks` allows;
+//!   [`crate::queue::file`] driver for each, as many at once as `SpoolTasks` allows;
 //! * [`reader`]: streaming a file through the batch parser with bounded memory;
 //! * [`report`]: what became of a spool file (a leaf every component may read).
 
 pub mod checks;
+pub mod claim;
 pub mod intake;
 pub mod layout;
 pub mod name;
@@ -17,7 +19,6 @@ pub mod reader;
 pub mod report;
 pub mod status;
 pub mod submit;
-pub mod task;
 
 pub use layout::SpoolLayout;
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use cssmtp::sink::SinkOptions;
-use cssmtp::spool::task::Disposition;
+use cssmtp::spool::report::Disposition;
 use cssmtp_batch::ErrorKind;
 
 use crate::support::{

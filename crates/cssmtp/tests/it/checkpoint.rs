@@ -707,7 +707,7 @@ async fn a_released_held_file_is_sent_afresh() {
     let report = env.drain().await;
     assert!(matches!(
         report.files[0].disposition,
-        cssmtp::spool::task::Disposition::Held(_)
+        cssmtp::spool::report::Disposition::Held(_)
     ));
     assert_eq!(sink.received().len(), 1);
     let layout = env.layout();

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use cssmtp::sink::SinkOptions;
-use cssmtp::spool::task::Disposition;
+use cssmtp::spool::report::Disposition;
 
 use crate::support::{
     Env, mail, notifications, originals, sink, target, text_with_ids, without_added_headers,

@@ -8,6 +8,7 @@
 // helpers included) a panic is the failure report we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod ack;
 mod binary;
 mod bounds;
 mod checkpoint;

@@ -1,7 +1,7 @@
 //! Long retry of recipients that got a 4xx reply, on tokio's paused clock.
 
 use cssmtp::sink::SinkOptions;
-use cssmtp::spool::task::Disposition;
+use cssmtp::spool::report::Disposition;
 
 use crate::support::{Env, mail, notifications, originals, sink, target, text_with_ids};
 

@@ -201,7 +201,7 @@ async fn a_dead_letter_that_cannot_be_written_keeps_the_spool_file() {
     let file = &report.files[0];
     assert_eq!(
         file.disposition,
-        cssmtp::spool::task::Disposition::LeftActive
+        cssmtp::spool::report::Disposition::LeftActive
     );
     assert_eq!(file.unreturned.len(), 1, "{file:?}");
     assert!(file.unreturned[0].1.contains("No space left"), "{file:?}");
@@ -249,7 +249,7 @@ async fn a_mail_that_cannot_be_kept_for_extended_retry_keeps_the_spool_file() {
     let file = &report.files[0];
     assert_eq!(
         file.disposition,
-        cssmtp::spool::task::Disposition::LeftActive
+        cssmtp::spool::report::Disposition::LeftActive
     );
     assert!(file.unreturned[0].1.contains("extended retry"), "{file:?}");
     assert!(
@@ -290,7 +290,7 @@ async fn a_report_that_cannot_be_written_holds_the_spool_file() {
     assert!(
         matches!(
             report.files[0].disposition,
-            cssmtp::spool::task::Disposition::Held(_)
+            cssmtp::spool::report::Disposition::Held(_)
         ),
         "{:?}",
         report.files[0]
@@ -604,7 +604,7 @@ async fn without_a_journal_a_mail_that_cannot_be_returned_holds_its_spool_file()
     assert!(
         matches!(
             report.files[0].disposition,
-            cssmtp::spool::task::Disposition::Held(_)
+            cssmtp::spool::report::Disposition::Held(_)
         ),
         "{:?}",
         report.files[0]

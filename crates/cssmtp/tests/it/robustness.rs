@@ -1,7 +1,7 @@
 //! Bad input of every kind: reported clearly, never a panic, never lost mail.
 
 use cssmtp::sink::SinkOptions;
-use cssmtp::spool::task::Disposition;
+use cssmtp::spool::report::Disposition;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use cssmtp::sink::SinkOptions;
-use cssmtp::spool::task::Disposition;
+use cssmtp::spool::report::Disposition;
 
 use crate::support::{Env, mail, notifications, originals, sink, target, text_with_ids};
 

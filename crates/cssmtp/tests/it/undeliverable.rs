@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cssmtp::sink::{Received, SinkOptions};
-use cssmtp::spool::task::Disposition;
+use cssmtp::spool::report::Disposition;
 use mail_parser::{MessageParser, MimeHeaders};
 
 use crate::support::{Env, mail, notifications, originals, sink, target, text_with_ids};

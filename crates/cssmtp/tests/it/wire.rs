@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 
 use cssmtp::sink::{Gate, SinkOptions};
-use cssmtp::spool::task::Disposition;
+use cssmtp::spool::report::Disposition;
 
 use crate::support::{Env, mail, notifications, originals, sink, target, text_with_ids};
 
@@ -21,7 +21,11 @@ const FILLER_LEN: usize = 400;
 async fn rewritten_after_parsing(
     rewrite: &[u8],
     config: &str,
-) -> (cssmtp::sink::Sink, cssmtp::spool::task::FileReport, String) {
+) -> (
+    cssmtp::sink::Sink,
+    cssmtp::spool::report::FileReport,
+    String,
+) {
     assert!(rewrite.len() <= FILLER_LEN);
     let strict = sink(SinkOptions {
         strict_line_ends: true,
@@ -76,7 +80,7 @@ async fn rewritten_after_parsing(
 /// out, and the file is held with a report naming the problem.
 fn assert_held_not_sent(
     sink: &cssmtp::sink::Sink,
-    file: &cssmtp::spool::task::FileReport,
+    file: &cssmtp::spool::report::FileReport,
     beside: &str,
 ) {
     let received = sink.received();

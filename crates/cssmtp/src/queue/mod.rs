@@ -1,0 +1,25 @@
+//! The queue core: one owner of every recipient's state.
+//!
+//! * [`state`]: the pure state machine of one spool file's recipients —
+//!   `apply(event) → effects`, no I/O, unit-tested exhaustively;
+//! * [`file`]: the per-file driver (CSSMTP's "JES task"): it feeds the machine what
+//!   happens (mails parsed, delivery results, timers, SUSPEND, FLUSHRETRY, what storage
+//!   recovered) and carries out its effects ([`effects`]);
+//! * [`crate::storage`]: where the state is kept (the seam); the machine's typed changes
+//!   and the delivery's acknowledgements become records there (the SMTP session
+//!   reports; it never persists);
+//! * [`finish`]: the disposition of a released file;
+//! * [`task`]: what a driver holds (data only).
+//!
+//! One mail's walk: intake → parser → [`state`] (`Send`) → delivery (before the final
+//! ".", [`crate::delivery::DeliveryAck::before_dot`] → the journal) → results →
+//! [`state`] (`Record`, retry, `Park`, `Return`) → the file released → [`finish`].
+
+mod effects;
+pub mod file;
+mod finish;
+pub mod state;
+mod task;
+
+pub use file::run;
+pub use task::{Payload, TaskShared};
