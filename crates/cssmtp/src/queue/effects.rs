@@ -55,7 +55,8 @@ impl Task {
                     self.mail_final(mail, &summary);
                     None
                 }
-                Effect::Forget { .. } | Effect::FileDone => None,
+                // Parked mails are the parked driver's (queue/parked.rs).
+                Effect::Forget { .. } | Effect::FileDone | Effect::Repark { .. } => None,
                 Effect::Note(note) => {
                     self.note(note);
                     None
@@ -198,6 +199,7 @@ impl Task {
                     self.list(mail, &f);
                 }
             }
+            Note::StaysParked { .. } | Note::Expired { .. } => {}
             Note::Flushed { count } => {
                 let extended = self.config.extended_retry.is_some();
                 tracing::info!(

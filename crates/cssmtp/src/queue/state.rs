@@ -216,6 +216,9 @@ pub enum Event<T> {
     ParkDone { mail: u32, ok: bool },
     /// A mail's return ended: `done` when it was returned (notification or dead letter).
     Returned { mail: u32, done: bool },
+    /// A parked mail's turn (extended retry; only in a queue made with
+    /// [`FileQueue::parked`]).
+    Unpark(Unparked<T>),
 }
 
 /// A durable change of state, for the store (the journal's records, in typed form).
@@ -290,6 +293,14 @@ pub enum Note {
     },
     /// FLUSHRETRY took `count` mails out of long retry.
     Flushed { count: u64 },
+    /// A parked recipient failed again for now: it stays parked.
+    StaysParked {
+        mail: u32,
+        address: String,
+        failure: Failure,
+    },
+    /// A parked mail reached its Age (or FLUSHRETRY,AGE=): its recipients fail.
+    Expired { mail: u32, reason: String },
 }
 
 /// What the driver does, in order.
@@ -316,6 +327,14 @@ pub enum Effect {
     Note(Note),
     /// Every mail of the file is done: release the file.
     FileDone,
+    /// A parked mail's turn is over: it stays parked for `keep` (rewritten when fewer
+    /// than it had; none: it goes), to be tried again after `again_after` (`None`: left
+    /// as it was, not tried).
+    Repark {
+        mail: u32,
+        keep: Vec<usize>,
+        again_after: Option<Duration>,
+    },
 }
 
 /// A final mail, counted (for its accounting record and statistics).
@@ -354,6 +373,8 @@ pub struct FileQueue<T> {
     parse_done: bool,
     released: bool,
     rcpts: usize,
+    /// ExtendedRetry's policy: this is the queue of parked mails.
+    park: Option<ParkPolicy>,
     /// The recipients' states of the mails forgotten (the tests' view of the end).
     #[cfg(test)]
     ended: BTreeMap<u32, Vec<RcptState>>,
@@ -370,6 +391,7 @@ impl<T> FileQueue<T> {
             parse_done: false,
             released: false,
             rcpts: 0,
+            park: None,
             #[cfg(test)]
             ended: BTreeMap::new(),
         }
@@ -435,6 +457,7 @@ impl<T> FileQueue<T> {
             Event::HoldDone { mail, ok } => self.hold_done(mail, ok, &mut out),
             Event::ParkDone { mail, ok } => self.park_done(mail, ok, &mut out),
             Event::Returned { mail, done } => self.returned(mail, done, &mut out),
+            Event::Unpark(unparked) => self.unpark(unparked, &mut out),
         }
         if self.parse_done && self.mails.is_empty() && !self.released {
             self.released = true;
@@ -632,7 +655,9 @@ impl<T> FileQueue<T> {
 }
 
 mod attempt;
+mod parked;
 pub use attempt::no_result;
+pub use parked::{ParkPolicy, Unparked};
 
 #[cfg(test)]
 mod sequences;

@@ -36,6 +36,7 @@ impl<T> FileQueue<T> {
             return;
         };
         let may_retry = policy.may_retry(mail.attempts);
+        let parked = self.park.is_some();
         let mut decided = Decided::default();
         let (mut delivered, mut target, mut reply) = (0usize, String::new(), String::new());
         let (mut any_retry, mut unrecorded, mut changed) = (false, false, None);
@@ -63,6 +64,15 @@ impl<T> FileQueue<T> {
                     delivered += 1;
                     target = t;
                     reply = r.to_string();
+                }
+                // A parked mail: whatever went wrong for now, it stays parked.
+                RcptResult::Retry(failure) if parked => {
+                    out.push(Effect::Note(Note::StaysParked {
+                        mail: ordinal,
+                        address: rcpt.address.clone(),
+                        failure,
+                    }));
+                    rcpt.state = RcptState::Parked;
                 }
                 // Not sent, not retried, not returned: held with the file.
                 RcptResult::Retry(failure)
@@ -117,7 +127,8 @@ impl<T> FileQueue<T> {
                 }
                 RcptResult::Undeliverable(failure) => {
                     rcpt.state = RcptState::Failed;
-                    let f = FailedRecipient::from_failure(&rcpt.address, rcpt.line, &failure, None);
+                    let note = parked.then_some(super::parked::IN_EXTENDED);
+                    let f = FailedRecipient::from_failure(&rcpt.address, rcpt.line, &failure, note);
                     decided.failed.push((i, f));
                 }
             }
@@ -278,6 +289,7 @@ impl<T> FileQueue<T> {
         if busy {
             return;
         }
+        self.repark(ordinal, out);
         if let Some(mail) = self.mails.remove(&ordinal) {
             self.rcpts = self.rcpts.saturating_sub(mail.rcpts.len());
             #[cfg(test)]
