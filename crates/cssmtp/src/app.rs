@@ -19,7 +19,7 @@ use crate::delivery::worker::{self, DeliveryContext};
 use crate::journal::{self, FileCheckpoint, Journal, JournalOptions, JournalWriter};
 use crate::notify::{Limiter, Notifier};
 use crate::queue::TaskShared;
-use crate::retry::extended;
+use crate::queue::parked;
 use crate::spool::SpoolLayout;
 use crate::spool::intake::{self, Mode};
 use crate::spool::layout::Reaper;
@@ -277,7 +277,7 @@ pub async fn run(
         Some(settings) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let (flush_tx, flush_rx) = tokio::sync::mpsc::unbounded_channel();
-            let manager = extended::Manager {
+            let manager = parked::Manager {
                 config: Arc::clone(&config),
                 settings,
                 notifier: Arc::clone(&notifier),

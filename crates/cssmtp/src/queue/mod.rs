@@ -8,6 +8,9 @@
 //! * [`crate::storage`]: where the state is kept (the seam); the machine's typed changes
 //!   and the delivery's acknowledgements become records there (the SMTP session
 //!   reports; it never persists);
+//! * [`parked`]: the driver of parked mail (extended retry): each parked mail read back
+//!   from storage at its Interval is given its turn in the same machine
+//!   (`Event::Unpark` → send, return, `Repark`);
 //! * [`finish`]: the disposition of a released file;
 //! * [`task`]: what a driver holds (data only).
 //!
@@ -18,6 +21,7 @@
 mod effects;
 pub mod file;
 mod finish;
+pub mod parked;
 pub mod state;
 mod task;
 

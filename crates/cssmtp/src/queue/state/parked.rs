@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use super::{Effect, Event, FileQueue, Mail, NewMail, Note, RcptState, ReturnState};
+use super::{Effect, FileQueue, Mail, NewMail, Note, RcptState, ReturnState};
 use crate::notify::FailedRecipient;
 
 /// ExtendedRetry as data: how often a parked mail is tried, and for how long.
@@ -28,7 +28,7 @@ pub struct ParkPolicy {
     pub age: Duration,
 }
 
-/// A parked mail read back from storage, for [`Event::Unpark`].
+/// A parked mail read back from storage, for [`super::Event::Unpark`].
 #[derive(Debug)]
 pub struct Unparked<T> {
     /// The mail and the recipients still parked (`recovered` and `rejected` unused).
@@ -175,6 +175,7 @@ pub(super) const IN_EXTENDED: &str = "in extended retry";
 mod tests {
     use std::time::Instant;
 
+    use super::super::Event;
     use super::super::tests::{delivered, new_mail, permanent, results, sends, transient};
     use super::*;
 

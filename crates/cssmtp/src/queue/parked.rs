@@ -1,0 +1,410 @@
+//! The driver of parked mail (extended retry): every `Interval` a parked mail is read
+//! back from storage ([`crate::retry::extended`], the MailDirectory) and given its turn
+//! in the queue core's state machine ([`FileQueue::parked`], `Event::Unpark`), whose
+//! effects this driver carries out: send it, return its failed recipients, then park it
+//! again for the recipients left (rewritten, touched) or remove it. It decides nothing
+//! itself: delivered, failed, returned and age-expired are the core's transitions, with
+//! ExtendedRetry's Age and Interval as data ([`ParkPolicy`]).
+//!
+//! In daemon mode it runs until stopped; in drain mode it tries the mails due now once,
+//! then ends.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Local};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ExtendedRetry};
+use crate::delivery::{MailJob, MailKey, MailText, RcptResult};
+use crate::notify::{FailedRecipient, MailOrigin, Notifier, Original};
+use crate::queue::state::{Effect, Event, FileQueue, NewMail, Note, ParkPolicy, Unparked};
+use crate::retry::extended::{self, Parked};
+use crate::spool::Mode;
+use crate::stats::Stats;
+
+/// Attempts in flight at once.
+const PARALLEL: usize = 8;
+
+/// Runs extended retry over the parked mails.
+pub struct Manager {
+    pub config: Arc<Config>,
+    pub settings: ExtendedRetry,
+    pub notifier: Arc<Notifier>,
+    pub stats: Arc<Stats>,
+    /// Mails in extended retry now (DISPLAY TARGETS, metrics).
+    pub current: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Debug)]
+enum Attempt {
+    /// Nothing left to do: the file is gone.
+    Done,
+    /// FLUSHRETRY,AGE=: not old enough; left as it was.
+    Young,
+    /// Try again after this long.
+    Again(Duration),
+}
+
+impl Manager {
+    fn policy(&self) -> ParkPolicy {
+        ParkPolicy {
+            interval: self.settings.interval,
+            age: self.settings.age,
+        }
+    }
+
+    /// Runs until stopped (or, in drain mode, until the mails due now were tried).
+    pub async fn run(
+        self,
+        mut new_files: mpsc::UnboundedReceiver<PathBuf>,
+        mut flush: mpsc::UnboundedReceiver<crate::control::FlushAge>,
+        stop: CancellationToken,
+        mode: Mode,
+    ) {
+        let manager = Arc::new(self);
+        let interval = manager.policy().interval;
+        let dir = manager.config.mail_directory();
+        let mut due: BTreeSet<(Instant, PathBuf)> = BTreeSet::new();
+        // The listing on a blocking thread, not the runtime's.
+        let listed = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || extended::list(&dir))
+                .await
+                .unwrap_or_default()
+        };
+        for (path, last) in listed {
+            let elapsed = crate::clock::now().duration_since(last).unwrap_or_default();
+            due.insert((Instant::now() + interval.saturating_sub(elapsed), path));
+        }
+        if !due.is_empty() {
+            tracing::info!(
+                "CSM2201I {} mail(s) in extended retry in {}",
+                due.len(),
+                dir.display()
+            );
+        }
+        let mut attempts: JoinSet<(PathBuf, Attempt)> = JoinSet::new();
+        let mut in_flight: BTreeSet<PathBuf> = BTreeSet::new();
+        loop {
+            manager.current.store(
+                (due.len() + in_flight.len()) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let now = Instant::now();
+            while attempts.len() < PARALLEL {
+                let Some(first) = due.first().cloned().filter(|(at, _)| *at <= now) else {
+                    break;
+                };
+                due.remove(&first);
+                let (_, path) = first;
+                if in_flight.insert(path.clone()) {
+                    let m = Arc::clone(&manager);
+                    attempts.spawn(async move {
+                        let outcome = m.attempt(&path, None).await;
+                        (path, outcome)
+                    });
+                }
+            }
+            if mode == Mode::Drain
+                && attempts.is_empty()
+                && due.first().is_none_or(|(at, _)| *at > Instant::now())
+            {
+                break;
+            }
+            let next = due.first().map(|(at, _)| *at);
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                Some(done) = attempts.join_next(), if !attempts.is_empty() => {
+                    if let Ok((path, outcome)) = done {
+                        in_flight.remove(&path);
+                        match outcome {
+                            Attempt::Again(after) => {
+                                due.insert((Instant::now() + after, path));
+                            }
+                            Attempt::Young => {
+                                due.insert((Instant::now() + interval, path));
+                            }
+                            Attempt::Done => {}
+                        }
+                    }
+                }
+                Some(path) = new_files.recv() => {
+                    due.insert((Instant::now() + interval, path));
+                }
+                Some((age, answer)) = flush.recv() => {
+                    // Mails being tried now are left to their attempt.
+                    let mut returned = 0;
+                    for (at, path) in std::mem::take(&mut due) {
+                        match manager.attempt(&path, Some(age)).await {
+                            Attempt::Done => returned += 1,
+                            Attempt::Young | Attempt::Again(_) => {
+                                due.insert((at, path));
+                            }
+                        }
+                    }
+                    tracing::info!(
+                        "CSM2210I FLUSHRETRY: {returned} mail(s) in extended retry for {} day(s) or more returned",
+                        age.as_secs() / 86_400
+                    );
+                    let _ = answer.send(returned);
+                }
+                () = async {
+                    match next {
+                        Some(at) => sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+        }
+        // Attempts in progress complete their transaction (never stopped between "."
+        // and its reply).
+        while attempts.join_next().await.is_some() {}
+    }
+
+    /// One turn of one parked mail. With `flush_age` (FLUSHRETRY,AGE=), no attempt: the
+    /// mail is returned when it has been in extended retry that long.
+    async fn attempt(&self, path: &Path, flush_age: Option<Duration>) -> Attempt {
+        let interval = self.policy().interval;
+        let parked = match extended::load(path).await {
+            Ok(Ok(Some(parked))) => parked,
+            Ok(Ok(None)) => return Attempt::Done,
+            Ok(Err(e)) => {
+                tracing::error!(
+                    "CSM2209E Cannot read {} in extended retry: {e}; it is kept and skipped",
+                    path.display()
+                );
+                return Attempt::Done;
+            }
+            Err(e) => {
+                tracing::error!(
+                    "CSM2209E Cannot read {} in extended retry: {e}",
+                    path.display()
+                );
+                return Attempt::Again(interval);
+            }
+        };
+        let meta = &parked.meta;
+        let age = crate::clock::now()
+            .duration_since(meta.first_attempt)
+            .unwrap_or_default();
+        let line = |i: usize| meta.rcpt_lines.get(i).copied().unwrap_or(meta.line);
+        let new = NewMail {
+            ordinal: meta.mail,
+            line: meta.line,
+            reverse_path: parked.mail.reverse_path.clone(),
+            size: parked.text.message_size(),
+            rcpts: (parked.mail.recipients.iter().enumerate())
+                .map(|(i, r)| (r.address.clone(), line(i)))
+                .collect(),
+            rejected: Vec::new(),
+            recovered: None,
+            payload: (),
+        };
+        let mut queue = FileQueue::parked(self.policy());
+        let mut todo: VecDeque<Effect> = queue
+            .apply(Event::Unpark(Unparked {
+                mail: new,
+                age,
+                flush_age,
+            }))
+            .into();
+        while let Some(effect) = todo.pop_front() {
+            let answer = match effect {
+                Effect::Send { mail, rcpts } => match self.send(&parked, rcpts).await {
+                    Some(results) => Some(Event::Delivered {
+                        mail,
+                        results,
+                        now: Instant::now().into_std(),
+                    }),
+                    // Not sent (cssmtp is stopping): left as it was.
+                    None => return Attempt::Again(interval),
+                },
+                Effect::Return { mail } => {
+                    let failed = queue.mail(mail).map(|m| m.failed.clone());
+                    let done = self.give_back(&parked, &failed.unwrap_or_default()).await;
+                    Some(Event::Returned { mail, done })
+                }
+                Effect::Note(note) => {
+                    self.note(&parked, note);
+                    None
+                }
+                Effect::Repark {
+                    keep, again_after, ..
+                } => return self.repark(path, &parked, &keep, again_after).await,
+                _ => None,
+            };
+            if let Some(event) = answer {
+                for effect in queue.apply(event).into_iter().rev() {
+                    todo.push_front(effect);
+                }
+            }
+        }
+        Attempt::Again(interval)
+    }
+
+    /// Sends the parked mail to these recipients; `None` when it cannot be queued.
+    async fn send(
+        &self,
+        parked: &Parked,
+        rcpt_index: Vec<usize>,
+    ) -> Option<Vec<(usize, RcptResult)>> {
+        let (reply, mut results) = mpsc::unbounded_channel();
+        let mail = &parked.mail;
+        let job = MailJob {
+            key: MailKey {
+                tkid: 0,
+                ordinal: parked.meta.mail,
+            },
+            reverse_path: mail.reverse_path.clone(),
+            recipients: (rcpt_index.iter())
+                .filter_map(|&i| mail.recipients.get(i).map(|r| r.address.clone()))
+                .collect(),
+            rcpt_index,
+            needs_tls: mail.starttls,
+            eight_bit: parked.text.eight_bit(),
+            headers: Arc::from(Vec::new()),
+            size: parked.text.message_size(),
+            text: parked.text.clone(),
+            reply,
+            ack: None,
+        };
+        self.notifier.queue.send(job).await.ok()?;
+        results.recv().await.map(|outcome| outcome.results)
+    }
+
+    /// Tells people what the turn did: logs and statistics.
+    fn note(&self, parked: &Parked, note: Note) {
+        let meta = &parked.meta;
+        match note {
+            Note::Expired { reason, .. } => tracing::warn!(
+                "CSM2204W Mail {} of {} is undeliverable: {reason}",
+                meta.mail,
+                meta.spool_file
+            ),
+            Note::Undeliverable { .. } => self.stats.rcpt_undeliverable(),
+            Note::StaysParked {
+                address, failure, ..
+            } => tracing::info!(
+                "CSM2202I Mail {} of {} to <{address}> stays in extended retry: {failure}",
+                meta.mail,
+                meta.spool_file
+            ),
+            Note::Delivered { count, .. } => {
+                for _ in 0..count {
+                    self.stats.rcpt_delivered();
+                }
+                tracing::info!(
+                    "CSM2203I Mail {} of {} delivered from extended retry to {count} recipient(s)",
+                    meta.mail,
+                    meta.spool_file
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// The turn is over: the parked copy is removed, rewritten for fewer recipients,
+    /// touched (its time is the last attempt) or, not tried, left as it was.
+    async fn repark(
+        &self,
+        path: &Path,
+        parked: &Parked,
+        keep: &[usize],
+        again_after: Option<Duration>,
+    ) -> Attempt {
+        let Some(after) = again_after else {
+            return Attempt::Young;
+        };
+        if keep.is_empty() {
+            extended::remove(path).await;
+            return Attempt::Done;
+        }
+        let (meta, mail) = (&parked.meta, &parked.mail);
+        if keep.len() < mail.recipients.len() {
+            let rcpts: Vec<String> = (keep.iter())
+                .filter_map(|&i| mail.recipients.get(i).map(|r| r.address.clone()))
+                .collect();
+            let meta = extended::Meta {
+                rcpt_lines: (keep.iter())
+                    .map(|&i| meta.rcpt_lines.get(i).copied().unwrap_or(meta.line))
+                    .collect(),
+                ..meta.clone()
+            };
+            let host = &self.notifier.host;
+            let written = extended::rewrite(
+                path,
+                host,
+                &meta,
+                mail.starttls,
+                &mail.reverse_path,
+                &rcpts,
+                &parked.text,
+            )
+            .await;
+            if let Err(e) = written {
+                tracing::error!(
+                    "CSM2209E Cannot rewrite mail {} of {} in extended retry ({e}); recipients already delivered may be sent again",
+                    meta.mail,
+                    meta.spool_file
+                );
+            }
+        } else {
+            extended::touch(path).await;
+        }
+        Attempt::Again(after)
+    }
+
+    /// Returns the failed recipients of a parked mail; true when it was returned.
+    async fn give_back(&self, parked: &Parked, failed: &[FailedRecipient]) -> bool {
+        let (meta, mail, text) = (&parked.meta, &parked.mail, &parked.text);
+        let job = meta.job();
+        let origin = MailOrigin {
+            host: &self.notifier.host,
+            job: &job,
+            mail: meta.mail,
+            line: meta.line,
+            arrival: DateTime::<Local>::from(meta.first_attempt),
+        };
+        // Only the header is read here (at most 256 KiB of it); the whole mail stays in
+        // its file, copied from there a chunk at a time when needed.
+        let header_text = match text {
+            MailText::Spool { spool, data } => MailText::Spool {
+                spool: Arc::clone(spool),
+                data: cssmtp_batch::DataSpan {
+                    end: data.end.min(data.start.saturating_add(256 * 1024)),
+                    missing_separator_at: None,
+                    ..data.clone()
+                },
+            },
+            MailText::Memory(_) => text.clone(),
+        };
+        let wire = extended::read_all(&header_text).await.unwrap_or_default();
+        let header_end =
+            usize::try_from(mail.data.header_end.saturating_sub(mail.data.start)).unwrap_or(0);
+        let header = cssmtp_wire::data::dot_unstuff(&extended::crlf_header(&wire, header_end));
+        let original = Original {
+            reverse_path: mail.reverse_path.clone(),
+            auto_submitted: mail.data.auto_submitted,
+            header,
+            full: Some(crate::notify::deadletter::FullMail {
+                headers: Arc::from(Vec::new()),
+                text: text.clone(),
+            }),
+            needs_tls: mail.starttls,
+        };
+        let returned = self.notifier.return_mail(&origin, &original, failed).await;
+        tracing::info!(
+            "CSM2205I Mail {} of {} from extended retry: {returned}",
+            meta.mail,
+            meta.spool_file
+        );
+        returned.is_done()
+    }
+}
