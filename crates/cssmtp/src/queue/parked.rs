@@ -1,5 +1,6 @@
 //! The driver of parked mail (extended retry): every `Interval` a parked mail is read
-//! back from storage ([`crate::retry::extended`], the MailDirectory) and given its turn
+//! back through the storage seam ([`ParkedStore`]; the MailDirectory,
+//! [`MailDirectory`]) and given its turn
 //! in the queue core's state machine ([`FileQueue::parked`], `Event::Unpark`), whose
 //! effects this driver carries out: send it, return its failed recipients, then park it
 //! again for the recipients left (rewritten, touched) or remove it. It decides nothing
@@ -10,7 +11,7 @@
 //! then ends.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +25,11 @@ use crate::config::{Config, ExtendedRetry};
 use crate::delivery::{MailJob, MailKey, MailText, RcptResult};
 use crate::notify::{FailedRecipient, MailOrigin, Notifier, Original};
 use crate::queue::state::{Effect, Event, FileQueue, NewMail, Note, ParkPolicy, Unparked};
-use crate::retry::extended::{self, Parked};
+use crate::retry::extended;
 use crate::spool::Mode;
 use crate::stats::Stats;
+use crate::storage::maildir::MailDirectory;
+use crate::storage::parked::{Parked, ParkedId, ParkedRead, ParkedStore};
 
 /// Attempts in flight at once.
 const PARALLEL: usize = 8;
@@ -70,15 +73,12 @@ impl Manager {
         let manager = Arc::new(self);
         let interval = manager.policy().interval;
         let dir = manager.config.mail_directory();
-        let mut due: BTreeSet<(Instant, PathBuf)> = BTreeSet::new();
-        // The listing on a blocking thread, not the runtime's.
-        let listed = {
-            let dir = dir.clone();
-            tokio::task::spawn_blocking(move || extended::list(&dir))
-                .await
-                .unwrap_or_default()
-        };
-        for (path, last) in listed {
+        let store: Arc<dyn ParkedStore> = Arc::new(MailDirectory::new(
+            dir.clone(),
+            manager.notifier.host.clone(),
+        ));
+        let mut due: BTreeSet<(Instant, ParkedId)> = BTreeSet::new();
+        for (path, last) in store.list().await {
             let elapsed = crate::clock::now().duration_since(last).unwrap_or_default();
             due.insert((Instant::now() + interval.saturating_sub(elapsed), path));
         }
@@ -89,8 +89,8 @@ impl Manager {
                 dir.display()
             );
         }
-        let mut attempts: JoinSet<(PathBuf, Attempt)> = JoinSet::new();
-        let mut in_flight: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut attempts: JoinSet<(ParkedId, Attempt)> = JoinSet::new();
+        let mut in_flight: BTreeSet<ParkedId> = BTreeSet::new();
         loop {
             manager.current.store(
                 (due.len() + in_flight.len()) as u64,
@@ -104,9 +104,9 @@ impl Manager {
                 due.remove(&first);
                 let (_, path) = first;
                 if in_flight.insert(path.clone()) {
-                    let m = Arc::clone(&manager);
+                    let (m, store) = (Arc::clone(&manager), Arc::clone(&store));
                     attempts.spawn(async move {
-                        let outcome = m.attempt(&path, None).await;
+                        let outcome = m.attempt(store.as_ref(), &path, None).await;
                         (path, outcome)
                     });
                 }
@@ -136,13 +136,13 @@ impl Manager {
                     }
                 }
                 Some(path) = new_files.recv() => {
-                    due.insert((Instant::now() + interval, path));
+                    due.insert((Instant::now() + interval, ParkedId::new(path)));
                 }
                 Some((age, answer)) = flush.recv() => {
                     // Mails being tried now are left to their attempt.
                     let mut returned = 0;
                     for (at, path) in std::mem::take(&mut due) {
-                        match manager.attempt(&path, Some(age)).await {
+                        match manager.attempt(store.as_ref(), &path, Some(age)).await {
                             Attempt::Done => returned += 1,
                             Attempt::Young | Attempt::Again(_) => {
                                 due.insert((at, path));
@@ -170,23 +170,24 @@ impl Manager {
 
     /// One turn of one parked mail. With `flush_age` (FLUSHRETRY,AGE=), no attempt: the
     /// mail is returned when it has been in extended retry that long.
-    async fn attempt(&self, path: &Path, flush_age: Option<Duration>) -> Attempt {
+    async fn attempt(
+        &self,
+        store: &dyn ParkedStore,
+        path: &ParkedId,
+        flush_age: Option<Duration>,
+    ) -> Attempt {
         let interval = self.policy().interval;
-        let parked = match extended::load(path).await {
-            Ok(Ok(Some(parked))) => parked,
-            Ok(Ok(None)) => return Attempt::Done,
-            Ok(Err(e)) => {
+        let parked = match store.load(path).await {
+            ParkedRead::Found(parked) => *parked,
+            ParkedRead::Gone => return Attempt::Done,
+            ParkedRead::Unreadable(e) => {
                 tracing::error!(
-                    "CSM2209E Cannot read {} in extended retry: {e}; it is kept and skipped",
-                    path.display()
+                    "CSM2209E Cannot read {path} in extended retry: {e}; it is kept and skipped"
                 );
                 return Attempt::Done;
             }
-            Err(e) => {
-                tracing::error!(
-                    "CSM2209E Cannot read {} in extended retry: {e}",
-                    path.display()
-                );
+            ParkedRead::NotNow(e) => {
+                tracing::error!("CSM2209E Cannot read {path} in extended retry: {e}");
                 return Attempt::Again(interval);
             }
         };
@@ -237,7 +238,7 @@ impl Manager {
                 }
                 Effect::Repark {
                     keep, again_after, ..
-                } => return self.repark(path, &parked, &keep, again_after).await,
+                } => return repark(store, path, &parked, &keep, again_after).await,
                 _ => None,
             };
             if let Some(event) = answer {
@@ -310,57 +311,6 @@ impl Manager {
         }
     }
 
-    /// The turn is over: the parked copy is removed, rewritten for fewer recipients,
-    /// touched (its time is the last attempt) or, not tried, left as it was.
-    async fn repark(
-        &self,
-        path: &Path,
-        parked: &Parked,
-        keep: &[usize],
-        again_after: Option<Duration>,
-    ) -> Attempt {
-        let Some(after) = again_after else {
-            return Attempt::Young;
-        };
-        if keep.is_empty() {
-            extended::remove(path).await;
-            return Attempt::Done;
-        }
-        let (meta, mail) = (&parked.meta, &parked.mail);
-        if keep.len() < mail.recipients.len() {
-            let rcpts: Vec<String> = (keep.iter())
-                .filter_map(|&i| mail.recipients.get(i).map(|r| r.address.clone()))
-                .collect();
-            let meta = extended::Meta {
-                rcpt_lines: (keep.iter())
-                    .map(|&i| meta.rcpt_lines.get(i).copied().unwrap_or(meta.line))
-                    .collect(),
-                ..meta.clone()
-            };
-            let host = &self.notifier.host;
-            let written = extended::rewrite(
-                path,
-                host,
-                &meta,
-                mail.starttls,
-                &mail.reverse_path,
-                &rcpts,
-                &parked.text,
-            )
-            .await;
-            if let Err(e) = written {
-                tracing::error!(
-                    "CSM2209E Cannot rewrite mail {} of {} in extended retry ({e}); recipients already delivered may be sent again",
-                    meta.mail,
-                    meta.spool_file
-                );
-            }
-        } else {
-            extended::touch(path).await;
-        }
-        Attempt::Again(after)
-    }
-
     /// Returns the failed recipients of a parked mail; true when it was returned.
     async fn give_back(&self, parked: &Parked, failed: &[FailedRecipient]) -> bool {
         let (meta, mail, text) = (&parked.meta, &parked.mail, &parked.text);
@@ -407,4 +357,30 @@ impl Manager {
         );
         returned.is_done()
     }
+}
+
+/// The turn is over: the parked copy is removed, kept for fewer recipients, touched (its
+/// time is the last attempt) or, not tried, left as it was.
+async fn repark(
+    store: &dyn ParkedStore,
+    id: &ParkedId,
+    parked: &Parked,
+    keep: &[usize],
+    again_after: Option<Duration>,
+) -> Attempt {
+    let Some(after) = again_after else {
+        return Attempt::Young;
+    };
+    if keep.is_empty() {
+        store.remove(id).await;
+        return Attempt::Done;
+    }
+    if let Err(e) = store.keep(id, parked, keep).await {
+        tracing::error!(
+            "CSM2209E Cannot rewrite mail {} of {} in extended retry ({e}); recipients already delivered may be sent again",
+            parked.meta.mail,
+            parked.meta.spool_file
+        );
+    }
+    Attempt::Again(after)
 }

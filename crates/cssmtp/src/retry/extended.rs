@@ -10,7 +10,8 @@
 //! so the schedule survives restarts.
 //!
 //! This module is the storage of parked mail only (write, list, read back, rewrite,
-//! touch, remove); what happens to a parked mail is decided by the queue core
+//! touch, remove; the MailDirectory behind [`crate::storage::parked::ParkedStore`] is
+//! [`crate::storage::maildir`]); what happens to a parked mail is decided by the queue core
 //! ([`crate::queue::state`], `Event::Unpark`) and carried out by its driver
 //! ([`crate::queue::parked`]).
 
@@ -22,7 +23,7 @@ use std::time::SystemTime;
 
 use chrono::{DateTime, Local, Utc};
 
-use crate::delivery::{MailText, SpoolText};
+use crate::delivery::MailText;
 use crate::spool::name::JobIdentity;
 
 /// What a mail file says about its mail.
@@ -167,40 +168,14 @@ pub fn list(dir: &Path) -> Vec<(PathBuf, SystemTime)> {
     found
 }
 
-/// A parked mail read back: what its file says of it, the mail, and its text (read from
-/// the file when sent).
-pub struct Parked {
-    pub meta: Meta,
-    pub mail: cssmtp_batch::Mail,
-    pub text: MailText,
-}
+/// A mail file read back: what it says of its mail, the file, the mail.
+pub type Loaded = (Meta, File, cssmtp_batch::Mail);
 
-/// Reads a parked mail back (on a blocking thread). `Ok(None)`: it is gone.
+/// Reads a mail file back; `Ok(None)`: it is gone.
 ///
 /// # Errors
-/// `Ok(Err)`: the file cannot be read as a parked mail (it is kept and skipped);
-/// `Err`: the read could not be made (tried again).
-pub async fn load(path: &Path) -> Result<std::io::Result<Option<Parked>>, tokio::task::JoinError> {
-    let path = path.to_owned();
-    let loaded = tokio::task::spawn_blocking(move || load_file(&path)).await?;
-    Ok(loaded.map(|found| {
-        found.map(|(meta, file, mail)| Parked {
-            text: MailText::Spool {
-                spool: Arc::new(SpoolText {
-                    file,
-                    truncate: false,
-                }),
-                data: mail.data.clone(),
-            },
-            meta,
-            mail,
-        })
-    }))
-}
-
-type Loaded = (Meta, File, cssmtp_batch::Mail);
-
-fn load_file(path: &Path) -> std::io::Result<Option<Loaded>> {
+/// It cannot be read, or is not a parked mail.
+pub fn load_file(path: &Path) -> std::io::Result<Option<Loaded>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

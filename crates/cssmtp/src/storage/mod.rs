@@ -8,6 +8,9 @@
 //!
 //! * [`journal`]: the first implementation, today's checkpoint journal (one
 //!   append-only file per writer name; see [`crate::journal`]);
+//! * [`parked`]: parked mail (extended retry) read back for its turn
+//!   ([`parked::ParkedStore`]), with [`maildir`], the MailDirectory, as its first
+//!   implementation;
 //! * [`conformance`]: the suite every implementation must pass.
 //!
 //! **Leased claims (a shared spool).** A backend whose claims are leases (a database
@@ -24,6 +27,8 @@
 
 pub mod conformance;
 pub mod journal;
+pub mod maildir;
+pub mod parked;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,0 +1,105 @@
+//! The MailDirectory as a [`ParkedStore`]: one batch-SMTP file per parked mail (its
+//! format in [`crate::retry::extended`]), the time of its last turn the file's
+//! modification time.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::Pending;
+use super::parked::{Parked, ParkedId, ParkedRead, ParkedStore};
+use crate::delivery::{MailText, SpoolText};
+use crate::retry::extended;
+
+/// The MailDirectory.
+pub struct MailDirectory {
+    dir: PathBuf,
+    /// This host's name, written into rewritten files.
+    host: String,
+}
+
+impl MailDirectory {
+    pub fn new(dir: PathBuf, host: String) -> Self {
+        Self { dir, host }
+    }
+}
+
+fn path(id: &ParkedId) -> &Path {
+    Path::new(id.as_os_str())
+}
+
+impl ParkedStore for MailDirectory {
+    fn list(&self) -> Pending<'_, Vec<(ParkedId, SystemTime)>> {
+        Box::pin(async move {
+            // The listing on a blocking thread, not the runtime's.
+            let dir = self.dir.clone();
+            let listed = tokio::task::spawn_blocking(move || extended::list(&dir))
+                .await
+                .unwrap_or_default();
+            (listed.into_iter())
+                .map(|(p, t)| (ParkedId::new(p), t))
+                .collect()
+        })
+    }
+
+    fn load<'a>(&'a self, id: &'a ParkedId) -> Pending<'a, ParkedRead> {
+        Box::pin(async move {
+            let p = path(id).to_owned();
+            match tokio::task::spawn_blocking(move || extended::load_file(&p)).await {
+                Ok(Ok(Some((meta, file, mail)))) => ParkedRead::Found(Box::new(Parked {
+                    text: MailText::Spool {
+                        spool: Arc::new(SpoolText {
+                            file,
+                            truncate: false,
+                        }),
+                        data: mail.data.clone(),
+                    },
+                    meta,
+                    mail,
+                })),
+                Ok(Ok(None)) => ParkedRead::Gone,
+                Ok(Err(e)) => ParkedRead::Unreadable(e),
+                Err(e) => ParkedRead::NotNow(io::Error::other(e)),
+            }
+        })
+    }
+
+    fn keep<'a>(
+        &'a self,
+        id: &'a ParkedId,
+        parked: &'a Parked,
+        keep: &'a [usize],
+    ) -> Pending<'a, io::Result<()>> {
+        Box::pin(async move {
+            let (meta, mail) = (&parked.meta, &parked.mail);
+            if keep.len() >= mail.recipients.len() {
+                extended::touch(path(id)).await;
+                return Ok(());
+            }
+            let rcpts: Vec<String> = (keep.iter())
+                .filter_map(|&i| mail.recipients.get(i).map(|r| r.address.clone()))
+                .collect();
+            let meta = extended::Meta {
+                rcpt_lines: (keep.iter())
+                    .map(|&i| meta.rcpt_lines.get(i).copied().unwrap_or(meta.line))
+                    .collect(),
+                ..meta.clone()
+            };
+            extended::rewrite(
+                path(id),
+                &self.host,
+                &meta,
+                mail.starttls,
+                &mail.reverse_path,
+                &rcpts,
+                &parked.text,
+            )
+            .await
+        })
+    }
+
+    fn remove<'a>(&'a self, id: &'a ParkedId) -> Pending<'a, ()> {
+        Box::pin(extended::remove(path(id)))
+    }
+}
