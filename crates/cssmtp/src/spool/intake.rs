@@ -7,8 +7,7 @@
 //! (back-pressure: the files wait in the spool, not in memory). Files left in `active/`
 //! by an earlier run are taken first.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,19 +16,17 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::claim::{DirClaim, Keeping};
-use super::layout::{Candidate, OpenError, SpoolLayout, is_out_of_descriptors};
+use super::layout::{Candidate, OpenError, is_out_of_descriptors};
 use super::report::FileReport;
+use super::source::DirSource;
 use super::status::Suspend;
 use crate::delivery::router::Router;
 use crate::escape;
 use crate::queue::{self, TaskShared};
+use crate::storage::source::SpoolSource;
 
 /// The safety-net rescan interval.
 const RESCAN: Duration = Duration::from_secs(5);
-/// Files remembered from one directory listing (the oldest ones). Each listing stats
-/// every file in the spool, so with a very full spool (100,000 files) fewer, larger
-/// listings save CPU; 16,384 names take about 1 MiB.
-const LISTING: usize = 16_384;
 
 pub use super::Mode;
 
@@ -94,15 +91,9 @@ pub async fn run(
         ));
         tasks.spawn(queue::run(next_tkid, claim, opened, Arc::clone(&shared)));
     };
-    // Spool files are opened relative to this handle of active/, never through a link.
-    let active_dir = layout.open_active()?;
-    // Listings are made on a blocking thread, never on the runtime's.
-    let mut resumed = {
-        let layout = layout.clone();
-        tokio::task::spawn_blocking(move || layout.left_active())
-            .await
-            .map_err(std::io::Error::other)??
-    };
+    // Spool files are claimed and opened through the spool's source (the directory).
+    let source = DirSource::new(layout.clone())?;
+    let mut resumed = source.left_claimed().await?;
     if !resumed.is_empty() {
         tracing::warn!(
             "CSM1011W {} spool file(s) left in {} by an earlier run are processed again {}",
@@ -120,8 +111,6 @@ pub async fn run(
     let mut stale = true;
     let mut suspend = shared.suspend.clone();
     let mut fd = Descriptors::default();
-    // Directories found in the writer directory that are not cssmtp's: logged once.
-    let mut strays: HashSet<(u64, u64)> = HashSet::new();
     // No file is claimed while the checkpoint journal cannot be written.
     let mut journal = shared.store.as_ref().map(|s| s.writable());
     loop {
@@ -139,7 +128,7 @@ pub async fn run(
                 path
             } else {
                 if listing.is_empty() && stale {
-                    match list(&layout, &mut strays).await {
+                    match source.waiting().await {
                         Ok(l) => listing = l,
                         Err(e) if is_out_of_descriptors(&e) => {
                             fd.ran_out(&e, tasks.len());
@@ -152,7 +141,7 @@ pub async fn run(
                 let Some(candidate) = listing.pop() else {
                     break;
                 };
-                match layout.claim(&candidate.file) {
+                match source.claim(&candidate) {
                     Ok(Some(path)) => path,
                     Ok(None) => continue,
                     Err(e) => {
@@ -166,17 +155,12 @@ pub async fn run(
                     }
                 }
             };
-            match layout.open_claimed(&active_dir, &path) {
+            match source.open(&path) {
                 Ok(opened) => {
                     fd.recovered();
                     spawn(&mut tasks, path, Ok(opened));
                 }
-                Err(OpenError::Refused(why)) => {
-                    // Moves and directory syncs: on a blocking thread.
-                    let layout = layout.clone();
-                    let _ =
-                        tokio::task::spawn_blocking(move || set_aside(&layout, &path, &why)).await;
-                }
+                Err(OpenError::Refused(why)) => source.set_aside(path, why).await,
                 Err(OpenError::Io(e)) if is_out_of_descriptors(&e) => {
                     fd.ran_out(&e, tasks.len());
                     resumed.push(path);
@@ -193,7 +177,7 @@ pub async fn run(
         {
             if stale {
                 // Look once more before deciding the spool is empty.
-                match list(&layout, &mut strays).await {
+                match source.waiting().await {
                     Ok(l) => listing = l,
                     Err(e) if is_out_of_descriptors(&e) => {
                         fd.ran_out(&e, tasks.len());
@@ -258,81 +242,6 @@ pub async fn run(
         }
     }
     Ok(reports)
-}
-
-/// Directories in the writer directory logged (once each), at most.
-const MAX_STRAYS_LOGGED: usize = 10_000;
-
-/// [`list_now`] on a blocking thread: a listing of a big directory takes a while, and the
-/// runtime's threads must not wait for it.
-async fn list(
-    layout: &SpoolLayout,
-    strays: &mut HashSet<(u64, u64)>,
-) -> std::io::Result<Vec<Candidate>> {
-    let layout = layout.clone();
-    let mut seen = std::mem::take(strays);
-    let (listing, seen) = tokio::task::spawn_blocking(move || {
-        let listing = list_now(&layout, &mut seen);
-        (listing, seen)
-    })
-    .await
-    .map_err(std::io::Error::other)?;
-    *strays = seen;
-    listing
-}
-
-/// Lists the waiting entries, oldest first as a stack (the oldest last); logs each
-/// directory that is not cssmtp's once.
-fn list_now(
-    layout: &SpoolLayout,
-    strays: &mut HashSet<(u64, u64)>,
-) -> std::io::Result<Vec<Candidate>> {
-    let (mut listing, found) = layout.waiting_and_strays(LISTING)?;
-    for stray in found {
-        // Remembered up to a bound (beyond it, further ones are not logged).
-        if strays.len() < MAX_STRAYS_LOGGED && strays.insert(stray.id) {
-            tracing::warn!(
-                "CSM1061W Spool entry {} in {} is not taken: it is a directory (spool files are regular files); it is left where it is",
-                stray.name,
-                escape::path(&layout.incoming)
-            );
-        }
-    }
-    listing.reverse();
-    Ok(listing)
-}
-
-/// A claimed entry that is not a spool file (a link, FIFO, device, socket, directory or
-/// hard link): never opened, moved to `hold/` (or, when it cannot be moved, removed:
-/// removing a link or a FIFO removes only the entry), logged once.
-fn set_aside(layout: &SpoolLayout, path: &Path, why: &str) {
-    let name = escape::name(path.file_name().unwrap_or(path.as_os_str()));
-    match layout.hold(path) {
-        Ok(to) => {
-            // The operator who finds it in hold/ finds why beside it.
-            let mut beside = to.clone().into_os_string();
-            beside.push(".report");
-            let text = format!(
-                "Spool entry {name} was not read: {why}.\nIt was moved here unopened; cssmtp reads only regular files with a single link.\n"
-            );
-            if crate::durable::replace(Path::new(&beside), text.as_bytes(), 0o640).is_err() {
-                let _ = crate::durable::sync_dir(&layout.hold);
-            }
-            let _ = crate::durable::sync_dir(&layout.active);
-            tracing::warn!(
-                "CSM1061W Spool entry {name} is not read: {why}; moved to {} unopened",
-                escape::path(&to)
-            );
-        }
-        Err(e) => match std::fs::remove_file(path) {
-            Ok(()) => tracing::warn!(
-                "CSM1061W Spool entry {name} is not read: {why}; it cannot be moved to hold/ ({e}) and was removed"
-            ),
-            Err(e2) => tracing::warn!(
-                "CSM1061W Spool entry {name} is not read: {why}; it can be neither moved to hold/ ({e}) nor removed ({e2}): it stays in active/ until the next start"
-            ),
-        },
-    }
 }
 
 /// The first pause after running out of file descriptors; it doubles up to [`RESCAN`].

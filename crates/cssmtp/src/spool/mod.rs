@@ -17,6 +17,7 @@ pub mod layout;
 pub mod name;
 pub mod reader;
 pub mod report;
+pub mod source;
 pub mod status;
 pub mod submit;
 

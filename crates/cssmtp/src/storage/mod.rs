@@ -11,6 +11,9 @@
 //! * [`parked`]: parked mail (extended retry) read back for its turn
 //!   ([`parked::ParkedStore`]), with [`maildir`], the MailDirectory, as its first
 //!   implementation;
+//! * [`source`]: the claiming side of a spool ([`source::SpoolSource`]: list, claim,
+//!   open), with the directory spool ([`crate::spool::source::DirSource`]) as its first
+//!   implementation;
 //! * [`conformance`]: the suite every implementation must pass.
 //!
 //! **Leased claims (a shared spool).** A backend whose claims are leases (a database
@@ -29,6 +32,7 @@ pub mod conformance;
 pub mod journal;
 pub mod maildir;
 pub mod parked;
+pub mod source;
 
 use std::collections::HashMap;
 use std::fmt;
