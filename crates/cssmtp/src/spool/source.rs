@@ -151,3 +151,40 @@ fn set_aside(layout: &SpoolLayout, path: &Path, why: &str) {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::storage::conformance::source::{SourceHarness, run};
+
+    /// A directory spool in a temporary directory.
+    struct Dir {
+        dir: tempfile::TempDir,
+    }
+
+    impl SourceHarness for Dir {
+        type Source = DirSource;
+
+        async fn submit(&mut self, name: &str, text: &[u8]) {
+            let incoming = self.dir.path().join("W");
+            let tmp = incoming.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, text).expect("writes");
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+            std::fs::rename(&tmp, incoming.join(name)).expect("renames");
+        }
+
+        async fn start(&mut self) -> DirSource {
+            let layout = SpoolLayout::new(self.dir.path().join("W"));
+            layout.create().expect("the spool directories");
+            DirSource::new(layout).expect("active/ opens")
+        }
+    }
+
+    #[tokio::test]
+    async fn the_directory_spool_passes_the_source_conformance_suite() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        run(Dir { dir }).await;
+    }
+}

@@ -188,3 +188,5 @@ pub async fn run<H: Harness>(mut h: H) {
     assert!(store.open(&b).0.is_empty(), "not claimed: forgotten");
     h.crash(store).await;
 }
+
+pub mod source;
