@@ -239,7 +239,14 @@ impl Manager {
                 Effect::Repark {
                     keep, again_after, ..
                 } => return repark(store, path, &parked, &keep, again_after).await,
-                _ => None,
+                // A parked mail's state is its parked copy (`Repark` keeps it); it has
+                // no journal records and no accounting record of its own.
+                Effect::Record(_)
+                | Effect::MailFinal { .. }
+                | Effect::Forget { .. }
+                | Effect::FileDone
+                | Effect::HoldInDoubt { .. }
+                | Effect::Park { .. } => None,
             };
             if let Some(event) = answer {
                 for effect in queue.apply(event).into_iter().rev() {

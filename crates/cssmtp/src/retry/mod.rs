@@ -1,8 +1,9 @@
 //! Retrying mail that could not be delivered yet.
 //!
-//! Long retry (`RetryLimit`) lives in the spool task, which holds the spool file; when it
-//! is exhausted and `ExtendedRetry` is active, the mail moves to [`extended`] retry: it is
-//! written durably to the MailDirectory, the spool file is released, and the mail is
-//! tried again every Interval until Age, across restarts.
+//! Long retry (`RetryLimit`) and extended retry are states of the queue core
+//! ([`crate::queue::state`]): past its RetryLimit, with `ExtendedRetry` active, a mail is
+//! parked (written durably to the MailDirectory, the spool file released) and given a
+//! turn every Interval until Age, across restarts ([`crate::queue::parked`]). This
+//! module holds the MailDirectory's file format ([`extended`]).
 
 pub mod extended;

@@ -272,6 +272,18 @@ mod tests {
     }
 
     #[test]
+    fn a_recipient_the_delivery_sent_no_result_for_stays_parked() {
+        let mut q = queue();
+        q.apply(unpark(2, DAYS, None));
+        let e = q.apply(Event::Delivered {
+            mail: 1,
+            results: vec![(0, delivered())],
+            now: Instant::now(),
+        });
+        assert_eq!(repark(&e), Some((vec![1], Some(Duration::from_secs(3600)))));
+    }
+
+    #[test]
     fn a_failure_not_returned_stays_parked_to_be_returned_next_time() {
         let mut q = queue();
         q.apply(unpark(2, DAYS, None));
