@@ -47,70 +47,87 @@ static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 pub fn unique_token(now: DateTime<Local>) -> String {
     let nanos = u64::try_from(now.timestamp_nanos_opt().unwrap_or_default()).unwrap_or_default();
     let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{}.{}.{}",
-        base36(nanos),
-        base36(u64::from(*PID.get_or_init(std::process::id))),
-        base36(seq)
-    )
+    let mut out = String::with_capacity(32);
+    base36(&mut out, nanos);
+    out.push('.');
+    base36(&mut out, u64::from(*PID.get_or_init(std::process::id)));
+    out.push('.');
+    base36(&mut out, seq);
+    out
 }
 
-fn base36(mut n: u64) -> String {
+/// Appends `n` in base 36 (lower case) to `out`.
+fn base36(out: &mut String, mut n: u64) {
     const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::new();
+    // u64::MAX has 13 digits in base 36.
+    let mut digits = [b'0'; 13];
+    let mut at = digits.len();
     loop {
-        out.push(DIGITS.get((n % 36) as usize).copied().unwrap_or(b'0'));
+        at -= 1;
+        if let Some(d) = digits.get_mut(at) {
+            *d = DIGITS.get((n % 36) as usize).copied().unwrap_or(b'0');
+        }
         n /= 36;
-        if n == 0 {
+        if n == 0 || at == 0 {
             break;
         }
     }
-    out.reverse();
-    String::from_utf8(out).unwrap_or_default()
+    for &d in digits.get(at..).unwrap_or_default() {
+        out.push(char::from(d));
+    }
 }
 
 /// Builds the header block (wire form, CRLF line ends) to put before the mail's text.
+/// (Written into one buffer: it is built for every mail.)
 pub fn build(
     origin: &Origin<'_>,
     mail: &MailFacts<'_>,
     options: Header,
     now: DateTime<Local>,
 ) -> Vec<u8> {
+    use std::fmt::Write as _;
     let date = now.to_rfc2822();
     let unique = unique_token(now);
-    let (id, for_whom) = if options.user_info {
-        (
-            format!(
-                "{}.{}.{}",
-                origin.job.job_name, origin.job.job_id, mail.ordinal
-            ),
-            format!("{}@{}", origin.owner, origin.host),
-        )
-    } else {
-        (unique.clone(), format!("{}@{}", origin.writer, origin.host))
-    };
     let helo = if mail.helo.is_empty() {
         "unknown"
     } else {
         mail.helo
     };
     let with = if mail.esmtp { "ESMTP" } else { "SMTP" };
-    let mut out = format!(
-        "Received: from {helo}\r\n\tby {} (cssmtp {}) with {with} id {id}\r\n\tfor <{for_whom}>; {date}\r\n",
-        origin.host,
+    let host = origin.host;
+    let job = origin.job;
+    let mut out = String::with_capacity(256 + 2 * host.len() + helo.len());
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "Received: from {helo}\r\n\tby {host} (cssmtp {}) with {with} id ",
         env!("CARGO_PKG_VERSION"),
     );
+    if options.user_info {
+        let _ = write!(
+            out,
+            "{}.{}.{}\r\n\tfor <{}@{host}>; {date}\r\n",
+            job.job_name, job.job_id, mail.ordinal, origin.owner
+        );
+    } else {
+        let _ = write!(
+            out,
+            "{unique}\r\n\tfor <{}@{host}>; {date}\r\n",
+            origin.writer
+        );
+    }
     if options.date && !mail.has_date {
-        out.push_str(&format!("Date: {date}\r\n"));
+        let _ = write!(out, "Date: {date}\r\n");
     }
     if !mail.has_message_id {
         if options.user_info {
-            out.push_str(&format!(
-                "Message-ID: <{}.{}.{}.{unique}@{}>\r\n",
-                origin.job.job_name, origin.job.job_id, mail.ordinal, origin.host
-            ));
+            let _ = write!(
+                out,
+                "Message-ID: <{}.{}.{}.{unique}@{host}>\r\n",
+                job.job_name, job.job_id, mail.ordinal
+            );
         } else {
-            out.push_str(&format!("Message-ID: <{unique}@{}>\r\n", origin.host));
+            let _ = write!(out, "Message-ID: <{unique}@{host}>\r\n");
         }
     }
     out.into_bytes()
@@ -143,6 +160,28 @@ pub fn header_value(header: &[u8], name: &str) -> Option<String> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn base36_digits() {
+        for (n, expected) in [
+            (0, "0"),
+            (35, "z"),
+            (36, "10"),
+            (1_295, "zz"),
+            (u64::MAX, "3w5e11264sgsf"),
+        ] {
+            let mut out = String::from("x");
+            base36(&mut out, n);
+            assert_eq!(out, format!("x{expected}"));
+        }
+        let token = unique_token(Local::now());
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3, "{token}");
+        assert_eq!(
+            u64::from_str_radix(parts[1], 36).ok(),
+            Some(u64::from(std::process::id()))
+        );
+    }
 
     #[test]
     fn headers_with_and_without_user_info() {

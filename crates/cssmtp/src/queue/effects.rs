@@ -2,7 +2,6 @@
 //! parking, returns, and what people are told (logs, statistics, the file's report,
 //! accounting).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::state::{Effect, Event, Mail, MailSummary, Note};
@@ -24,8 +23,11 @@ impl Task {
     /// Carries out effects in order; an effect answered at once (hold, park) has its
     /// answer's effects carried out before the next. False when cssmtp is stopping.
     pub(super) async fn execute(&mut self, effects: Vec<Effect>) -> bool {
-        let mut todo: VecDeque<Effect> = effects.into();
-        while let Some(effect) = todo.pop_front() {
+        // A stack of what is left, the next effect last (no queue to allocate: most
+        // events give one or two effects and no answer).
+        let mut todo = effects;
+        todo.reverse();
+        while let Some(effect) = todo.pop() {
             let answer = match effect {
                 Effect::Send { mail, rcpts } => {
                     if !self.send(mail, rcpts).await {
@@ -64,9 +66,7 @@ impl Task {
             };
             if let Some(event) = answer {
                 let more = self.queue.apply(event);
-                for effect in more.into_iter().rev() {
-                    todo.push_front(effect);
-                }
+                todo.extend(more.into_iter().rev());
             }
         }
         true
@@ -127,7 +127,7 @@ impl Task {
                 tracing::info!(
                     tkid = self.tkid,
                     "CSM2100I Mail {mail} of {file} sent to {target}: {count} recipient(s) accepted ({})",
-                    crate::escape::data(&reply)
+                    crate::escape::data(&reply.to_string())
                 );
             }
             Note::Retrying {

@@ -258,7 +258,8 @@ pub enum Note {
         mail: u32,
         count: usize,
         target: String,
-        reply: String,
+        /// The target's reply (formatted only if it is logged).
+        reply: cssmtp_wire::Reply,
     },
     /// A recipient will be tried again.
     Retrying {

@@ -38,7 +38,7 @@ impl<T> FileQueue<T> {
         let may_retry = policy.may_retry(mail.attempts);
         let parked = self.park.is_some();
         let mut decided = Decided::default();
-        let (mut delivered, mut target, mut reply) = (0usize, String::new(), String::new());
+        let (mut delivered, mut target, mut reply) = (0usize, String::new(), None);
         let (mut any_retry, mut unrecorded, mut changed) = (false, false, None);
         let mut results = results;
         // Every recipient sent gets a result (a missing one is tried again).
@@ -63,7 +63,7 @@ impl<T> FileQueue<T> {
                     rcpt.state = RcptState::Delivered;
                     delivered += 1;
                     target = t;
-                    reply = r.to_string();
+                    reply = Some(r);
                 }
                 // A parked mail: whatever went wrong for now, it stays parked.
                 RcptResult::Retry(failure) if parked => {
@@ -155,7 +155,7 @@ impl<T> FileQueue<T> {
             mail.retried = true;
             out.push(Effect::Note(Note::IntoRetry { mail: ordinal }));
         }
-        if delivered > 0 {
+        if let Some(reply) = reply.filter(|_| delivered > 0) {
             out.push(Effect::Note(Note::Delivered {
                 mail: ordinal,
                 count: delivered,
