@@ -322,7 +322,7 @@ impl Manager {
                 .map(|(i, r)| FailedRecipient {
                     address: r.address.clone(),
                     line: lines(i),
-                    status: "4.4.7".into(),
+                    status: crate::domain::Status::EXPIRED,
                     diagnostic: None,
                     remote_mta: None,
                     reason: reason.clone(),

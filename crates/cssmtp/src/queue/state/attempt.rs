@@ -61,7 +61,7 @@ impl<T> FileQueue<T> {
                 } => {
                     rcpt.state = RcptState::Delivered;
                     delivered += 1;
-                    target = t;
+                    target = t.to_string();
                     reply = r.to_string();
                 }
                 // Not sent, not retried, not returned: held with the file.
@@ -317,7 +317,7 @@ impl<T> FileQueue<T> {
                         FailedRecipient {
                             address: rcpt.address.clone(),
                             line: rcpt.line,
-                            status: "4.4.7".into(),
+                            status: crate::domain::Status::EXPIRED,
                             diagnostic: None,
                             remote_mta: None,
                             reason: "long retry ended by the operator (FLUSHRETRY); not delivered"
