@@ -24,3 +24,19 @@ impl fmt::Display for FileId {
         f.write_str(&self.0)
     }
 }
+
+/// Identifies a mail: the spool task (TKID) and the mail's number in its spool file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MailKey {
+    pub tkid: u32,
+    pub ordinal: u32,
+}
+
+impl MailKey {
+    /// A mail cssmtp made itself (a notification, an error report) or one from
+    /// extended retry: no spool task owns it (TKIDs start at 1).
+    pub const GENERATED: Self = Self {
+        tkid: 0,
+        ordinal: 0,
+    };
+}

@@ -15,6 +15,6 @@ pub mod report;
 
 pub use change::{Change, Finished, Recovered, RecoveredFailure};
 pub use failure::{FailedRecipient, Failure, Problem, Stage, Status};
-pub use ids::FileId;
+pub use ids::{FileId, MailKey};
 pub use job::{JobIdentity, Mode};
 pub use report::{Disposition, FileReport, Undeliverable};
