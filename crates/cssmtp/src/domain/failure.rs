@@ -75,8 +75,9 @@ pub struct BadStatus;
 impl FromStr for Status {
     type Err = BadStatus;
 
-    /// Reads `class.subject.detail` (RFC 3463: class 2, 4 or 5; subject and detail
-    /// up to three digits).
+    /// Reads `class.subject.detail`, each up to three digits (RFC 3463 allows one
+    /// digit of class; a server's reply may carry any value up to 255, and whatever
+    /// [`Status`] writes it reads back).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut parts = s.split('.');
         let (Some(class), Some(subject), Some(detail), None) =
@@ -87,7 +88,7 @@ impl FromStr for Status {
         let digits = |p: &str, max: usize| {
             !p.is_empty() && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit())
         };
-        if !(digits(class, 1) && digits(subject, 3) && digits(detail, 3)) {
+        if !(digits(class, 3) && digits(subject, 3) && digits(detail, 3)) {
             return Err(BadStatus);
         }
         Ok(Self::new(
@@ -340,7 +341,14 @@ mod tests {
 
     #[test]
     fn status_reads_and_writes_its_text() {
-        for text in ["5.1.1", "4.4.7", "5.7.10", "2.0.0", "4.999.999"] {
+        for text in [
+            "5.1.1",
+            "4.4.7",
+            "5.7.10",
+            "2.0.0",
+            "4.999.999",
+            "255.255.255",
+        ] {
             let status: Status = text.parse().unwrap();
             assert_eq!(status.to_string(), text);
             assert_eq!(
@@ -353,7 +361,7 @@ mod tests {
             );
         }
         for bad in [
-            "", "5", "5.1", "5.1.1.1", "55.1.1", "5.1000.1", "a.b.c", "5..1", "5.1.-1",
+            "", "5", "5.1", "5.1.1.1", "5555.1.1", "256.1.1", "5.1000.1", "a.b.c", "5..1", "5.1.-1",
         ] {
             assert_eq!(bad.parse::<Status>(), Err(BadStatus), "{bad}");
         }
