@@ -207,16 +207,24 @@ async fn run(path: &Path, drain: bool, cold: bool) -> u8 {
             EXIT_CONFIG
         }
         Err(e) => {
-            let message = format!("{e:#}");
-            if message.starts_with("CSM") {
-                // Already a message with its own ID (e.g. CSM1002E, another instance).
-                tracing::error!("{message}");
+            if carries_message_id(&e) {
+                // Already a message with its own ID (CSM1002E, another instance).
+                tracing::error!("{e:#}");
             } else {
-                tracing::error!("CSM1006E cssmtp cannot run: {message}");
+                tracing::error!("CSM1006E cssmtp cannot run: {e:#}");
             }
             EXIT_FATAL
         }
     }
+}
+
+/// Whether a start-up error is a message with its own ID (told by its type, not by
+/// its text).
+fn carries_message_id(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<crate::spool::layout::LockError>(),
+        Some(crate::spool::layout::LockError::Held { .. })
+    )
 }
 
 fn submit_files(

@@ -26,6 +26,7 @@ pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod demo;
+pub mod domain;
 pub mod durable;
 pub mod escape;
 #[doc(hidden)]

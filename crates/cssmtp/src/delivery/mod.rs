@@ -22,12 +22,7 @@ pub use outcome::{
     Disposition, Failure, Problem, RcptResult, Rotate, Stage, classify, session_matter,
 };
 
-/// Identifies a mail: the spool task (TKID) and the mail's number in its spool file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MailKey {
-    pub tkid: u32,
-    pub ordinal: u32,
-}
+pub use crate::domain::ids::MailKey;
 
 /// One delivery attempt of one mail, for some of its recipients.
 #[derive(Debug)]

@@ -75,14 +75,14 @@ impl Session {
             Err(_) => {
                 return Err(Failure::new(
                     Stage::Connect,
-                    Some(peer.to_string()),
+                    Some(peer),
                     Problem::Timeout(wait),
                 ));
             }
             Ok(Err(e)) => {
                 return Err(Failure::new(
                     Stage::Connect,
-                    Some(peer.to_string()),
+                    Some(peer),
                     Problem::Connection(e.to_string()),
                 ));
             }
@@ -119,7 +119,7 @@ impl Session {
     }
 
     fn failure(&self, stage: Stage, problem: Problem) -> Failure {
-        Failure::new(stage, Some(self.peer.to_string()), problem)
+        Failure::new(stage, Some(self.peer), problem)
     }
 
     async fn hello(&mut self, params: &SessionParams<'_>) -> Result<(), Failure> {
@@ -340,11 +340,11 @@ impl Session {
             ack.after_dot(&rcpts, matches!(&replied, Ok(reply) if reply.is_positive()));
         }
         let final_reply = replied?;
-        let target = self.peer.to_string();
+        let target = self.peer;
         for i in &accepted {
             let result = if final_reply.is_positive() {
                 RcptResult::Delivered {
-                    target: target.clone(),
+                    target,
                     reply: final_reply.clone(),
                 }
             } else {

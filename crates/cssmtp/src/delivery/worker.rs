@@ -354,7 +354,7 @@ async fn attempt(
                     sleep(GREETING_GRACE).await;
                 } => (Err(Failure::new(
                     Stage::Greeting,
-                    Some(target.addr.to_string()),
+                    Some(target.addr),
                     Problem::Connection(format!(
                         "no greeting {} seconds after a connection started later was greeted",
                         GREETING_GRACE.as_secs()
@@ -466,11 +466,7 @@ async fn attempt(
                 }),
                 &format!("too many recipients (at most {rcpt_limit} per mail to this target)"),
             );
-            let failure = Failure::new(
-                Stage::RcptTo,
-                Some(target.addr.to_string()),
-                Problem::Reply(reply),
-            );
+            let failure = Failure::new(Stage::RcptTo, Some(target.addr), Problem::Reply(reply));
             results.resize(job.recipients.len(), RcptResult::Retry(failure));
         }
         let sent = results

@@ -49,6 +49,8 @@ pub const COMPACT_AT: u64 = 64 * 1024 * 1024;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::domain::Finished;
+
 /// A spool file's key in the journal: its name and inode, so that a new file under an
 /// old name is never mistaken for it.
 pub fn file_key(name: &str, inode: u64) -> String {
@@ -118,7 +120,10 @@ impl FileCheckpoint {
             // Held files come back only when released: afresh. (`deleted` and `removed`
             // only make what came before durable: the records say every recipient is
             // final.)
-            Record::Done { disp, .. } if disp == "held" => *self = Self::default(),
+            Record::Done {
+                disp: Finished::Held,
+                ..
+            } => *self = Self::default(),
             Record::Done { .. } => {}
         }
     }
@@ -175,7 +180,7 @@ mod tests {
         assert_eq!(file.mails[&1].held, [1].into());
         file.apply(&Record::Done {
             f: f(),
-            disp: "held".into(),
+            disp: Finished::Held,
         });
         assert_eq!(
             file,

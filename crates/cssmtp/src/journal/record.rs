@@ -4,7 +4,11 @@
 //! corrupted line fails its checksum and is skipped, and the next line is read as usual.
 //! Pure.
 
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
+
+use crate::domain::{Finished, Status};
 
 /// The record format version written.
 pub const VERSION: u8 = 1;
@@ -15,11 +19,11 @@ pub const VERSION: u8 = 1;
 pub struct FailedRcpt {
     /// Index among the mail's recipients.
     pub i: usize,
-    pub status: String,
+    pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnostic: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote: Option<String>,
+    pub remote: Option<SocketAddr>,
     pub reason: String,
 }
 
@@ -68,7 +72,7 @@ pub enum Record {
     /// or `removed` (written durably before the file goes), or `held` (written once the
     /// file is in `hold/`: should it come back into `active/`, released by an operator
     /// under the same name and inode, it is a new file).
-    Done { f: String, disp: String },
+    Done { f: String, disp: Finished },
 }
 
 impl Record {
@@ -146,7 +150,7 @@ mod tests {
                 retry: vec![1],
                 u: vec![FailedRcpt {
                     i: 3,
-                    status: "5.1.1".into(),
+                    status: Status::new(5, 1, 1),
                     diagnostic: Some("550 5.1.1 no".into()),
                     remote: None,
                     reason: "550 ...".into(),
@@ -169,6 +173,44 @@ mod tests {
             "a torn line"
         );
         assert_eq!(decode(b"garbage"), Err(Bad::Format));
+    }
+
+    /// Lines as the journal wrote them when `disp`, `status` and `remote` were strings:
+    /// they still load, and the typed records are written as the same bytes.
+    #[test]
+    fn lines_of_the_string_typed_format_load_and_are_written_the_same() {
+        let line = |json: &str| format!("{:08x} {json}", crc32fast::hash(json.as_bytes()));
+        for (disp, finished) in [
+            ("deleted", Finished::Deleted),
+            ("removed", Finished::Removed),
+            ("held", Finished::Held),
+        ] {
+            let old = line(&format!(
+                r#"{{"v":1,"t":"done","f":"PAYROLL.J1.x@42","disp":"{disp}"}}"#
+            ));
+            let record = Record::Done {
+                f: "PAYROLL.J1.x@42".into(),
+                disp: finished,
+            };
+            assert_eq!(decode(old.as_bytes()), Ok(record.clone()));
+            assert_eq!(encode(&record), format!("{old}\n").into_bytes());
+        }
+        let old = line(concat!(
+            r#"{"v":1,"t":"result","f":"P.J.x@7","m":2,"a":3,"#,
+            r#""u":[{"i":0,"status":"5.1.1","diagnostic":"550 5.1.1 no","remote":"192.0.2.1:25","reason":"550 5.1.1 no (at RCPT TO with 192.0.2.1:25)"},"#,
+            r#"{"i":1,"status":"4.4.7","remote":"[2001:db8::1]:587","reason":"expired"},"#,
+            r#"{"i":2,"status":"5.5.4","reason":"syntax"}]}"#
+        ));
+        let record = decode(old.as_bytes()).unwrap();
+        let Record::Result { o, .. } = &record else {
+            panic!("{record:?}");
+        };
+        assert_eq!(o.u[0].status, Status::new(5, 1, 1));
+        assert_eq!(o.u[0].remote, Some(SocketAddr::from(([192, 0, 2, 1], 25))));
+        assert_eq!(o.u[1].status, Status::EXPIRED);
+        assert_eq!(o.u[1].remote.map(|r| r.port()), Some(587));
+        assert_eq!(o.u[2].remote, None);
+        assert_eq!(encode(&record), format!("{old}\n").into_bytes());
     }
 
     proptest::proptest! {

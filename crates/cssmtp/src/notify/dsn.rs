@@ -26,16 +26,11 @@ pub enum Returned<'a> {
     Full(&'a [u8]),
 }
 
-/// `dns; [192.0.2.1]` for a target written `192.0.2.1:25`.
-fn remote_mta(target: &str) -> String {
-    let host = match target.rsplit_once(':') {
-        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
-        None => target,
-    };
-    match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V6(ip)) => format!("dns; [IPv6:{ip}]"),
-        Ok(ip) => format!("dns; [{ip}]"),
-        Err(_) => format!("dns; {host}"),
+/// `dns; [192.0.2.1]` for the target 192.0.2.1:25 (`dns; [IPv6:2001:db8::1]` for IPv6).
+fn remote_mta(target: &std::net::SocketAddr) -> String {
+    match target.ip() {
+        std::net::IpAddr::V6(ip) => format!("dns; [IPv6:{ip}]"),
+        ip @ std::net::IpAddr::V4(_) => format!("dns; [{ip}]"),
     }
 }
 

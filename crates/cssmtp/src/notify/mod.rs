@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeadLetterAction, LiveConfig, Report};
 use crate::delivery::router::Router;
-use crate::delivery::{Failure, MailJob, MailKey, MailText, RcptResult};
+use crate::delivery::{MailJob, MailKey, MailText, RcptResult};
+use crate::domain::Status;
 use crate::spool::name::JobIdentity;
 use crate::spool::report::FileReport;
 use crate::stats::Stats;
@@ -47,42 +48,12 @@ pub struct MailOrigin<'a> {
     pub arrival: DateTime<Local>,
 }
 
-/// A recipient that will not get a mail, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailedRecipient {
-    pub address: String,
-    /// Line of its RCPT TO.
-    pub line: u32,
-    /// RFC 3463 status, e.g. `5.1.1`.
-    pub status: String,
-    /// The SMTP reply (or SMTP-style error text), for `Diagnostic-Code: smtp;`.
-    pub diagnostic: Option<String>,
-    /// The target server involved, `ip:port`.
-    pub remote_mta: Option<String>,
-    /// The whole story, for people.
-    pub reason: String,
-}
+pub use crate::domain::failure::FailedRecipient;
 
 impl FailedRecipient {
-    /// From a delivery failure; `note` is added to the reason (e.g. "RetryLimit of 5
-    /// retries exhausted").
-    pub fn from_failure(address: &str, line: u32, failure: &Failure, note: Option<&str>) -> Self {
-        Self {
-            address: address.to_owned(),
-            line,
-            status: failure.status(),
-            diagnostic: failure.reply().map(ToString::to_string),
-            remote_mta: failure.target.clone(),
-            reason: match note {
-                Some(note) => format!("{failure}; {note}"),
-                None => failure.to_string(),
-            },
-        }
-    }
-
     /// From a RCPT TO refused by the batch parser.
     pub fn from_syntax(text: &str, error: &SyntaxError) -> Self {
-        let (_, enhanced) = error.code();
+        let (code, enhanced) = error.code();
         let address = text
             .trim()
             .trim_start_matches("TO:")
@@ -92,7 +63,9 @@ impl FailedRecipient {
         Self {
             address: one_line(address, 256),
             line: error.line,
-            status: enhanced.to_owned(),
+            status: enhanced
+                .parse()
+                .unwrap_or_else(|_| Status::of_reply_code(code)),
             diagnostic: Some(error.to_string()),
             remote_mta: None,
             reason: format!("{error} (spool file line {})", error.line),
@@ -239,12 +212,8 @@ impl Notifier {
             let targets = self.router.targets();
             failed
                 .iter()
-                .filter_map(|f| f.remote_mta.as_deref())
-                .any(|remote| {
-                    targets
-                        .iter()
-                        .any(|t| t.secure && t.addr.to_string() == remote)
-                })
+                .filter_map(|f| f.remote_mta)
+                .any(|remote| targets.iter().any(|t| t.secure && t.addr == remote))
         }
     }
 
@@ -484,10 +453,7 @@ impl Notifier {
         let (reply, mut results) = mpsc::unbounded_channel();
         let text = MailText::Memory(Arc::from(wire));
         let job = MailJob {
-            key: MailKey {
-                tkid: 0,
-                ordinal: 0,
-            },
+            key: MailKey::GENERATED,
             reverse_path: from.to_owned(),
             recipients: to.to_vec(),
             rcpt_index: (0..to.len()).collect(),

@@ -63,12 +63,12 @@ fn failed() -> Vec<FailedRecipient> {
     );
     let rejected = Failure::new(
         Stage::RcptTo,
-        Some("192.0.2.25:25".into()),
+        Some("192.0.2.25:25".parse().unwrap()),
         Problem::Reply(reply),
     );
     let tempfail = Failure::new(
         Stage::RcptTo,
-        Some("192.0.2.25:25".into()),
+        Some("192.0.2.25:25".parse().unwrap()),
         Problem::Reply(cssmtp_wire::Reply::new(
             451,
             None,

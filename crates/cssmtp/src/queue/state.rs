@@ -26,7 +26,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::delivery::outcome::{Failure, RcptResult};
-use crate::notify::FailedRecipient;
+pub use crate::domain::change::{Change, Recovered, RecoveredFailure};
+use crate::domain::failure::FailedRecipient;
 
 /// How a recipient's failures are handled (RetryLimit, ExtendedRetry, PossiblyDelivered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,28 +168,6 @@ pub struct NewMail<T> {
     pub payload: T,
 }
 
-/// What storage recorded of a mail before a restart (by recipient index).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recovered {
-    pub attempts: u32,
-    pub returned: bool,
-    pub delivered: BTreeSet<usize>,
-    pub parked: BTreeSet<usize>,
-    pub held: BTreeSet<usize>,
-    pub failed: BTreeMap<usize, RecoveredFailure>,
-    /// The final "." may have gone to these, no result recorded: possibly delivered.
-    pub in_doubt: BTreeSet<usize>,
-}
-
-/// A recorded failure (the recipient's address and line come from the spool file).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecoveredFailure {
-    pub status: String,
-    pub diagnostic: Option<String>,
-    pub remote: Option<String>,
-    pub reason: String,
-}
-
 /// What happens to the state.
 #[derive(Debug)]
 pub enum Event<T> {
@@ -219,33 +198,6 @@ pub enum Event<T> {
     /// A parked mail's turn (extended retry; only in a queue made with
     /// [`FileQueue::parked`]).
     Unpark(Unparked<T>),
-}
-
-/// A durable change of state, for the store (the journal's records, in typed form).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// After an attempt (or FLUSHRETRY): recipients not final yet (`retry`, including
-    /// those to be parked), recipients failed.
-    Attempted {
-        mail: u32,
-        attempts: u32,
-        retry: Vec<usize>,
-        failed: Vec<(usize, FailedRecipient)>,
-    },
-    /// Recipients parked in extended retry (the park is durable).
-    Parked {
-        mail: u32,
-        attempts: u32,
-        rcpts: Vec<usize>,
-    },
-    /// Possibly delivered recipients held for the operator (the hold is durable).
-    HeldInDoubt {
-        mail: u32,
-        attempts: u32,
-        rcpts: Vec<usize>,
-    },
-    /// The mail's failed recipients were returned.
-    Returned { mail: u32 },
 }
 
 /// What a state change tells people (logs, statistics, the file's report).
@@ -543,9 +495,9 @@ impl<T> FileQueue<T> {
                 failed.push(FailedRecipient {
                     address: rcpt.address.clone(),
                     line: rcpt.line,
-                    status: f.status.clone(),
+                    status: f.status,
                     diagnostic: f.diagnostic.clone(),
-                    remote_mta: f.remote.clone(),
+                    remote_mta: f.remote,
                     reason: f.reason.clone(),
                 });
             } else if known.in_doubt.contains(&i) {

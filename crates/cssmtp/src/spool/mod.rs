@@ -21,13 +21,5 @@ pub mod source;
 pub mod status;
 pub mod submit;
 
+pub use crate::domain::job::Mode;
 pub use layout::SpoolLayout;
-
-/// How intake ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Run until stopped.
-    Daemon,
-    /// Stop once the spool is empty and every file is final.
-    Drain,
-}

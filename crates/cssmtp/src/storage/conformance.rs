@@ -34,18 +34,18 @@ fn failed(address: &str) -> FailedRecipient {
     FailedRecipient {
         address: address.into(),
         line: 7,
-        status: "5.1.1".into(),
+        status: crate::domain::Status::new(5, 1, 1),
         diagnostic: Some("550 5.1.1 no such user".into()),
-        remote_mta: Some("192.0.2.1:25".into()),
+        remote_mta: Some(std::net::SocketAddr::from(([192, 0, 2, 1], 25))),
         reason: "550 5.1.1 no such user (at RCPT TO)".into(),
     }
 }
 
 fn recorded_failure() -> RecoveredFailure {
     RecoveredFailure {
-        status: "5.1.1".into(),
+        status: crate::domain::Status::new(5, 1, 1),
         diagnostic: Some("550 5.1.1 no such user".into()),
-        remote: Some("192.0.2.1:25".into()),
+        remote: Some(std::net::SocketAddr::from(([192, 0, 2, 1], 25))),
         reason: "550 5.1.1 no such user (at RCPT TO)".into(),
     }
 }

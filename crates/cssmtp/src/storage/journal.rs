@@ -132,14 +132,9 @@ impl FileStore for FileJournal {
     }
 
     fn finished(&self, how: Finished) {
-        let disp = match how {
-            Finished::Deleted => "deleted",
-            Finished::Removed => "removed",
-            Finished::Held => "held",
-        };
         self.journal.append(&Record::Done {
             f: self.key.to_string(),
-            disp: disp.into(),
+            disp: how,
         });
         if how == Finished::Held {
             // Deleted and removed files are forgotten by the reaper, once they are gone.
@@ -222,9 +217,9 @@ fn recovered(known: MailCheckpoint) -> Recovered {
 fn failed_rcpt(i: usize, f: &FailedRecipient) -> FailedRcpt {
     FailedRcpt {
         i,
-        status: f.status.clone(),
+        status: f.status,
         diagnostic: f.diagnostic.clone(),
-        remote: f.remote_mta.clone(),
+        remote: f.remote_mta,
         reason: f.reason.clone(),
     }
 }

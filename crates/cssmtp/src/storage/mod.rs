@@ -35,7 +35,6 @@ pub mod parked;
 pub mod source;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -46,47 +45,13 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 
 use crate::delivery::DeliveryAck;
+pub use crate::domain::change::{Change, Finished, Recovered};
+pub use crate::domain::ids::FileId;
 use crate::notify::deadletter::FullMail;
-use crate::queue::state::{Change, Recovered};
 use crate::spool::name::JobIdentity;
-
-/// A spool file's identity in storage: unique for the life of the file (the directory
-/// spool: its name and inode, so that a new file under an old name is never mistaken
-/// for it).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileId(Arc<str>);
-
-impl FileId {
-    pub fn new(id: &str) -> Self {
-        Self(Arc::from(id))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for FileId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// What storage recorded of one spool file before a restart, by mail number.
 pub type RecoveredFile = HashMap<u32, Recovered>;
-
-/// How a finished spool file went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finished {
-    /// Every recipient is final; the file is deleted.
-    Deleted,
-    /// Every recipient is final; the file, which had errors of its own, is removed
-    /// (`BadSpoolDisp Delete`).
-    Removed,
-    /// The file was held for the operator: when released, it comes back as a new file
-    /// (nothing recorded of it is kept).
-    Held,
-}
 
 /// The store of the queue's state, one per process.
 pub trait StateStore: Send + Sync + 'static {

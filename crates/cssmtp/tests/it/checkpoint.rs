@@ -618,9 +618,9 @@ async fn final_recipients_and_retry_counts_survive_a_restart() {
     let key = left_active(&env, &text);
     let failed = journal::FailedRcpt {
         i: 1,
-        status: "5.1.1".into(),
+        status: "5.1.1".parse().unwrap(),
         diagnostic: Some("550 5.1.1 No such user".into()),
-        remote: Some("127.0.0.1:25".into()),
+        remote: Some("127.0.0.1:25".parse().unwrap()),
         reason: "550 5.1.1 No such user (at RCPT TO)".into(),
     };
     write_journal(

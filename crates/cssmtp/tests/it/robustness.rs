@@ -212,6 +212,34 @@ async fn ipv6_targets() {
     assert!(sink.received()[0].peer.is_ipv6());
 }
 
+/// A recipient refused by an IPv6 target is returned with the target as
+/// `Remote-MTA: dns; [IPv6:...]` (RFC 3464 §2.3.5; the failure carries the target's
+/// address, not its text).
+#[tokio::test]
+async fn a_notification_names_an_ipv6_target_as_its_remote_mta() {
+    let sink = cssmtp::sink::Sink::bind("[::1]:0".parse().unwrap(), SinkOptions::default())
+        .await
+        .unwrap();
+    let env = Env::new(&target(sink.addr, ""));
+    env.submit(
+        "V6",
+        &format!(
+            "HELO h.example\n{}",
+            mail(
+                "a@h.example",
+                &["reject-x@example.com"],
+                &text_with_ids("v6", "b")
+            )
+        ),
+    );
+    let report = env.drain().await;
+    assert_eq!(report.stats.rcpts_undeliverable, 1);
+    let returned = crate::support::notifications(&sink);
+    assert_eq!(returned.len(), 1);
+    let text = String::from_utf8_lossy(&returned[0].data);
+    assert!(text.contains("Remote-MTA: dns; [IPv6:::1]\r\n"), "{text}");
+}
+
 /// The report beside a held file says how to release it (back into the writer
 /// directory, not a non-existent `incoming/`) and that releasing sends every mail in it
 /// again, the delivered ones included.

@@ -90,7 +90,7 @@ async fn a_refused_connection_teaches_the_connection_limit() {
     let fourth = use_it(&router);
     let refused = Failure::new(
         Stage::Greeting,
-        Some("127.0.0.1:25".into()),
+        Some("127.0.0.1:25".parse().unwrap()),
         Problem::Connection("closed by the server".into()),
     );
     let since = Some(fourth.progress());
@@ -276,7 +276,7 @@ async fn a_mail_only_a_down_target_might_take_does_not_wait() {
         &targets[1],
         Failure::new(
             Stage::Connect,
-            Some("127.0.0.2:25".into()),
+            Some("127.0.0.2:25".parse().unwrap()),
             Problem::Connection("refused".into()),
         ),
         Some(targets[1].progress()),

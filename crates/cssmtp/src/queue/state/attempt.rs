@@ -62,7 +62,7 @@ impl<T> FileQueue<T> {
                 } => {
                     rcpt.state = RcptState::Delivered;
                     delivered += 1;
-                    target = t;
+                    target = t.to_string();
                     reply = Some(r);
                 }
                 // A parked mail: whatever went wrong for now, it stays parked.
@@ -329,7 +329,7 @@ impl<T> FileQueue<T> {
                         FailedRecipient {
                             address: rcpt.address.clone(),
                             line: rcpt.line,
-                            status: "4.4.7".into(),
+                            status: crate::domain::Status::EXPIRED,
                             diagnostic: None,
                             remote_mta: None,
                             reason: "long retry ended by the operator (FLUSHRETRY); not delivered"

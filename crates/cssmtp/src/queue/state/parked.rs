@@ -118,7 +118,7 @@ impl<T> FileQueue<T> {
                 let failed = FailedRecipient {
                     address: rcpt.address.clone(),
                     line: rcpt.line,
-                    status: "4.4.7".into(),
+                    status: crate::domain::Status::EXPIRED,
                     diagnostic: None,
                     remote_mta: None,
                     reason: reason.clone(),

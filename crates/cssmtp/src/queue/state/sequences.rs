@@ -205,7 +205,7 @@ impl World {
                     m.rejected.push(crate::notify::FailedRecipient {
                         address: "x".into(),
                         line: 1,
-                        status: "5.1.3".into(),
+                        status: "5.1.3".parse().unwrap(),
                         diagnostic: None,
                         remote_mta: None,
                         reason: "syntax".into(),
@@ -232,7 +232,7 @@ impl World {
                                 r.failed.insert(
                                     i,
                                     RecoveredFailure {
-                                        status: "5.0.0".into(),
+                                        status: "5.0.0".parse().unwrap(),
                                         diagnostic: None,
                                         remote: None,
                                         reason: "r".into(),

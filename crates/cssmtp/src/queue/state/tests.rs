@@ -36,13 +36,17 @@ pub(super) fn new_mail(ordinal: u32, rcpts: usize) -> NewMail<()> {
 
 pub(super) fn delivered() -> RcptResult {
     RcptResult::Delivered {
-        target: "192.0.2.1:25".into(),
+        target: "192.0.2.1:25".parse().unwrap(),
         reply: Reply::new(250, None, "ok"),
     }
 }
 
 fn failure(problem: Problem) -> Failure {
-    Failure::new(Stage::DataTerm, Some("192.0.2.1:25".into()), problem)
+    Failure::new(
+        Stage::DataTerm,
+        Some("192.0.2.1:25".parse().unwrap()),
+        problem,
+    )
 }
 
 pub(super) fn transient() -> RcptResult {
@@ -443,7 +447,7 @@ fn refused_recipients_alone_are_returned() {
     m.rejected.push(crate::notify::FailedRecipient {
         address: "bad".into(),
         line: 3,
-        status: "5.1.3".into(),
+        status: "5.1.3".parse().unwrap(),
         diagnostic: None,
         remote_mta: None,
         reason: "syntax".into(),

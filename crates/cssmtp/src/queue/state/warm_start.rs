@@ -26,7 +26,7 @@ fn warm_start_skips_final_recipients_and_keeps_the_attempts() {
         r.failed.insert(
             3,
             RecoveredFailure {
-                status: "5.1.1".into(),
+                status: "5.1.1".parse().unwrap(),
                 diagnostic: Some("550 no".into()),
                 remote: None,
                 reason: "no such user".into(),
@@ -86,7 +86,7 @@ fn warm_start_does_not_return_a_mail_twice_and_returns_one_not_yet_returned() {
             r.failed.insert(
                 0,
                 RecoveredFailure {
-                    status: "5.0.0".into(),
+                    status: "5.0.0".parse().unwrap(),
                     diagnostic: None,
                     remote: None,
                     reason: "no".into(),
