@@ -311,7 +311,7 @@ pub async fn run(
         accounting: accounting.clone(),
         started: std::time::SystemTime::now(),
     });
-    control.config_record("start");
+    control.record_config(crate::control::ConfigEvent::Start);
     let services = start_services(&config, &control, options, &sync_stop, suspend_rx.clone()).await;
     let shared = Arc::new(TaskShared {
         config: Arc::clone(&live),
