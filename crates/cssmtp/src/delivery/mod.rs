@@ -6,6 +6,7 @@
 //! ([`outcome::RcptResult`]) goes back to the spool task that owns the mail.
 
 pub mod body;
+pub(crate) mod cutoff;
 pub mod outcome;
 pub mod resolve;
 pub mod router;
