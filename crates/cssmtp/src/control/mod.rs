@@ -9,7 +9,7 @@
 //! client sends can stop the daemon but STOP.
 
 mod change;
-pub mod command;
+pub(crate) mod command;
 mod display;
 mod reply;
 pub mod server;
