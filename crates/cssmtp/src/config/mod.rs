@@ -14,14 +14,14 @@
 
 mod blocks;
 mod draft;
-pub mod files;
-pub mod running;
+pub(crate) mod files;
+pub(crate) mod running;
 mod statements;
-pub mod syntax;
+pub(crate) mod syntax;
 mod table;
 mod targets;
 mod types;
-pub mod validate;
+pub(crate) mod validate;
 
 pub use types::*;
 

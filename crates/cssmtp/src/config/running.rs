@@ -43,6 +43,7 @@ fn restart_only() -> impl Iterator<Item = (String, &'static Refresh)> {
 
 /// The names of the statements (`Options TestMode` for a parameter) that REFRESH
 /// cannot change, in table order.
+#[cfg(test)]
 pub fn restart_only_names() -> Vec<String> {
     restart_only().map(|(name, _)| name).collect()
 }

@@ -9,7 +9,7 @@
 //! client sends can stop the daemon but STOP.
 
 mod change;
-pub mod command;
+pub(crate) mod command;
 mod display;
 mod reply;
 pub mod server;
@@ -113,26 +113,14 @@ impl Control {
         }
     }
 
-    /// A CONFIG accounting record for `event` (`start`, `refresh`, `loglevel`).
-    ///
-    /// Kept for callers that name the event; [`record_config`](Self::record_config)
-    /// takes it typed.
-    pub fn config_record(&self, event: &str) {
-        self.write_config_record(event);
-    }
-
     /// A CONFIG accounting record (start, REFRESH, LOGLEVEL).
     pub fn record_config(&self, event: ConfigEvent) {
-        self.write_config_record(event.as_str());
-    }
-
-    fn write_config_record(&self, event: &str) {
         if self.accounting.wants(Kind::Config) {
             let config = self.config.current();
             self.accounting.record(
                 Kind::Config,
                 json!({
-                    "event": event,
+                    "event": event.as_str(),
                     "writer": config.ext_wrt_name,
                     "log_level": logging::mask(),
                     "statements": running::render(&config),

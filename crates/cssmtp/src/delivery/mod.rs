@@ -5,13 +5,14 @@
 //! The [`router`] picks the target for each mail. Every recipient's result
 //! ([`outcome::RcptResult`]) goes back to the spool task that owns the mail.
 
-pub mod body;
-pub mod outcome;
-pub mod resolve;
-pub mod router;
+pub(crate) mod body;
+pub(crate) mod cutoff;
+pub(crate) mod outcome;
+pub(crate) mod resolve;
+pub(crate) mod router;
 pub mod session;
 pub mod tls;
-pub mod worker;
+pub(crate) mod worker;
 
 use std::sync::Arc;
 

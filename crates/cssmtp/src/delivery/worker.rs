@@ -1,8 +1,10 @@
 //! A delivery worker: takes mails from the queue and sends them, keeping its session
 //! open for the next mail to the same target.
 //!
-//! Stopping is checked between mails only: a transaction in progress always runs to its
-//! end, so cssmtp never stops between the final "." and its reply.
+//! Stopping is checked between mails: a transaction in progress runs to its end, until
+//! the shutdown deadline (`cutoff`) passes; then it is abandoned unless its final "."
+//! is out, its reply not yet read ([`super::cutoff`]): cssmtp never stops between the
+//! final "." and its reply.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -15,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use cssmtp_wire::{EnhancedStatus, Reply};
 
+use super::cutoff::Dots;
 use super::outcome::{Failure, Problem, RcptResult, Rotate, Stage, session_matter, too_many};
 use super::router::{Choice, Router, Target};
 use super::session::{Session, SessionParams};
@@ -129,24 +132,33 @@ fn connect_record(ctx: &DeliveryContext, open: &Open, how: &str) {
     }
 }
 
-/// Runs one worker until the queue closes or `stop` is cancelled.
+/// Runs one worker until the queue closes or `stop` is cancelled; a transaction in
+/// progress at the stop ends, or is abandoned once `cutoff` is cancelled (see
+/// [`super::cutoff`]).
 pub async fn run(
     ctx: Arc<DeliveryContext>,
     queue: async_channel::Receiver<MailJob>,
     stop: CancellationToken,
+    cutoff: CancellationToken,
 ) {
     let mut open: Option<Open> = None;
+    let dots = Dots::new();
     loop {
-        let job = tokio::select! {
+        let mut job = tokio::select! {
             biased;
             () = stop.cancelled() => break,
             // Mail handed over by workers waiting for a target at its connection limit
             // goes first, on this worker's open session (or wherever it fits).
             handed = ctx.handoff.1.recv(), if open.is_some() => {
                 if let Ok(handed) = handed
-                    && let Some((job, answer)) = handed.take()
+                    && let Some((mut job, answer)) = handed.take()
                 {
-                    let results = attempt(&ctx, &job, &mut open, &stop).await;
+                    dots.watch(&mut job);
+                    let work = attempt(&ctx, &job, &mut open, &stop);
+                    let Some(results) = dots.unless_cut(work, &cutoff).await else {
+                        cut(&ctx, job.key, &mut open);
+                        break;
+                    };
                     // The worker that handed it over waits for this answer.
                     let _ = answer.send(results);
                 }
@@ -161,9 +173,27 @@ pub async fn run(
                 continue;
             }
         };
-        deliver(&ctx, job, &mut open, &stop).await;
+        dots.watch(&mut job);
+        let key = job.key;
+        let work = deliver(&ctx, job, &mut open, &stop);
+        if dots.unless_cut(work, &cutoff).await.is_none() {
+            cut(&ctx, key, &mut open);
+            break;
+        }
     }
     close(&ctx, open.take()).await;
+}
+
+/// A transaction abandoned at the shutdown deadline: its connection is dropped.
+fn cut(ctx: &DeliveryContext, key: super::MailKey, open: &mut Option<Open>) {
+    let target = open.as_ref().map(|o| o.target.addr);
+    tracing::warn!(
+        "CSM1081W Mail {} of spool task {}: its transaction{} was abandoned at the shutdown deadline, before its final \".\"; its recipients are not final and go at the next start",
+        key.ordinal,
+        key.tkid,
+        target.map(|t| format!(" with {t}")).unwrap_or_default()
+    );
+    drop_session(ctx, open);
 }
 
 async fn close(ctx: &DeliveryContext, open: Option<Open>) {

@@ -10,15 +10,15 @@
 //! * [`reader`]: streaming a file through the batch parser with bounded memory;
 //! * [`report`]: what became of a spool file (a leaf every component may read).
 
-pub mod checks;
-pub mod claim;
-pub mod intake;
+pub(crate) mod checks;
+pub(crate) mod claim;
+pub(crate) mod intake;
 pub mod layout;
-pub mod name;
-pub mod reader;
+pub(crate) mod name;
+pub(crate) mod reader;
 pub mod report;
-pub mod source;
-pub mod status;
+pub(crate) mod source;
+pub(crate) mod status;
 pub mod submit;
 
 pub use crate::domain::job::Mode;

@@ -10,6 +10,7 @@
 
 mod commands;
 mod display;
+mod shutdown;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
