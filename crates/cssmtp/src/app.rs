@@ -265,10 +265,9 @@ pub async fn run(
     let notifier = Arc::new(Notifier {
         config: Arc::clone(&live),
         host: host_name.clone(),
-        queue: queue_tx.clone(),
+        generated: crate::queue::generated::Driver::new(queue_tx.clone(), stop.clone()),
         stats: Arc::clone(&stats),
         limiter: Limiter::new(config.notify_limit),
-        stop: stop.clone(),
         router: Arc::clone(&router),
     });
     // Extended retry runs beside intake, from the MailDirectory.
@@ -281,6 +280,7 @@ pub async fn run(
                 config: Arc::clone(&config),
                 settings,
                 notifier: Arc::clone(&notifier),
+                queue: queue_tx.clone(),
                 stats: Arc::clone(&stats),
                 current: Arc::clone(&extended_current),
             };

@@ -24,10 +24,8 @@ use chrono::{DateTime, Local};
 use cssmtp_batch::SyntaxError;
 use cssmtp_wire::data::dot_stuff;
 use tokio::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeadLetterAction, LiveConfig, Report};
-use crate::delivery::MailJob;
 use crate::delivery::router::Router;
 use crate::domain::Status;
 use crate::queue::generated::{self, GeneratedMail, SendFailure};
@@ -181,10 +179,10 @@ pub struct Notifier {
     /// The configuration in force (REFRESH changes it).
     pub config: Arc<LiveConfig>,
     pub host: String,
-    pub queue: async_channel::Sender<MailJob>,
+    /// Sends what it composes: each a queued mail with a one-attempt policy.
+    pub generated: generated::Driver,
     pub stats: Arc<Stats>,
     pub limiter: Limiter,
-    pub stop: CancellationToken,
     /// The target servers: a mail that failed at a `Secure Yes` target needed TLS.
     pub router: Arc<Router>,
 }
@@ -447,7 +445,7 @@ impl Notifier {
             wire,
             needs_tls,
         };
-        generated::send(&self.queue, &self.stop, mail).await
+        self.generated.send(mail).await
     }
 
     /// Stores (or, with DeadLetterAction Delete, only logs) a dead letter.

@@ -40,9 +40,29 @@ pub struct GeneratedMail<'a> {
     pub needs_tls: bool,
 }
 
+/// The generated-mail driver: where its attempts go (the delivery queue, as for spool
+/// mail) and when to give up (cssmtp stopping). The composer holds this, not the queue.
+#[derive(Clone)]
+pub struct Driver {
+    queue: async_channel::Sender<MailJob>,
+    stop: CancellationToken,
+}
+
+impl Driver {
+    pub fn new(queue: async_channel::Sender<MailJob>, stop: CancellationToken) -> Self {
+        Self { queue, stop }
+    }
+
+    /// Sends a generated mail through the queue core, once; the failures when any
+    /// recipient did not get it.
+    pub async fn send(&self, mail: GeneratedMail<'_>) -> Result<(), SendFailure> {
+        send(&self.queue, &self.stop, mail).await
+    }
+}
+
 /// Sends a generated mail through the queue core, once; the failures when any recipient
 /// did not get it.
-pub async fn send(
+async fn send(
     queue: &async_channel::Sender<MailJob>,
     stop: &CancellationToken,
     mail: GeneratedMail<'_>,
@@ -230,7 +250,9 @@ mod tests {
             wire: b"Subject: x\r\n\r\nbody\r\n",
             needs_tls: false,
         };
-        let sent = send(&tx, &CancellationToken::new(), mail).await;
+        let sent = Driver::new(tx.clone(), CancellationToken::new())
+            .send(mail)
+            .await;
         drop(tx);
         (sent, worker.await.unwrap_or(usize::MAX))
     }
