@@ -227,10 +227,9 @@ pub async fn run(
     let notifier = Arc::new(Notifier {
         config: Arc::clone(&live),
         host: host_name.clone(),
-        queue: queue_tx.clone(),
+        generated: crate::queue::generated::Driver::new(queue_tx.clone(), stop.clone()),
         stats: Arc::clone(&stats),
         limiter: Limiter::new(config.notify_limit),
-        stop: stop.clone(),
         router: Arc::clone(&router),
     });
     let extended_current = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -242,6 +241,7 @@ pub async fn run(
                 config: Arc::clone(&config),
                 settings,
                 notifier: Arc::clone(&notifier),
+                queue: queue_tx.clone(),
                 stats: Arc::clone(&stats),
                 current: Arc::clone(&extended_current),
             };

@@ -3,8 +3,10 @@
 //!
 //! * [`dsn`] builds RFC 3464 notifications, [`report`] error reports, [`deadletter`] dead
 //!   letters (pure);
-//! * [`Notifier`] carries them out: a notification is tried once through the target
-//!   servers, from the null reverse path; if it fails it becomes a dead letter, never a
+//! * [`Notifier`] composes them and carries out what follows: a notification is an
+//!   ordinary queued mail of the queue core with a one-attempt policy
+//!   ([`crate::queue::generated`]), from the null reverse path, through the target
+//!   servers; if it fails it becomes a dead letter, never a
 //!   notification about a notification. Mail whose reverse path is null, or that is
 //!   itself automatic (`Auto-Submitted`), goes straight to a dead letter. Notifications
 //!   and reports together are limited to `NotifyLimit` per minute (more wait), and there
@@ -21,14 +23,12 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Local};
 use cssmtp_batch::SyntaxError;
 use cssmtp_wire::data::dot_stuff;
-use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeadLetterAction, LiveConfig, Report};
 use crate::delivery::router::Router;
-use crate::delivery::{MailJob, MailKey, MailText, RcptResult};
 use crate::domain::Status;
+use crate::queue::generated::{self, GeneratedMail, SendFailure};
 use crate::spool::name::JobIdentity;
 use crate::spool::report::FileReport;
 use crate::stats::Stats;
@@ -155,14 +155,6 @@ pub enum Returned {
     Failed(String),
 }
 
-/// Why a generated mail did not reach its recipients.
-enum SendFailure {
-    /// It never reached a connection (cssmtp is stopping): nothing was attempted.
-    NotSent(String),
-    /// It was tried: one line per recipient that did not get it.
-    Failed(Vec<String>),
-}
-
 impl Returned {
     /// The mail was returned (or, as configured, only logged): its copy may go.
     pub fn is_done(&self) -> bool {
@@ -187,10 +179,10 @@ pub struct Notifier {
     /// The configuration in force (REFRESH changes it).
     pub config: Arc<LiveConfig>,
     pub host: String,
-    pub queue: async_channel::Sender<MailJob>,
+    /// Sends what it composes: each a queued mail with a one-attempt policy.
+    pub generated: generated::Driver,
     pub stats: Arc<Stats>,
     pub limiter: Limiter,
-    pub stop: CancellationToken,
     /// The target servers: a mail that failed at a `Secure Yes` target needed TLS.
     pub router: Arc<Router>,
 }
@@ -439,10 +431,7 @@ impl Notifier {
         }
     }
 
-    /// Sends a generated mail (wire form) once; the failures, when any recipient did
-    /// not get it.
-    /// `needs_tls`: only over TLS (the router and the session enforce it as for spool
-    /// mail).
+    /// Sends a generated mail once, through the queue core ([`generated`]).
     async fn send_once(
         &self,
         from: &str,
@@ -450,50 +439,13 @@ impl Notifier {
         wire: &[u8],
         needs_tls: bool,
     ) -> Result<(), SendFailure> {
-        let (reply, mut results) = mpsc::unbounded_channel();
-        let text = MailText::Memory(Arc::from(wire));
-        let job = MailJob {
-            key: MailKey::GENERATED,
-            reverse_path: from.to_owned(),
-            recipients: to.to_vec(),
-            rcpt_index: (0..to.len()).collect(),
+        let mail = GeneratedMail {
+            from,
+            to,
+            wire,
             needs_tls,
-            eight_bit: text.eight_bit(),
-            headers: Arc::from(Vec::new()),
-            size: text.message_size(),
-            text,
-            reply,
-            ack: None,
         };
-        let sent = tokio::select! {
-            () = self.stop.cancelled() => false,
-            sent = self.queue.send(job) => sent.is_ok(),
-        };
-        if !sent {
-            return Err(SendFailure::NotSent(
-                "cssmtp stopped before it could be sent".into(),
-            ));
-        }
-        let Some(outcome) = results.recv().await else {
-            return Err(SendFailure::NotSent(
-                "cssmtp stopped before it was sent".into(),
-            ));
-        };
-        let failures: Vec<String> = outcome
-            .results
-            .iter()
-            .filter_map(|(i, r)| match r {
-                RcptResult::Delivered { .. } => None,
-                RcptResult::Retry(f) | RcptResult::Undeliverable(f) => {
-                    Some(format!("<{}>: {f}", to.get(*i).map_or("?", String::as_str)))
-                }
-            })
-            .collect();
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(SendFailure::Failed(failures))
-        }
+        self.generated.send(mail).await
     }
 
     /// Stores (or, with DeadLetterAction Delete, only logs) a dead letter.

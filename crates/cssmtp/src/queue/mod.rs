@@ -11,6 +11,9 @@
 //! * [`parked`]: the driver of parked mail (extended retry): each parked mail read back
 //!   from storage at its Interval is given its turn in the same machine
 //!   (`Event::Unpark` → send, return, `Repark`);
+//! * [`generated`]: the driver of a generated mail (notification, error report): an
+//!   ordinary queued mail of the same machine with a one-attempt policy, whose return
+//!   becomes a dead letter, never a notification about a notification;
 //! * [`finish`]: the disposition of a released file;
 //! * [`task`]: what a driver holds (data only).
 //!
@@ -21,6 +24,7 @@
 mod effects;
 pub mod file;
 mod finish;
+pub mod generated;
 pub mod parked;
 pub mod state;
 mod task;

@@ -39,6 +39,8 @@ pub struct Manager {
     pub config: Arc<Config>,
     pub settings: ExtendedRetry,
     pub notifier: Arc<Notifier>,
+    /// The delivery queue, where a parked mail's attempts go.
+    pub queue: async_channel::Sender<MailJob>,
     pub stats: Arc<Stats>,
     /// Mails in extended retry now (DISPLAY TARGETS, metrics).
     pub current: Arc<std::sync::atomic::AtomicU64>,
@@ -283,7 +285,7 @@ impl Manager {
             reply,
             ack: None,
         };
-        self.notifier.queue.send(job).await.ok()?;
+        self.queue.send(job).await.ok()?;
         results.recv().await.map(|outcome| outcome.results)
     }
 

@@ -44,6 +44,16 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// A generated mail's (a notification, an error report): tried once, never retried,
+    /// parked or held; its failures end it (the driver, [`crate::queue::generated`],
+    /// makes them a dead letter, never a notification about a notification).
+    pub const ONE_ATTEMPT: Self = Self {
+        retry_count: 0,
+        retry_interval: Duration::ZERO,
+        extended: false,
+        hold_possibly_delivered: false,
+    };
+
     fn may_retry(&self, attempts: u32) -> bool {
         self.retry_count > 0 && !self.retry_interval.is_zero() && attempts <= self.retry_count
     }
@@ -612,6 +622,8 @@ mod parked;
 pub use attempt::no_result;
 pub use parked::{ParkPolicy, Unparked};
 
+#[cfg(test)]
+mod one_attempt;
 #[cfg(test)]
 mod sequences;
 #[cfg(test)]

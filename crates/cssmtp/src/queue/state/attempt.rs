@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::{Change, Effect, FileQueue, MailSummary, Note, RcptState, ReturnState};
 use crate::delivery::outcome::{Failure, Problem, RcptResult, Stage};
-use crate::notify::FailedRecipient;
+use crate::domain::failure::FailedRecipient;
 
 /// The result of a recipient the delivery sent none for: tried again.
 pub fn no_result() -> RcptResult {

@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use super::{Effect, FileQueue, Mail, NewMail, Note, RcptState, ReturnState};
-use crate::notify::FailedRecipient;
+use crate::domain::failure::FailedRecipient;
 
 /// ExtendedRetry as data: how often a parked mail is tried, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
