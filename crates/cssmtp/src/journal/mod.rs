@@ -36,12 +36,16 @@
 //! **Size.** Records of finished spool files are dropped when the journal is rewritten:
 //! at start, and when it grows past [`COMPACT_AT`].
 
+mod compact;
 pub mod record;
+mod recover;
 mod store;
+mod syncer;
 
 pub use record::{FailedRcpt, Outcome, Record};
+pub use recover::Recovered;
 pub use store::{
-    Journal, JournalOptions, JournalWriter, NotWritten, PROBE_INTERVAL, Recovered, SYNC_INTERVAL,
+    Journal, JournalOptions, JournalWriter, NotWritten, PROBE_INTERVAL, SYNC_INTERVAL,
 };
 
 /// The journal is rewritten (finished files dropped) when it grows past this size.

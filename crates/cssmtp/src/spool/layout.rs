@@ -21,11 +21,11 @@
 //! ([`SpoolLayout::open_claimed`]); anything else is moved to `hold/` unopened.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::fs::{self, File};
+use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -34,6 +34,9 @@ use nix::sys::stat::{Mode, SFlag};
 
 use crate::durable::{create_dir, create_shared_dir, move_no_replace};
 use crate::escape;
+
+pub use super::lock::{InstanceLock, LockError};
+pub use super::reaper::Reaper;
 
 /// The daemon's own directories inside the writer directory, with the modes they are
 /// created with. Intake never takes entries by these names.
@@ -98,29 +101,6 @@ pub enum OpenError {
     Refused(String),
     #[error("{0}")]
     Io(#[from] io::Error),
-}
-
-/// Another instance holds the writer's lock.
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error(
-        "CSM1002E another cssmtp instance{pid} is already running for writer name {writer} \
-         (lock {}); only one instance may serve a writer name",
-        path.display()
-    )]
-    Held {
-        writer: String,
-        pid: String,
-        path: PathBuf,
-    },
-    #[error("cannot create or lock {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
-}
-
-/// Holds the writer's lock for as long as it lives.
-#[derive(Debug)]
-pub struct InstanceLock {
-    _file: File,
 }
 
 /// True for a name a producer has finished writing.
@@ -226,48 +206,7 @@ impl SpoolLayout {
     /// # Errors
     /// [`LockError::Held`] when another instance runs for this writer.
     pub fn lock(&self, writer: &str) -> Result<InstanceLock, LockError> {
-        let path = self.active.join(".lock");
-        let io_err = |source| LockError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-            .open(&path)
-            .map_err(io_err)?;
-        let meta = file.metadata().map_err(io_err)?;
-        if !meta.file_type().is_file() || meta.nlink() != 1 {
-            return Err(io_err(io::Error::other(
-                "not a regular file with one link; remove it",
-            )));
-        }
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = Read::by_ref(&mut file).take(64).read_to_string(&mut pid);
-                let pid = pid.trim();
-                return Err(LockError::Held {
-                    writer: writer.to_owned(),
-                    pid: if pid.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (pid {})", escape::data(pid))
-                    },
-                    path,
-                });
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(io_err(e)),
-        }
-        file.set_len(0).map_err(io_err)?;
-        file.rewind().map_err(io_err)?;
-        writeln!(file, "{}", std::process::id()).map_err(io_err)?;
-        Ok(InstanceLock { _file: file })
+        super::lock::lock(&self.active, writer)
     }
 
     /// The oldest entries waiting in the spool (at most `limit`), oldest first: regular
@@ -427,99 +366,6 @@ impl SpoolLayout {
 }
 
 pub use crate::durable::sync_dir;
-
-/// Removes finished spool files from `active/`, in groups.
-///
-/// Spool tasks hand their finished files over and carry on. Every
-/// [`GROUP_WINDOW`], the reaper syncs the checkpoint journal (so that the `done`
-/// records of the files are durable before the files go), removes the files, syncs the
-/// directory, and only then lets the journal forget them: one journal sync and one
-/// directory sync per group instead of two per file, and a file a power failure brings
-/// back still finds its records.
-#[derive(Clone)]
-pub struct Reaper {
-    tx: tokio::sync::mpsc::UnboundedSender<(PathBuf, Option<std::sync::Arc<str>>)>,
-}
-
-/// How long the reaper waits for more files to remove together.
-const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
-
-impl Reaper {
-    /// Starts the reaper of `dir`; once `stop` is cancelled it removes what it was given
-    /// and ends.
-    pub fn spawn(
-        dir: PathBuf,
-        journal: Option<crate::journal::Journal>,
-        stop: tokio_util::sync::CancellationToken,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                let first = tokio::select! {
-                    biased;
-                    first = rx.recv() => first,
-                    () = stop.cancelled() => None,
-                };
-                let stopping = first.is_none();
-                if !stopping {
-                    // Let the files of the next few milliseconds join this group.
-                    tokio::time::sleep(GROUP_WINDOW).await;
-                }
-                let mut batch: Vec<_> = first.into_iter().collect();
-                while let Ok(more) = rx.try_recv() {
-                    batch.push(more);
-                }
-                if !batch.is_empty() {
-                    reap(&dir, journal.as_ref(), batch).await;
-                }
-                if stopping {
-                    return;
-                }
-            }
-        });
-        (Self { tx }, task)
-    }
-
-    /// Removes `path` soon; `key` is its journal key (when checkpointing).
-    pub fn remove(&self, path: PathBuf, key: Option<std::sync::Arc<str>>) {
-        let _ = self.tx.send((path, key));
-    }
-}
-
-async fn reap(
-    dir: &Path,
-    journal: Option<&crate::journal::Journal>,
-    batch: Vec<(PathBuf, Option<std::sync::Arc<str>>)>,
-) {
-    if let Some(journal) = journal {
-        let _ = journal.sync().await;
-    }
-    let dir = dir.to_owned();
-    let removed = tokio::task::spawn_blocking(move || {
-        let mut keys = Vec::new();
-        for (path, key) in batch {
-            match fs::remove_file(&path) {
-                Ok(()) => keys.extend(key),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => keys.extend(key),
-                Err(e) => tracing::error!(
-                    "CSM2008E Cannot remove spool file {}: {e}; it stays in active/",
-                    escape::path(&path)
-                ),
-            }
-        }
-        if let Err(e) = sync_dir(&dir) {
-            tracing::warn!("CSM2011W Cannot sync the spool directory: {e}");
-            keys.clear();
-        }
-        keys
-    })
-    .await;
-    if let (Some(journal), Ok(keys)) = (journal, removed) {
-        for key in keys {
-            journal.forget(&key);
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

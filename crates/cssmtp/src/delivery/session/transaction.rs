@@ -1,0 +1,294 @@
+//! One mail's transaction on an open session: MAIL FROM, every RCPT TO, DATA, the text
+//! (checked as it is written) and the final ".", with each recipient's result.
+
+use cssmtp_wire::{Command, Reply};
+use tokio::sync::oneshot;
+
+use super::Session;
+use super::SessionParams;
+use crate::config::Timeouts;
+use crate::delivery::body::{Body, TextError};
+use crate::delivery::outcome::{Failure, Problem, RcptResult, Stage};
+use crate::delivery::{MailJob, NotRecorded};
+
+/// Text is sent to the socket in writes of about this size.
+const WRITE_BATCH: usize = 64 * 1024;
+
+impl Session {
+    pub(super) async fn transaction(
+        &mut self,
+        job: &MailJob,
+        params: &SessionParams<'_>,
+        results: &mut [Option<RcptResult>],
+    ) -> Result<(), Failure> {
+        let t = params.timeouts;
+        let size = self.caps.size_advertised.then_some(job.size);
+        let mut mail = Vec::new();
+        if let Err(e) = (Command::MailFrom {
+            path: &job.reverse_path,
+            size,
+            // The worker sends 8-bit text only where 8BITMIME is offered.
+            eight_bit: job.eight_bit && self.caps.eight_bit_mime,
+        })
+        .write_to(&mut mail)
+        {
+            return Err(self.failure(Stage::MailFrom, Problem::UnsafeArgument(e.to_string())));
+        }
+        // RCPT commands; a recipient that cannot be sent safely fails alone.
+        let mut rcpts: Vec<(usize, Vec<u8>)> = Vec::with_capacity(job.recipients.len());
+        for (i, address) in job.recipients.iter().enumerate() {
+            let mut line = Vec::new();
+            match Command::RcptTo(address).write_to(&mut line) {
+                Ok(()) => rcpts.push((i, line)),
+                Err(e) => {
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = Some(RcptResult::failed(
+                            self.failure(Stage::RcptTo, Problem::UnsafeArgument(e.to_string())),
+                        ));
+                    }
+                }
+            }
+        }
+        if rcpts.is_empty() {
+            return Ok(());
+        }
+        let pipelining = self.caps.pipelining;
+        let mut accepted: Vec<usize> = Vec::new();
+        let data_reply;
+        if pipelining {
+            // MAIL, every RCPT and DATA in one write; replies come back in order.
+            let mut group = mail;
+            for (_, line) in &rcpts {
+                group.extend_from_slice(line);
+            }
+            group.extend_from_slice(b"DATA\r\n");
+            self.send_group(&group, Stage::MailFrom, t.mail_cmd).await?;
+            let mail_reply = self.read_reply(Stage::MailFrom, t.mail_cmd).await?;
+            let mut rcpt_replies = Vec::with_capacity(rcpts.len());
+            for _ in &rcpts {
+                rcpt_replies.push(self.read_reply(Stage::RcptTo, t.rcpt_cmd).await?);
+            }
+            let reply = self.read_reply(Stage::Data, t.data_cmd).await?;
+            if !mail_reply.is_positive() {
+                self.fail_all(results, &rcpts, Stage::MailFrom, &mail_reply);
+                return self.abandon(reply.code == 354, params).await;
+            }
+            for ((i, _), reply) in rcpts.iter().zip(rcpt_replies) {
+                self.record_rcpt(results, *i, reply, &mut accepted);
+            }
+            if accepted.is_empty() {
+                return self.abandon(reply.code == 354, params).await;
+            }
+            data_reply = reply;
+        } else {
+            self.send_group(&mail, Stage::MailFrom, t.mail_cmd).await?;
+            let mail_reply = self.read_reply(Stage::MailFrom, t.mail_cmd).await?;
+            if !mail_reply.is_positive() {
+                self.fail_all(results, &rcpts, Stage::MailFrom, &mail_reply);
+                return self.abandon(false, params).await;
+            }
+            for (i, line) in &rcpts {
+                self.send_group(line, Stage::RcptTo, t.rcpt_cmd).await?;
+                let reply = self.read_reply(Stage::RcptTo, t.rcpt_cmd).await?;
+                self.record_rcpt(results, *i, reply, &mut accepted);
+            }
+            if accepted.is_empty() {
+                return self.abandon(false, params).await;
+            }
+            self.send_group(b"DATA\r\n", Stage::Data, t.data_cmd)
+                .await?;
+            data_reply = self.read_reply(Stage::Data, t.data_cmd).await?;
+        }
+        if data_reply.code != 354 {
+            let stage_failure = self.failure(Stage::Data, Problem::Reply(data_reply));
+            for i in &accepted {
+                if let Some(slot) = results.get_mut(*i) {
+                    *slot = Some(RcptResult::failed(stage_failure.clone()));
+                }
+            }
+            return self.abandon(false, params).await;
+        }
+        // Every reply due is in: anything more (a 250 sent with the 354) came early.
+        self.expect_quiet(Stage::Data).await?;
+        // The owner records that these recipients may get the mail once the final "."
+        // goes: before it goes.
+        let rcpts = match &job.ack {
+            Some(_) => global_indexes(job, &accepted),
+            None => Vec::new(),
+        };
+        let sent = match job.ack.as_ref().map(|ack| ack.before_dot(&rcpts)) {
+            Some(Ok(sent)) => sent,
+            None => None,
+            Some(Err(NotRecorded(why))) => {
+                // No record, no final ".": the connection goes, the mail is tried again.
+                self.close().await;
+                return Err(self.failure(Stage::DataBlock, Problem::NotRecorded(why)));
+            }
+        };
+        let replied = match self.send_text(job, t, sent).await {
+            Ok(()) => self.read_reply(Stage::DataTerm, t.data_term).await,
+            Err(failure) => Err(failure),
+        };
+        if replied.is_ok() {
+            // The reply to "." was due and stands; bytes after it were not: the session
+            // is dropped (the next mail must not read them as its replies).
+            let _ = self.expect_quiet(Stage::DataTerm).await;
+        }
+        if let Some(ack) = &job.ack {
+            // Told before this connection's next "sent": one mail per connection is
+            // ever in doubt.
+            ack.after_dot(&rcpts, matches!(&replied, Ok(reply) if reply.is_positive()));
+        }
+        let final_reply = replied?;
+        let target = self.peer;
+        for i in &accepted {
+            let result = if final_reply.is_positive() {
+                RcptResult::Delivered {
+                    target,
+                    reply: final_reply.clone(),
+                }
+            } else {
+                RcptResult::failed(
+                    self.failure(Stage::DataTerm, Problem::Reply(final_reply.clone())),
+                )
+            };
+            if let Some(slot) = results.get_mut(*i) {
+                *slot = Some(result);
+            }
+        }
+        Ok(())
+    }
+
+    fn record_rcpt(
+        &self,
+        results: &mut [Option<RcptResult>],
+        i: usize,
+        reply: Reply,
+        accepted: &mut Vec<usize>,
+    ) {
+        if reply.is_positive() {
+            accepted.push(i);
+        } else if let Some(slot) = results.get_mut(i) {
+            *slot = Some(RcptResult::failed(
+                self.failure(Stage::RcptTo, Problem::Reply(reply)),
+            ));
+        }
+    }
+
+    fn fail_all(
+        &self,
+        results: &mut [Option<RcptResult>],
+        rcpts: &[(usize, Vec<u8>)],
+        stage: Stage,
+        reply: &Reply,
+    ) {
+        for (i, _) in rcpts {
+            if let Some(slot) = results.get_mut(*i) {
+                *slot = Some(RcptResult::failed(
+                    self.failure(stage, Problem::Reply(reply.clone())),
+                ));
+            }
+        }
+    }
+
+    /// Ends a transaction that will not carry text: a lone "." when a pipelined DATA was
+    /// accepted anyway (RFC 2920 §3.1), then RSET.
+    async fn abandon(
+        &mut self,
+        data_open: bool,
+        params: &SessionParams<'_>,
+    ) -> Result<(), Failure> {
+        let t = params.timeouts;
+        if data_open {
+            self.send_group(b".\r\n", Stage::DataBlock, t.data_block)
+                .await?;
+            self.read_reply(Stage::DataTerm, t.data_term).await?;
+        }
+        self.send_group(b"RSET\r\n", Stage::Rset, t.any_cmd).await?;
+        let reply = self.read_reply(Stage::Rset, t.any_cmd).await?;
+        if !reply.is_positive() {
+            self.close().await;
+        }
+        Ok(())
+    }
+
+    /// Streams the added headers and the text, ending with "." in the same write; that
+    /// last write waits for `durable` (the sync of the mail's checkpoint, with
+    /// `ChkPointSync Mail`).
+    async fn send_text(
+        &mut self,
+        job: &MailJob,
+        t: &Timeouts,
+        durable: Option<oneshot::Receiver<()>>,
+    ) -> Result<(), Failure> {
+        let mut out = std::mem::take(&mut self.wbuf);
+        let mut raw = std::mem::take(&mut self.raw);
+        let result = self.stream_text(job, t, &mut out, &mut raw, durable).await;
+        // Keep the buffers for the next mail, unless a huge mail made them grow.
+        out.clear();
+        raw.clear();
+        if out.capacity() <= 4 * WRITE_BATCH {
+            self.wbuf = out;
+        }
+        if raw.capacity() <= 4 * WRITE_BATCH {
+            self.raw = raw;
+        }
+        result
+    }
+
+    async fn stream_text(
+        &mut self,
+        job: &MailJob,
+        t: &Timeouts,
+        out: &mut Vec<u8>,
+        raw: &mut Vec<u8>,
+        durable: Option<oneshot::Receiver<()>>,
+    ) -> Result<(), Failure> {
+        if let Err(why) = cssmtp_wire::data::check_text(&job.headers) {
+            self.close().await;
+            return Err(self.failure(
+                Stage::DataBlock,
+                Problem::TextChanged(format!("the header fields cssmtp adds have {why}")),
+            ));
+        }
+        out.extend_from_slice(&job.headers);
+        let mut body = Body::new(&job.text);
+        loop {
+            match body.next_chunk(raw, out).await {
+                Ok(true) => {
+                    if out.len() >= WRITE_BATCH {
+                        self.write(out, Stage::DataBlock, t.data_block).await?;
+                        out.clear();
+                    }
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    // The text cannot be completed: drop the connection without the
+                    // final "." so that the server discards the partial mail.
+                    self.close().await;
+                    let problem = match e {
+                        TextError::Changed(why) => Problem::TextChanged(why),
+                        TextError::Io(_) => Problem::Connection(e.to_string()),
+                    };
+                    return Err(self.failure(Stage::DataBlock, problem));
+                }
+            }
+        }
+        out.extend_from_slice(b".\r\n");
+        if let Some(durable) = durable {
+            // Resolves once the journal has synced (or has failed, which it reports).
+            let _ = durable.await;
+        }
+        // A reply before the text is complete (an early 250, or a refusal) was not due.
+        self.expect_quiet(Stage::DataBlock).await?;
+        self.write(out, Stage::DataBlock, t.data_block).await
+    }
+}
+
+/// The indexes among the mail's recipients of `accepted` (indexes among the job's).
+fn global_indexes(job: &MailJob, accepted: &[usize]) -> Vec<usize> {
+    accepted
+        .iter()
+        .filter_map(|&i| job.rcpt_index.get(i).copied())
+        .collect()
+}
