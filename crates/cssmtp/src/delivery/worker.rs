@@ -362,10 +362,6 @@ async fn attempt(
                 if let Some(results) = hand_over(ctx, job, until, changes, stop).await {
                     return results;
                 }
-                if stop.is_cancelled() {
-                    let failure = Failure::new(Stage::Route, None, Problem::Stopping);
-                    return all(job, &RcptResult::Retry(failure));
-                }
                 continue;
             }
         };
@@ -432,10 +428,6 @@ async fn attempt(
                             let until = tokio::time::Instant::now() + ctx.timeouts.connect_retry;
                             if let Some(results) = hand_over(ctx, job, until, changes, stop).await {
                                 return results;
-                            }
-                            if stop.is_cancelled() {
-                                let failure = Failure::new(Stage::Route, None, Problem::Stopping);
-                                return all(job, &RcptResult::Retry(failure));
                             }
                         }
                     }
@@ -524,9 +516,9 @@ async fn attempt(
 }
 
 /// Hands `job` to a worker with a session open (see [`Handoff`]) and waits for its
-/// results. Returns None when none took it before `until`, a change (`changes`: a
-/// connection released, a target's health) or stopping: it is taken back, and the
-/// caller chooses again.
+/// results. Returns None when none took it before `until` or a change (`changes`: a
+/// connection released, a target's health): it is taken back, and the caller chooses
+/// again. When cssmtp stops first, the results say so (retry: stopping).
 async fn hand_over(
     ctx: &DeliveryContext,
     job: &MailJob,
@@ -554,7 +546,8 @@ async fn hand_over(
         () = stop.cancelled() => {}
     }
     if handed.take().is_some() {
-        return None;
+        // Taken back: the mail goes on, unless cssmtp is stopping.
+        return stop.is_cancelled().then(&stopped);
     }
     // Taken: the worker carrying it answers.
     Some(results.await.unwrap_or_else(|_| stopped()))

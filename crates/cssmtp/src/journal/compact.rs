@@ -163,22 +163,16 @@ fn compacted(path: &Path, limit: u64, keep: impl Fn(&str) -> bool) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::sent;
     use crate::journal::{Journal, JournalOptions};
     use std::time::Duration;
-
-    fn sent(f: &str, m: u32, r: Vec<usize>) -> Record {
-        Record::Sent { f: f.into(), m, r }
-    }
-
-    fn warm() -> JournalOptions {
-        JournalOptions::default()
-    }
 
     #[tokio::test]
     async fn compaction_drops_forgotten_files_and_appends_go_on() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("W.journal");
-        let (journal, _, writer) = Journal::open(&path, &HashSet::new(), warm()).unwrap();
+        let (journal, _, writer) =
+            Journal::open(&path, &HashSet::new(), JournalOptions::default()).unwrap();
         journal.append(&sent("gone@1", 1, vec![0]));
         journal.append(&sent("kept@2", 1, vec![0]));
         journal.forget("gone@1");
@@ -207,7 +201,8 @@ mod tests {
     fn appends_go_on_while_a_compaction_runs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("W.journal");
-        let (journal, _, writer) = Journal::open(&path, &HashSet::new(), warm()).unwrap();
+        let (journal, _, writer) =
+            Journal::open(&path, &HashSet::new(), JournalOptions::default()).unwrap();
         journal.append(&sent("gone@1", 1, vec![0]));
         journal.append(&sent("kept@2", 1, vec![0]));
         journal.forget("gone@1");
@@ -248,7 +243,8 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 2, "journal and lock, no temporary: {names:?}");
         let live: HashSet<String> = ["kept@2".to_string()].into();
-        let (_journal, recovered, _writer) = Journal::open(&path, &live, warm()).unwrap();
+        let (_journal, recovered, _writer) =
+            Journal::open(&path, &live, JournalOptions::default()).unwrap();
         assert_eq!(recovered.damaged, 0);
         assert_eq!(recovered.files["kept@2"].mails.len(), 3);
     }

@@ -44,6 +44,12 @@ mod syncer;
 
 pub use record::{FailedRcpt, Outcome, Record};
 pub use recover::Recovered;
+
+/// A `sent` record (the unit tests of the journal's files write many).
+#[cfg(test)]
+fn sent(f: &str, m: u32, r: Vec<usize>) -> Record {
+    Record::Sent { f: f.into(), m, r }
+}
 pub use store::{
     Journal, JournalOptions, JournalWriter, NotWritten, PROBE_INTERVAL, SYNC_INTERVAL,
 };

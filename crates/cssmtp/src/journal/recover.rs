@@ -83,15 +83,8 @@ pub(super) fn recover(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::sent;
     use crate::journal::{Journal, JournalOptions, Outcome};
-
-    fn sent(f: &str, m: u32, r: Vec<usize>) -> Record {
-        Record::Sent { f: f.into(), m, r }
-    }
-
-    fn warm() -> JournalOptions {
-        JournalOptions::default()
-    }
 
     #[tokio::test]
     async fn recovery_skips_damage_and_keeps_live_files() {
@@ -99,7 +92,8 @@ mod tests {
         let path = dir.path().join("W.journal");
         let live: HashSet<String> = ["a@1".to_string()].into();
         {
-            let (journal, recovered, writer) = Journal::open(&path, &live, warm()).unwrap();
+            let (journal, recovered, writer) =
+                Journal::open(&path, &live, JournalOptions::default()).unwrap();
             assert_eq!(recovered.records, 0);
             assert!(!recovered.system_restarted);
             journal.append(&sent("a@1", 1, vec![0, 1]));
@@ -130,7 +124,8 @@ mod tests {
         text[lines[1] + 5] ^= 0x20;
         text.extend_from_slice(b"0badc0de {\"v\":1,\"t\":\"se");
         std::fs::write(&path, &text).unwrap();
-        let (_journal, recovered, _writer) = Journal::open(&path, &live, warm()).unwrap();
+        let (_journal, recovered, _writer) =
+            Journal::open(&path, &live, JournalOptions::default()).unwrap();
         assert_eq!(recovered.damaged, 2);
         let file = &recovered.files["a@1"];
         // The Result line was damaged: mail 1 is in doubt for both recipients.
@@ -156,7 +151,7 @@ mod tests {
             boot: "another-boot".into(),
         });
         std::fs::write(&path, line).unwrap();
-        let (_j, recovered, _w) = Journal::open(&path, &live, warm()).unwrap();
+        let (_j, recovered, _w) = Journal::open(&path, &live, JournalOptions::default()).unwrap();
         assert!(recovered.system_restarted);
     }
 }

@@ -291,34 +291,27 @@ fn boot_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sent(f: &str, m: u32, r: Vec<usize>) -> Record {
-        Record::Sent { f: f.into(), m, r }
-    }
-
-    fn warm() -> JournalOptions {
-        JournalOptions::default()
-    }
+    use crate::journal::sent;
 
     #[tokio::test]
     async fn cold_start_discards_and_one_process_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("W.journal");
         let live: HashSet<String> = ["a@1".to_string()].into();
-        let (journal, _, writer) = Journal::open(&path, &live, warm()).unwrap();
+        let (journal, _, writer) = Journal::open(&path, &live, JournalOptions::default()).unwrap();
         journal
             .append_durable(&sent("a@1", 1, vec![0]))
             .await
             .unwrap();
         assert!(
-            Journal::open(&path, &live, warm()).is_err(),
+            Journal::open(&path, &live, JournalOptions::default()).is_err(),
             "one process at a time"
         );
         drop(journal);
         writer.join();
         let cold = JournalOptions {
             cold: true,
-            ..warm()
+            ..JournalOptions::default()
         };
         let (_j, recovered, _w) = Journal::open(&path, &live, cold).unwrap();
         assert!(recovered.files.is_empty());
@@ -354,7 +347,8 @@ mod tests {
         }
         let _unmount = Unmount(fs.clone());
         let path = fs.join("W.journal");
-        let (journal, _, writer) = Journal::open(&path, &HashSet::new(), warm()).unwrap();
+        let (journal, _, writer) =
+            Journal::open(&path, &HashSet::new(), JournalOptions::default()).unwrap();
         assert!(journal.append(&sent("a@1", 1, vec![0])));
         // Fill the file system, then the journal's last page but 20 bytes.
         let filler = fs.join("filler");
@@ -384,7 +378,8 @@ mod tests {
         drop(journal);
         writer.join();
         let live: HashSet<String> = ["a@1", "c@4"].iter().map(|s| (*s).to_string()).collect();
-        let (reopened, recovered, rewriter) = Journal::open(&path, &live, warm()).unwrap();
+        let (reopened, recovered, rewriter) =
+            Journal::open(&path, &live, JournalOptions::default()).unwrap();
         assert_eq!(recovered.damaged, 1, "only the torn record");
         assert!(recovered.files.contains_key("a@1"));
         assert!(

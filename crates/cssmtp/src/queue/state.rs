@@ -144,6 +144,32 @@ pub struct Mail<T> {
 }
 
 impl<T> Mail<T> {
+    /// A mail entering the queue: each recipient of `new` in `state`, those the parser
+    /// refused already failed, nothing tried yet; and what storage recovered of it.
+    fn entering(new: NewMail<T>, state: RcptState) -> (Self, Option<Recovered>) {
+        let rcpts = (new.rcpts.into_iter())
+            .map(|(address, line)| Rcpt {
+                address,
+                line,
+                state,
+            })
+            .collect();
+        let mail = Self {
+            line: new.line,
+            reverse_path: new.reverse_path,
+            rcpts,
+            failed: new.rejected,
+            attempts: 0,
+            size: new.size,
+            returned: ReturnState::None,
+            retried: false,
+            parking: false,
+            done: false,
+            payload: new.payload,
+        };
+        (mail, new.recovered)
+    }
+
     /// Recipients in `state`, counted.
     pub fn count(&self, state: RcptState) -> usize {
         self.rcpts.iter().filter(|r| r.state == state).count()
@@ -437,28 +463,8 @@ impl<T> FileQueue<T> {
                 failed: failed.clone(),
             }));
         }
-        let mut mail = Mail {
-            line: new.line,
-            reverse_path: new.reverse_path,
-            rcpts: new
-                .rcpts
-                .into_iter()
-                .map(|(address, line)| Rcpt {
-                    address,
-                    line,
-                    state: RcptState::Pending,
-                })
-                .collect(),
-            failed: new.rejected,
-            attempts: 0,
-            size: new.size,
-            returned: ReturnState::None,
-            retried: false,
-            parking: false,
-            done: false,
-            payload: new.payload,
-        };
-        let holding = match new.recovered {
+        let (mut mail, recovered) = Mail::entering(new, RcptState::Pending);
+        let holding = match recovered {
             Some(known) => self.restore(ordinal, &mut mail, known, out),
             None => Vec::new(),
         };

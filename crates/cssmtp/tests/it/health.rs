@@ -33,6 +33,17 @@ impl Write for Log {
 }
 
 impl Log {
+    /// Captures this thread's log lines until the guard is dropped.
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let log = Self::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (log, tracing::subscriber::set_default(subscriber))
+    }
+
     fn text(&self) -> String {
         self.0
             .lock()
@@ -44,13 +55,7 @@ impl Log {
 /// 40 mails through a server taking 5 mails per session (so that connections keep being
 /// opened), with MaxConnections 4 and `options`' lost connections.
 async fn through_lost_connections(options: SinkOptions) {
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = Log::capture();
 
     let server = sink(SinkOptions {
         max_mails_per_session: Some(5),
@@ -116,13 +121,7 @@ async fn a_connection_reset_while_others_work_does_not_take_the_target_down() {
 /// service; cssmtp learns the limit 3, opens no more than that, and every mail goes
 /// through the open sessions without waiting ConnectRetry or a retry interval.
 async fn through_a_connection_limit(close: bool) {
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = Log::capture();
 
     let server = sink(SinkOptions {
         max_connections: Some(3),
@@ -217,13 +216,7 @@ async fn a_connection_closed_beyond_a_connection_limit_teaches_the_limit() {
 /// target for ConnectRetry).
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn connections_failing_again_while_a_session_works_hand_the_mail_over() {
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = Log::capture();
 
     let server = sink(SinkOptions {
         silent_connections: vec![2, 3, 4, 5, 6],

@@ -87,27 +87,7 @@ impl<T> FileQueue<T> {
             )),
             None => None,
         };
-        let mut mail = Mail {
-            line: new.line,
-            reverse_path: new.reverse_path,
-            rcpts: new
-                .rcpts
-                .into_iter()
-                .map(|(address, line)| super::Rcpt {
-                    address,
-                    line,
-                    state: RcptState::Parked,
-                })
-                .collect(),
-            failed: Vec::new(),
-            attempts: 0,
-            size: new.size,
-            returned: ReturnState::None,
-            retried: false,
-            parking: false,
-            done: false,
-            payload: new.payload,
-        };
+        let (mut mail, _) = Mail::entering(new, RcptState::Parked);
         if let Some(reason) = expired {
             out.push(Effect::Note(Note::Expired {
                 mail: ordinal,
