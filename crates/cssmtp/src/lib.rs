@@ -41,7 +41,6 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 // Internal: wiring helpers, telemetry, utilities.
-pub(crate) mod accounting;
 pub(crate) mod clock;
 pub(crate) mod demo;
 pub(crate) mod durable;
@@ -50,7 +49,7 @@ pub(crate) mod headers;
 pub(crate) mod listen;
 pub(crate) mod monitor;
 pub(crate) mod net;
-pub(crate) mod stats;
+pub(crate) mod telemetry;
 
 // Public: see above.
 pub mod app;

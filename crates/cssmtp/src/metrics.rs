@@ -23,12 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::delivery::router::Router;
 use crate::spool::status::{Suspend, TaskRegistry};
-use crate::stats::Stats;
+use crate::telemetry::Telemetry;
 
 /// What the metrics are read from.
 #[derive(Debug)]
 pub struct Sources {
-    pub stats: Arc<Stats>,
+    pub telemetry: Telemetry,
     pub router: Arc<Router>,
     pub tasks: Arc<TaskRegistry>,
     /// Mails in extended retry now.
@@ -62,7 +62,7 @@ fn to_i64(n: u64) -> i64 {
 
 impl Collector for Sources {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = self.stats.snapshot();
+        let s = self.telemetry.snapshot();
         let e = &mut encoder;
         counter(
             e,

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounting::{Accounting, AccountingWriter};
 use crate::config::Config;
 use crate::delivery::resolve::{resolve, resolver_for};
 use crate::delivery::router::Router;
 use crate::journal::{self, FileCheckpoint, Journal, JournalOptions, JournalWriter};
 use crate::spool::SpoolLayout;
+use crate::telemetry::{Accounting, AccountingWriter};
 
 /// Creates the missing spool directories with safe modes, then checks every directory
 /// (ownership and modes, and those of its ancestors): an unsafe one stops the start.

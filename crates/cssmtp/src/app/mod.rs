@@ -9,7 +9,7 @@
 //! 2. The checkpoint journal opened and recovered (waiting, CSM2310W, while it cannot
 //!    be written).
 //! 3. TLS client settings; the targets resolved into the router.
-//! 4. Statistics, the live configuration, the accounting file.
+//! 4. The live configuration, telemetry: statistics and the accounting file.
 //! 5. The delivery workers (`MaxConnections`), on a bounded queue.
 //! 6. The reaper (removes finished spool files after a journal sync), the notifier,
 //!    extended retry.
@@ -65,7 +65,7 @@ use crate::spool::intake::{self, Mode};
 use crate::spool::layout::Reaper;
 use crate::spool::report::FileReport;
 use crate::spool::status::{Suspend, TaskRegistry};
-use crate::stats::{Snapshot, Stats};
+use crate::telemetry::{Snapshot, Telemetry};
 
 pub use shutdown::SHUTDOWN_DEADLINE;
 use shutdown::{Shutdown, Workers};
@@ -176,7 +176,7 @@ pub async fn run(
         tracing::info!("CSM1004I cssmtp stopped");
         return Ok(RunReport {
             files: Vec::new(),
-            stats: Stats::default().snapshot(),
+            stats: Snapshot::default(),
             stopped: true,
         });
     };
@@ -187,10 +187,11 @@ pub async fn run(
         tracing::warn!("CSM1020W {skipped} system CA certificate(s) could not be loaded");
     }
     let router = build::router(&config, &stop).await?;
-    // 4. Statistics, the live configuration, accounting.
-    let stats = Arc::new(Stats::default());
+    // 4. The live configuration, telemetry (statistics, accounting).
     let live = Arc::new(LiveConfig::new(Arc::clone(&config)));
     let (accounting, accounting_writer) = build::open_accounting(&config);
+    let telemetry = Telemetry::new(accounting);
+    let stats = telemetry.stats();
     // 5. The delivery workers.
     let (queue_tx, queue_rx) = async_channel::bounded(config.max_connections * 2);
     let ctx = Arc::new(DeliveryContext::new(
@@ -198,8 +199,7 @@ pub async fn run(
         config.timeouts,
         host_name.clone(),
         tls_config,
-        Arc::clone(&stats),
-        accounting.clone(),
+        telemetry.clone(),
     ));
     let workers = Workers::start(
         &ctx,
@@ -228,7 +228,7 @@ pub async fn run(
         config: Arc::clone(&live),
         host: host_name.clone(),
         generated: crate::queue::generated::Driver::new(queue_tx.clone(), stop.clone()),
-        stats: Arc::clone(&stats),
+        telemetry: telemetry.clone(),
         limiter: Limiter::new(config.notify_limit),
         router: Arc::clone(&router),
     });
@@ -242,7 +242,7 @@ pub async fn run(
                 settings,
                 notifier: Arc::clone(&notifier),
                 queue: queue_tx.clone(),
-                stats: Arc::clone(&stats),
+                telemetry: telemetry.clone(),
                 current: Arc::clone(&extended_current),
             };
             let run = manager.run(rx, flush_rx, stop.clone(), options.mode);
@@ -256,13 +256,12 @@ pub async fn run(
     let control = Arc::new(Control {
         config: Arc::clone(&live),
         router: Arc::clone(&router),
-        stats: Arc::clone(&stats),
+        telemetry: telemetry.clone(),
         tasks: Arc::clone(&tasks),
         suspend: suspend_tx,
         stop: stop.clone(),
         extended_flush,
         extended_current: Arc::clone(&extended_current),
-        accounting: accounting.clone(),
         started: std::time::SystemTime::now(),
     });
     control.record_config(ConfigEvent::Start);
@@ -281,7 +280,7 @@ pub async fn run(
         host_name,
         layout,
         queue: queue_tx,
-        stats: Arc::clone(&stats),
+        telemetry: telemetry.clone(),
         stop: stop.clone(),
         workers_done: workers.done.clone(),
         reaper,
@@ -295,7 +294,6 @@ pub async fn run(
         }),
         tasks,
         suspend: suspend_rx,
-        accounting: accounting.clone(),
     });
     let files = intake::run(
         Arc::clone(&shared),
@@ -320,7 +318,7 @@ pub async fn run(
         services_stop,
         services,
         control,
-        accounting,
+        telemetry,
         accounting_writer,
         lock,
     }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::RunOptions;
-use crate::accounting::Kind;
 use crate::config::Config;
 use crate::control::Control;
 use crate::spool::status::Suspend;
+use crate::telemetry::Event as TelemetryEvent;
 
 /// What ends the services.
 #[derive(Default)]
@@ -72,7 +72,7 @@ pub(super) async fn start_services(
                     .map_or_else(|_| addr.to_string(), |a| a.to_string());
                 tracing::info!("CSM1044I Metrics at http://{local}/metrics");
                 let sources = Arc::new(crate::metrics::Sources {
-                    stats: Arc::clone(&control.stats),
+                    telemetry: control.telemetry.clone(),
                     router: Arc::clone(&control.router),
                     tasks: Arc::clone(&control.tasks),
                     extended_current: Arc::clone(&control.extended_current),
@@ -100,7 +100,7 @@ pub(super) async fn start_services(
         directories,
         timers.clone(),
     )));
-    if !config.stats_interval.is_zero() && control.accounting.wants(Kind::Stats) {
+    if !config.stats_interval.is_zero() && config.smf119.stats {
         services.timers.push(tokio::spawn(stats_records(
             Arc::clone(control),
             config.stats_interval,
@@ -129,35 +129,14 @@ async fn stats_records(
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let s = control.stats.snapshot();
-        let tasks = control.tasks.all();
-        control.accounting.record(
-            Kind::Stats,
-            serde_json::json!({
-                "interval_seconds": interval.as_secs(),
-                "counters": {
-                    "mails_attempted": s.mails_attempted,
-                    "mails_sent": s.mails_sent,
-                    "mails_all_sent": s.mails_all_sent,
-                    "mails_total_retry": s.mails_total_retry,
-                    "mails_undeliverable": s.mails_undeliverable,
-                    "rcpts_delivered": s.rcpts_delivered,
-                    "rcpts_undeliverable": s.rcpts_undeliverable,
-                    "rcpts_retried": s.rcpts_retried,
-                    "rcpts_extended": s.rcpts_extended,
-                    "files_done": s.files_done,
-                    "files_held": s.files_held,
-                    "notifications": s.notifications,
-                    "dead_letters": s.dead_letters,
-                    "reports": s.reports,
-                    "connections": s.connections,
-                },
-                "spool_tasks": tasks.len(),
-                "mails_in_retry": control.tasks.mails_in_retry(),
-                "mails_in_extended_retry": control.extended_current.load(std::sync::atomic::Ordering::Relaxed),
-                "accounting_records_lost": control.accounting.lost(),
-            }),
-        );
+        control.telemetry.emit(TelemetryEvent::Interval {
+            interval,
+            spool_tasks: control.tasks.all().len(),
+            mails_in_retry: control.tasks.mails_in_retry(),
+            mails_in_extended_retry: control
+                .extended_current
+                .load(std::sync::atomic::Ordering::Relaxed),
+        });
     }
 }
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::accounting::{Accounting, AccountingWriter};
 use crate::control::Control;
 use crate::delivery::MailJob;
 use crate::delivery::worker::{self, DeliveryContext};
@@ -18,6 +17,7 @@ use crate::journal::JournalWriter;
 use crate::notify::Notifier;
 use crate::queue::TaskShared;
 use crate::spool::layout::InstanceLock;
+use crate::telemetry::{AccountingWriter, Telemetry};
 
 /// How long after a stop transactions in progress may take before they are cut
 /// ([`crate::delivery::cutoff`]): a transaction before its final "." is abandoned
@@ -117,7 +117,7 @@ pub(super) struct Shutdown {
     pub(super) services_stop: super::services::Stop,
     pub(super) services: super::services::Services,
     pub(super) control: Arc<Control>,
-    pub(super) accounting: Accounting,
+    pub(super) telemetry: Telemetry,
     pub(super) accounting_writer: Option<AccountingWriter>,
     /// Released last: another instance may start once everything above is done.
     pub(super) lock: InstanceLock,
@@ -151,7 +151,7 @@ impl Shutdown {
             services_stop,
             services,
             control,
-            accounting,
+            telemetry,
             accounting_writer,
             lock,
         } = self;
@@ -181,7 +181,7 @@ impl Shutdown {
             let _ = service.await;
         }
         drop(control);
-        drop(accounting);
+        drop(telemetry);
         if let Some(writer) = accounting_writer {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }

@@ -294,8 +294,7 @@ impl Control {
             logging::set_mask(merged.log_level);
             done.push(format!("LOGLEVEL {}", merged.log_level));
         }
-        self.accounting.select(merged.smf119);
-        self.accounting.reopen();
+        self.telemetry.refresh_accounting(merged.smf119);
         let changed = merged != running.as_ref().clone();
         self.config.replace(Arc::new(merged));
         // The file's warnings and the statements kept until a restart come last,

@@ -9,11 +9,11 @@ use serde::Serialize;
 
 use super::reply::{Answer, Refusal, yes};
 use super::{Control, Reply};
-use crate::accounting;
 use crate::config::running;
 use crate::delivery::router::{LimitSource, Target};
 use crate::logging;
 use crate::spool::status::{Suspend, TaskSnapshot};
+use crate::telemetry::accounting;
 
 /// DISPLAY,TARGETS.
 #[derive(Debug, Serialize)]
@@ -378,7 +378,7 @@ impl Answer for DisplayLogLevelAnswer {
 
 impl Control {
     pub(super) fn display_targets(&self, only: Option<IpAddr>) -> Reply {
-        let s = self.stats.snapshot();
+        let s = self.telemetry.snapshot();
         let now = tokio::time::Instant::now();
         let targets: Vec<TargetAnswer> = self
             .router

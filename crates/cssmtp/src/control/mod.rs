@@ -22,7 +22,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -37,12 +37,11 @@ pub use display::{
 };
 pub use reply::{Answer, Refusal};
 
-use crate::accounting::{Accounting, Kind};
-use crate::config::{LiveConfig, running};
+use crate::config::LiveConfig;
 use crate::delivery::router::Router;
-use crate::logging;
 use crate::spool::status::{Suspend, TaskRegistry};
-use crate::stats::Stats;
+pub use crate::telemetry::ConfigEvent;
+use crate::telemetry::{Event as TelemetryEvent, Telemetry};
 
 /// A request on the control socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,7 +79,8 @@ pub type FlushAge = (Duration, oneshot::Sender<u64>);
 pub struct Control {
     pub config: Arc<LiveConfig>,
     pub router: Arc<Router>,
-    pub stats: Arc<Stats>,
+    /// Statistics and accounting records.
+    pub telemetry: Telemetry,
     pub tasks: Arc<TaskRegistry>,
     pub suspend: watch::Sender<Suspend>,
     pub stop: CancellationToken,
@@ -88,7 +88,6 @@ pub struct Control {
     pub extended_flush: Option<mpsc::UnboundedSender<FlushAge>>,
     /// Mails in extended retry now.
     pub extended_current: Arc<AtomicU64>,
-    pub accounting: Accounting,
     pub started: SystemTime,
 }
 
@@ -115,40 +114,10 @@ impl Control {
 
     /// A CONFIG accounting record (start, REFRESH, LOGLEVEL).
     pub fn record_config(&self, event: ConfigEvent) {
-        if self.accounting.wants(Kind::Config) {
-            let config = self.config.current();
-            self.accounting.record(
-                Kind::Config,
-                json!({
-                    "event": event.as_str(),
-                    "writer": config.ext_wrt_name,
-                    "log_level": logging::mask(),
-                    "statements": running::render(&config),
-                }),
-            );
-        }
-    }
-}
-
-/// What a CONFIG accounting record is written for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigEvent {
-    /// The daemon started.
-    Start,
-    /// REFRESH (or SIGHUP).
-    Refresh,
-    /// LOGLEVEL,LEVEL=.
-    LogLevel,
-}
-
-impl ConfigEvent {
-    /// The record's `event` field.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Start => "start",
-            Self::Refresh => "refresh",
-            Self::LogLevel => "loglevel",
-        }
+        self.telemetry.emit(TelemetryEvent::Config {
+            event,
+            config: &self.config.current(),
+        });
     }
 }
 

@@ -22,9 +22,8 @@ use super::outcome::{Failure, Problem, RcptResult, Rotate, Stage, session_matter
 use super::router::{Choice, Router, Target};
 use super::session::{Session, SessionParams};
 use super::{MailJob, MailOutcome};
-use crate::accounting::{self, Accounting, Kind};
 use crate::config::Timeouts;
-use crate::stats::Stats;
+use crate::telemetry::{Event, SessionEnd, Telemetry};
 
 /// An idle session is closed (QUIT) after this long without mail.
 const IDLE: Duration = Duration::from_secs(10);
@@ -67,9 +66,8 @@ pub struct DeliveryContext {
     pub timeouts: Timeouts,
     pub helo_name: String,
     pub tls: TlsConnector,
-    pub stats: Arc<Stats>,
-    /// CONNECT accounting records.
-    pub accounting: Accounting,
+    /// What people are told (statistics, CONNECT records).
+    pub telemetry: Telemetry,
     /// Mails handed over to workers with an open session (see [`Handoff`]).
     handoff: (
         async_channel::Sender<Arc<Handoff>>,
@@ -83,16 +81,14 @@ impl DeliveryContext {
         timeouts: Timeouts,
         helo_name: String,
         tls: Arc<ClientConfig>,
-        stats: Arc<Stats>,
-        accounting: Accounting,
+        telemetry: Telemetry,
     ) -> Self {
         Self {
             router,
             timeouts,
             helo_name,
             tls: TlsConnector::from(tls),
-            stats,
-            accounting,
+            telemetry,
             handoff: async_channel::unbounded(),
         }
     }
@@ -111,25 +107,17 @@ struct Open {
     opened: SystemTime,
 }
 
-/// A CONNECT accounting record for a session ending (`how`: quit or dropped).
-fn connect_record(ctx: &DeliveryContext, open: &Open, how: &str) {
-    if ctx.accounting.wants(Kind::Connect) {
-        let end = SystemTime::now();
-        ctx.accounting.record(
-            Kind::Connect,
-            serde_json::json!({
-                "target": open.target.addr.to_string(),
-                "origin": open.target.origin,
-                "start": accounting::time(open.opened),
-                "end": accounting::time(end),
-                "seconds": end.duration_since(open.opened).map(|d| d.as_secs_f64()).unwrap_or(0.0),
-                "mails": open.session.mails,
-                "tls": open.session.is_tls(),
-                "esmtp": open.session.caps.esmtp,
-                "ended": how,
-            }),
-        );
-    }
+/// Tells people a session ended (`how`: quit or dropped).
+fn session_ended(ctx: &DeliveryContext, open: &Open, how: &str) {
+    ctx.telemetry.emit(Event::SessionEnded(SessionEnd {
+        target: open.target.addr,
+        origin: &open.target.origin,
+        opened: open.opened,
+        mails: u64::from(open.session.mails),
+        tls: open.session.is_tls(),
+        esmtp: open.session.caps.esmtp,
+        how,
+    }));
 }
 
 /// Runs one worker until the queue closes or `stop` is cancelled; a transaction in
@@ -198,7 +186,7 @@ fn cut(ctx: &DeliveryContext, key: super::MailKey, open: &mut Option<Open>) {
 
 async fn close(ctx: &DeliveryContext, open: Option<Open>) {
     if let Some(open) = open {
-        connect_record(ctx, &open, "quit");
+        session_ended(ctx, &open, "quit");
         let target = Arc::clone(&open.target);
         open.session.quit(&ctx.params()).await;
         // Released once the connection is gone, so that a target's MaxConnections holds.
@@ -208,7 +196,7 @@ async fn close(ctx: &DeliveryContext, open: Option<Open>) {
 
 fn drop_session(ctx: &DeliveryContext, open: &mut Option<Open>) {
     if let Some(o) = open.take() {
-        connect_record(ctx, &o, "dropped");
+        session_ended(ctx, &o, "dropped");
         ctx.router.closed(&o.target);
     }
 }
@@ -391,7 +379,7 @@ async fn attempt(
                 Ok(session) => {
                     target.greeted(ticket);
                     ctx.router.opened(&target, session.caps);
-                    ctx.stats.connection_opened();
+                    ctx.telemetry.emit(Event::Connected);
                     *open = Some(Open {
                         target: Arc::clone(&target),
                         session,
@@ -501,7 +489,7 @@ async fn attempt(
             }
         });
         ctx.router.mail_result(&target, sent, last);
-        ctx.stats.mail_attempted(sent);
+        ctx.telemetry.emit(Event::Attempted { sent });
         if !o.session.is_usable() {
             drop_session(ctx, open);
         }

@@ -19,5 +19,5 @@ pub use change::{Change, Finished, Recovered, RecoveredFailure};
 pub use failure::{FailedRecipient, Failure, Problem, Stage, Status};
 pub use ids::{FileId, MailKey};
 pub use job::{JobIdentity, Mode};
-pub use outcome::{RcptResult, classify};
+pub use outcome::{MailSummary, RcptResult, classify};
 pub use report::{Disposition, FileReport, Undeliverable};

@@ -93,3 +93,26 @@ mod tests {
         );
     }
 }
+
+/// A final mail, counted (for its accounting record and statistics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailSummary {
+    pub line: u32,
+    pub reverse_path: String,
+    /// Recipients it had (sent to, or refused by the parser).
+    pub rcpts: usize,
+    pub delivered: usize,
+    pub undeliverable: usize,
+    /// Parked in extended retry (or to be).
+    pub extended: usize,
+    pub held: usize,
+    pub size: u64,
+    pub attempts: u32,
+}
+
+impl MailSummary {
+    /// Every recipient got the mail.
+    pub fn all_sent(&self) -> bool {
+        self.delivered == self.rcpts
+    }
+}

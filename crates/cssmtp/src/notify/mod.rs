@@ -31,7 +31,7 @@ use crate::domain::Status;
 use crate::queue::generated::{self, GeneratedMail, SendFailure};
 use crate::spool::name::JobIdentity;
 use crate::spool::report::FileReport;
-use crate::stats::Stats;
+use crate::telemetry::{At, Event as TelemetryEvent, Telemetry};
 
 pub use crate::escape::one_line;
 
@@ -181,7 +181,7 @@ pub struct Notifier {
     pub host: String,
     /// Sends what it composes: each a queued mail with a one-attempt policy.
     pub generated: generated::Driver,
-    pub stats: Arc<Stats>,
+    pub telemetry: Telemetry,
     pub limiter: Limiter,
     /// The target servers: a mail that failed at a `Secure Yes` target needed TLS.
     pub router: Arc<Router>,
@@ -300,12 +300,14 @@ impl Notifier {
             .await
         {
             Ok(()) => {
-                self.stats.notification_sent();
-                tracing::info!(
-                    "CSM2105I Undeliverable notification for mail {} of {file} sent to <{}>",
-                    origin.mail,
-                    original.reverse_path
-                );
+                self.telemetry.emit(TelemetryEvent::Notified {
+                    at: At {
+                        tkid: None,
+                        file,
+                        mail: origin.mail,
+                    },
+                    to: &original.reverse_path,
+                });
                 Returned::Notified(original.reverse_path.clone())
             }
             // Never handed to a connection (cssmtp is stopping): the journal does not say
@@ -347,13 +349,12 @@ impl Notifier {
                 let written = crate::durable::keep(dir, name, text.into_bytes(), 0o640).await;
                 match written {
                     Ok(path) => {
-                        self.stats.report_made();
-                        tracing::info!(
-                            "CSM2106I Error report for {} written to {}",
-                            report.job.file_name,
-                            path.display()
-                        );
-                        Ok(Some(format!("error report written to {}", path.display())))
+                        let how = format!("written to {}", crate::escape::path(&path));
+                        self.telemetry.emit(TelemetryEvent::Reported {
+                            file: &report.job.file_name,
+                            how: &how,
+                        });
+                        Ok(Some(format!("error report {how}")))
                     }
                     Err(e) => {
                         tracing::error!(
@@ -383,13 +384,12 @@ impl Notifier {
                     .await
                 {
                     Ok(()) => {
-                        self.stats.report_made();
-                        tracing::info!(
-                            "CSM2106I Error report for {} sent to {}",
-                            report.job.file_name,
-                            admins.join(", ")
-                        );
-                        Ok(Some(format!("error report sent to {}", admins.join(", "))))
+                        let how = format!("sent to {}", admins.join(", "));
+                        self.telemetry.emit(TelemetryEvent::Reported {
+                            file: &report.job.file_name,
+                            how: &how,
+                        });
+                        Ok(Some(format!("error report {how}")))
                     }
                     Err(failure) => {
                         let failures = match failure {
@@ -456,13 +456,11 @@ impl Notifier {
         notes: &[String],
         letter: &deadletter::Letter<'_>,
     ) -> Returned {
-        let summary = notes.first().cloned().unwrap_or_default();
         if self.config.current().undeliverable.dead_letter_action == DeadLetterAction::Delete {
-            self.stats.dead_letter();
-            tracing::warn!(
-                "CSM2108W Dead letter not kept (DeadLetterAction Delete): {}",
-                notes.join("; ")
-            );
+            self.telemetry.emit(TelemetryEvent::DeadLetter {
+                stored: None,
+                notes,
+            });
             return Returned::DeadLetterDeleted;
         }
         let dir = self.config.current().dead_letter_directory();
@@ -477,11 +475,10 @@ impl Notifier {
             deadletter::store(dir, name, &self.host, deadletter::TITLE, notes, letter).await;
         match written {
             Ok(path) => {
-                self.stats.dead_letter();
-                tracing::warn!(
-                    "CSM2107W Dead letter stored as {}: {summary}",
-                    path.display()
-                );
+                self.telemetry.emit(TelemetryEvent::DeadLetter {
+                    stored: Some(&path),
+                    notes,
+                });
                 Returned::DeadLetter(path)
             }
             Err(e) => {

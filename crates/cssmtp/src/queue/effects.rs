@@ -1,17 +1,17 @@
 //! Carrying out the queue's effects for one file: delivery, durable records, holding,
-//! parking, returns, and what people are told (logs, statistics, the file's report,
-//! accounting).
+//! parking, returns, the file's report, and what people are told (through
+//! [`crate::telemetry`]).
 
 use std::sync::Arc;
 
 use super::state::{Effect, Event, Mail, MailSummary, Note};
 use super::task::{Payload, Task};
-use crate::accounting::{self, Kind};
 use crate::delivery::{MailJob, MailKey, MailText};
 use crate::notify::{FailedRecipient, MailOrigin, Original, deadletter};
 use crate::retry::extended;
 use crate::spool::report::Undeliverable;
 use crate::storage::MailCopy;
+use crate::telemetry::{At, Event as TelemetryEvent};
 
 /// Undeliverable recipients listed in a report (all are counted).
 const MAX_LISTED: usize = 1000;
@@ -109,9 +109,19 @@ impl Task {
         }
     }
 
-    /// Tells people what a change means: logs, statistics, the file's report.
+    /// One of this file's mails, as people are told of it.
+    fn at(&self, mail: u32) -> At<'_> {
+        At {
+            tkid: Some(self.tkid),
+            file: &self.job.file_name,
+            mail,
+        }
+    }
+
+    /// Tells people what a change means (through the telemetry), and keeps the file's
+    /// report.
     fn note(&mut self, note: Note) {
-        let file = &self.job.file_name;
+        let telemetry = &self.shared.telemetry;
         match note {
             Note::Undeliverable { mail, failed } => self.undeliverable(mail, &failed),
             Note::Delivered {
@@ -120,15 +130,13 @@ impl Task {
                 target,
                 reply,
             } => {
-                for _ in 0..count {
-                    self.shared.stats.rcpt_delivered();
-                }
                 self.report.rcpts_delivered += count as u64;
-                tracing::info!(
-                    tkid = self.tkid,
-                    "CSM2100I Mail {mail} of {file} sent to {target}: {count} recipient(s) accepted ({})",
-                    crate::escape::data(&reply.to_string())
-                );
+                telemetry.emit(TelemetryEvent::Delivered {
+                    at: self.at(mail),
+                    count,
+                    target: &target,
+                    reply: &reply,
+                });
             }
             Note::Retrying {
                 mail,
@@ -136,31 +144,32 @@ impl Task {
                 attempt,
                 failure,
             } => {
-                self.shared.stats.rcpt_retried();
                 let retry = self.config.retry_limit;
-                tracing::info!(
-                    "CSM2103I Mail {mail} of {file} to <{}> will be tried again in {} s (attempt {attempt} of {}): {}",
-                    crate::escape::data(&address),
-                    retry.interval.as_secs(),
-                    retry.count + 1,
-                    crate::escape::data(&failure.to_string())
-                );
+                telemetry.emit(TelemetryEvent::Retrying {
+                    at: self.at(mail),
+                    address: &address,
+                    attempt,
+                    attempts: retry.count + 1,
+                    interval: retry.interval,
+                    failure: &failure,
+                });
             }
-            Note::IntoRetry { .. } => self.shared.stats.mail_into_retry(),
+            Note::IntoRetry { .. } => telemetry.emit(TelemetryEvent::IntoRetry),
             Note::ToExtended {
                 mail,
                 address,
                 failure,
-            } => tracing::info!(
-                "CSM2111I Mail {mail} of {file} to <{}> goes to extended retry: {}",
-                crate::escape::data(&address),
-                crate::escape::data(&failure.to_string())
-            ),
+            } => telemetry.emit(TelemetryEvent::ToExtended {
+                at: self.at(mail),
+                address: &address,
+                failure: &failure,
+            }),
             Note::TextChanged {
                 mail,
                 line,
                 failure,
             } => {
+                let file = &self.job.file_name;
                 let problem = format!(
                     "mail {mail} (line {line}) was not sent and is held with the file: {failure}"
                 );
@@ -175,7 +184,8 @@ impl Task {
                 let hold = self.config.possibly_delivered == crate::config::PossiblyDelivered::Hold;
                 tracing::warn!(
                     tkid = self.tkid,
-                    "CSM2301W Mail {mail} of {file} was possibly delivered to <{}> before the restart (the final \".\" was sent, its reply not read); {}",
+                    "CSM2301W Mail {mail} of {} was possibly delivered to <{}> before the restart (the final \".\" was sent, its reply not read); {}",
+                    self.job.file_name,
                     crate::escape::data(&address),
                     if hold {
                         "holding it for the operator (PossiblyDelivered Hold)"
@@ -204,8 +214,9 @@ impl Task {
                 let extended = self.config.extended_retry.is_some();
                 tracing::info!(
                     tkid = self.tkid,
-                    "CSM2114I Task {}: {count} mail(s) of {file} taken out of long retry (FLUSHRETRY), to {}",
+                    "CSM2114I Task {}: {count} mail(s) of {} taken out of long retry (FLUSHRETRY), to {}",
                     self.tkid,
+                    self.job.file_name,
                     if extended {
                         "extended retry"
                     } else {
@@ -219,16 +230,13 @@ impl Task {
 
     /// Counts and lists a recipient that will not get its mail.
     pub(super) fn undeliverable(&mut self, mail: u32, f: &FailedRecipient) {
-        self.shared.stats.rcpt_undeliverable();
         self.report.undeliverable_count += 1;
-        tracing::warn!(
-            tkid = self.tkid,
-            "CSM2102W Mail {mail} (line {}) of {} is undeliverable to <{}>: {}",
-            f.line,
-            self.job.file_name,
-            crate::escape::data(&f.address),
-            crate::escape::data(&f.reason)
-        );
+        self.shared.telemetry.emit(TelemetryEvent::Undeliverable {
+            at: self.at(mail),
+            line: f.line,
+            address: &f.address,
+            reason: &f.reason,
+        });
         self.list(mail, f);
     }
 
@@ -245,32 +253,13 @@ impl Task {
 
     /// A mail is final: statistics and its MAIL accounting record.
     fn mail_final(&self, ordinal: u32, mail: &MailSummary) {
-        if mail.all_sent() {
-            self.shared.stats.mail_all_sent();
-        }
-        if !self.shared.accounting.wants(Kind::Mail) {
-            return;
-        }
-        self.shared.accounting.record(
-            Kind::Mail,
-            serde_json::json!({
-                "spool_file": self.job.file_name,
-                "job_name": self.job.job_name,
-                "job_id": self.job.job_id,
-                "tkid": self.tkid,
-                "mail": ordinal,
-                "line": mail.line,
-                "from": mail.reverse_path,
-                "rcpts": mail.rcpts,
-                "delivered": mail.delivered,
-                "undeliverable": mail.undeliverable,
-                "extended_retry": mail.extended,
-                "held": mail.held,
-                "size": mail.size,
-                "attempts": mail.attempts,
-                "arrival": accounting::time(std::time::SystemTime::from(self.arrival)),
-            }),
-        );
+        self.shared.telemetry.emit(TelemetryEvent::MailFinal {
+            job: &self.job,
+            tkid: self.tkid,
+            mail: ordinal,
+            summary: mail,
+            arrival: std::time::SystemTime::from(self.arrival),
+        });
     }
 
     /// A mail as sent, its text left in the claimed spool file (read when needed).
@@ -348,11 +337,11 @@ impl Task {
         match self.claim.park(&copy).await {
             Ok(shown) => {
                 self.report.rcpts_extended += count;
-                self.shared.stats.rcpts_extended(count);
-                tracing::info!(
-                    "CSM2113I Mail {ordinal} of {} kept for extended retry as {shown}",
-                    self.job.file_name,
-                );
+                self.shared.telemetry.emit(TelemetryEvent::Parked {
+                    at: self.at(ordinal),
+                    count,
+                    shown: &shown,
+                });
                 true
             }
             Err(e) => {
@@ -379,7 +368,7 @@ impl Task {
         let Some(mail) = self.queue.mail(ordinal) else {
             return;
         };
-        self.shared.stats.mail_undeliverable();
+        self.shared.telemetry.emit(TelemetryEvent::Returning);
         // Read what the notification or dead letter needs while the file is claimed (an
         // unreadable text leaves cssmtp's headers only).
         let header = self

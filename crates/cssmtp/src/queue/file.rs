@@ -347,12 +347,15 @@ impl Task {
     }
 
     fn count_delivered(&mut self, outcome: &MailOutcome) {
-        for (_, result) in &outcome.results {
-            if matches!(result, RcptResult::Delivered { .. }) {
-                self.shared.stats.rcpt_delivered();
-                self.report.rcpts_delivered += 1;
-            }
-        }
+        let count = outcome
+            .results
+            .iter()
+            .filter(|(_, result)| matches!(result, RcptResult::Delivered { .. }))
+            .count();
+        self.report.rcpts_delivered += count as u64;
+        self.shared
+            .telemetry
+            .emit(crate::telemetry::Event::DeliveredAtStop { count });
     }
 
     /// A mail was returned (notification sent, or dead letter). Recorded as returned

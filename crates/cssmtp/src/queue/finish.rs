@@ -1,8 +1,8 @@
 //! The disposition of a released spool file: deleted, removed, held or left in
-//! `active/`, its error report, its log line and its SPOOL accounting record.
+//! `active/`, and its error report; what people are told of it comes from
+//! [`crate::telemetry`].
 
 use super::task::TaskShared;
-use crate::accounting::Kind;
 use crate::config::BadSpoolDisp;
 use crate::notify::report;
 use crate::spool::report::{Disposition, FileReport};
@@ -41,7 +41,7 @@ pub(super) async fn finish(
         if problems {
             report.report = shared.notifier.report(&report).await.unwrap_or_else(Some);
         }
-        return logged(shared, report, problems);
+        return logged(shared, report);
     }
     // Without a journal a restart would send the whole file again: it is held instead,
     // for the operator (its report lists what was not returned).
@@ -123,74 +123,13 @@ pub(super) async fn finish(
         // A held file: it stays whatever becomes of its report.
         report.report = shared.notifier.report(&report).await.unwrap_or_else(Some);
     }
-    logged(shared, report, problems)
+    logged(shared, report)
 }
 
-/// Logs and accounts for a finished file.
-fn logged(shared: &TaskShared, report: FileReport, problems: bool) -> FileReport {
-    let name = report.job.file_name.clone();
-    let summary = format!(
-        "{} mail(s), {} recipient(s) delivered, {} undeliverable, {} in extended retry, {} error(s){}{}",
-        report.mails,
-        report.rcpts_delivered,
-        report.undeliverable_count,
-        report.rcpts_extended,
-        report.errors.len(),
-        report
-            .file_problem
-            .as_ref()
-            .map(|p| format!("; {p}"))
-            .unwrap_or_default(),
-        if report.test_mode {
-            "; TestMode: nothing sent"
-        } else {
-            ""
-        }
-    );
-    match &report.disposition {
-        Disposition::Deleted => tracing::info!(
-            tkid = report.tkid,
-            "CSM2002I Spool file {name} complete: {summary}; deleted"
-        ),
-        Disposition::Held(to) => tracing::warn!(
-            tkid = report.tkid,
-            "CSM2003W Spool file {name} held as {}: {summary}; report in {}.report",
-            crate::escape::path(to),
-            crate::escape::path(to)
-        ),
-        Disposition::Removed => tracing::warn!(
-            tkid = report.tkid,
-            "CSM2004W Spool file {name} removed (BadSpoolDisp Delete): {summary}"
-        ),
-        Disposition::LeftActive => {}
-    }
+/// Tells people about a finished file (its log line, counters and SPOOL record).
+fn logged(shared: &TaskShared, report: FileReport) -> FileReport {
     shared
-        .stats
-        .file_done(matches!(report.disposition, Disposition::Held(_)), problems);
-    if shared.accounting.wants(Kind::Spool) {
-        shared.accounting.record(
-            Kind::Spool,
-            serde_json::json!({
-                "spool_file": name,
-                "job_name": report.job.job_name,
-                "job_id": report.job.job_id,
-                "owner": report.owner,
-                "tkid": report.tkid,
-                "mails": report.mails,
-                "rcpts_delivered": report.rcpts_delivered,
-                "rcpts_undeliverable": report.undeliverable_count,
-                "rcpts_extended_retry": report.rcpts_extended,
-                "errors": report.errors.len(),
-                "problem": report.file_problem,
-                "test_mode": report.test_mode,
-                "disposition": match &report.disposition {
-                    Disposition::Deleted => "deleted".to_owned(),
-                    Disposition::Held(to) => format!("held {}", crate::escape::path(to)),
-                    Disposition::Removed => "removed".to_owned(),
-                    Disposition::LeftActive => "left in active/".to_owned(),
-                },
-            }),
-        );
-    }
+        .telemetry
+        .emit(crate::telemetry::Event::FileFinished(&report));
     report
 }

@@ -27,9 +27,9 @@ use crate::notify::{FailedRecipient, MailOrigin, Notifier, Original};
 use crate::queue::state::{Effect, Event, FileQueue, NewMail, Note, ParkPolicy, Unparked};
 use crate::retry::extended;
 use crate::spool::Mode;
-use crate::stats::Stats;
 use crate::storage::maildir::MailDirectory;
 use crate::storage::parked::{Parked, ParkedId, ParkedRead, ParkedStore};
+use crate::telemetry::{At, Event as TelemetryEvent, Telemetry};
 
 /// Attempts in flight at once.
 const PARALLEL: usize = 8;
@@ -41,7 +41,7 @@ pub struct Manager {
     pub notifier: Arc<Notifier>,
     /// The delivery queue, where a parked mail's attempts go.
     pub queue: async_channel::Sender<MailJob>,
-    pub stats: Arc<Stats>,
+    pub telemetry: Telemetry,
     /// Mails in extended retry now (DISPLAY TARGETS, metrics).
     pub current: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -289,7 +289,7 @@ impl Manager {
         results.recv().await.map(|outcome| outcome.results)
     }
 
-    /// Tells people what the turn did: logs and statistics.
+    /// Tells people what the turn did (through the telemetry).
     fn note(&self, parked: &Parked, note: Note) {
         let meta = &parked.meta;
         match note {
@@ -298,7 +298,7 @@ impl Manager {
                 meta.mail,
                 meta.spool_file
             ),
-            Note::Undeliverable { .. } => self.stats.rcpt_undeliverable(),
+            Note::Undeliverable { .. } => self.telemetry.emit(TelemetryEvent::ExpiredInParked),
             Note::StaysParked {
                 address, failure, ..
             } => tracing::info!(
@@ -307,14 +307,14 @@ impl Manager {
                 meta.spool_file
             ),
             Note::Delivered { count, .. } => {
-                for _ in 0..count {
-                    self.stats.rcpt_delivered();
-                }
-                tracing::info!(
-                    "CSM2203I Mail {} of {} delivered from extended retry to {count} recipient(s)",
-                    meta.mail,
-                    meta.spool_file
-                );
+                self.telemetry.emit(TelemetryEvent::DeliveredFromParked {
+                    at: At {
+                        tkid: None,
+                        file: &meta.spool_file,
+                        mail: meta.mail,
+                    },
+                    count,
+                });
             }
             _ => {}
         }

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use crate::delivery::outcome::{Failure, RcptResult};
 pub use crate::domain::change::{Change, Recovered, RecoveredFailure};
 use crate::domain::failure::FailedRecipient;
+pub use crate::domain::outcome::MailSummary;
 
 /// How a recipient's failures are handled (RetryLimit, ExtendedRetry, PossiblyDelivered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,29 +325,6 @@ pub enum Effect {
         keep: Vec<usize>,
         again_after: Option<Duration>,
     },
-}
-
-/// A final mail, counted (for its accounting record and statistics).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MailSummary {
-    pub line: u32,
-    pub reverse_path: String,
-    /// Recipients it had (sent to, or refused by the parser).
-    pub rcpts: usize,
-    pub delivered: usize,
-    pub undeliverable: usize,
-    /// Parked in extended retry (or to be).
-    pub extended: usize,
-    pub held: usize,
-    pub size: u64,
-    pub attempts: u32,
-}
-
-impl MailSummary {
-    /// Every recipient got the mail.
-    pub fn all_sent(&self) -> bool {
-        self.delivered == self.rcpts
-    }
 }
 
 /// The recipients of one spool file.

@@ -11,7 +11,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::state::FileQueue;
-use crate::accounting::Accounting;
 use crate::config::{Config, LiveConfig};
 use crate::delivery::{MailJob, MailOutcome, SpoolText};
 use crate::notify::{Notifier, Returned};
@@ -19,8 +18,8 @@ use crate::spool::layout::{Reaper, SpoolLayout};
 use crate::spool::name::JobIdentity;
 use crate::spool::report::FileReport;
 use crate::spool::status::{Suspend, TaskRegistry, TaskStatus};
-use crate::stats::Stats;
 use crate::storage::{FileStore, RecoveredFile, SpoolClaim, StateStore};
+use crate::telemetry::Telemetry;
 
 /// Mails of one file tracked at once (in delivery, waiting to retry, or being returned);
 /// the parser waits beyond this, so memory stays bounded whatever the file's size.
@@ -33,7 +32,6 @@ pub struct TaskShared {
     pub host_name: String,
     pub layout: SpoolLayout,
     pub queue: async_channel::Sender<MailJob>,
-    pub stats: Arc<Stats>,
     pub stop: CancellationToken,
     /// Cancelled once every delivery worker has ended (after `stop`, each ends when its
     /// transaction in progress has).
@@ -51,8 +49,8 @@ pub struct TaskShared {
     pub tasks: Arc<TaskRegistry>,
     /// SUSPEND and RESUME.
     pub suspend: watch::Receiver<Suspend>,
-    /// MAIL and SPOOL accounting records.
-    pub accounting: Accounting,
+    /// What people are told: log lines, statistics, accounting records.
+    pub telemetry: Telemetry,
 }
 
 impl TaskShared {

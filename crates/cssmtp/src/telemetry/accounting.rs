@@ -142,13 +142,13 @@ impl Accounting {
     }
 
     /// Changes which records are written (REFRESH).
-    pub fn select(&self, selection: Smf119) {
+    pub(super) fn select(&self, selection: Smf119) {
         if let Some(inner) = &self.inner {
             inner.mask.store(mask(selection), Ordering::Relaxed);
         }
     }
 
-    /// True when records of `kind` are written (so that callers build them only then).
+    /// True when records of `kind` are written (so that records are built only then).
     pub fn wants(&self, kind: Kind) -> bool {
         self.inner
             .as_ref()
@@ -157,7 +157,7 @@ impl Accounting {
 
     /// Writes a record of `kind` with `fields` (an object), adding `type`, `subtype`
     /// and `time`.
-    pub fn record(&self, kind: Kind, fields: Value) {
+    fn record(&self, kind: Kind, fields: Value) {
         let Some(inner) = self.inner.as_ref().filter(|_| self.wants(kind)) else {
             return;
         };
@@ -179,15 +179,23 @@ impl Accounting {
         }
     }
 
+    /// Writes a record of `kind` made by `fields`, when records of `kind` are written
+    /// (built only then).
+    pub(super) fn record_with(&self, kind: Kind, fields: impl FnOnce() -> Value) {
+        if self.wants(kind) {
+            self.record(kind, fields());
+        }
+    }
+
     /// Reopens the file (after logrotate moved it).
-    pub fn reopen(&self) {
+    pub(super) fn reopen(&self) {
         if let Some(inner) = &self.inner {
             let _ = inner.tx.try_send(Message::Reopen);
         }
     }
 
     /// Records lost because the queue was full.
-    pub fn lost(&self) -> u64 {
+    pub(super) fn lost(&self) -> u64 {
         self.inner
             .as_ref()
             .map_or(0, |i| i.lost.load(Ordering::Relaxed))

@@ -1,9 +1,9 @@
 //! Counters since start, for the end-of-run report, the demo, DISPLAY TARGETS, the
-//! accounting STATS records and the metrics.
+//! accounting STATS records and the metrics; changed only by [`super::Telemetry::emit`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters updated by every part of the daemon.
+/// The counters (changed by the telemetry's events only).
 #[derive(Debug, Default)]
 pub struct Stats {
     mails_attempted: AtomicU64,
@@ -63,26 +63,26 @@ fn add(counter: &AtomicU64, n: u64) {
 }
 
 impl Stats {
-    pub fn mail_attempted(&self, sent: bool) {
+    pub(super) fn mail_attempted(&self, sent: bool) {
         add(&self.mails_attempted, 1);
         if sent {
             add(&self.mails_sent, 1);
         }
     }
 
-    pub fn rcpt_delivered(&self) {
-        add(&self.rcpts_delivered, 1);
+    pub(super) fn rcpts_delivered(&self, n: u64) {
+        add(&self.rcpts_delivered, n);
     }
 
-    pub fn rcpt_undeliverable(&self) {
+    pub(super) fn rcpt_undeliverable(&self) {
         add(&self.rcpts_undeliverable, 1);
     }
 
-    pub fn rcpt_retried(&self) {
+    pub(super) fn rcpt_retried(&self) {
         add(&self.rcpts_retried, 1);
     }
 
-    pub fn file_done(&self, held: bool, had_errors: bool) {
+    pub(super) fn file_done(&self, held: bool, had_errors: bool) {
         add(&self.files_done, 1);
         if held {
             add(&self.files_held, 1);
@@ -92,35 +92,35 @@ impl Stats {
         }
     }
 
-    pub fn notification_sent(&self) {
+    pub(super) fn notification_sent(&self) {
         add(&self.notifications, 1);
     }
 
-    pub fn dead_letter(&self) {
+    pub(super) fn dead_letter(&self) {
         add(&self.dead_letters, 1);
     }
 
-    pub fn report_made(&self) {
+    pub(super) fn report_made(&self) {
         add(&self.reports, 1);
     }
 
-    pub fn rcpts_extended(&self, n: u64) {
+    pub(super) fn rcpts_extended(&self, n: u64) {
         add(&self.rcpts_extended, n);
     }
 
-    pub fn mail_all_sent(&self) {
+    pub(super) fn mail_all_sent(&self) {
         add(&self.mails_all_sent, 1);
     }
 
-    pub fn mail_into_retry(&self) {
+    pub(super) fn mail_into_retry(&self) {
         add(&self.mails_total_retry, 1);
     }
 
-    pub fn mail_undeliverable(&self) {
+    pub(super) fn mail_undeliverable(&self) {
         add(&self.mails_undeliverable, 1);
     }
 
-    pub fn connection_opened(&self) {
+    pub(super) fn connection_opened(&self) {
         add(&self.connections, 1);
     }
 
