@@ -14,14 +14,63 @@ use crate::delivery::{MailJob, NotRecorded};
 /// Text is sent to the socket in writes of about this size.
 const WRITE_BATCH: usize = 64 * 1024;
 
+/// Each RCPT TO command with its recipient's index in the job.
+type Rcpts = Vec<(usize, Vec<u8>)>;
+
+/// How the envelope (MAIL, RCPT, DATA) ended.
+enum Envelope {
+    /// DATA was answered (`data`), with these recipients accepted.
+    Answered { accepted: Vec<usize>, data: Reply },
+    /// No text goes (MAIL refused, or no recipient accepted); `after_354`: the server
+    /// already said go ahead to a pipelined DATA.
+    Abandoned { after_354: bool },
+}
+
 impl Session {
+    /// One mail: the envelope, DATA, the text and the final "."; each recipient's
+    /// result goes in `results` (by index in `job.recipients`).
     pub(super) async fn transaction(
         &mut self,
         job: &MailJob,
         params: &SessionParams<'_>,
         results: &mut [Option<RcptResult>],
     ) -> Result<(), Failure> {
-        let t = params.timeouts;
+        let Some((mail, rcpts)) = self.commands(job, results)? else {
+            return Ok(());
+        };
+        let envelope = if self.caps.pipelining {
+            self.envelope_pipelined(mail, &rcpts, results, params.timeouts)
+                .await?
+        } else {
+            self.envelope_stepwise(&mail, &rcpts, results, params.timeouts)
+                .await?
+        };
+        let (accepted, data_reply) = match envelope {
+            Envelope::Answered { accepted, data } => (accepted, data),
+            Envelope::Abandoned { after_354 } => return self.abandon(after_354, params).await,
+        };
+        if data_reply.code != 354 {
+            let stage_failure = self.failure(Stage::Data, Problem::Reply(data_reply));
+            for i in &accepted {
+                if let Some(slot) = results.get_mut(*i) {
+                    *slot = Some(RcptResult::failed(stage_failure.clone()));
+                }
+            }
+            return self.abandon(false, params).await;
+        }
+        // Every reply due is in: anything more (a 250 sent with the 354) came early.
+        self.expect_quiet(Stage::Data).await?;
+        self.text_and_dot(job, &accepted, results, params.timeouts)
+            .await
+    }
+
+    /// The MAIL FROM command and each RCPT TO command with its recipient's index; a
+    /// recipient that cannot be sent safely fails alone. None: no recipient is left.
+    fn commands(
+        &self,
+        job: &MailJob,
+        results: &mut [Option<RcptResult>],
+    ) -> Result<Option<(Vec<u8>, Rcpts)>, Failure> {
         let size = self.caps.size_advertised.then_some(job.size);
         let mut mail = Vec::new();
         if let Err(e) = (Command::MailFrom {
@@ -34,8 +83,7 @@ impl Session {
         {
             return Err(self.failure(Stage::MailFrom, Problem::UnsafeArgument(e.to_string())));
         }
-        // RCPT commands; a recipient that cannot be sent safely fails alone.
-        let mut rcpts: Vec<(usize, Vec<u8>)> = Vec::with_capacity(job.recipients.len());
+        let mut rcpts: Rcpts = Vec::with_capacity(job.recipients.len());
         for (i, address) in job.recipients.iter().enumerate() {
             let mut line = Vec::new();
             match Command::RcptTo(address).write_to(&mut line) {
@@ -49,71 +97,87 @@ impl Session {
                 }
             }
         }
-        if rcpts.is_empty() {
-            return Ok(());
+        Ok((!rcpts.is_empty()).then_some((mail, rcpts)))
+    }
+
+    /// MAIL, every RCPT and DATA in one write (PIPELINING); the replies come back in
+    /// order.
+    async fn envelope_pipelined(
+        &mut self,
+        mut group: Vec<u8>,
+        rcpts: &Rcpts,
+        results: &mut [Option<RcptResult>],
+        t: &Timeouts,
+    ) -> Result<Envelope, Failure> {
+        for (_, line) in rcpts {
+            group.extend_from_slice(line);
         }
-        let pipelining = self.caps.pipelining;
-        let mut accepted: Vec<usize> = Vec::new();
-        let data_reply;
-        if pipelining {
-            // MAIL, every RCPT and DATA in one write; replies come back in order.
-            let mut group = mail;
-            for (_, line) in &rcpts {
-                group.extend_from_slice(line);
-            }
-            group.extend_from_slice(b"DATA\r\n");
-            self.send_group(&group, Stage::MailFrom, t.mail_cmd).await?;
-            let mail_reply = self.read_reply(Stage::MailFrom, t.mail_cmd).await?;
-            let mut rcpt_replies = Vec::with_capacity(rcpts.len());
-            for _ in &rcpts {
-                rcpt_replies.push(self.read_reply(Stage::RcptTo, t.rcpt_cmd).await?);
-            }
-            let reply = self.read_reply(Stage::Data, t.data_cmd).await?;
-            if !mail_reply.is_positive() {
-                self.fail_all(results, &rcpts, Stage::MailFrom, &mail_reply);
-                return self.abandon(reply.code == 354, params).await;
-            }
-            for ((i, _), reply) in rcpts.iter().zip(rcpt_replies) {
-                self.record_rcpt(results, *i, reply, &mut accepted);
-            }
-            if accepted.is_empty() {
-                return self.abandon(reply.code == 354, params).await;
-            }
-            data_reply = reply;
-        } else {
-            self.send_group(&mail, Stage::MailFrom, t.mail_cmd).await?;
-            let mail_reply = self.read_reply(Stage::MailFrom, t.mail_cmd).await?;
-            if !mail_reply.is_positive() {
-                self.fail_all(results, &rcpts, Stage::MailFrom, &mail_reply);
-                return self.abandon(false, params).await;
-            }
-            for (i, line) in &rcpts {
-                self.send_group(line, Stage::RcptTo, t.rcpt_cmd).await?;
-                let reply = self.read_reply(Stage::RcptTo, t.rcpt_cmd).await?;
-                self.record_rcpt(results, *i, reply, &mut accepted);
-            }
-            if accepted.is_empty() {
-                return self.abandon(false, params).await;
-            }
-            self.send_group(b"DATA\r\n", Stage::Data, t.data_cmd)
-                .await?;
-            data_reply = self.read_reply(Stage::Data, t.data_cmd).await?;
+        group.extend_from_slice(b"DATA\r\n");
+        self.send_group(&group, Stage::MailFrom, t.mail_cmd).await?;
+        let mail_reply = self.read_reply(Stage::MailFrom, t.mail_cmd).await?;
+        let mut rcpt_replies = Vec::with_capacity(rcpts.len());
+        for _ in rcpts {
+            rcpt_replies.push(self.read_reply(Stage::RcptTo, t.rcpt_cmd).await?);
         }
-        if data_reply.code != 354 {
-            let stage_failure = self.failure(Stage::Data, Problem::Reply(data_reply));
-            for i in &accepted {
-                if let Some(slot) = results.get_mut(*i) {
-                    *slot = Some(RcptResult::failed(stage_failure.clone()));
-                }
-            }
-            return self.abandon(false, params).await;
+        let data = self.read_reply(Stage::Data, t.data_cmd).await?;
+        let after_354 = data.code == 354;
+        if !mail_reply.is_positive() {
+            self.fail_all(results, rcpts, Stage::MailFrom, &mail_reply);
+            return Ok(Envelope::Abandoned { after_354 });
         }
-        // Every reply due is in: anything more (a 250 sent with the 354) came early.
-        self.expect_quiet(Stage::Data).await?;
+        let mut accepted = Vec::new();
+        for ((i, _), reply) in rcpts.iter().zip(rcpt_replies) {
+            self.record_rcpt(results, *i, reply, &mut accepted);
+        }
+        if accepted.is_empty() {
+            return Ok(Envelope::Abandoned { after_354 });
+        }
+        Ok(Envelope::Answered { accepted, data })
+    }
+
+    /// MAIL, each RCPT and DATA one at a time, each waiting for its reply.
+    async fn envelope_stepwise(
+        &mut self,
+        mail: &[u8],
+        rcpts: &Rcpts,
+        results: &mut [Option<RcptResult>],
+        t: &Timeouts,
+    ) -> Result<Envelope, Failure> {
+        let abandoned = Envelope::Abandoned { after_354: false };
+        self.send_group(mail, Stage::MailFrom, t.mail_cmd).await?;
+        let mail_reply = self.read_reply(Stage::MailFrom, t.mail_cmd).await?;
+        if !mail_reply.is_positive() {
+            self.fail_all(results, rcpts, Stage::MailFrom, &mail_reply);
+            return Ok(abandoned);
+        }
+        let mut accepted = Vec::new();
+        for (i, line) in rcpts {
+            self.send_group(line, Stage::RcptTo, t.rcpt_cmd).await?;
+            let reply = self.read_reply(Stage::RcptTo, t.rcpt_cmd).await?;
+            self.record_rcpt(results, *i, reply, &mut accepted);
+        }
+        if accepted.is_empty() {
+            return Ok(abandoned);
+        }
+        self.send_group(b"DATA\r\n", Stage::Data, t.data_cmd)
+            .await?;
+        let data = self.read_reply(Stage::Data, t.data_cmd).await?;
+        Ok(Envelope::Answered { accepted, data })
+    }
+
+    /// After the 354: the owner's record, the text, the final "." and its reply, for
+    /// the `accepted` recipients.
+    async fn text_and_dot(
+        &mut self,
+        job: &MailJob,
+        accepted: &[usize],
+        results: &mut [Option<RcptResult>],
+        t: &Timeouts,
+    ) -> Result<(), Failure> {
         // The owner records that these recipients may get the mail once the final "."
         // goes: before it goes.
         let rcpts = match &job.ack {
-            Some(_) => global_indexes(job, &accepted),
+            Some(_) => global_indexes(job, accepted),
             None => Vec::new(),
         };
         let sent = match job.ack.as_ref().map(|ack| ack.before_dot(&rcpts)) {
@@ -141,7 +205,7 @@ impl Session {
         }
         let final_reply = replied?;
         let target = self.peer;
-        for i in &accepted {
+        for i in accepted {
             let result = if final_reply.is_positive() {
                 RcptResult::Delivered {
                     target,
