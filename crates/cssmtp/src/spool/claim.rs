@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::layout::{Reaper, SpoolLayout};
 use crate::notify::deadletter;
-use crate::retry::extended;
+use crate::storage::maildir::MailDirectory;
 use crate::storage::{FileStore, MailCopy, Pending, SpoolClaim};
 
 /// A file in `active/`.
@@ -103,26 +103,8 @@ impl SpoolClaim for DirClaim {
 
     fn park<'a>(&'a self, copy: &'a MailCopy<'a>) -> Pending<'a, io::Result<String>> {
         Box::pin(async move {
-            let meta = extended::Meta {
-                spool_file: copy.job.file_name.clone(),
-                job_name: copy.job.job_name.clone(),
-                job_id: copy.job.job_id.clone(),
-                mail: copy.mail,
-                line: copy.line,
-                first_attempt: copy.first_attempt,
-                rcpt_lines: copy.rcpts.iter().map(|(_, line)| *line).collect(),
-            };
-            let rcpts: Vec<String> = copy.rcpts.iter().map(|(a, _)| a.clone()).collect();
-            let path = extended::store_streamed(
-                self.mail_directory.clone(),
-                &self.host,
-                &meta,
-                copy.needs_tls,
-                copy.reverse_path,
-                &rcpts,
-                copy.text,
-            )
-            .await?;
+            let store = MailDirectory::new(self.mail_directory.clone(), self.host.clone());
+            let path = store.park(copy).await?;
             let shown = crate::escape::path(&path).to_string();
             if let Some(tx) = &self.extended {
                 let _ = tx.send(path);

@@ -189,4 +189,5 @@ pub async fn run<H: Harness>(mut h: H) {
     h.crash(store).await;
 }
 
+pub mod parked;
 pub mod source;

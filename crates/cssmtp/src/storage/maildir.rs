@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::Pending;
 use super::parked::{Parked, ParkedId, ParkedRead, ParkedStore};
+use super::{MailCopy, Pending};
 use crate::delivery::{MailText, SpoolText};
 use crate::retry::extended;
 
@@ -22,6 +22,35 @@ pub struct MailDirectory {
 impl MailDirectory {
     pub fn new(dir: PathBuf, host: String) -> Self {
         Self { dir, host }
+    }
+
+    /// Parks a mail for its recipients `copy.rcpts`, durably, its text copied a chunk
+    /// at a time (the writing side of [`ParkedStore`], reached through
+    /// [`super::SpoolClaim::park`]); returns its file's path.
+    ///
+    /// # Errors
+    /// An I/O error: nothing is parked (the mail must not leave long retry).
+    pub async fn park(&self, copy: &MailCopy<'_>) -> io::Result<PathBuf> {
+        let meta = extended::Meta {
+            spool_file: copy.job.file_name.clone(),
+            job_name: copy.job.job_name.clone(),
+            job_id: copy.job.job_id.clone(),
+            mail: copy.mail,
+            line: copy.line,
+            first_attempt: copy.first_attempt,
+            rcpt_lines: copy.rcpts.iter().map(|(_, line)| *line).collect(),
+        };
+        let rcpts: Vec<String> = copy.rcpts.iter().map(|(a, _)| a.clone()).collect();
+        extended::store_streamed(
+            self.dir.clone(),
+            &self.host,
+            &meta,
+            copy.needs_tls,
+            copy.reverse_path,
+            &rcpts,
+            copy.text,
+        )
+        .await
     }
 }
 
@@ -101,5 +130,40 @@ impl ParkedStore for MailDirectory {
 
     fn remove<'a>(&'a self, id: &'a ParkedId) -> Pending<'a, ()> {
         Box::pin(extended::remove(path(id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::conformance::parked::{ParkedHarness, run};
+
+    /// A MailDirectory in a temporary directory.
+    struct Dir {
+        dir: tempfile::TempDir,
+    }
+
+    impl Dir {
+        fn store(&self) -> MailDirectory {
+            MailDirectory::new(self.dir.path().to_owned(), "h.example".into())
+        }
+    }
+
+    impl ParkedHarness for Dir {
+        type Store = MailDirectory;
+
+        async fn park(&mut self, copy: &MailCopy<'_>) {
+            self.store().park(copy).await.expect("parks");
+        }
+
+        async fn start(&mut self) -> MailDirectory {
+            self.store()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_mail_directory_passes_the_parked_conformance_suite() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        run(Dir { dir }).await;
     }
 }

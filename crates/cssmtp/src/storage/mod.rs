@@ -14,7 +14,8 @@
 //! * [`source`]: the claiming side of a spool ([`source::SpoolSource`]: list, claim,
 //!   open), with the directory spool ([`crate::spool::source::DirSource`]) as its first
 //!   implementation;
-//! * [`conformance`]: the suite every implementation must pass.
+//! * [`conformance`]: the suites every implementation must pass (the state store's;
+//!   [`conformance::source`] the spool source's; [`conformance::parked`] parked mail's).
 //!
 //! **Leased claims (a shared spool).** A backend whose claims are leases (a database
 //! row with `lease_until` and a fencing token) fits behind the same traits without a
