@@ -238,11 +238,14 @@ pub async fn run(
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let (flush_tx, flush_rx) = tokio::sync::mpsc::unbounded_channel();
             let manager = parked::Manager {
-                config: Arc::clone(&config),
                 settings,
                 notifier: Arc::clone(&notifier),
                 queue: queue_tx.clone(),
                 telemetry: telemetry.clone(),
+                store: Arc::new(crate::storage::maildir::MailDirectory::new(
+                    config.mail_directory(),
+                    host_name.clone(),
+                )),
                 current: Arc::clone(&extended_current),
             };
             let run = manager.run(rx, flush_rx, stop.clone(), options.mode);

@@ -11,7 +11,6 @@
 //! then ends.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,13 +20,12 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ExtendedRetry};
+use crate::config::ExtendedRetry;
 use crate::delivery::{MailJob, MailKey, MailText, RcptResult};
 use crate::notify::{FailedRecipient, MailOrigin, Notifier, Original};
 use crate::queue::state::{Effect, Event, FileQueue, NewMail, Note, ParkPolicy, Unparked};
 use crate::retry::extended;
 use crate::spool::Mode;
-use crate::storage::maildir::MailDirectory;
 use crate::storage::parked::{Parked, ParkedId, ParkedRead, ParkedStore};
 use crate::telemetry::{At, Event as TelemetryEvent, Telemetry};
 
@@ -36,12 +34,13 @@ const PARALLEL: usize = 8;
 
 /// Runs extended retry over the parked mails.
 pub struct Manager {
-    pub config: Arc<Config>,
     pub settings: ExtendedRetry,
     pub notifier: Arc<Notifier>,
     /// The delivery queue, where a parked mail's attempts go.
     pub queue: async_channel::Sender<MailJob>,
     pub telemetry: Telemetry,
+    /// Where parked mail is kept (the MailDirectory).
+    pub store: Arc<dyn ParkedStore>,
     /// Mails in extended retry now (DISPLAY TARGETS, metrics).
     pub current: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -67,18 +66,14 @@ impl Manager {
     /// Runs until stopped (or, in drain mode, until the mails due now were tried).
     pub async fn run(
         self,
-        mut new_files: mpsc::UnboundedReceiver<PathBuf>,
+        mut new_files: mpsc::UnboundedReceiver<ParkedId>,
         mut flush: mpsc::UnboundedReceiver<crate::control::FlushAge>,
         stop: CancellationToken,
         mode: Mode,
     ) {
         let manager = Arc::new(self);
         let interval = manager.policy().interval;
-        let dir = manager.config.mail_directory();
-        let store: Arc<dyn ParkedStore> = Arc::new(MailDirectory::new(
-            dir.clone(),
-            manager.notifier.host.clone(),
-        ));
+        let store = Arc::clone(&manager.store);
         let mut due: BTreeSet<(Instant, ParkedId)> = BTreeSet::new();
         for (path, last) in store.list().await {
             let elapsed = crate::clock::now().duration_since(last).unwrap_or_default();
@@ -88,7 +83,7 @@ impl Manager {
             tracing::info!(
                 "CSM2201I {} mail(s) in extended retry in {}",
                 due.len(),
-                dir.display()
+                store.shown()
             );
         }
         let mut attempts: JoinSet<(ParkedId, Attempt)> = JoinSet::new();
@@ -137,8 +132,8 @@ impl Manager {
                         }
                     }
                 }
-                Some(path) = new_files.recv() => {
-                    due.insert((Instant::now() + interval, ParkedId::new(path)));
+                Some(id) = new_files.recv() => {
+                    due.insert((Instant::now() + interval, id));
                 }
                 Some((age, answer)) = flush.recv() => {
                     // Mails being tried now are left to their attempt.

@@ -2,7 +2,6 @@
 //! state ([`Task`]), and what it keeps with each mail ([`Payload`]). Data only: the
 //! driver's loop is in [`super::file`], its effects in [`super::effects`].
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Local};
@@ -18,6 +17,7 @@ use crate::spool::layout::{Reaper, SpoolLayout};
 use crate::spool::name::JobIdentity;
 use crate::spool::report::FileReport;
 use crate::spool::status::{Suspend, TaskRegistry, TaskStatus};
+use crate::storage::parked::ParkedId;
 use crate::storage::{FileStore, RecoveredFile, SpoolClaim, StateStore};
 use crate::telemetry::Telemetry;
 
@@ -41,7 +41,7 @@ pub struct TaskShared {
     pub notifier: Arc<Notifier>,
     /// Tells extended retry about the mails written to the MailDirectory (None when
     /// ExtendedRetry is inactive).
-    pub extended: Option<mpsc::UnboundedSender<PathBuf>>,
+    pub extended: Option<mpsc::UnboundedSender<ParkedId>>,
     /// Where the queue's state is kept (the checkpoint journal: `ChkPoint Yes`, not in
     /// TestMode); it knows what was recorded of the files left claimed.
     pub store: Option<Arc<dyn StateStore>>,

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::layout::{Reaper, SpoolLayout};
 use crate::notify::deadletter;
 use crate::storage::maildir::MailDirectory;
+use crate::storage::parked::ParkedId;
 use crate::storage::{FileStore, MailCopy, Pending, SpoolClaim};
 
 /// A file in `active/`.
@@ -24,14 +25,14 @@ pub struct DirClaim {
     /// Extended retry's MailDirectory, as configured when the file was claimed.
     mail_directory: PathBuf,
     /// Wakes extended retry for each mail parked (None when it is inactive).
-    extended: Option<mpsc::UnboundedSender<PathBuf>>,
+    extended: Option<mpsc::UnboundedSender<ParkedId>>,
 }
 
 /// Where a claimed file's parked and held copies go.
 pub struct Keeping {
     pub host: String,
     pub mail_directory: PathBuf,
-    pub extended: Option<mpsc::UnboundedSender<PathBuf>>,
+    pub extended: Option<mpsc::UnboundedSender<ParkedId>>,
 }
 
 impl DirClaim {
@@ -107,7 +108,7 @@ impl SpoolClaim for DirClaim {
             let path = store.park(copy).await?;
             let shown = crate::escape::path(&path).to_string();
             if let Some(tx) = &self.extended {
-                let _ = tx.send(path);
+                let _ = tx.send(ParkedId::new(&path));
             }
             Ok(shown)
         })

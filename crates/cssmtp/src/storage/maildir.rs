@@ -131,6 +131,10 @@ impl ParkedStore for MailDirectory {
     fn remove<'a>(&'a self, id: &'a ParkedId) -> Pending<'a, ()> {
         Box::pin(extended::remove(path(id)))
     }
+
+    fn shown(&self) -> String {
+        crate::escape::path(&self.dir).to_string()
+    }
 }
 
 #[cfg(test)]

@@ -86,4 +86,7 @@ pub trait ParkedStore: Send + Sync {
 
     /// Every recipient is final (delivered or returned): the mail goes, durably.
     fn remove<'a>(&'a self, id: &'a ParkedId) -> Pending<'a, ()>;
+
+    /// Where parked mail is kept, for people (escaped).
+    fn shown(&self) -> String;
 }
