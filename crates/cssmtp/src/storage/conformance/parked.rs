@@ -89,6 +89,15 @@ async fn load(store: &impl ParkedStore, id: &ParkedId) -> Parked {
     }
 }
 
+/// The parked mail's text is the one parked, byte for byte.
+async fn assert_text(parked: &Parked, what: &str) {
+    let (headers, text) = mail_text();
+    let wire = extended::read_all(&parked.text)
+        .await
+        .expect("the text reads");
+    assert_eq!(wire, [headers, text].concat(), "{what}");
+}
+
 fn addresses(parked: &Parked) -> Vec<&str> {
     (parked.mail.recipients.iter())
         .map(|r| r.address.as_str())
@@ -157,15 +166,7 @@ pub async fn run<H: ParkedHarness>(mut h: H) {
     );
     assert_eq!(parked.mail.reverse_path, "payroll@zos1.example");
     assert!(parked.mail.starttls, "a mail that needed TLS still does");
-    let (headers, text) = mail_text();
-    let wire = extended::read_all(&parked.text)
-        .await
-        .expect("the text reads");
-    assert_eq!(
-        wire,
-        [headers, text].concat(),
-        "the text is kept byte for byte"
-    );
+    assert_text(&parked, "the text is kept byte for byte").await;
 
     // A turn that delivered to b: a and c stay parked, durably, tried now.
     store
@@ -183,15 +184,7 @@ pub async fn run<H: ParkedHarness>(mut h: H) {
         [11, 13],
         "each recipient keeps its line"
     );
-    let (headers, text) = mail_text();
-    let wire = extended::read_all(&parked.text)
-        .await
-        .expect("the text reads");
-    assert_eq!(
-        wire,
-        [headers, text].concat(),
-        "a rewritten mail keeps its text"
-    );
+    assert_text(&parked, "a rewritten mail keeps its text").await;
 
     // A turn that changed nothing keeps every recipient.
     store
