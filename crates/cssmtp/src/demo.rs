@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::RunOptions;
 use crate::config;
-use crate::sink::{Sink, SinkOptions};
+use crate::sink::{Received, Sink, SinkOptions};
 use crate::spool::SpoolLayout;
-use crate::spool::report::Disposition;
+use crate::spool::report::{Disposition, FileReport};
 use crate::spool::submit::{JobInfo, submit};
 
 const TARGET_SIZE: u64 = 20_000;
@@ -136,6 +136,53 @@ Timeout
     writeln!(out, "Configuration: {}", config_path.display())?;
     writeln!(out, "Spool:         {}", layout.incoming.display())?;
     writeln!(out)?;
+    submit_jobs(&layout, out)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Forwarding (cssmtp run --drain; log on standard error)..."
+    )?;
+    out.flush()?;
+
+    let options = RunOptions::drain().keep_reports();
+    let report = crate::app::run(config, options, CancellationToken::new()).await?;
+
+    writeln!(out)?;
+    let received = show_received(&sink, out)?;
+    writeln!(out)?;
+    let mut files = report.files.clone();
+    files.sort_by(|a, b| a.job.file_name.cmp(&b.job.file_name));
+    show_undelivered(&files, out)?;
+    show_files(&files, out)?;
+    let s = report.stats;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Summary: {} mail(s) sent, {} recipient(s) delivered, {} undeliverable ({} notification(s) sent), {} spool file(s), {} held.",
+        s.mails_sent,
+        s.rcpts_delivered,
+        s.rcpts_undeliverable,
+        s.notifications,
+        s.files_done,
+        s.files_held
+    )?;
+    if keep.is_some() {
+        writeln!(out, "The demo's files are kept in {}.", dir.display())?;
+    } else {
+        writeln!(
+            out,
+            "(Run `cssmtp demo --keep DIR` to keep the configuration, spool, reports and held files.)"
+        )?;
+    }
+    let expected = received.len() == 5
+        && s.rcpts_delivered == 4
+        && s.rcpts_undeliverable == 2
+        && s.notifications == 2;
+    Ok(expected)
+}
+
+/// Puts the demo's three batch jobs into the spool, saying what each is.
+fn submit_jobs(layout: &SpoolLayout, out: &mut impl Write) -> anyhow::Result<()> {
     writeln!(out, "Submitting three batch jobs:")?;
     let jobs = [
         (
@@ -169,17 +216,11 @@ Timeout
             .unwrap_or_default();
         writeln!(out, "  {file}: {what}")?;
     }
-    writeln!(out)?;
-    writeln!(
-        out,
-        "Forwarding (cssmtp run --drain; log on standard error)..."
-    )?;
-    out.flush()?;
+    Ok(())
+}
 
-    let options = RunOptions::drain().keep_reports();
-    let report = crate::app::run(config, options, CancellationToken::new()).await?;
-
-    writeln!(out)?;
+/// Lists what the target server received; returns it.
+fn show_received(sink: &Sink, out: &mut impl Write) -> anyhow::Result<Vec<Received>> {
     writeln!(out, "Received by the target server:")?;
     let mut received = sink.received();
     received.sort_by_key(|m| (m.mail_from.is_empty(), m.id));
@@ -199,12 +240,14 @@ Timeout
             mail.header("Subject").unwrap_or_default(),
         )?;
     }
-    writeln!(out)?;
+    Ok(received)
+}
+
+/// Lists the recipients not delivered and what was done about each mail.
+fn show_undelivered(files: &[FileReport], out: &mut impl Write) -> anyhow::Result<()> {
     writeln!(out, "Not delivered, and what cssmtp did about it:")?;
     let mut none = true;
-    let mut files = report.files.clone();
-    files.sort_by(|a, b| a.job.file_name.cmp(&b.job.file_name));
-    for file in &files {
+    for file in files {
         for u in &file.undeliverable {
             none = false;
             writeln!(
@@ -220,9 +263,14 @@ Timeout
     if none {
         writeln!(out, "  (nothing)")?;
     }
+    Ok(())
+}
+
+/// Lists each spool file's result.
+fn show_files(files: &[FileReport], out: &mut impl Write) -> anyhow::Result<()> {
     writeln!(out)?;
     writeln!(out, "Spool file results:")?;
-    for file in &files {
+    for file in files {
         let what = match &file.disposition {
             Disposition::Deleted if file.undeliverable_count > 0 => {
                 "done (delivered or returned); deleted".to_owned()
@@ -243,29 +291,5 @@ Timeout
             writeln!(out, "      {done}")?;
         }
     }
-    let s = report.stats;
-    writeln!(out)?;
-    writeln!(
-        out,
-        "Summary: {} mail(s) sent, {} recipient(s) delivered, {} undeliverable ({} notification(s) sent), {} spool file(s), {} held.",
-        s.mails_sent,
-        s.rcpts_delivered,
-        s.rcpts_undeliverable,
-        s.notifications,
-        s.files_done,
-        s.files_held
-    )?;
-    if keep.is_some() {
-        writeln!(out, "The demo's files are kept in {}.", dir.display())?;
-    } else {
-        writeln!(
-            out,
-            "(Run `cssmtp demo --keep DIR` to keep the configuration, spool, reports and held files.)"
-        )?;
-    }
-    let expected = received.len() == 5
-        && s.rcpts_delivered == 4
-        && s.rcpts_undeliverable == 2
-        && s.notifications == 2;
-    Ok(expected)
+    Ok(())
 }
