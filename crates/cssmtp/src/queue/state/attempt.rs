@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Change, Effect, FileQueue, MailSummary, Note, RcptState, ReturnState};
+use super::{Change, Effect, FileQueue, MailSummary, Note, Policy, Rcpt, RcptState, ReturnState};
 use crate::delivery::outcome::{Failure, Problem, RcptResult, Stage};
 use crate::domain::failure::FailedRecipient;
 
@@ -23,24 +23,129 @@ struct Decided {
     failed: Vec<(usize, FailedRecipient)>,
 }
 
+/// What one attempt's results come to, recipient by recipient.
+#[derive(Default)]
+struct Tally {
+    ordinal: u32,
+    /// The mail's attempts so far, and whether another is allowed.
+    attempts: u32,
+    may_retry: bool,
+    /// A parked mail's turn (extended retry).
+    parked: bool,
+    decided: Decided,
+    /// Recipients delivered, by which target, with its reply.
+    delivered: usize,
+    target: String,
+    reply: Option<cssmtp_wire::Reply>,
+    /// Some recipient waits for its retry; some was not sent for want of its record.
+    any_retry: bool,
+    unrecorded: bool,
+    /// The mail's text changed in the spool file.
+    changed: Option<Failure>,
+}
+
+impl Tally {
+    /// One recipient's result: its next state, and what people are told.
+    fn take(
+        &mut self,
+        policy: &Policy,
+        i: usize,
+        rcpt: &mut Rcpt,
+        result: RcptResult,
+        out: &mut Vec<Effect>,
+    ) {
+        let mail = self.ordinal;
+        match result {
+            RcptResult::Delivered { target, reply } => {
+                rcpt.state = RcptState::Delivered;
+                self.delivered += 1;
+                self.target = target.to_string();
+                self.reply = Some(reply);
+            }
+            // A parked mail: whatever went wrong for now, it stays parked.
+            RcptResult::Retry(failure) if self.parked => {
+                out.push(Effect::Note(Note::StaysParked {
+                    mail,
+                    address: rcpt.address.clone(),
+                    failure,
+                }));
+                rcpt.state = RcptState::Parked;
+            }
+            // Not sent, not retried, not returned: held with the file.
+            RcptResult::Retry(failure) if matches!(failure.problem, Problem::TextChanged(_)) => {
+                rcpt.state = RcptState::Held;
+                self.changed = Some(failure);
+            }
+            RcptResult::Retry(failure) if matches!(failure.problem, Problem::NotRecorded(_)) => {
+                // Not sent for want of its record: not an attempt; it goes again at once
+                // (held back until the store can record).
+                rcpt.state = RcptState::Retrying;
+                self.decided.again.push(i);
+                self.unrecorded = true;
+            }
+            RcptResult::Retry(failure) if self.may_retry => {
+                out.push(Effect::Note(Note::Retrying {
+                    mail,
+                    address: rcpt.address.clone(),
+                    attempt: self.attempts,
+                    failure,
+                }));
+                rcpt.state = RcptState::Retrying;
+                self.decided.again.push(i);
+                self.any_retry = true;
+            }
+            RcptResult::Retry(failure) if policy.extended => {
+                out.push(Effect::Note(Note::ToExtended {
+                    mail,
+                    address: rcpt.address.clone(),
+                    failure,
+                }));
+                rcpt.state = RcptState::Parking;
+                self.decided.again.push(i);
+            }
+            RcptResult::Retry(failure) => {
+                rcpt.state = RcptState::Failed;
+                let note = if policy.retry_count == 0 || policy.retry_interval.is_zero() {
+                    "no retry (RetryLimit)".to_owned()
+                } else {
+                    format!("RetryLimit of {} retries exhausted", policy.retry_count)
+                };
+                let f =
+                    FailedRecipient::from_failure(&rcpt.address, rcpt.line, &failure, Some(&note));
+                self.decided.failed.push((i, f));
+            }
+            RcptResult::Undeliverable(failure) => {
+                rcpt.state = RcptState::Failed;
+                let note = self.parked.then_some(super::parked::IN_EXTENDED);
+                let f = FailedRecipient::from_failure(&rcpt.address, rcpt.line, &failure, note);
+                self.decided.failed.push((i, f));
+            }
+        }
+    }
+}
+
 impl<T> FileQueue<T> {
+    /// An attempt's results: each recipient sent goes on (delivered, retrying, parking,
+    /// failed, held), and the mail is concluded.
     pub(super) fn delivered(
         &mut self,
         ordinal: u32,
-        results: Vec<(usize, RcptResult)>,
+        mut results: Vec<(usize, RcptResult)>,
         now: Instant,
         out: &mut Vec<Effect>,
     ) {
         let policy = self.policy;
+        let parked = self.park.is_some();
         let Some(mail) = self.mails.get_mut(&ordinal) else {
             return;
         };
-        let may_retry = policy.may_retry(mail.attempts);
-        let parked = self.park.is_some();
-        let mut decided = Decided::default();
-        let (mut delivered, mut target, mut reply) = (0usize, String::new(), None);
-        let (mut any_retry, mut unrecorded, mut changed) = (false, false, None);
-        let mut results = results;
+        let mut tally = Tally {
+            ordinal,
+            attempts: mail.attempts,
+            may_retry: policy.may_retry(mail.attempts),
+            parked,
+            ..Tally::default()
+        };
         // Every recipient sent gets a result (a missing one is tried again).
         for i in mail.in_state(RcptState::InFlight) {
             if !results.iter().any(|(r, _)| *r == i) {
@@ -48,122 +153,45 @@ impl<T> FileQueue<T> {
             }
         }
         for (i, result) in results {
-            let Some(rcpt) = mail.rcpts.get_mut(i) else {
-                continue;
-            };
-            if rcpt.state != RcptState::InFlight {
+            match mail.rcpts.get_mut(i) {
                 // Not sent in this attempt: a result cannot change it.
-                continue;
-            }
-            match result {
-                RcptResult::Delivered {
-                    target: t,
-                    reply: r,
-                } => {
-                    rcpt.state = RcptState::Delivered;
-                    delivered += 1;
-                    target = t.to_string();
-                    reply = Some(r);
+                Some(rcpt) if rcpt.state == RcptState::InFlight => {
+                    tally.take(&policy, i, rcpt, result, out);
                 }
-                // A parked mail: whatever went wrong for now, it stays parked.
-                RcptResult::Retry(failure) if parked => {
-                    out.push(Effect::Note(Note::StaysParked {
-                        mail: ordinal,
-                        address: rcpt.address.clone(),
-                        failure,
-                    }));
-                    rcpt.state = RcptState::Parked;
-                }
-                // Not sent, not retried, not returned: held with the file.
-                RcptResult::Retry(failure)
-                    if matches!(failure.problem, Problem::TextChanged(_)) =>
-                {
-                    rcpt.state = RcptState::Held;
-                    changed = Some(failure);
-                }
-                RcptResult::Retry(failure)
-                    if matches!(failure.problem, Problem::NotRecorded(_)) =>
-                {
-                    // Not sent for want of its record: not an attempt; it goes again at
-                    // once (held back until the store can record).
-                    rcpt.state = RcptState::Retrying;
-                    decided.again.push(i);
-                    unrecorded = true;
-                }
-                RcptResult::Retry(failure) if may_retry => {
-                    out.push(Effect::Note(Note::Retrying {
-                        mail: ordinal,
-                        address: rcpt.address.clone(),
-                        attempt: mail.attempts,
-                        failure,
-                    }));
-                    rcpt.state = RcptState::Retrying;
-                    decided.again.push(i);
-                    any_retry = true;
-                }
-                RcptResult::Retry(failure) if policy.extended => {
-                    out.push(Effect::Note(Note::ToExtended {
-                        mail: ordinal,
-                        address: rcpt.address.clone(),
-                        failure,
-                    }));
-                    rcpt.state = RcptState::Parking;
-                    decided.again.push(i);
-                }
-                RcptResult::Retry(failure) => {
-                    rcpt.state = RcptState::Failed;
-                    let note = if policy.retry_count == 0 || policy.retry_interval.is_zero() {
-                        "no retry (RetryLimit)".to_owned()
-                    } else {
-                        format!("RetryLimit of {} retries exhausted", policy.retry_count)
-                    };
-                    let f = FailedRecipient::from_failure(
-                        &rcpt.address,
-                        rcpt.line,
-                        &failure,
-                        Some(&note),
-                    );
-                    decided.failed.push((i, f));
-                }
-                RcptResult::Undeliverable(failure) => {
-                    rcpt.state = RcptState::Failed;
-                    let note = parked.then_some(super::parked::IN_EXTENDED);
-                    let f = FailedRecipient::from_failure(&rcpt.address, rcpt.line, &failure, note);
-                    decided.failed.push((i, f));
-                }
+                _ => {}
             }
         }
-        if let Some(failure) = changed {
+        if let Some(failure) = tally.changed {
             out.push(Effect::Note(Note::TextChanged {
                 mail: ordinal,
                 line: mail.line,
                 failure,
             }));
         }
-        if unrecorded {
+        if tally.unrecorded {
             mail.attempts = mail.attempts.saturating_sub(1);
         }
-        if any_retry || unrecorded {
-            let wait = if any_retry {
+        if tally.any_retry || tally.unrecorded {
+            let wait = if tally.any_retry {
                 policy.retry_interval
             } else {
                 Duration::ZERO
             };
             self.due.insert((now + wait, ordinal));
         }
-        if any_retry && !mail.retried {
+        if tally.any_retry && !mail.retried {
             mail.retried = true;
             out.push(Effect::Note(Note::IntoRetry { mail: ordinal }));
         }
-        if let Some(reply) = reply.filter(|_| delivered > 0) {
+        if let Some(reply) = tally.reply.filter(|_| tally.delivered > 0) {
             out.push(Effect::Note(Note::Delivered {
                 mail: ordinal,
-                count: delivered,
-                target,
+                count: tally.delivered,
+                target: tally.target,
                 reply,
             }));
         }
-        self.conclude(ordinal, decided, out);
+        self.conclude(ordinal, tally.decided, out);
     }
 
     /// After an attempt (or FLUSHRETRY): records the recipients not final yet and those
