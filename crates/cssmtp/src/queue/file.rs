@@ -27,7 +27,7 @@ use crate::headers::{self, MailFacts, Origin};
 use crate::notify::{FailedRecipient, Returned};
 use crate::spool::layout::Opened;
 use crate::spool::name::JobIdentity;
-use crate::spool::reader::{Parsed, parse_into};
+use crate::spool::reader::{Parsed, parse_all, parse_into};
 use crate::spool::report::{Disposition, FileReport};
 use crate::spool::status::{Suspend, TaskStatus};
 use crate::storage::SpoolClaim;
@@ -90,18 +90,7 @@ pub async fn run(
             return super::finish::finish(&shared, &*claim, report, None).await;
         }
     };
-    // A user look-up may ask a directory service: on a blocking thread.
-    let uid = meta.uid();
-    report.owner = tokio::task::spawn_blocking(move || {
-        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-    })
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| uid.to_string());
+    report.owner = crate::spool::owner::name(meta.uid()).await;
     let (recovered, store) = match &shared.store {
         Some(s) => {
             let (recovered, store) = s.open(&id);
@@ -124,15 +113,7 @@ pub async fn run(
         ));
         return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
     }
-    let (parsed_tx, parsed_rx) = mpsc::channel(16);
-    let limits = config.batch_limits();
-    let parser = tokio::task::spawn_blocking(move || {
-        parse_into(
-            BufReader::with_capacity(64 * 1024, reader),
-            limits,
-            &parsed_tx,
-        );
-    });
+    let (parsed_rx, parser) = start_parser(reader, meta.len(), config.batch_limits());
     let (outcomes, outcome_rx) = mpsc::unbounded_channel();
     let spool = Arc::new(SpoolText {
         file,
@@ -169,7 +150,9 @@ pub async fn run(
     };
     match task.drive(channels).await {
         Ended::Stopped => {
-            parser.abort();
+            if let Some(parser) = parser {
+                parser.abort();
+            }
             task.report
         }
         Ended::Released(summary) => {
@@ -180,6 +163,36 @@ pub async fn run(
             super::finish::finish(&shared, &*claim, task.report, store.as_deref()).await
         }
     }
+}
+
+/// Spool files up to this size are parsed at once on the task's thread: a producer
+/// has just written them, so they are read from the page cache in one call, and the
+/// thread hand-off a larger file's streaming parser needs would cost more than the read
+/// (most spool files hold one small mail).
+const PARSE_AT_ONCE: u64 = 64 * 1024;
+
+/// Starts parsing the file (`len` bytes): at once when it is small, else streamed from
+/// a blocking thread with bounded memory. What it gives comes on the receiver.
+fn start_parser(
+    reader: std::fs::File,
+    len: u64,
+    limits: cssmtp_batch::Limits,
+) -> (mpsc::Receiver<Parsed>, Option<tokio::task::JoinHandle<()>>) {
+    if len <= PARSE_AT_ONCE {
+        let buffer = usize::try_from(len).unwrap_or(0).clamp(4096, 64 * 1024 + 1);
+        let parsed = parse_all(BufReader::with_capacity(buffer, reader), limits);
+        let (tx, rx) = mpsc::channel(parsed.len().max(1));
+        for p in parsed {
+            // The channel holds them all.
+            let _ = tx.try_send(p);
+        }
+        return (rx, None);
+    }
+    let (tx, rx) = mpsc::channel(16);
+    let parser = tokio::task::spawn_blocking(move || {
+        parse_into(BufReader::with_capacity(64 * 1024, reader), limits, &tx);
+    });
+    (rx, Some(parser))
 }
 
 /// What a task listens to.

@@ -3,7 +3,8 @@
 //! * [`checks`]: the start-up checks of directory ownership and modes;
 //! * [`layout`]: the directories, claiming by atomic rename, the instance lock;
 //! * [`claim`]: a claimed file, as the queue core finishes it (deleted, held);
-//! * [`name`]: job name and job ID carried in file names;
+//! * [`name`]: job name and job ID carried in file names; [`owner`]: the owner's
+//!   user name (looked up off the runtime, kept a minute);
 //! * [`submit`]: `cssmtp submit`, writing spool files atomically;
 //! * [`intake`]: noticing new files (inotify, with a periodic rescan) and starting a
 //!   [`crate::queue::file`] driver for each, as many at once as `SpoolTasks` allows;
@@ -16,6 +17,7 @@ pub(crate) mod intake;
 pub mod layout;
 mod lock;
 pub(crate) mod name;
+pub(crate) mod owner;
 pub(crate) mod reader;
 mod reaper;
 pub mod report;

@@ -143,20 +143,42 @@ pub fn fixed_length<R: BufRead + Seek>(reader: &mut R) -> io::Result<bool> {
 
 /// Parses a whole file, sending mails as they are complete. Stops early when the
 /// receiver is gone. Runs on a blocking thread.
+pub fn parse_into<R: BufRead + Seek>(
+    reader: R,
+    limits: cssmtp_batch::Limits,
+    tx: &tokio::sync::mpsc::Sender<Parsed>,
+) {
+    parse_each(reader, limits, |parsed| tx.blocking_send(parsed).is_ok());
+}
+
+/// Parses a small file at once (see [`parse_each`]), for a reader known to be quick:
+/// what it gives, in order.
+pub fn parse_all<R: BufRead + Seek>(reader: R, limits: cssmtp_batch::Limits) -> Vec<Parsed> {
+    let mut all = Vec::new();
+    parse_each(reader, limits, |parsed| {
+        all.push(parsed);
+        true
+    });
+    all
+}
+
+/// Parses a whole file, giving mails to `give` as they are complete (in batches, the
+/// first alone), then [`Parsed::Done`] or [`Parsed::Failed`]; stops early when `give`
+/// returns false.
 ///
 /// `BlankTrnc Auto` is resolved first ([`fixed_length`]): whether the text lines lose
 /// their trailing blanks is decided once for the whole file, before its first mail, and
 /// travels with each mail ([`cssmtp_batch::DataSpan::padded`]) to the renderer.
-pub fn parse_into<R: BufRead + Seek>(
+fn parse_each<R: BufRead + Seek>(
     mut reader: R,
     limits: cssmtp_batch::Limits,
-    tx: &tokio::sync::mpsc::Sender<Parsed>,
+    mut give: impl FnMut(Parsed) -> bool,
 ) {
     let limits = if limits.blank_trnc == BlankTrnc::Auto {
         match fixed_length(&mut reader) {
             Ok(fixed) => limits.for_file(|| fixed),
             Err(e) => {
-                let _ = tx.blocking_send(Parsed::Failed(e));
+                give(Parsed::Failed(e));
                 return;
             }
         }
@@ -178,10 +200,7 @@ pub fn parse_into<R: BufRead + Seek>(
                     if batch.len() >= BATCH || batch_rcpts >= BATCH_RCPTS || !sent_any {
                         sent_any = true;
                         batch_rcpts = 0;
-                        if tx
-                            .blocking_send(Parsed::Mails(std::mem::take(&mut batch)))
-                            .is_err()
-                        {
+                        if !give(Parsed::Mails(std::mem::take(&mut batch))) {
                             return;
                         }
                     }
@@ -190,15 +209,15 @@ pub fn parse_into<R: BufRead + Seek>(
             },
             Ok(None) => break,
             Err(e) => {
-                let _ = tx.blocking_send(Parsed::Failed(e));
+                give(Parsed::Failed(e));
                 return;
             }
         }
     }
-    if !batch.is_empty() && tx.blocking_send(Parsed::Mails(batch)).is_err() {
+    if !batch.is_empty() && !give(Parsed::Mails(batch)) {
         return;
     }
-    let _ = tx.blocking_send(Parsed::Done(parser.finish()));
+    give(Parsed::Done(parser.finish()));
 }
 
 #[cfg(test)]
