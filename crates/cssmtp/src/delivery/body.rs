@@ -16,8 +16,9 @@
 //!
 //! Small reads are done in place: the parser read the same file moments before, so the
 //! bytes come from the page cache in microseconds, while a hand-off to a blocking thread
-//! costs more than the read (two thread wake-ups per mail). Larger reads go to a
-//! blocking thread.
+//! costs more than the read (two thread wake-ups per mail). Larger reads are done in
+//! place too when the chunk is in the page cache (`RWF_NOWAIT`: the read never waits
+//! for the disk), else on a blocking thread.
 
 use std::fmt;
 use std::fs::File;
@@ -259,6 +260,10 @@ impl Body {
                     };
                     let used = if end - pos <= INLINE_READ {
                         read_lines(spool, rules, (pos, end), raw, out, &mut self.hasher)?
+                    } else if let Some(used) =
+                        render_cached(spool, rules, (pos, end), raw, out, &mut self.hasher)?
+                    {
+                        used
                     } else {
                         let text = Arc::clone(spool);
                         let mut hasher = std::mem::take(&mut self.hasher);
@@ -298,15 +303,71 @@ fn read_lines(
     raw.resize(usize::try_from(want).unwrap_or(usize::MAX), 0);
     read_at(text, raw, pos)?;
     let at_end = pos + want >= end;
-    let cut = if at_end {
-        raw.len()
-    } else {
-        match memchr::memrchr(b'\n', raw) {
-            Some(lf) => lf + 1,
-            // One line longer than the chunk: read on in fixed chunks.
-            None => return long_line(text, rules, (pos, end), raw, out, hasher),
+    match whole_lines(raw, at_end) {
+        Some(cut) => render(raw, cut, rules, at_end, out, hasher),
+        // One line longer than the chunk: read on in fixed chunks.
+        None => long_line(text, rules, (pos, end), raw, out, hasher),
+    }
+}
+
+/// As [`read_lines`], on the task's thread, when the chunk is all in the page cache
+/// (`preadv2` with `RWF_NOWAIT`: the read never waits for the disk). None when it is
+/// not (or the file system cannot say, or the chunk holds a line longer than itself):
+/// the caller reads it on a blocking thread. Large texts are read this way without a
+/// thread hand-off per chunk when, as usual, the producer wrote them moments before.
+fn render_cached(
+    text: &SpoolText,
+    rules: DataRules,
+    (pos, end): (u64, u64),
+    raw: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    hasher: &mut TextHasher,
+) -> Result<Option<u64>, TextError> {
+    let want = CHUNK.min(end - pos);
+    raw.clear();
+    raw.resize(usize::try_from(want).unwrap_or(usize::MAX), 0);
+    let mut done = 0usize;
+    while let Some(rest) = raw.get_mut(done..).filter(|r| !r.is_empty()) {
+        let read = rustix::io::preadv2(
+            &text.file,
+            &mut [io::IoSliceMut::new(rest)],
+            pos + done as u64,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        );
+        match read {
+            Ok(n) if n > 0 => done += n,
+            // Not cached (EAGAIN), not supported, or shorter than it was: the blocking
+            // path reads it, and reports what it finds.
+            _ => return Ok(None),
         }
-    };
+    }
+    let at_end = pos + want >= end;
+    match whole_lines(raw, at_end) {
+        Some(cut) => render(raw, cut, rules, at_end, out, hasher).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// How much of a chunk read is whole lines (all of it at the end of the text); None
+/// when it holds no line end (a line longer than the chunk).
+fn whole_lines(raw: &[u8], at_end: bool) -> Option<usize> {
+    if at_end {
+        Some(raw.len())
+    } else {
+        memchr::memrchr(b'\n', raw).map(|lf| lf + 1)
+    }
+}
+
+/// Checks and renders the first `cut` bytes of `raw` (whole lines) into `out`; returns
+/// how many bytes of the file were used.
+fn render(
+    raw: &[u8],
+    cut: usize,
+    rules: DataRules,
+    at_end: bool,
+    out: &mut Vec<u8>,
+    hasher: &mut TextHasher,
+) -> Result<u64, TextError> {
     let slice = raw.get(..cut).unwrap_or_default();
     out.reserve(cut + cut / 32 + 16);
     let before = out.len();
@@ -411,6 +472,81 @@ fn long_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A spool file with one mail whose text spans several chunks (lines of every
+    /// length up to 998, dot-stuffed and 8-bit ones), and its text in wire form.
+    fn big_mail() -> (tempfile::NamedTempFile, cssmtp_batch::Mail, Vec<u8>) {
+        let mut text = Vec::new();
+        let mut wire = Vec::new();
+        for i in 0..2000usize {
+            let mut line = format!("{i:05} ").into_bytes();
+            line.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, (i * 37) % 990));
+            if i % 7 == 0 {
+                line.insert(0, b'.');
+            }
+            if i % 11 == 0 {
+                line.extend_from_slice("é".as_bytes());
+            }
+            text.extend_from_slice(&line);
+            text.push(b'\n');
+            if line.first() == Some(&b'.') {
+                wire.push(b'.');
+            }
+            wire.extend_from_slice(&line);
+            wire.extend_from_slice(b"\r\n");
+        }
+        let mut file =
+            b"HELO h\nMAIL FROM:<a@example.com>\nRCPT TO:<b@example.com>\nDATA\nSubject: big\n\n"
+                .to_vec();
+        let header_wire = b"Subject: big\r\n\r\n";
+        // Dot-stuffed in the spool file, as a producer writes it.
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            if line.first() == Some(&b'.') {
+                file.push(b'.');
+            }
+            file.extend_from_slice(line);
+        }
+        file.extend_from_slice(b".\nQUIT\n");
+        let mut spool = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut spool, &file).unwrap();
+        let (mut mails, _) = cssmtp_batch::parse_bytes(&file, cssmtp_batch::Limits::default());
+        let mail = mails.pop().unwrap();
+        let mut expected = header_wire.to_vec();
+        expected.extend_from_slice(&wire);
+        (spool, mail, expected)
+    }
+
+    async fn read_back(spool: &tempfile::NamedTempFile, mail: &cssmtp_batch::Mail) -> Vec<u8> {
+        let text = MailText::Spool {
+            spool: Arc::new(SpoolText {
+                file: spool.reopen().unwrap(),
+                truncate: false,
+            }),
+            data: mail.data.clone(),
+        };
+        let mut body = Body::new(&text);
+        let (mut raw, mut out) = (Vec::new(), Vec::new());
+        while body.next_chunk(&mut raw, &mut out).await.unwrap() {}
+        out
+    }
+
+    #[tokio::test]
+    async fn a_text_of_many_chunks_reads_back_in_wire_form_from_the_cache_or_the_disk() {
+        let (spool, mail, expected) = big_mail();
+        assert!(expected.len() as u64 > 4 * CHUNK, "several chunks");
+        // In the page cache (just written): read in place.
+        assert_eq!(read_back(&spool, &mail).await, expected);
+        // Out of it where the file system lets it go: read on a blocking thread.
+        let file = spool.reopen().unwrap();
+        file.sync_all().unwrap();
+        let _ = nix::fcntl::posix_fadvise(
+            &file,
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
+        assert_eq!(read_back(&spool, &mail).await, expected);
+    }
 
     #[test]
     fn memory_text_size_and_eight_bit() {
