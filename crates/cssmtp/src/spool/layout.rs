@@ -78,6 +78,15 @@ pub struct Candidate {
     pub special: Option<&'static str>,
 }
 
+/// Which entries a listing keeps when there are more than its limit.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// The oldest of all.
+    Oldest,
+    /// The first ones met (the listing goes on from there next time).
+    First,
+}
+
 /// A claimed spool file, open for reading.
 #[derive(Debug)]
 pub struct Opened {
@@ -225,9 +234,35 @@ impl SpoolLayout {
     /// # Errors
     /// An I/O error listing the directory.
     pub fn waiting_and_strays(&self, limit: usize) -> io::Result<(Vec<Candidate>, Vec<Candidate>)> {
+        let mut entries = fs::read_dir(&self.incoming)?;
+        self.gather(&mut entries, limit, Keep::Oldest)
+            .map(|(waiting, strays, _)| (waiting, strays))
+    }
+
+    /// The next entries of a pass over the writer directory (`pass`, from
+    /// [`fs::read_dir`] of [`SpoolLayout::incoming`]), at most `limit`, oldest first, as
+    /// [`SpoolLayout::waiting_and_strays`] gives them; true when the pass has ended. Each
+    /// entry is looked at once per pass, whatever the size of the spool.
+    ///
+    /// # Errors
+    /// An I/O error reading the directory.
+    pub fn next_waiting(
+        &self,
+        pass: &mut fs::ReadDir,
+        limit: usize,
+    ) -> io::Result<(Vec<Candidate>, Vec<Candidate>, bool)> {
+        self.gather(pass, limit, Keep::First)
+    }
+
+    fn gather(
+        &self,
+        entries: &mut fs::ReadDir,
+        limit: usize,
+        keep: Keep,
+    ) -> io::Result<(Vec<Candidate>, Vec<Candidate>, bool)> {
         let mut heap = std::collections::BinaryHeap::new();
         let mut strays = Vec::new();
-        for entry in fs::read_dir(&self.incoming)? {
+        for entry in entries.by_ref() {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(e) if is_out_of_descriptors(&e) => return Err(e),
@@ -254,11 +289,17 @@ impl SpoolLayout {
                 continue;
             }
             heap.push(candidate);
-            if heap.len() > limit {
-                heap.pop();
+            match keep {
+                Keep::Oldest if heap.len() > limit => {
+                    heap.pop();
+                }
+                Keep::First if heap.len() >= limit => {
+                    return Ok((heap.into_sorted_vec(), strays, false));
+                }
+                _ => {}
             }
         }
-        Ok((heap.into_sorted_vec(), strays))
+        Ok((heap.into_sorted_vec(), strays, true))
     }
 
     /// Entries left in `active/` by an earlier run, oldest first (anything but the lock
@@ -473,5 +514,58 @@ mod tests {
         // cssmtp's own directories are not strays.
         let strays: Vec<_> = strays.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(strays, ["stray"]);
+    }
+}
+
+#[cfg(test)]
+mod pass_tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn names(listing: &[Candidate]) -> Vec<String> {
+        listing.iter().map(|c| c.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_pass_gives_each_waiting_file_once_in_listings_of_at_most_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = SpoolLayout::new(dir.path().join("W"));
+        layout.create().unwrap();
+        for i in 0..10 {
+            std::fs::write(layout.incoming.join(format!("JOB.J{i:07}.x")), b"x").unwrap();
+        }
+        // Not ready (being written) and not cssmtp's: never listed.
+        std::fs::write(layout.incoming.join(".JOB.tmp"), b"x").unwrap();
+        let mut pass = std::fs::read_dir(&layout.incoming).unwrap();
+        let mut seen = BTreeSet::new();
+        let mut listings = 0;
+        loop {
+            let (listing, strays, ended) = layout.next_waiting(&mut pass, 4).unwrap();
+            listings += 1;
+            assert!(listing.len() <= 4 && strays.is_empty());
+            assert!(listing.is_sorted(), "each listing oldest first");
+            for name in names(&listing) {
+                assert!(seen.insert(name.clone()), "{name} given twice in one pass");
+                // Claimed at once, as intake does: gone from the directory.
+                layout.claim(&name).unwrap();
+            }
+            if listings == 1 {
+                // A file arriving during the pass.
+                std::fs::write(layout.incoming.join("LATE.J0000099.x"), b"x").unwrap();
+            }
+            if ended {
+                break;
+            }
+        }
+        assert!(listings >= 3, "10 files in listings of 4: {listings}");
+        assert!((0..10).all(|i| seen.contains(&format!("JOB.J{i:07}.x"))));
+        // The late file came in this pass or comes in the next one.
+        if !seen.contains("LATE.J0000099.x") {
+            let mut next = std::fs::read_dir(&layout.incoming).unwrap();
+            let (listing, _, ended) = layout.next_waiting(&mut next, 4).unwrap();
+            assert_eq!(names(&listing), ["LATE.J0000099.x"]);
+            assert!(ended);
+        }
     }
 }

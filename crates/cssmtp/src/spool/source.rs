@@ -13,9 +13,17 @@ use crate::escape;
 use crate::storage::Pending;
 use crate::storage::source::SpoolSource;
 
-/// Files remembered from one directory listing (the oldest ones). Each listing stats
-/// every file in the spool, so with a very full spool (100,000 files) fewer, larger
-/// listings save CPU; 16,384 names take about 1 MiB.
+/// Files taken from the writer directory per listing; 16,384 names take about 1 MiB.
+///
+/// **The order files are served in.** A listing reads on where the last one stopped, in
+/// one pass over the directory: each file is looked at (one `lstat`) once per pass,
+/// so a spool of 1,000,000 waiting files costs no more per file than one of 1,000
+/// (listing the oldest of all each time, as cssmtp once did, looked at every waiting
+/// file again at every refill). Each listing is served oldest first; listings come in
+/// the directory's order; a pass that has ended starts again at the next listing. A
+/// file that arrives during a pass is served in that pass or the next, so it waits at
+/// most about twice the time it takes to drain what was waiting when it came, never
+/// behind files that arrive after it in a later pass.
 const LISTING: usize = 16_384;
 
 /// The directory spool's claiming side.
@@ -25,6 +33,8 @@ pub struct DirSource {
     active: OwnedFd,
     /// Directories found in the writer directory that are not cssmtp's: logged once.
     strays: Mutex<HashSet<(u64, u64)>>,
+    /// The pass over the writer directory in progress (see [`LISTING`]).
+    pass: Mutex<Option<std::fs::ReadDir>>,
 }
 
 impl DirSource {
@@ -35,6 +45,7 @@ impl DirSource {
             active: layout.open_active()?,
             layout,
             strays: Mutex::new(HashSet::new()),
+            pass: Mutex::new(None),
         })
     }
 }
@@ -61,14 +72,18 @@ impl SpoolSource for DirSource {
                 .lock()
                 .map(|mut s| std::mem::take(&mut *s))
                 .unwrap_or_default();
-            let (listing, seen) = tokio::task::spawn_blocking(move || {
-                let listing = list_now(&layout, &mut seen);
-                (listing, seen)
+            let pass = self.pass.lock().ok().and_then(|mut p| p.take());
+            let (listing, seen, pass) = tokio::task::spawn_blocking(move || {
+                let (listing, pass) = list_now(&layout, pass, &mut seen);
+                (listing, seen, pass)
             })
             .await
             .map_err(std::io::Error::other)?;
             if let Ok(mut strays) = self.strays.lock() {
                 *strays = seen;
+            }
+            if let Ok(mut p) = self.pass.lock() {
+                *p = pass;
             }
             listing
         })
@@ -98,13 +113,35 @@ impl SpoolSource for DirSource {
 /// Directories in the writer directory logged (once each), at most.
 const MAX_STRAYS_LOGGED: usize = 10_000;
 
-/// Lists the waiting entries, oldest first as a stack (the oldest last); logs each
-/// directory that is not cssmtp's once.
+/// Lists the next waiting entries of the pass (a new pass when there is none), oldest
+/// first as a stack (the oldest last); logs each directory that is not cssmtp's once.
+/// Returns the pass when it has not ended.
 fn list_now(
     layout: &SpoolLayout,
+    pass: Option<std::fs::ReadDir>,
     strays: &mut HashSet<(u64, u64)>,
-) -> std::io::Result<Vec<Candidate>> {
-    let (mut listing, found) = layout.waiting_and_strays(LISTING)?;
+) -> (std::io::Result<Vec<Candidate>>, Option<std::fs::ReadDir>) {
+    let mut pass = match pass.map_or_else(|| std::fs::read_dir(&layout.incoming), Ok) {
+        Ok(pass) => pass,
+        Err(e) => return (Err(e), None),
+    };
+    match layout.next_waiting(&mut pass, LISTING) {
+        Ok((listing, found, ended)) => (
+            Ok(with_strays_logged(layout, listing, found, strays)),
+            (!ended).then_some(pass),
+        ),
+        Err(e) => (Err(e), None),
+    }
+}
+
+/// The listing as a stack (the oldest last), once each directory that is not cssmtp's
+/// is logged.
+fn with_strays_logged(
+    layout: &SpoolLayout,
+    mut listing: Vec<Candidate>,
+    found: Vec<Candidate>,
+    strays: &mut HashSet<(u64, u64)>,
+) -> Vec<Candidate> {
     for stray in found {
         // Remembered up to a bound (beyond it, further ones are not logged).
         if strays.len() < MAX_STRAYS_LOGGED && strays.insert(stray.id) {
@@ -116,7 +153,7 @@ fn list_now(
         }
     }
     listing.reverse();
-    Ok(listing)
+    listing
 }
 
 /// A claimed entry that is not a spool file (a link, FIFO, device, socket, directory or
