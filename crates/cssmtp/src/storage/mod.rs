@@ -32,6 +32,7 @@ pub mod conformance;
 pub mod journal;
 pub mod maildir;
 pub mod parked;
+pub mod pg;
 pub mod source;
 
 use std::collections::HashMap;

@@ -1,0 +1,350 @@
+//! The queue's state in the shared spool: the typed records the checkpoint journal
+//! writes ([`crate::journal::Record`], as JSON), one row each in
+//! `cssmtp_spool_record`, in order. Every write carries the file's fencing token and
+//! is one statement that inserts only while the token is current
+//! (`INSERT … SELECT … WHERE fence = $token FOR SHARE`: a claim raising the token waits
+//! for it, or it sees the raised token and writes nothing). A write refused for a stale
+//! token is reported as not written (CSM2601E), and the file's handle stays not
+//! writable: no final "." goes out for it. A write that fails because the database
+//! cannot be reached makes the store not writable (CSM2602W) until it answers again
+//! (CSM2606I, probed every second).
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+
+use super::source::{Held, Leases};
+use super::{Db, io_err};
+use crate::delivery::{DeliveryAck, NotRecorded};
+use crate::journal::{FileCheckpoint, Outcome, Record};
+use crate::storage::journal::{record_of, recovered};
+use crate::storage::{Change, FileId, FileStore, Finished, RecoveredFile, StateStore};
+
+/// How often an unreachable database is tried again.
+const PROBE: Duration = Duration::from_secs(1);
+
+/// The queue's state in the database.
+pub struct PgStore {
+    shared: Arc<Shared>,
+    /// Files opened by this store (recovered once).
+    opened: Mutex<HashSet<FileId>>,
+}
+
+struct Shared {
+    db: Db,
+    leases: Leases,
+    writable: watch::Sender<bool>,
+    probing: AtomicBool,
+}
+
+impl PgStore {
+    pub fn new(db: Db, leases: Leases) -> Self {
+        let (writable, _) = watch::channel(true);
+        Self {
+            shared: Arc::new(Shared {
+                db,
+                leases,
+                writable,
+                probing: AtomicBool::new(false),
+            }),
+            opened: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// What a write came to.
+enum Written {
+    Yes,
+    /// The token is stale: another instance holds the file now.
+    Refused,
+    Failed(io::Error),
+}
+
+impl Shared {
+    /// Writes one record under `held`'s token, waiting for the answer.
+    fn write(self: &Arc<Self>, held: Held, record: &Record) -> Written {
+        let text = match serde_json::to_string(record) {
+            Ok(t) => t,
+            Err(e) => return Written::Failed(io::Error::other(e)),
+        };
+        let db = self.db.clone();
+        let result = self.db.block(async move {
+            let client = db.client().await?;
+            client
+                .execute(
+                    "INSERT INTO cssmtp_spool_record (file_id, record)
+                     SELECT id, $3 FROM cssmtp_spool_file
+                     WHERE id = $1 AND fence = $2 AND state = 'claimed' FOR SHARE",
+                    &[&held.id, &held.fence, &text],
+                )
+                .await
+                .map_err(io_err)
+        });
+        match result {
+            Ok(1) => Written::Yes,
+            Ok(_) => Written::Refused,
+            Err(e) => {
+                self.unreachable(&e);
+                Written::Failed(e)
+            }
+        }
+    }
+
+    /// The database cannot be written: not writable until a probe gets through.
+    fn unreachable(self: &Arc<Self>, e: &io::Error) {
+        if self.probing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.writable.send_replace(false);
+        tracing::warn!(
+            "CSM2602W The spool database cannot be written ({e}); no new spool file is taken and no final \".\" is sent until it can (tried every {} s)",
+            PROBE.as_secs()
+        );
+        let shared = Arc::clone(self);
+        self.db.spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE).await;
+                let ok = match shared.db.client().await {
+                    Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
+                    Err(_) => false,
+                };
+                if ok {
+                    shared.probing.store(false, Ordering::SeqCst);
+                    shared.writable.send_replace(true);
+                    tracing::info!(
+                        "CSM2606I The spool database can be written again; intake resumes"
+                    );
+                    return;
+                }
+            }
+        });
+    }
+}
+
+impl StateStore for PgStore {
+    fn open(&self, file: &FileId) -> (RecoveredFile, Arc<dyn FileStore>) {
+        let held = self.shared.leases.get(file);
+        let first = self
+            .opened
+            .lock()
+            .map(|mut o| o.insert(file.clone()))
+            .unwrap_or(false);
+        let mut known = FileCheckpoint::default();
+        if let (Some(held), true) = (held, first) {
+            let db = self.shared.db.clone();
+            let rows = self.shared.db.block(async move {
+                let client = db.client().await?;
+                let rows = client
+                    .query(
+                        "SELECT record FROM cssmtp_spool_record WHERE file_id = $1 ORDER BY seq",
+                        &[&held.id],
+                    )
+                    .await
+                    .map_err(io_err)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>())
+            });
+            match rows {
+                Ok(rows) => {
+                    for row in rows {
+                        match serde_json::from_str::<Record>(&row) {
+                            Ok(record) => known.apply(&record),
+                            Err(e) => tracing::warn!(
+                                "CSM2607W A recorded state of spool file {file} cannot be read ({e}); its recipients are treated as not yet final"
+                            ),
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Unknown: the file is sent as if new (never lost), and said.
+                    tracing::warn!(
+                        "CSM2607W The recorded state of spool file {file} cannot be read ({e}); its recipients are treated as not yet final"
+                    );
+                    self.shared.unreachable(&e);
+                }
+            }
+        }
+        let recovered = known
+            .mails
+            .into_iter()
+            .map(|(m, mail)| (m, recovered(mail)))
+            .collect();
+        let (tx, _) = watch::channel(*self.shared.writable.borrow());
+        let handle = Arc::new(PgFile {
+            shared: Arc::clone(&self.shared),
+            held,
+            id: file.clone(),
+            lost: AtomicBool::new(held.is_none()),
+            writable: tx,
+        });
+        handle.follow();
+        (recovered, handle)
+    }
+
+    fn is_writable(&self) -> bool {
+        *self.shared.writable.borrow()
+    }
+
+    fn writable(&self) -> watch::Receiver<bool> {
+        self.shared.writable.subscribe()
+    }
+}
+
+/// One claimed file's state.
+struct PgFile {
+    shared: Arc<Shared>,
+    /// Its lease (None: not claimed by this instance: nothing is written).
+    held: Option<Held>,
+    id: FileId,
+    /// Its lease was lost: nothing more is written.
+    lost: AtomicBool,
+    writable: watch::Sender<bool>,
+}
+
+impl PgFile {
+    /// The file's writability follows the store's, until its lease is lost.
+    fn follow(self: &Arc<Self>) {
+        if self.lost.load(Ordering::SeqCst) {
+            self.writable.send_replace(false);
+            return;
+        }
+        let mut store = self.shared.writable.subscribe();
+        let weak = Arc::downgrade(self);
+        self.shared.db.spawn(async move {
+            while store.changed().await.is_ok() {
+                let Some(file) = weak.upgrade() else { return };
+                let now = *store.borrow_and_update() && !file.lost.load(Ordering::SeqCst);
+                file.writable.send_replace(now);
+            }
+        });
+    }
+
+    fn write(&self, record: &Record) -> bool {
+        let Some(held) = self.held.filter(|_| !self.lost.load(Ordering::SeqCst)) else {
+            return false;
+        };
+        match self.shared.write(held, record) {
+            Written::Yes => true,
+            Written::Refused => {
+                if !self.lost.swap(true, Ordering::SeqCst) {
+                    tracing::error!(
+                        "CSM2601E Spool file {}: another instance holds it now (this instance's lease expired); nothing more is recorded or sent from it here",
+                        self.id
+                    );
+                    self.shared.leases.release(&self.id, held);
+                }
+                self.writable.send_replace(false);
+                false
+            }
+            Written::Failed(_) => false,
+        }
+    }
+
+    fn key(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+impl FileStore for PgFile {
+    fn record(&self, change: &Change) -> bool {
+        self.write(&record_of(self.key(), change))
+    }
+
+    fn ack(&self, mail: u32) -> Arc<dyn DeliveryAck> {
+        Arc::new(PgAck {
+            file: PgFileRef {
+                shared: Arc::clone(&self.shared),
+                held: self.held,
+                id: self.id.clone(),
+                lost: self.lost.load(Ordering::SeqCst),
+            },
+            mail,
+        })
+    }
+
+    fn is_writable(&self) -> bool {
+        *self.writable.borrow()
+    }
+
+    fn writable(&self) -> watch::Receiver<bool> {
+        self.writable.subscribe()
+    }
+
+    fn finished(&self, how: Finished) {
+        let _ = self.write(&Record::Done {
+            f: self.key(),
+            disp: how,
+        });
+    }
+
+    fn id(&self) -> &FileId {
+        &self.id
+    }
+}
+
+/// What an acknowledgement needs of its file.
+struct PgFileRef {
+    shared: Arc<Shared>,
+    held: Option<Held>,
+    id: FileId,
+    lost: bool,
+}
+
+/// One mail's acknowledgements: `sent` before its final ".", `result` after the reply,
+/// each written (under the lease) before it returns.
+struct PgAck {
+    file: PgFileRef,
+    mail: u32,
+}
+
+impl PgAck {
+    fn write(&self, record: &Record) -> Result<(), String> {
+        let held = (self.file.held)
+            .filter(|_| !self.file.lost)
+            .ok_or_else(|| "this instance no longer holds the spool file".to_owned())?;
+        match self.file.shared.write(held, record) {
+            Written::Yes => Ok(()),
+            Written::Refused => {
+                Err("another instance holds the spool file now (the lease expired)".into())
+            }
+            Written::Failed(e) => Err(format!("the spool database cannot be written: {e}")),
+        }
+    }
+}
+
+impl DeliveryAck for PgAck {
+    fn before_dot(&self, rcpts: &[usize]) -> Result<Option<oneshot::Receiver<()>>, NotRecorded> {
+        self.write(&Record::Sent {
+            f: self.file.id.to_string(),
+            m: self.mail,
+            r: rcpts.to_vec(),
+        })
+        .map(|()| None)
+        .map_err(NotRecorded)
+    }
+
+    fn after_dot(&self, rcpts: &[usize], delivered: bool) {
+        let (d, retry) = if delivered {
+            (rcpts.to_vec(), Vec::new())
+        } else {
+            (Vec::new(), rcpts.to_vec())
+        };
+        // Not written (database gone, lease lost): the recipients stay in doubt, and
+        // whoever takes the file up flags them (never reported delivered twice).
+        let _ = self.write(&Record::Result {
+            f: self.file.id.to_string(),
+            m: self.mail,
+            o: Outcome {
+                d,
+                retry,
+                ..Outcome::default()
+            },
+        });
+    }
+}
