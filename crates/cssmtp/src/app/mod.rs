@@ -169,16 +169,29 @@ pub async fn run(
     // 1. The spool directories and the instance lock.
     let layout = build::checked_layout(&config).await?;
     let lock = layout.lock(&config.ext_wrt_name)?;
-    // 2. The checkpoint journal.
-    let Some(checkpointing) =
-        build::journal_when_writable(&config, &layout, options.cold, &stop).await?
-    else {
+    // 2. The checkpoint journal, or the shared spool's database (`SpoolDatabase`).
+    let stopped_at_start = || {
         tracing::info!("CSM1004I cssmtp stopped");
-        return Ok(RunReport {
+        RunReport {
             files: Vec::new(),
             stats: Stats::default().snapshot(),
             stopped: true,
-        });
+        }
+    };
+    let database = match config.spool_database() {
+        Some(settings) => match crate::storage::pg::daemon::connect(&settings, &stop).await? {
+            Some(database) => Some(database),
+            None => return Ok(stopped_at_start()),
+        },
+        None => None,
+    };
+    let checkpointing = if database.is_some() {
+        Some(build::Checkpointing::default())
+    } else {
+        build::journal_when_writable(&config, &layout, options.cold, &stop).await?
+    };
+    let Some(checkpointing) = checkpointing else {
+        return Ok(stopped_at_start());
     };
     // 3. TLS and the targets.
     let host_name = config.host_name.clone().unwrap_or_else(system_host_name);
@@ -287,23 +300,39 @@ pub async fn run(
         reaper,
         notifier: Arc::clone(&notifier),
         extended: extended_tx,
-        store: checkpointing.journal.map(|j| {
-            Arc::new(crate::storage::journal::JournalStore::new(
-                j,
-                checkpointing.recovered,
-            )) as Arc<dyn crate::storage::StateStore>
+        store: database.as_ref().map(|d| d.store()).or_else(|| {
+            checkpointing.journal.map(|j| {
+                Arc::new(crate::storage::journal::JournalStore::new(
+                    j,
+                    checkpointing.recovered,
+                )) as Arc<dyn crate::storage::StateStore>
+            })
         }),
         tasks,
         suspend: suspend_rx,
         accounting: accounting.clone(),
     });
-    let files = intake::run(
-        Arc::clone(&shared),
-        router,
-        options.mode,
-        options.keep_reports,
-    )
-    .await;
+    let files = match database {
+        Some(database) => {
+            database
+                .intake(
+                    Arc::clone(&shared),
+                    router,
+                    options.mode,
+                    options.keep_reports,
+                )
+                .await
+        }
+        None => {
+            intake::run(
+                Arc::clone(&shared),
+                router,
+                options.mode,
+                options.keep_reports,
+            )
+            .await
+        }
+    };
     if files.is_err() {
         // Intake failed: everything else stops too, in order.
         stop.cancel();

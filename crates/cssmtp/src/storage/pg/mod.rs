@@ -13,6 +13,7 @@
 //!   file's fencing token (a write whose token is stale is refused: not written);
 //! * [`claim`]: a claimed file as the queue core finishes it
 //!   ([`crate::storage::SpoolClaim`]);
+//! * [`daemon`]: `cssmtp run` on it (connected at start, intake woken by NOTIFY);
 //! * [`submit`]: `cssmtp submit` into the database (idempotent by the file's name);
 //! * [`testdb`]: a throwaway server for tests.
 //!
@@ -29,6 +30,7 @@
 //! runtime of its own ([`Db`]), so a wait never depends on the caller's runtime.
 
 pub mod claim;
+pub mod daemon;
 pub mod schema;
 pub mod source;
 pub mod store;
@@ -42,9 +44,11 @@ use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_postgres::{Client, NoTls};
 
 /// The largest chunk of mail text in one row.
@@ -237,5 +241,65 @@ impl Db {
         if let Ok(h) = self.handle() {
             h.spawn(work);
         }
+    }
+}
+
+/// How often an unreachable database is tried again.
+pub const PROBE: Duration = Duration::from_secs(1);
+
+/// Whether the database can be written now: false from a failed write (or listing)
+/// until a probe gets through (every [`PROBE`]). Intake takes no file and no final "."
+/// goes out meanwhile.
+pub struct Health {
+    db: Db,
+    writable: watch::Sender<bool>,
+    probing: AtomicBool,
+}
+
+impl Health {
+    pub fn new(db: Db) -> Arc<Self> {
+        let (writable, _) = watch::channel(true);
+        Arc::new(Self {
+            db,
+            writable,
+            probing: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_writable(&self) -> bool {
+        *self.writable.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.writable.subscribe()
+    }
+
+    /// The database cannot be used: not writable until a probe gets through (said
+    /// once, CSM2602W; back, CSM2606I).
+    pub fn unreachable(self: &Arc<Self>, e: &io::Error) {
+        if self.probing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.writable.send_replace(false);
+        tracing::warn!(
+            "CSM2602W The spool database cannot be used ({e}); no new spool file is taken and no final \".\" is sent until it can (tried every {} s)",
+            PROBE.as_secs()
+        );
+        let health = Arc::clone(self);
+        self.db.spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE).await;
+                let ok = match health.db.client().await {
+                    Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
+                    Err(_) => false,
+                };
+                if ok {
+                    health.probing.store(false, Ordering::SeqCst);
+                    health.writable.send_replace(true);
+                    tracing::info!("CSM2606I The spool database can be used again; intake resumes");
+                    return;
+                }
+            }
+        });
     }
 }

@@ -96,12 +96,20 @@ pub async fn migrate(client: &Client) -> io::Result<i32> {
 }
 
 async fn migrate_locked(client: &Client) -> io::Result<i32> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS cssmtp_schema (version integer NOT NULL, written_by text NOT NULL)",
-        )
+    // Created when missing (checked first: no NOTICE for an existing table).
+    let exists: bool = client
+        .query_one("SELECT to_regclass('cssmtp_schema') IS NOT NULL", &[])
         .await
-        .map_err(io_err)?;
+        .map_err(io_err)?
+        .get(0);
+    if !exists {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS cssmtp_schema (version integer NOT NULL, written_by text NOT NULL)",
+            )
+            .await
+            .map_err(io_err)?;
+    }
     let found: i32 = client
         .query_opt("SELECT max(version) FROM cssmtp_schema", &[])
         .await

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::{Db, io_err};
+use super::{Db, Health, io_err};
 use crate::spool::layout::{OpenError, Opened};
 use crate::storage::source::SpoolSource;
 use crate::storage::{FileId, Pending};
@@ -153,6 +153,7 @@ pub fn file_id(name: &str, id: i64) -> FileId {
 /// The shared spool of one writer.
 pub struct PgSource {
     db: Db,
+    health: Arc<Health>,
     writer: String,
     owner: String,
     lease: Duration,
@@ -164,6 +165,7 @@ pub struct PgSource {
 impl PgSource {
     pub fn new(
         db: Db,
+        health: Arc<Health>,
         writer: String,
         owner: String,
         lease: Duration,
@@ -172,6 +174,7 @@ impl PgSource {
     ) -> Self {
         Self {
             db,
+            health,
             writer,
             owner,
             lease,
@@ -197,7 +200,7 @@ impl SpoolSource for PgSource {
                 self.owner.clone(),
                 self.lease.as_secs_f64(),
             );
-            let mut left = self
+            let left = self
                 .db
                 .run(async move {
                     let client = db.client().await?;
@@ -224,7 +227,16 @@ impl SpoolSource for PgSource {
                         })
                         .collect::<Vec<_>>())
                 })
-                .await?;
+                .await;
+            // The database away: nothing now; this instance's files come back as
+            // waiting once their leases expire (never lost).
+            let mut left = match left {
+                Ok(left) => left,
+                Err(e) => {
+                    self.health.unreachable(&e);
+                    Vec::new()
+                }
+            };
             left.sort_by_key(|l| l.held.id);
             for l in &left {
                 self.register(l);
@@ -235,7 +247,7 @@ impl SpoolSource for PgSource {
 
     fn waiting(&self) -> Pending<'_, io::Result<Vec<Candidate>>> {
         let (db, writer) = (self.db.clone(), self.writer.clone());
-        Box::pin(self.db.run(async move {
+        let listed = self.db.run(async move {
             let client = db.client().await?;
             // Newest first: a stack, the oldest popped first.
             let rows = client
@@ -255,7 +267,15 @@ impl SpoolSource for PgSource {
                     name: r.get(1),
                 })
                 .collect())
-        }))
+        });
+        Box::pin(async move {
+            // The database away: nothing waits for now (intake is paused until it is
+            // back, and lists again then).
+            Ok(listed.await.unwrap_or_else(|e| {
+                self.health.unreachable(&e);
+                Vec::new()
+            }))
+        })
     }
 
     fn claim(&self, candidate: &Candidate) -> io::Result<Option<Lease>> {
@@ -297,7 +317,9 @@ impl SpoolSource for PgSource {
         let (db, held) = (self.db.clone(), claim.held);
         let file = tempfile::tempfile_in(&self.scratch)?;
         let mut copy = file.try_clone()?;
-        self.db.block(async move {
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lost2 = Arc::clone(&lost);
+        let copied = self.db.block(async move {
             let client = db.client().await?;
             let ours = client
                 .query_opt(
@@ -307,7 +329,8 @@ impl SpoolSource for PgSource {
                 .await
                 .map_err(io_err)?;
             if ours.is_none() {
-                return Err(io::Error::other("the claim on it was lost"));
+                lost2.store(true, std::sync::atomic::Ordering::SeqCst);
+                return Err(io::Error::other("another instance holds it now"));
             }
             // A chunk at a time: memory stays bounded whatever the file's size.
             let mut next = 0i32;
@@ -338,7 +361,14 @@ impl SpoolSource for PgSource {
             }
             copy.flush()?;
             Ok(())
-        })?;
+        });
+        if let Err(e) = copied {
+            if lost.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(OpenError::Refused(e.to_string()));
+            }
+            self.health.unreachable(&e);
+            return Err(OpenError::NotNow(e));
+        }
         let mut reader = file.try_clone()?;
         reader.rewind()?;
         let meta = file.metadata()?;
@@ -363,7 +393,7 @@ impl SpoolSource for PgSource {
                 super::claim::hold_row(&self.db, &self.writer, &claim, text.into_bytes()).await
             {
                 tracing::warn!(
-                    "CSM2605W Spool file {} is not read ({why}) and cannot be held now: {e}",
+                    "CSM2605W Spool file {} is not taken here: {why} ({e})",
                     claim.file_id()
                 );
             }

@@ -7,25 +7,21 @@
 //! token is reported as not written (CSM2601E), and the file's handle stays not
 //! writable: no final "." goes out for it. A write that fails because the database
 //! cannot be reached makes the store not writable (CSM2602W) until it answers again
-//! (CSM2606I, probed every second).
+//! (CSM2606I, probed every second: [`Health`]).
 
 use std::collections::HashSet;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
 use super::source::{Held, Leases};
-use super::{Db, io_err};
+use super::{Db, Health, io_err};
 use crate::delivery::{DeliveryAck, NotRecorded};
 use crate::journal::{FileCheckpoint, Outcome, Record};
 use crate::storage::journal::{record_of, recovered};
 use crate::storage::{Change, FileId, FileStore, Finished, RecoveredFile, StateStore};
-
-/// How often an unreachable database is tried again.
-const PROBE: Duration = Duration::from_secs(1);
 
 /// The queue's state in the database.
 pub struct PgStore {
@@ -37,20 +33,13 @@ pub struct PgStore {
 struct Shared {
     db: Db,
     leases: Leases,
-    writable: watch::Sender<bool>,
-    probing: AtomicBool,
+    health: Arc<Health>,
 }
 
 impl PgStore {
-    pub fn new(db: Db, leases: Leases) -> Self {
-        let (writable, _) = watch::channel(true);
+    pub fn new(db: Db, leases: Leases, health: Arc<Health>) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                db,
-                leases,
-                writable,
-                probing: AtomicBool::new(false),
-            }),
+            shared: Arc::new(Shared { db, leases, health }),
             opened: Mutex::new(HashSet::new()),
         }
     }
@@ -88,40 +77,10 @@ impl Shared {
             Ok(1) => Written::Yes,
             Ok(_) => Written::Refused,
             Err(e) => {
-                self.unreachable(&e);
+                self.health.unreachable(&e);
                 Written::Failed(e)
             }
         }
-    }
-
-    /// The database cannot be written: not writable until a probe gets through.
-    fn unreachable(self: &Arc<Self>, e: &io::Error) {
-        if self.probing.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        self.writable.send_replace(false);
-        tracing::warn!(
-            "CSM2602W The spool database cannot be written ({e}); no new spool file is taken and no final \".\" is sent until it can (tried every {} s)",
-            PROBE.as_secs()
-        );
-        let shared = Arc::clone(self);
-        self.db.spawn(async move {
-            loop {
-                tokio::time::sleep(PROBE).await;
-                let ok = match shared.db.client().await {
-                    Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
-                    Err(_) => false,
-                };
-                if ok {
-                    shared.probing.store(false, Ordering::SeqCst);
-                    shared.writable.send_replace(true);
-                    tracing::info!(
-                        "CSM2606I The spool database can be written again; intake resumes"
-                    );
-                    return;
-                }
-            }
-        });
     }
 }
 
@@ -166,7 +125,7 @@ impl StateStore for PgStore {
                     tracing::warn!(
                         "CSM2607W The recorded state of spool file {file} cannot be read ({e}); its recipients are treated as not yet final"
                     );
-                    self.shared.unreachable(&e);
+                    self.shared.health.unreachable(&e);
                 }
             }
         }
@@ -175,7 +134,7 @@ impl StateStore for PgStore {
             .into_iter()
             .map(|(m, mail)| (m, recovered(mail)))
             .collect();
-        let (tx, _) = watch::channel(*self.shared.writable.borrow());
+        let (tx, _) = watch::channel(self.shared.health.is_writable());
         let handle = Arc::new(PgFile {
             shared: Arc::clone(&self.shared),
             held,
@@ -188,11 +147,11 @@ impl StateStore for PgStore {
     }
 
     fn is_writable(&self) -> bool {
-        *self.shared.writable.borrow()
+        self.shared.health.is_writable()
     }
 
     fn writable(&self) -> watch::Receiver<bool> {
-        self.shared.writable.subscribe()
+        self.shared.health.subscribe()
     }
 }
 
@@ -214,7 +173,7 @@ impl PgFile {
             self.writable.send_replace(false);
             return;
         }
-        let mut store = self.shared.writable.subscribe();
+        let mut store = self.shared.health.subscribe();
         let weak = Arc::downgrade(self);
         self.shared.db.spawn(async move {
             while store.changed().await.is_ok() {

@@ -74,7 +74,7 @@ impl Harness for StoreHarness {
         for f in claimed {
             leases.hold(f.clone(), claim_row(&db, f, "host-a").await);
         }
-        PgStore::new(db, leases)
+        PgStore::new(db.clone(), leases, super::Health::new(db))
     }
 
     async fn crash(&mut self, store: PgStore) {
@@ -105,7 +105,8 @@ impl SourceHarness for SourceDb {
     async fn start(&mut self) -> PgSource {
         let db = connected(&self.url, "host-a").await;
         PgSource::new(
-            db,
+            db.clone(),
+            super::Health::new(db),
             WRITER.into(),
             "host-a".into(),
             Duration::from_secs(60),
@@ -130,7 +131,7 @@ async fn a_holder_whose_lease_was_taken_over_writes_nothing() {
     let a = connected(&url, "host-a").await;
     let leases_a = Leases::default();
     leases_a.hold(file.clone(), claim_row(&a, &file, "host-a").await);
-    let store_a = PgStore::new(a, leases_a);
+    let store_a = PgStore::new(a.clone(), leases_a, super::Health::new(a));
     let (_, file_a) = store_a.open(&file);
     let attempt = |attempts| Change::Attempted {
         mail: 1,
@@ -148,7 +149,7 @@ async fn a_holder_whose_lease_was_taken_over_writes_nothing() {
     assert!(file_a.ack(1).before_dot(&[0]).is_err(), "no final \".\"");
     assert!(!file_a.is_writable(), "the stale handle holds sending back");
     // b finds what a recorded while it held the file, and nothing after.
-    let store_b = PgStore::new(b, leases_b);
+    let store_b = PgStore::new(b.clone(), leases_b, super::Health::new(b));
     let (recovered, file_b) = store_b.open(&file);
     let mail = recovered.get(&1).cloned().unwrap_or_default();
     assert_eq!(
@@ -222,8 +223,10 @@ async fn a_retried_submit_spools_once_and_big_text_goes_in_chunks() {
     );
     // Read back through the source: the text as written, from four chunks.
     let scratch = tempfile::tempdir().expect("a temporary directory");
+    let db = connected(&url, "host-a").await;
     let source = PgSource::new(
-        connected(&url, "host-a").await,
+        db.clone(),
+        super::Health::new(db),
         WRITER.into(),
         "host-a".into(),
         Duration::from_secs(60),
@@ -252,4 +255,45 @@ async fn a_retried_submit_spools_once_and_big_text_goes_in_chunks() {
         0,
         "the copy is unlinked"
     );
+}
+
+#[test]
+fn the_spool_database_statements_keep_credentials_out_of_the_configuration() {
+    let check = |text: &str| {
+        let (config, diags) = crate::config::validate::validate(
+            std::path::Path::new("/etc/cssmtp/cssmtp.conf"),
+            &format!("TargetServer {{ TargetIp 192.0.2.1 }}\n{text}"),
+        );
+        (
+            config,
+            diags.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        )
+    };
+    let (config, diags) = check(
+        "SpoolDatabase postgresql://cssmtp@db.example:5433/spool\nSpoolDatabasePasswordFile /etc/cssmtp/db.pw\nSpoolDatabaseLease 20\nSpoolDatabaseInstance host-a\n",
+    );
+    assert!(diags.is_empty(), "{diags:?}");
+    let settings = config
+        .and_then(|c| c.spool_database())
+        .expect("the database is selected");
+    assert_eq!(settings.url, "postgresql://cssmtp@db.example:5433/spool");
+    assert_eq!(settings.lease, Duration::from_secs(20));
+    assert_eq!(settings.instance, "host-a");
+    assert_eq!(
+        settings.password_file.as_deref(),
+        Some(std::path::Path::new("/etc/cssmtp/db.pw"))
+    );
+    let (_, diags) = check("SpoolDatabase postgresql://cssmtp:secret@db.example/spool\n");
+    assert!(
+        diags.iter().any(|d| d.contains("must not hold a password")),
+        "{diags:?}"
+    );
+    let (_, diags) = check("SpoolDatabase /var/spool/cssmtp\n");
+    assert!(
+        diags.iter().any(|d| d.contains("postgresql:// URL")),
+        "{diags:?}"
+    );
+    // Absent: the directory spool.
+    let (config, _) = check("");
+    assert!(config.is_some_and(|c| c.spool_database().is_none()));
 }

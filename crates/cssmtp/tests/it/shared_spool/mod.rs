@@ -1,0 +1,219 @@
+//! The shared spool on PostgreSQL (`SpoolDatabase`) through the real binary: `cssmtp
+//! submit` into the database (once, however often retried), `cssmtp run` from it, and
+//! several instances sharing it (failover after SIGKILL, a stale instance fenced out,
+//! the database stopped mid-run). Each test has a database of its own on the test
+//! process's throwaway server (`cssmtp::storage::pg::testdb`), or a server of its own
+//! when it stops it.
+
+mod cluster;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cssmtp::sink::Sink;
+use cssmtp::storage::pg::testdb;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Child;
+use tokio::task::JoinHandle;
+
+use crate::support::{Env, cssmtp, mail, sink, target};
+
+/// A configuration on database `url` as instance `instance`.
+fn env_on(url: &str, instance: &str, sink: &Sink, extra: &str) -> Env {
+    Env::new(&format!(
+        "SpoolDatabase {url}\nSpoolDatabaseInstance {instance}\n{extra}\n{}",
+        target(sink.addr, "")
+    ))
+}
+
+/// A spool file's text: `mails` mails of 1 to 3 recipients, every address unique.
+fn spool_text(file: usize, mails: usize, expected: &mut BTreeSet<String>) -> String {
+    let mut text = String::from("EHLO zos.example\n");
+    for k in 0..mails {
+        let rcpts: Vec<String> = (0..=(file + k) % 3)
+            .map(|i| format!("r{file}-{k}-{i}@example.com"))
+            .collect();
+        expected.extend(rcpts.iter().cloned());
+        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        text.push_str(&mail(
+            "batch@zos.example",
+            &refs,
+            &format!("Subject: shared {file}/{k}\r\n\r\nBody of mail {k} of file {file}.\r\n"),
+        ));
+    }
+    text.push_str("QUIT\n");
+    text
+}
+
+/// `cssmtp submit` (the real binary) of `text` as job `job`; its exit code and output.
+async fn submit_binary(env: &Env, job: &str, text: &str) -> (Option<i32>, String) {
+    let file = env.dir.path().join(format!("{job}.txt"));
+    std::fs::write(&file, text).unwrap();
+    let out = cssmtp()
+        .arg("submit")
+        .arg("-c")
+        .arg(&env.config_path)
+        .arg(&file)
+        .env("CSSMTP_JOBNAME", job)
+        .env("CSSMTP_JOBID", "J0000077")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A `cssmtp run` daemon; its log lines collected as they come.
+struct Daemon {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    log: JoinHandle<()>,
+}
+
+impl Daemon {
+    fn start(env: &Env, extra: &[&str]) -> Self {
+        let mut child = cssmtp()
+            .arg("run")
+            .arg("-c")
+            .arg(&env.config_path)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let into = Arc::clone(&lines);
+        let log = tokio::spawn(async move {
+            let mut read = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = read.next_line().await {
+                into.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines, log }
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(i32::try_from(self.child.id().unwrap()).unwrap())
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), signal).unwrap();
+    }
+
+    /// Log lines so far holding `text`.
+    fn count(&self, text: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
+    }
+
+    async fn end(mut self) -> (Option<i32>, Vec<String>) {
+        let status = self.child.wait().await.unwrap();
+        let _ = self.log.await;
+        let lines = self.lines.lock().unwrap().clone();
+        (status.code(), lines)
+    }
+
+    /// SIGKILL; returns the log.
+    async fn kill(mut self) -> Vec<String> {
+        self.child.start_kill().unwrap();
+        self.end().await.1
+    }
+
+    /// SIGTERM, then waits for it to end; returns the exit code and the log.
+    async fn stop(self) -> (Option<i32>, Vec<String>) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.end().await
+    }
+
+    /// Waits for a `--drain` run to end by itself; returns the exit code and the log.
+    async fn stop_when_done(self) -> (Option<i32>, Vec<String>) {
+        self.end().await
+    }
+}
+
+/// Waits (polling: real processes are at work) until `done`, at most `limit`; returns
+/// how long it took.
+async fn until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+/// How many times the sink received each recipient.
+fn deliveries(sink: &Sink) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for mail in sink.received() {
+        for rcpt in mail.rcpt_to {
+            *counts.entry(rcpt).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// The recipients flagged "possibly delivered" (CSM2301W) in a log.
+fn flagged(log: &[String]) -> BTreeSet<String> {
+    log.iter()
+        .filter(|l| l.contains("CSM2301W"))
+        .filter_map(|l| l.split("delivered to <").nth(1))
+        .filter_map(|rest| rest.split('>').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Rows left in the spool database.
+async fn rows_left(url: &str) -> i64 {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let n = client
+        .query_one("SELECT count(*) FROM cssmtp_spool_file", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(client);
+    let _ = conn.await;
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_binary_submits_once_into_the_database_and_drains_it() {
+    let url = testdb::shared().database().await.unwrap();
+    let sink = sink(Default::default()).await;
+    let env = env_on(&url, "host-a", &sink, "");
+    let mut expected = BTreeSet::new();
+    let text = spool_text(1, 3, &mut expected);
+    let (code, out) = submit_binary(&env, "PAYROLL", &text).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("spooled as PAYROLL.J0000077."), "{out}");
+    assert!(out.contains("in the spool database"), "{out}");
+    // A retried step submits the same file again: nothing is added.
+    let (code, again) = submit_binary(&env, "PAYROLL", &text).await;
+    assert_eq!(code, Some(0), "{again}");
+    assert!(again.contains("already spooled"), "{again}");
+    // Nothing went to the directory spool.
+    assert!(env.files_in("").is_empty());
+    let (code, log) = Daemon::start(&env, &["--drain"]).stop_when_done().await;
+    assert_eq!(code, Some(0), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("CSM2600I")), "{log:#?}");
+    let counts = deliveries(&sink);
+    assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    assert!(counts.values().all(|&n| n == 1), "once each: {counts:?}");
+    assert_eq!(rows_left(&url).await, 0, "the finished file is gone");
+}
