@@ -179,10 +179,14 @@ pub async fn run(
         }
     };
     let database = match config.spool_database() {
-        Some(settings) => match crate::storage::pg::daemon::connect(&settings, &stop).await? {
-            Some(database) => Some(database),
-            None => return Ok(stopped_at_start()),
-        },
+        Some(settings) => {
+            match crate::storage::pg::daemon::connect(&settings, &config.ext_wrt_name, &stop)
+                .await?
+            {
+                Some(database) => Some(database),
+                None => return Ok(stopped_at_start()),
+            }
+        }
         None => None,
     };
     let checkpointing = if database.is_some() {

@@ -395,6 +395,10 @@ fn spool_database(diags: &mut Diags, d: &mut Draft, w: &Word) {
             "SpoolDatabase must not hold a password: use SpoolDatabasePasswordFile or PGPASSWORD"
                 .to_owned(),
         ),
+        Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => diags.error(
+            w.line,
+            "SpoolDatabase: TLS to the database (sslmode=require) is not supported by this cssmtp yet; reach the database over a network you trust, or through a TLS tunnel on loopback".to_owned(),
+        ),
         Ok(_) => d.c.spool_database = Some(text.to_owned()),
         Err(e) => diags.error(w.line, format!("SpoolDatabase {text:?} is not a URL: {e}")),
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use super::claim::PgClaim;
@@ -42,6 +43,7 @@ pub struct SharedSpool {
 /// The settings are not valid, or the schema is newer than this binary knows.
 pub async fn connect(
     settings: &DbSettings,
+    writer: &str,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<SharedSpool>> {
     let db = Db::new(settings)?;
@@ -73,6 +75,36 @@ pub async fn connect(
             }
         }
     };
+    // One instance per name: leases are held by name.
+    let (lock_db, config, writer2, instance) = (
+        db.clone(),
+        settings.client_config()?,
+        writer.to_owned(),
+        settings.instance.clone(),
+    );
+    let locked = db
+        .run(async move {
+            let (client, conn) = config.connect(NoTls).await.map_err(io_err)?;
+            let conn = tokio::spawn(conn);
+            let row = client
+                .query_one(LOCK, &[&writer2, &instance])
+                .await
+                .map_err(io_err)?;
+            let locked: bool = row.get(0);
+            if locked {
+                keep_instance_lock(&lock_db, config, client, conn, writer2, instance);
+            }
+            Ok(locked)
+        })
+        .await?;
+    if !locked {
+        let e = format!(
+            "another instance named {} already serves writer {writer} on the spool database: each instance needs a name of its own (SpoolDatabaseInstance)",
+            settings.instance
+        );
+        tracing::error!("CSM2609E The spool database cannot be used: {e}");
+        anyhow::bail!(e);
+    }
     tracing::info!(
         "CSM2600I The spool is kept in the database (schema version {}{}); this instance is {} in leases of {} seconds",
         super::schema::VERSION,
@@ -183,6 +215,47 @@ impl SharedSpool {
             })
             .await;
     }
+}
+
+/// The advisory lock of an instance's name (per writer), held by a session.
+const LOCK: &str = "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))";
+
+/// Holds the instance's lock for the life of the process: on a connection of its own,
+/// taken again when the connection was lost (CSM2611E when another instance of the
+/// same name took it meanwhile).
+fn keep_instance_lock(
+    db: &Db,
+    config: tokio_postgres::Config,
+    client: Client,
+    conn: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    writer: String,
+    instance: String,
+) {
+    db.spawn(async move {
+        let _ = conn.await;
+        drop(client);
+        let mut said = false;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let Ok((client, conn)) = config.connect(NoTls).await else {
+                continue;
+            };
+            let held = tokio::spawn(conn);
+            match client.query_one(LOCK, &[&writer, &instance]).await {
+                Ok(row) if row.get::<_, bool>(0) => {
+                    said = false;
+                    let _ = held.await;
+                }
+                Ok(_) if !said => {
+                    tracing::error!(
+                        "CSM2611E Another instance named {instance} serves writer {writer} on the spool database: each instance needs a name of its own (SpoolDatabaseInstance); their leases are confused until one stops"
+                    );
+                    said = true;
+                }
+                _ => {}
+            }
+        }
+    });
 }
 
 /// Listens for the NOTIFY of new files of `writer` (on a connection of its own,

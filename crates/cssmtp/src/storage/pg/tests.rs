@@ -288,6 +288,11 @@ fn the_spool_database_statements_keep_credentials_out_of_the_configuration() {
         diags.iter().any(|d| d.contains("must not hold a password")),
         "{diags:?}"
     );
+    let (_, diags) = check("SpoolDatabase postgresql://cssmtp@db.example/spool?sslmode=require\n");
+    assert!(
+        diags.iter().any(|d| d.contains("not supported")),
+        "{diags:?}"
+    );
     let (_, diags) = check("SpoolDatabase /var/spool/cssmtp\n");
     assert!(
         diags.iter().any(|d| d.contains("postgresql:// URL")),

@@ -217,3 +217,34 @@ async fn the_real_binary_submits_once_into_the_database_and_drains_it() {
     assert!(counts.values().all(|&n| n == 1), "once each: {counts:?}");
     assert_eq!(rows_left(&url).await, 0, "the finished file is gone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_of_the_same_name_does_not_start() {
+    let url = testdb::shared().database().await.unwrap();
+    let sink = sink(Default::default()).await;
+    let first_env = env_on(&url, "host-a", &sink, "");
+    let first = Daemon::start(&first_env, &[]);
+    until(Duration::from_secs(30), "started", || {
+        first.count("CSM2600I") > 0
+    })
+    .await;
+    let twin = env_on(&url, "host-a", &sink, "");
+    let (code, log) = Daemon::start(&twin, &[]).stop_when_done().await;
+    assert_ne!(code, Some(0), "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("CSM2609E") && l.contains("another instance named host-a")),
+        "{log:#?}"
+    );
+    // Another name starts beside it.
+    let other_env = env_on(&url, "host-b", &sink, "");
+    let other = Daemon::start(&other_env, &[]);
+    until(Duration::from_secs(30), "started", || {
+        other.count("CSM2600I") > 0
+    })
+    .await;
+    for d in [first, other] {
+        let (code, log) = d.stop().await;
+        assert_eq!(code, Some(0), "{log:#?}");
+    }
+}
