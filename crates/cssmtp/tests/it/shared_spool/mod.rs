@@ -248,3 +248,43 @@ async fn a_second_instance_of_the_same_name_does_not_start() {
         assert_eq!(code, Some(0), "{log:#?}");
     }
 }
+
+/// The README's plain-SQL submit, as a program in any language would run it.
+fn readme_sql() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let block = readme.split("<!-- plain-sql -->\n```sql\n").nth(1).unwrap();
+    block.split("```").next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_plain_sql_submit_is_forwarded_once() {
+    let url = testdb::shared().database().await.unwrap();
+    let sink = sink(Default::default()).await;
+    let env = env_on(&url, "host-a", &sink, "");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    cssmtp::storage::pg::schema::migrate(&client).await.unwrap();
+    // The README's writer is the default ExtWrtName; these tests' is TESTWTR.
+    let sql = readme_sql().replace("'CSSMTP'", "'TESTWTR'");
+    client.batch_execute(&sql).await.unwrap();
+    // Run twice (a retried program): the same name, nothing added.
+    client.batch_execute(&sql).await.unwrap();
+    drop(client);
+    let _ = conn.await;
+    let (code, log) = Daemon::start(&env, &["--drain"]).stop_when_done().await;
+    assert_eq!(code, Some(0), "{log:#?}");
+    let received = sink.received();
+    assert_eq!(received.len(), 1, "{log:#?}");
+    assert_eq!(received[0].rcpt_to, ["clerk@example.com"]);
+    let text = String::from_utf8_lossy(&received[0].data).into_owned();
+    assert!(text.contains("Subject: Payroll"), "{text}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("CSM2001I") && l.contains("PAYROLL.J0012345.20261130-0001")),
+        "{log:#?}"
+    );
+    assert_eq!(rows_left(&url).await, 0);
+}
