@@ -281,6 +281,7 @@ pub async fn run(
         extended_current: Arc::clone(&extended_current),
         accounting: accounting.clone(),
         started: std::time::SystemTime::now(),
+        cluster: database.as_ref().map(|d| d.cluster()),
     });
     control.record_config(ConfigEvent::Start);
     let services_stop = services::Stop::default();

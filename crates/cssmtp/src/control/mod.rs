@@ -90,6 +90,8 @@ pub struct Control {
     pub extended_current: Arc<AtomicU64>,
     pub accounting: Accounting,
     pub started: SystemTime,
+    /// The shared spool's cluster (`SpoolDatabase`), for DISPLAY SPOOLSTATUS.
+    pub cluster: Option<Arc<dyn crate::storage::pg::cluster::ClusterSource>>,
 }
 
 impl Control {
@@ -100,7 +102,13 @@ impl Control {
             Command::DisplayIplist => self.iplist(None).reply(),
             Command::DisplayConfig => self.display_config(),
             Command::DisplayLoglevel => Self::display_loglevel(),
-            Command::DisplaySpoolstatus { detail, tkid } => self.display_spool(detail, tkid),
+            Command::DisplaySpoolstatus { detail, tkid } => {
+                let cluster = match &self.cluster {
+                    Some(c) => Some(c.snapshot().await.map_err(|e| e.to_string())),
+                    None => None,
+                };
+                self.display_spool(detail, tkid, cluster)
+            }
             Command::FlushRetryTask { tkid } => self.flush_task(tkid).await,
             Command::FlushRetryAge { days } => self.flush_age(days).await,
             Command::LogLevel { level } => self.log_level(level),

@@ -134,6 +134,14 @@ pub async fn connect(
 }
 
 impl SharedSpool {
+    /// The cluster, for DISPLAY.
+    pub fn cluster(&self) -> Arc<dyn super::cluster::ClusterSource> {
+        Arc::new(super::cluster::PgCluster {
+            db: self.db.clone(),
+            instance: self.settings.instance.clone(),
+        })
+    }
+
     /// The queue's state store.
     pub fn store(&self) -> Arc<dyn StateStore> {
         Arc::clone(&self.store) as Arc<dyn StateStore>
@@ -152,6 +160,14 @@ impl SharedSpool {
         keep_reports: bool,
     ) -> io::Result<Vec<FileReport>> {
         let writer = shared.config.current().ext_wrt_name.clone();
+        let beating = CancellationToken::new();
+        super::cluster::heartbeat(
+            &self.db,
+            writer.clone(),
+            self.settings.instance.clone(),
+            self.settings.lease,
+            beating.clone(),
+        );
         let source = PgSource::new(
             self.db.clone(),
             Arc::clone(&self.health),
@@ -189,6 +205,8 @@ impl SharedSpool {
         };
         let result = intake::run_from(shared, router, mode, keep_reports, spool).await;
         self.give_up_leases(&writer).await;
+        beating.cancel();
+        super::cluster::forget(&self.db, writer, self.settings.instance.clone()).await;
         result
     }
 

@@ -13,6 +13,7 @@
 //!   file's fencing token (a write whose token is stale is refused: not written);
 //! * [`claim`]: a claimed file as the queue core finishes it
 //!   ([`crate::storage::SpoolClaim`]);
+//! * [`cluster`]: the cluster view of DISPLAY SPOOLSTATUS;
 //! * [`daemon`]: `cssmtp run` on it (connected at start, intake woken by NOTIFY);
 //! * [`submit`]: `cssmtp submit` into the database (idempotent by the file's name);
 //! * [`testdb`]: a throwaway server for tests.
@@ -30,6 +31,7 @@
 //! runtime of its own ([`Db`]), so a wait never depends on the caller's runtime.
 
 pub mod claim;
+pub mod cluster;
 pub mod daemon;
 pub mod schema;
 pub mod source;

@@ -16,8 +16,9 @@
 //! * `cssmtp_spool_record`: the queue's state of a claimed file, in order: the typed
 //!   records the checkpoint journal writes (JSON), each written only under the
 //!   current fencing token.
-//! * `cssmtp_held`: what is kept for the operator: held files' reports and copies of
-//!   mail possibly delivered before a restart.
+//! * `cssmtp_held`: what is kept for the operator: held files' reports.
+//! * `cssmtp_instance`: the instances running, each renewing its row (the cluster view
+//!   of DISPLAY SPOOLSTATUS).
 //!
 //! A trigger NOTIFYs channel `cssmtp_spool` with the writer's name when a ready file
 //! arrives.
@@ -67,6 +68,14 @@ CREATE TABLE cssmtp_held (
     kind     text NOT NULL,
     created  timestamptz NOT NULL DEFAULT now(),
     data     bytea NOT NULL
+);
+CREATE TABLE cssmtp_instance (
+    writer      text NOT NULL,
+    name        text NOT NULL,
+    started     timestamptz NOT NULL,
+    seen        timestamptz NOT NULL,
+    alive_until timestamptz NOT NULL,
+    PRIMARY KEY (writer, name)
 );
 CREATE FUNCTION cssmtp_spool_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

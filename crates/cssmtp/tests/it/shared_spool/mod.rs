@@ -288,3 +288,88 @@ async fn the_readme_plain_sql_submit_is_forwarded_once() {
     );
     assert_eq!(rows_left(&url).await, 0);
 }
+
+/// `cssmtp modify` (the real binary) against the daemon of `env`: its exit code and
+/// output.
+async fn modify(env: &Env, args: &[&str]) -> (Option<i32>, String) {
+    let out = cssmtp()
+        .arg("modify")
+        .arg("-c")
+        .arg(&env.config_path)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn display_spoolstatus_shows_the_cluster() {
+    let url = testdb::shared().database().await.unwrap();
+    let sink = sink(Default::default()).await;
+    let envs: Vec<Env> = ["host-a", "host-b"]
+        .iter()
+        .map(|name| env_on(&url, name, &sink, ""))
+        .collect();
+    let daemons: Vec<Daemon> = envs.iter().map(|e| Daemon::start(e, &[])).collect();
+    for (d, e) in daemons.iter().zip(&envs) {
+        until(Duration::from_secs(30), "ready", || d.count("CSM1001I") > 0).await;
+        let (code, out) = modify(e, &["SUSPEND"]).await;
+        assert_eq!(code, Some(0), "{out}");
+    }
+    // Three files wait: intake is suspended on both.
+    let mut expected = BTreeSet::new();
+    for job in ["JOBA", "JOBB", "JOBC"] {
+        let (code, out) = submit_binary(&envs[0], job, &spool_text(1, 1, &mut expected)).await;
+        assert_eq!(code, Some(0), "{out}");
+    }
+    let (code, text) = modify(&envs[1], &["DISPLAY,SPOOLSTATUS"]).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("CSM5005I DISPLAY SPOOLSTATUS"), "{text}");
+    assert!(
+        text.contains("CLUSTER: 2 instance(s) alive; the tasks above are this instance's (host-b)"),
+        "{text}"
+    );
+    assert!(text.contains("INSTANCE host-a WRITER TESTWTR"), "{text}");
+    assert!(text.contains("INSTANCE host-b WRITER TESTWTR"), "{text}");
+    assert!(
+        text.contains("WRITER TESTWTR   WAITING 3   CLAIMED 0"),
+        "{text}"
+    );
+    let (code, json) = modify(&envs[0], &["--json", "D,SPOOLSTATUS"]).await;
+    assert_eq!(code, Some(0), "{json}");
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let cluster = &value["data"]["cluster"]["Ok"];
+    assert_eq!(cluster["this"], "host-a", "{json}");
+    assert_eq!(cluster["instances"].as_array().unwrap().len(), 2, "{json}");
+    assert_eq!(cluster["writers"][0]["waiting"], 3, "{json}");
+    // RESUME: the files go.
+    for e in &envs {
+        let (code, out) = modify(e, &["RESUME"]).await;
+        assert_eq!(code, Some(0), "{out}");
+    }
+    until(Duration::from_secs(30), "delivered", || {
+        deliveries(&sink).len() == expected.len()
+    })
+    .await;
+    for d in daemons {
+        let (code, log) = d.stop().await;
+        assert_eq!(code, Some(0), "{log:#?}");
+    }
+    // Stopped cleanly: no instance is shown alive any more.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let alive: i64 = client
+        .query_one("SELECT count(*) FROM cssmtp_instance", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(alive, 0);
+    drop(client);
+    let _ = conn.await;
+}
