@@ -45,6 +45,9 @@ pub struct Writer {
 /// What DISPLAY asks the shared spool.
 pub trait ClusterSource: Send + Sync {
     fn snapshot(&self) -> Pending<'_, io::Result<Cluster>>;
+
+    /// This instance's name.
+    fn instance(&self) -> &str;
 }
 
 /// The cluster of one database.
@@ -54,6 +57,10 @@ pub struct PgCluster {
 }
 
 impl ClusterSource for PgCluster {
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
     fn snapshot(&self) -> Pending<'_, io::Result<Cluster>> {
         let (db, this) = (self.db.clone(), self.instance.clone());
         Box::pin(self.db.run(async move {

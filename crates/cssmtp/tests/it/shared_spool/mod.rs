@@ -319,6 +319,7 @@ async fn display_spoolstatus_shows_the_cluster() {
         until(Duration::from_secs(30), "ready", || d.count("CSM1001I") > 0).await;
         let (code, out) = modify(e, &["SUSPEND"]).await;
         assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("(this instance only: host-"), "{out}");
     }
     // Three files wait: intake is suspended on both.
     let mut expected = BTreeSet::new();
