@@ -12,7 +12,9 @@
 //!   finished writing it), `state` (`waiting`, `claimed`, `held`), the lease
 //!   (`lease_owner`, `lease_until`) and its fencing token `fence`, raised at each claim;
 //!   a finished file's row is deleted (with its chunks and records).
-//! * `cssmtp_spool_chunk`: the text, `(file_id, seq, data)`, each at most 1 MiB.
+//! * `cssmtp_spool_chunk`: the text, `(file_id, seq, data)`, each at most 1 MiB,
+//!   written only in the transaction that created the file (a trigger refuses the
+//!   rest): no producer can add text to another's file.
 //! * `cssmtp_spool_record`: the queue's state of a claimed file, in order: the typed
 //!   records the checkpoint journal writes (JSON), each written only under the
 //!   current fencing token.
@@ -38,8 +40,8 @@ const MIGRATION_LOCK: i64 = 0x6373_736d_7470;
 const V1: &str = r"
 CREATE TABLE cssmtp_spool_file (
     id          bigserial PRIMARY KEY,
-    writer      text NOT NULL,
-    name        text NOT NULL,
+    writer      text NOT NULL CHECK (length(writer) BETWEEN 1 AND 32),
+    name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 255),
     submitted   timestamptz NOT NULL DEFAULT now(),
     ready       boolean NOT NULL DEFAULT true,
     state       text NOT NULL DEFAULT 'waiting' CHECK (state IN ('waiting', 'claimed', 'held')),
@@ -77,6 +79,21 @@ CREATE TABLE cssmtp_instance (
     alive_until timestamptz NOT NULL,
     PRIMARY KEY (writer, name)
 );
+CREATE FUNCTION cssmtp_chunk_check() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ours boolean;
+BEGIN
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.cssmtp_spool_file f WHERE f.id = $1
+                    AND f.xmin::text = (txid_current() %% 4294967296)::text)', TG_TABLE_SCHEMA)
+        INTO ours USING NEW.file_id;
+    IF NOT ours THEN
+        RAISE EXCEPTION 'a spool file''s text is written in the transaction that creates the file';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER cssmtp_chunk_check BEFORE INSERT ON cssmtp_spool_chunk
+    FOR EACH ROW EXECUTE FUNCTION cssmtp_chunk_check();
 CREATE FUNCTION cssmtp_spool_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.ready AND NEW.state = 'waiting' THEN

@@ -302,3 +302,40 @@ fn the_spool_database_statements_keep_credentials_out_of_the_configuration() {
     let (config, _) = check("");
     assert!(config.is_some_and(|c| c.spool_database().is_none()));
 }
+
+#[tokio::test]
+async fn no_one_adds_text_to_a_file_already_spooled() {
+    let url = testdb::shared().database().await.expect("a database");
+    let s = settings(&url, "host-a");
+    let name = "VICTIM.J0000001.x";
+    submit_named(&s, WRITER, name, b"HELO a\r\n")
+        .await
+        .expect("submits");
+    let db = connected(&url, "host-a").await;
+    let client = db.client().await.expect("connects");
+    let id: i64 = client
+        .query_one("SELECT id FROM cssmtp_spool_file WHERE name = $1", &[&name])
+        .await
+        .expect("found")
+        .get(0);
+    // Another producer (another transaction) appends a chunk: refused.
+    let e = client
+        .execute(
+            "INSERT INTO cssmtp_spool_chunk (file_id, seq, data) VALUES ($1, 1, $2)",
+            &[&id, &b"RCPT TO:<thief@example.com>\r\n".as_slice()],
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        e.as_db_error()
+            .is_some_and(|d| d.message().contains("transaction that creates the file")),
+        "{e}"
+    );
+    // A name beyond 255 characters is refused too.
+    let long = "X".repeat(256);
+    assert!(
+        submit_named(&s, WRITER, &long, b"HELO a\r\n")
+            .await
+            .is_err()
+    );
+}
