@@ -197,6 +197,33 @@ impl Db {
         }
     }
 
+    /// Forgets the connection (a statement timed out on it): the next use connects
+    /// again.
+    pub async fn reset(&self) {
+        *self.inner.client.lock().await = None;
+    }
+
+    /// `work` within [`STATEMENT_TIMEOUT`]; past it, the connection is dropped (a
+    /// database behind a network cut never answers) and the statement failed.
+    ///
+    /// # Errors
+    /// `work`'s, or [`io::ErrorKind::TimedOut`].
+    pub async fn timed<T>(&self, work: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+        match tokio::time::timeout(STATEMENT_TIMEOUT, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.reset().await;
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the spool database did not answer within {} seconds",
+                        STATEMENT_TIMEOUT.as_secs()
+                    ),
+                ))
+            }
+        }
+    }
+
     /// Runs `work` on the database's runtime and waits for it.
     ///
     /// # Errors
@@ -245,6 +272,10 @@ impl Db {
         }
     }
 }
+
+/// How long a statement of the queue's may take before the database is taken for
+/// unreachable.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often an unreachable database is tried again.
 pub const PROBE: Duration = Duration::from_secs(1);

@@ -105,20 +105,23 @@ async fn renew(
     lease: Duration,
     all: &[(FileId, Held)],
 ) -> io::Result<Vec<i64>> {
-    let client = db.client().await?;
     let ids: Vec<i64> = all.iter().map(|(_, h)| h.id).collect();
     let fences: Vec<i64> = all.iter().map(|(_, h)| h.fence).collect();
-    let rows = client
-        .query(
-            "UPDATE cssmtp_spool_file f SET lease_until = now() + make_interval(secs => $4)
-             FROM unnest($1::bigint[], $2::bigint[]) AS h(id, fence)
-             WHERE f.id = h.id AND f.fence = h.fence AND f.lease_owner = $3 AND f.state = 'claimed'
-             RETURNING f.id",
-            &[&ids, &fences, &owner, &lease.as_secs_f64()],
-        )
-        .await
-        .map_err(io_err)?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    db.timed(async {
+        let client = db.client().await?;
+        let rows = client
+            .query(
+                "UPDATE cssmtp_spool_file f SET lease_until = now() + make_interval(secs => $4)
+                 FROM unnest($1::bigint[], $2::bigint[]) AS h(id, fence)
+                 WHERE f.id = h.id AND f.fence = h.fence AND f.lease_owner = $3 AND f.state = 'claimed'
+                 RETURNING f.id",
+                &[&ids, &fences, &owner, &lease.as_secs_f64()],
+            )
+            .await
+            .map_err(io_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    })
+    .await
 }
 
 /// A file waiting in the database.

@@ -9,7 +9,7 @@
 //! cannot be reached makes the store not writable (CSM2602W) until it answers again
 //! (CSM2606I, probed every second: [`Health`]).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,24 +54,24 @@ enum Written {
 }
 
 impl Shared {
-    /// Writes one record under `held`'s token, waiting for the answer.
-    fn write(self: &Arc<Self>, held: Held, record: &Record) -> Written {
-        let text = match serde_json::to_string(record) {
-            Ok(t) => t,
-            Err(e) => return Written::Failed(io::Error::other(e)),
-        };
+    /// Writes one record (JSON) under `held`'s token, waiting for the answer.
+    fn write(self: &Arc<Self>, held: Held, text: &str) -> Written {
+        let text = text.to_owned();
         let db = self.db.clone();
         let result = self.db.block(async move {
-            let client = db.client().await?;
-            client
-                .execute(
-                    "INSERT INTO cssmtp_spool_record (file_id, record)
-                     SELECT id, $3 FROM cssmtp_spool_file
-                     WHERE id = $1 AND fence = $2 AND state = 'claimed' FOR SHARE",
-                    &[&held.id, &held.fence, &text],
-                )
-                .await
-                .map_err(io_err)
+            db.timed(async {
+                let client = db.client().await?;
+                client
+                    .execute(
+                        "INSERT INTO cssmtp_spool_record (file_id, record)
+                         SELECT id, $3 FROM cssmtp_spool_file
+                         WHERE id = $1 AND fence = $2 AND state = 'claimed' FOR SHARE",
+                        &[&held.id, &held.fence, &text],
+                    )
+                    .await
+                    .map_err(io_err)
+            })
+            .await
         });
         match result {
             Ok(1) => Written::Yes,
@@ -135,15 +135,16 @@ impl StateStore for PgStore {
             .map(|(m, mail)| (m, recovered(mail)))
             .collect();
         let (tx, _) = watch::channel(self.shared.health.is_writable());
-        let handle = Arc::new(PgFile {
+        let rec = Arc::new(Recorder {
             shared: Arc::clone(&self.shared),
             held,
             id: file.clone(),
             lost: AtomicBool::new(held.is_none()),
+            pending: Mutex::new(VecDeque::new()),
             writable: tx,
         });
-        handle.follow();
-        (recovered, handle)
+        rec.follow();
+        (recovered, Arc::new(PgFile { rec }))
     }
 
     fn is_writable(&self) -> bool {
@@ -155,19 +156,30 @@ impl StateStore for PgStore {
     }
 }
 
-/// One claimed file's state.
-struct PgFile {
+/// One claimed file's records, in order: written under its lease, each before it
+/// returns. A record the database could not take (it is away) is kept, in order, and
+/// written before the next one, or as soon as the database answers again: results that
+/// came while it was away are recorded when it is back (a `sent` record, needed before
+/// a final ".", is never kept: the "." then does not go out).
+struct Recorder {
     shared: Arc<Shared>,
     /// Its lease (None: not claimed by this instance: nothing is written).
     held: Option<Held>,
     id: FileId,
     /// Its lease was lost: nothing more is written.
     lost: AtomicBool,
+    /// Records not yet written, oldest first (JSON).
+    pending: Mutex<VecDeque<String>>,
     writable: watch::Sender<bool>,
 }
 
-impl PgFile {
-    /// The file's writability follows the store's, until its lease is lost.
+/// Records kept for one file while the database is away, at most (beyond, the oldest
+/// are dropped: their recipients are treated as not final, never lost).
+const MAX_PENDING: usize = 100_000;
+
+impl Recorder {
+    /// The file's writability follows the store's, until its lease is lost; when the
+    /// store can be written again, what was kept is written.
     fn follow(self: &Arc<Self>) {
         if self.lost.load(Ordering::SeqCst) {
             self.writable.send_replace(false);
@@ -177,19 +189,40 @@ impl PgFile {
         let weak = Arc::downgrade(self);
         self.shared.db.spawn(async move {
             while store.changed().await.is_ok() {
-                let Some(file) = weak.upgrade() else { return };
-                let now = *store.borrow_and_update() && !file.lost.load(Ordering::SeqCst);
-                file.writable.send_replace(now);
+                let Some(rec) = weak.upgrade() else { return };
+                let now = *store.borrow_and_update() && !rec.lost.load(Ordering::SeqCst);
+                if now {
+                    let flushing = Arc::clone(&rec);
+                    let _ = tokio::task::spawn_blocking(move || flushing.write_kept()).await;
+                }
+                rec.writable.send_replace(now);
             }
         });
     }
 
-    fn write(&self, record: &Record) -> bool {
-        let Some(held) = self.held.filter(|_| !self.lost.load(Ordering::SeqCst)) else {
-            return false;
-        };
-        match self.shared.write(held, record) {
-            Written::Yes => true,
+    /// Writes what was kept; true when nothing is left.
+    fn write_kept(&self) -> bool {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.flush(&mut pending).is_ok()
+    }
+
+    fn flush(&self, pending: &mut VecDeque<String>) -> Result<(), String> {
+        while let Some(text) = pending.front() {
+            self.write_text(text)?;
+            pending.pop_front();
+        }
+        Ok(())
+    }
+
+    fn write_text(&self, text: &str) -> Result<(), String> {
+        let held = (self.held)
+            .filter(|_| !self.lost.load(Ordering::SeqCst))
+            .ok_or_else(|| "this instance no longer holds the spool file".to_owned())?;
+        match self.shared.write(held, text) {
+            Written::Yes => Ok(()),
             Written::Refused => {
                 if !self.lost.swap(true, Ordering::SeqCst) {
                     tracing::error!(
@@ -199,93 +232,103 @@ impl PgFile {
                     self.shared.leases.release(&self.id, held);
                 }
                 self.writable.send_replace(false);
-                false
-            }
-            Written::Failed(_) => false,
-        }
-    }
-
-    fn key(&self) -> String {
-        self.id.to_string()
-    }
-}
-
-impl FileStore for PgFile {
-    fn record(&self, change: &Change) -> bool {
-        self.write(&record_of(self.key(), change))
-    }
-
-    fn ack(&self, mail: u32) -> Arc<dyn DeliveryAck> {
-        Arc::new(PgAck {
-            file: PgFileRef {
-                shared: Arc::clone(&self.shared),
-                held: self.held,
-                id: self.id.clone(),
-                lost: self.lost.load(Ordering::SeqCst),
-            },
-            mail,
-        })
-    }
-
-    fn is_writable(&self) -> bool {
-        *self.writable.borrow()
-    }
-
-    fn writable(&self) -> watch::Receiver<bool> {
-        self.writable.subscribe()
-    }
-
-    fn finished(&self, how: Finished) {
-        let _ = self.write(&Record::Done {
-            f: self.key(),
-            disp: how,
-        });
-    }
-
-    fn id(&self) -> &FileId {
-        &self.id
-    }
-}
-
-/// What an acknowledgement needs of its file.
-struct PgFileRef {
-    shared: Arc<Shared>,
-    held: Option<Held>,
-    id: FileId,
-    lost: bool,
-}
-
-/// One mail's acknowledgements: `sent` before its final ".", `result` after the reply,
-/// each written (under the lease) before it returns.
-struct PgAck {
-    file: PgFileRef,
-    mail: u32,
-}
-
-impl PgAck {
-    fn write(&self, record: &Record) -> Result<(), String> {
-        let held = (self.file.held)
-            .filter(|_| !self.file.lost)
-            .ok_or_else(|| "this instance no longer holds the spool file".to_owned())?;
-        match self.file.shared.write(held, record) {
-            Written::Yes => Ok(()),
-            Written::Refused => {
                 Err("another instance holds the spool file now (the lease expired)".into())
             }
             Written::Failed(e) => Err(format!("the spool database cannot be written: {e}")),
         }
     }
+
+    /// Writes `record` after what was kept; `keep`: kept for later when it cannot be
+    /// written now.
+    fn write(&self, record: &Record, keep: bool) -> Result<(), String> {
+        let text = serde_json::to_string(record).map_err(|e| e.to_string())?;
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let result = self
+            .flush(&mut pending)
+            .and_then(|()| self.write_text(&text));
+        if result.is_err() {
+            if self.lost.load(Ordering::SeqCst) {
+                pending.clear();
+            } else if keep {
+                if pending.len() >= MAX_PENDING {
+                    pending.pop_front();
+                }
+                pending.push_back(text);
+            }
+        }
+        result
+    }
+}
+
+/// One claimed file's state.
+struct PgFile {
+    rec: Arc<Recorder>,
+}
+
+impl PgFile {
+    fn key(&self) -> String {
+        self.rec.id.to_string()
+    }
+}
+
+impl FileStore for PgFile {
+    fn record(&self, change: &Change) -> bool {
+        self.rec.write(&record_of(self.key(), change), true).is_ok()
+    }
+
+    fn ack(&self, mail: u32) -> Arc<dyn DeliveryAck> {
+        Arc::new(PgAck {
+            rec: Arc::clone(&self.rec),
+            mail,
+        })
+    }
+
+    fn is_writable(&self) -> bool {
+        *self.rec.writable.borrow()
+    }
+
+    fn writable(&self) -> watch::Receiver<bool> {
+        self.rec.writable.subscribe()
+    }
+
+    fn finished(&self, how: Finished) {
+        let _ = self.rec.write(
+            &Record::Done {
+                f: self.key(),
+                disp: how,
+            },
+            true,
+        );
+    }
+
+    fn id(&self) -> &FileId {
+        &self.rec.id
+    }
+}
+
+/// One mail's acknowledgements: `sent` before its final ".", `result` after the reply,
+/// each written (under the lease) before it returns.
+struct PgAck {
+    rec: Arc<Recorder>,
+    mail: u32,
 }
 
 impl DeliveryAck for PgAck {
     fn before_dot(&self, rcpts: &[usize]) -> Result<Option<oneshot::Receiver<()>>, NotRecorded> {
-        self.write(&Record::Sent {
-            f: self.file.id.to_string(),
-            m: self.mail,
-            r: rcpts.to_vec(),
-        })
-        .map(|()| None)
-        .map_err(NotRecorded)
+        self.rec
+            .write(
+                &Record::Sent {
+                    f: self.rec.id.to_string(),
+                    m: self.mail,
+                    r: rcpts.to_vec(),
+                },
+                false,
+            )
+            .map(|()| None)
+            .map_err(NotRecorded)
     }
 
     fn after_dot(&self, rcpts: &[usize], delivered: bool) {
@@ -294,16 +337,19 @@ impl DeliveryAck for PgAck {
         } else {
             (Vec::new(), rcpts.to_vec())
         };
-        // Not written (database gone, lease lost): the recipients stay in doubt, and
-        // whoever takes the file up flags them (never reported delivered twice).
-        let _ = self.write(&Record::Result {
-            f: self.file.id.to_string(),
-            m: self.mail,
-            o: Outcome {
-                d,
-                retry,
-                ..Outcome::default()
+        // Kept while the database is away, written when it is back; with the lease lost,
+        // the recipients stay in doubt and the new holder flags them.
+        let _ = self.rec.write(
+            &Record::Result {
+                f: self.rec.id.to_string(),
+                m: self.mail,
+                o: Outcome {
+                    d,
+                    retry,
+                    ..Outcome::default()
+                },
             },
-        });
+            true,
+        );
     }
 }

@@ -339,3 +339,56 @@ async fn no_one_adds_text_to_a_file_already_spooled() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn results_that_came_while_the_database_was_away_are_recorded_when_it_is_back() {
+    // A server of its own: it is stopped and started again.
+    let server = testdb::TestServer::start().expect("a server");
+    let url = server.database().await.expect("a database");
+    let file = FileId::new("AWAY@1");
+    let db = connected(&url, "host-a").await;
+    let leases = Leases::default();
+    leases.hold(file.clone(), claim_row(&db, &file, "host-a").await);
+    let store = PgStore::new(db.clone(), leases, super::Health::new(db));
+    let (_, handle) = store.open(&file);
+    let ack = handle.ack(1);
+    assert!(ack.before_dot(&[0, 1]).is_ok());
+    server.stop();
+    // The reply came; the database is away: kept, not lost.
+    ack.after_dot(&[0, 1], true);
+    assert!(!store.is_writable(), "the store says it cannot write");
+    assert!(
+        ack.before_dot(&[2]).is_err(),
+        "no final \".\" without its record"
+    );
+    assert!(
+        !handle.record(&Change::Returned { mail: 1 }),
+        "not durable yet"
+    );
+    server.restart().expect("starts again");
+    // The next write writes what was kept first, in order.
+    assert!(handle.record(&Change::Attempted {
+        mail: 2,
+        attempts: 1,
+        retry: vec![0],
+        failed: Vec::new(),
+    }));
+    drop((ack, handle, store));
+    let again = connected(&url, "host-a").await;
+    let leases = Leases::default();
+    leases.hold(file.clone(), claim_row(&again, &file, "host-a").await);
+    let store = PgStore::new(again.clone(), leases, super::Health::new(again));
+    let (recovered, _) = store.open(&file);
+    let mail = recovered.get(&1).cloned().unwrap_or_default();
+    assert_eq!(
+        mail.delivered,
+        std::collections::BTreeSet::from([0, 1]),
+        "the result kept is recorded"
+    );
+    assert!(
+        mail.in_doubt.is_empty(),
+        "not in doubt: the reply was recorded"
+    );
+    assert!(mail.returned, "kept in order");
+    assert_eq!(recovered.get(&2).map(|m| m.attempts), Some(1));
+}
