@@ -7,7 +7,9 @@
 //!    stops the start, CSM1060E); the instance lock taken (CSM1002E when another
 //!    instance serves the writer name).
 //! 2. The checkpoint journal opened and recovered (waiting, CSM2310W, while it cannot
-//!    be written).
+//!    be written); with `SpoolDatabase`, instead, the shared spool's database reached
+//!    and its schema made current (waiting, CSM2609E, while it cannot be reached), and
+//!    intake takes its files from there ([`crate::storage::pg::daemon`]).
 //! 3. TLS client settings; the targets resolved into the router.
 //! 4. Statistics, the live configuration, the accounting file.
 //! 5. The delivery workers (`MaxConnections`), on a bounded queue.

@@ -14,6 +14,8 @@
 //! * [`source`]: the claiming side of a spool ([`source::SpoolSource`]: list, claim,
 //!   open), with the directory spool ([`crate::spool::source::DirSource`]) as its first
 //!   implementation;
+//! * [`pg`]: the shared spool on PostgreSQL (`SpoolDatabase`): all of the above in one
+//!   database shared by several instances, with leased claims;
 //! * [`conformance`]: the suite every implementation must pass.
 //!
 //! **Leased claims (a shared spool).** A backend whose claims are leases (a database
