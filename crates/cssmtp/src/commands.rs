@@ -42,7 +42,7 @@ pub async fn dispatch(command: Command) -> u8 {
             job_id,
             force,
             files,
-        } => submit_files(&config, job_name, job_id, force, &files),
+        } => submit_files(&config, job_name, job_id, force, &files).await,
         Command::Sink(args) => sink(args).await,
         Command::Demo { keep } => match crate::demo::run(keep.as_deref(), &mut std::io::stdout())
             .await
@@ -227,7 +227,7 @@ fn carries_message_id(e: &anyhow::Error) -> bool {
     )
 }
 
-fn submit_files(
+async fn submit_files(
     path: &Path,
     job_name: Option<String>,
     job_id: Option<String>,
@@ -239,8 +239,14 @@ fn submit_files(
         Err(code) => return code,
     };
     let layout = SpoolLayout::new(config.writer_spool());
+    let database = config.spool_database();
     // Only the writer directory: the private ones are the daemon's to create.
-    if let Err(e) = layout.create_incoming() {
+    if let Some(db) = &database {
+        if let Err(e) = db.client_config() {
+            eprintln!("cssmtp submit: cannot use the spool database: {e}");
+            return EXIT_FATAL;
+        }
+    } else if let Err(e) = layout.create_incoming() {
         eprintln!(
             "cssmtp submit: cannot use the spool directory {}: {e}",
             layout.incoming.display()
@@ -306,6 +312,14 @@ fn submit_files(
             }
             continue;
         }
+        if let Some(db) = &database {
+            let code =
+                submit_to_database(db, &config, &job, index, &label, mails.len(), &contents).await;
+            if code != EXIT_OK {
+                status = code;
+            }
+            continue;
+        }
         match submit(&layout.incoming, &job, index + 1, &contents) {
             Ok(spooled) => {
                 let _ = writeln!(
@@ -325,6 +339,39 @@ fn submit_files(
         }
     }
     status
+}
+
+/// `submit` into the shared spool (`SpoolDatabase`): once, however often it is retried.
+async fn submit_to_database(
+    db: &crate::storage::pg::DbSettings,
+    config: &Config,
+    job: &JobInfo,
+    index: usize,
+    label: &str,
+    mails: usize,
+    contents: &[u8],
+) -> u8 {
+    use crate::storage::pg::submit::{Submitted, submit};
+    match submit(db, &config.ext_wrt_name, job, index + 1, contents).await {
+        Ok(Submitted::New(name)) => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "{label}: {mails} mail(s) spooled as {name} in the spool database"
+            );
+            EXIT_OK
+        }
+        Ok(Submitted::Already(name)) => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "{label}: already spooled as {name} in the spool database (the same job submitted the same file): nothing added"
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("cssmtp submit: cannot write {label} into the spool database: {e}");
+            EXIT_FATAL
+        }
+    }
 }
 
 fn sink_tls(args: &SinkArgs) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {

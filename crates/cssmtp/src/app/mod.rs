@@ -7,7 +7,9 @@
 //!    stops the start, CSM1060E); the instance lock taken (CSM1002E when another
 //!    instance serves the writer name).
 //! 2. The checkpoint journal opened and recovered (waiting, CSM2310W, while it cannot
-//!    be written).
+//!    be written); with `SpoolDatabase`, instead, the shared spool's database reached
+//!    and its schema made current (waiting, CSM2609E, while it cannot be reached), and
+//!    intake takes its files from there ([`crate::storage::pg::daemon`]).
 //! 3. TLS client settings; the targets resolved into the router.
 //! 4. The live configuration, telemetry: statistics and the accounting file.
 //! 5. The delivery workers (`MaxConnections`), on a bounded queue.
@@ -169,16 +171,33 @@ pub async fn run(
     // 1. The spool directories and the instance lock.
     let layout = build::checked_layout(&config).await?;
     let lock = layout.lock(&config.ext_wrt_name)?;
-    // 2. The checkpoint journal.
-    let Some(checkpointing) =
-        build::journal_when_writable(&config, &layout, options.cold, &stop).await?
-    else {
+    // 2. The checkpoint journal, or the shared spool's database (`SpoolDatabase`).
+    let stopped_at_start = || {
         tracing::info!("CSM1004I cssmtp stopped");
-        return Ok(RunReport {
+        RunReport {
             files: Vec::new(),
             stats: Snapshot::default(),
             stopped: true,
-        });
+        }
+    };
+    let database = match config.spool_database() {
+        Some(settings) => {
+            match crate::storage::pg::daemon::connect(&settings, &config.ext_wrt_name, &stop)
+                .await?
+            {
+                Some(database) => Some(database),
+                None => return Ok(stopped_at_start()),
+            }
+        }
+        None => None,
+    };
+    let checkpointing = if database.is_some() {
+        Some(build::Checkpointing::default())
+    } else {
+        build::journal_when_writable(&config, &layout, options.cold, &stop).await?
+    };
+    let Some(checkpointing) = checkpointing else {
+        return Ok(stopped_at_start());
     };
     // 3. TLS and the targets.
     let host_name = config.host_name.clone().unwrap_or_else(system_host_name);
@@ -266,6 +285,7 @@ pub async fn run(
         extended_flush,
         extended_current: Arc::clone(&extended_current),
         started: std::time::SystemTime::now(),
+        cluster: database.as_ref().map(|d| d.cluster()),
     });
     control.record_config(ConfigEvent::Start);
     let services_stop = services::Stop::default();
@@ -289,22 +309,38 @@ pub async fn run(
         reaper,
         notifier: Arc::clone(&notifier),
         extended: extended_tx,
-        store: checkpointing.journal.map(|j| {
-            Arc::new(crate::storage::journal::JournalStore::new(
-                j,
-                checkpointing.recovered,
-            )) as Arc<dyn crate::storage::StateStore>
+        store: database.as_ref().map(|d| d.store()).or_else(|| {
+            checkpointing.journal.map(|j| {
+                Arc::new(crate::storage::journal::JournalStore::new(
+                    j,
+                    checkpointing.recovered,
+                )) as Arc<dyn crate::storage::StateStore>
+            })
         }),
         tasks,
         suspend: suspend_rx,
     });
-    let files = intake::run(
-        Arc::clone(&shared),
-        router,
-        options.mode,
-        options.keep_reports,
-    )
-    .await;
+    let files = match database {
+        Some(database) => {
+            database
+                .intake(
+                    Arc::clone(&shared),
+                    router,
+                    options.mode,
+                    options.keep_reports,
+                )
+                .await
+        }
+        None => {
+            intake::run(
+                Arc::clone(&shared),
+                router,
+                options.mode,
+                options.keep_reports,
+            )
+            .await
+        }
+    };
     if files.is_err() {
         // Intake failed: everything else stops too, in order.
         stop.cancel();

@@ -148,6 +148,16 @@ mod tests {
             ("AccountingFile", "AccountingFile /srv/acct"),
             ("StatsInterval", "StatsInterval 5"),
             ("MetricsListen", "MetricsListen 9999"),
+            (
+                "SpoolDatabase",
+                "SpoolDatabase postgresql://cssmtp@db.example/spool",
+            ),
+            (
+                "SpoolDatabasePasswordFile",
+                "SpoolDatabasePasswordFile /etc/pw",
+            ),
+            ("SpoolDatabaseLease", "SpoolDatabaseLease 30"),
+            ("SpoolDatabaseInstance", "SpoolDatabaseInstance host-b"),
         ];
         let restart = restart_only_names();
         let mut names: Vec<String> = STATEMENTS

@@ -196,6 +196,44 @@ pub(crate) static STATEMENTS: &[Def] = &[
     )
     .default("Interval")
     .refresh(restart!(chk_point_sync_each_mail)),
+    Def::value("SpoolDatabase", Kind::Custom(spool_database), |c| {
+        c.spool_database
+            .clone()
+            .unwrap_or_else(|| "(none: the directory spool)".into())
+    })
+    .refresh(restart!(spool_database)),
+    Def::value(
+        "SpoolDatabasePasswordFile",
+        Kind::Path(|d, p| d.c.spool_database_password_file = Some(p)),
+        |c| {
+            c.spool_database_password_file
+                .as_ref()
+                .map_or_else(|| "(none)".into(), |p| p.display().to_string())
+        },
+    )
+    .refresh(restart!(spool_database_password_file)),
+    Def::value(
+        "SpoolDatabaseLease",
+        Kind::Number {
+            min: 5,
+            max: 3600,
+            unit: "seconds",
+            set: |d, n| d.c.spool_database_lease = std::time::Duration::from_secs(n),
+        },
+        |c| c.spool_database_lease.as_secs().to_string(),
+    )
+    .default("60")
+    .refresh(restart!(spool_database_lease)),
+    Def::value(
+        "SpoolDatabaseInstance",
+        Kind::Custom(spool_database_instance),
+        |c| {
+            c.spool_database_instance
+                .clone()
+                .unwrap_or_else(|| "(the host name)".into())
+        },
+    )
+    .refresh(restart!(spool_database_instance)),
     Def::value(
         "PossiblyDelivered",
         Kind::Choice(
@@ -337,6 +375,50 @@ fn metrics_listen(diags: &mut Diags, d: &mut Draft, w: &Word) {
             w.line,
             format!("MetricsListen must be a port or address:port, not {text:?}"),
         ),
+    }
+}
+
+/// `postgresql://[user@]host[:port]/database[?options]`: a URL the client reads, with
+/// no password (credentials are never in the configuration's text).
+fn spool_database(diags: &mut Diags, d: &mut Draft, w: &Word) {
+    let text = w.text.as_str();
+    if !(text.starts_with("postgresql://") || text.starts_with("postgres://")) {
+        diags.error(
+            w.line,
+            format!("SpoolDatabase must be a postgresql:// URL, not {text:?}"),
+        );
+        return;
+    }
+    match text.parse::<tokio_postgres::Config>() {
+        Ok(c) if c.get_password().is_some() => diags.error(
+            w.line,
+            "SpoolDatabase must not hold a password: use SpoolDatabasePasswordFile or PGPASSWORD"
+                .to_owned(),
+        ),
+        Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => diags.error(
+            w.line,
+            "SpoolDatabase: TLS to the database (sslmode=require) is not supported by this cssmtp yet; reach the database over a network you trust, or through a TLS tunnel on loopback".to_owned(),
+        ),
+        Ok(_) => d.c.spool_database = Some(text.to_owned()),
+        Err(e) => diags.error(w.line, format!("SpoolDatabase {text:?} is not a URL: {e}")),
+    }
+}
+
+/// 1 to 64 letters, digits, `.`, `-`, `_`.
+fn spool_database_instance(diags: &mut Diags, d: &mut Draft, w: &Word) {
+    let text = w.text.as_str();
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c));
+    if ok {
+        d.c.spool_database_instance = Some(text.to_owned());
+    } else {
+        diags.error(
+            w.line,
+            format!("SpoolDatabaseInstance {text:?} must be 1 to 64 letters, digits or . - _"),
+        );
     }
 }
 

@@ -81,6 +81,15 @@ pub struct Config {
     pub stats_interval: Duration,
     /// `MetricsListen`: where the Prometheus endpoint listens (None: no endpoint).
     pub metrics_listen: Option<SocketAddr>,
+    /// `SpoolDatabase`: the shared spool on PostgreSQL (a URL without a password;
+    /// None: the directory spool and the checkpoint journal).
+    pub spool_database: Option<String>,
+    /// `SpoolDatabasePasswordFile`: the database password's file (else `PGPASSWORD`).
+    pub spool_database_password_file: Option<PathBuf>,
+    /// `SpoolDatabaseLease`: how long a claim on a spool file lasts unrenewed.
+    pub spool_database_lease: Duration,
+    /// `SpoolDatabaseInstance`: this instance's name in leases (None: the host name).
+    pub spool_database_instance: Option<String>,
 }
 
 /// `SMF119`: the accounting records written (CSSMTP's SMF type 119 subtypes 48 to 52).
@@ -173,7 +182,27 @@ impl Config {
             accounting_file: None,
             stats_interval: zero,
             metrics_listen: None,
+            spool_database: None,
+            spool_database_password_file: None,
+            spool_database_lease: zero,
+            spool_database_instance: None,
         }
+    }
+
+    /// The shared spool's settings, when `SpoolDatabase` selects it.
+    pub fn spool_database(&self) -> Option<crate::storage::pg::DbSettings> {
+        let url = self.spool_database.clone()?;
+        let instance = self.spool_database_instance.clone().unwrap_or_else(|| {
+            self.host_name
+                .clone()
+                .unwrap_or_else(crate::app::system_host_name)
+        });
+        Some(crate::storage::pg::DbSettings {
+            url,
+            password_file: self.spool_database_password_file.clone(),
+            lease: self.spool_database_lease,
+            instance,
+        })
     }
 
     /// The writer's spool directory: `<SpoolDirectory>/<ExtWrtName>`.

@@ -13,6 +13,7 @@ use crate::config::running;
 use crate::delivery::router::{LimitSource, Target};
 use crate::logging;
 use crate::spool::status::{Suspend, TaskSnapshot};
+use crate::storage::pg::cluster::Cluster;
 use crate::telemetry::accounting;
 
 /// DISPLAY,TARGETS.
@@ -276,6 +277,10 @@ pub struct SpoolAnswer {
     pub detail: bool,
     pub intake: Suspend,
     pub tasks: Vec<TaskSnapshot>,
+    /// The shared spool (`SpoolDatabase`): the instances alive and the queues, or why
+    /// the database cannot say now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Result<Cluster, String>>,
 }
 
 /// A time in seconds since the Unix epoch, as accounting records show it.
@@ -333,7 +338,45 @@ impl Answer for SpoolAnswer {
                 ));
             }
         }
+        match &self.cluster {
+            None => {}
+            Some(Err(e)) => lines.push(format!(
+                "  CLUSTER: the spool database cannot say now ({e})"
+            )),
+            Some(Ok(c)) => cluster_lines(c, &mut lines),
+        }
         lines
+    }
+}
+
+/// The shared spool's part of DISPLAY SPOOLSTATUS.
+fn cluster_lines(c: &Cluster, lines: &mut Vec<String>) {
+    lines.push(format!(
+        "  CLUSTER: {} instance(s) alive; the tasks above are this instance's ({})",
+        c.instances.len(),
+        c.this
+    ));
+    for i in &c.instances {
+        lines.push(format!(
+            "    INSTANCE {} WRITER {}   FILES HELD {}   STARTED {}   SEEN {}",
+            i.name,
+            i.writer,
+            i.files_held,
+            epoch_time(u64::try_from(i.started).unwrap_or(0)),
+            epoch_time(u64::try_from(i.seen).unwrap_or(0))
+        ));
+    }
+    for w in &c.writers {
+        lines.push(format!(
+            "    WRITER {}   WAITING {}   CLAIMED {}   HELD {}   OLDEST WAITING {}",
+            w.writer,
+            w.waiting,
+            w.claimed,
+            w.held,
+            w.oldest_waiting
+                .and_then(|t| u64::try_from(t).ok())
+                .map_or_else(|| "-".to_owned(), epoch_time)
+        ));
     }
 }
 
@@ -423,7 +466,12 @@ impl Control {
         IplistAnswer { refreshed, targets }
     }
 
-    pub(super) fn display_spool(&self, detail: bool, tkid: Option<u32>) -> Reply {
+    pub(super) fn display_spool(
+        &self,
+        detail: bool,
+        tkid: Option<u32>,
+        cluster: Option<Result<Cluster, String>>,
+    ) -> Reply {
         let tasks = match tkid {
             Some(id) => match self.tasks.get(id) {
                 Some(t) => vec![t],
@@ -435,6 +483,7 @@ impl Control {
             detail,
             intake: *self.suspend.borrow(),
             tasks: tasks.iter().map(|t| t.snapshot()).collect(),
+            cluster,
         }
         .reply()
     }

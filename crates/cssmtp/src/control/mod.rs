@@ -89,9 +89,24 @@ pub struct Control {
     /// Mails in extended retry now.
     pub extended_current: Arc<AtomicU64>,
     pub started: SystemTime,
+    /// The shared spool's cluster (`SpoolDatabase`), for DISPLAY SPOOLSTATUS.
+    pub cluster: Option<Arc<dyn crate::storage::pg::cluster::ClusterSource>>,
 }
 
 impl Control {
+    /// With a shared spool, says that a command acted on this instance only.
+    fn here_only(&self, mut reply: Reply) -> Reply {
+        if let Some(cluster) = &self.cluster
+            && reply.ok
+        {
+            reply.lines.push(format!(
+                "  (this instance only: {}; the other instances sharing the spool database go on as they were)",
+                cluster.instance()
+            ));
+        }
+        reply
+    }
+
     /// Carries out a command.
     pub async fn execute(&self, command: Command) -> Reply {
         match command {
@@ -99,15 +114,21 @@ impl Control {
             Command::DisplayIplist => self.iplist(None).reply(),
             Command::DisplayConfig => self.display_config(),
             Command::DisplayLoglevel => Self::display_loglevel(),
-            Command::DisplaySpoolstatus { detail, tkid } => self.display_spool(detail, tkid),
-            Command::FlushRetryTask { tkid } => self.flush_task(tkid).await,
-            Command::FlushRetryAge { days } => self.flush_age(days).await,
+            Command::DisplaySpoolstatus { detail, tkid } => {
+                let cluster = match &self.cluster {
+                    Some(c) => Some(c.snapshot().await.map_err(|e| e.to_string())),
+                    None => None,
+                };
+                self.display_spool(detail, tkid, cluster)
+            }
+            Command::FlushRetryTask { tkid } => self.here_only(self.flush_task(tkid).await),
+            Command::FlushRetryAge { days } => self.here_only(self.flush_age(days).await),
             Command::LogLevel { level } => self.log_level(level),
             Command::Refresh => self.refresh().await,
             Command::RefreshIplist => self.refresh_iplist().await,
             Command::RefreshTargets => self.refresh_targets(),
-            Command::Suspend { immediate } => self.suspend(immediate),
-            Command::Resume => self.resume(),
+            Command::Suspend { immediate } => self.here_only(self.suspend(immediate)),
+            Command::Resume => self.here_only(self.resume()),
             Command::Stop => self.stop(),
         }
     }

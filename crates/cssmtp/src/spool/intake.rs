@@ -23,6 +23,7 @@ use super::status::Suspend;
 use crate::delivery::router::Router;
 use crate::escape;
 use crate::queue::{self, TaskShared};
+use crate::storage::SpoolClaim;
 use crate::storage::source::SpoolSource;
 
 /// The safety-net rescan interval.
@@ -43,7 +44,7 @@ pub async fn run(
     keep_reports: bool,
 ) -> std::io::Result<Vec<FileReport>> {
     let layout = shared.layout.clone();
-    let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
+    let (wake_tx, wake_rx) = mpsc::channel::<()>(1);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
             && matches!(
@@ -69,6 +70,62 @@ pub async fn run(
             None
         }
     };
+    // Spool files are claimed and opened through the spool's source (the directory).
+    let source = DirSource::new(layout.clone())?;
+    let claiming = Arc::clone(&shared);
+    let spool = Spool {
+        source,
+        shown: escape::path(&layout.active).to_string(),
+        claim: Box::new(move |path: PathBuf| {
+            let keeping = Keeping {
+                host: claiming.host_name.clone(),
+                mail_directory: claiming.config.current().mail_directory(),
+                extended: claiming.extended.clone(),
+            };
+            Arc::new(DirClaim::new(
+                path,
+                claiming.layout.clone(),
+                claiming.reaper.clone(),
+                keeping,
+            )) as Arc<dyn SpoolClaim>
+        }),
+        name: |c: &Candidate| c.name.clone(),
+        wake: wake_rx,
+    };
+    run_from(shared, router, mode, keep_reports, spool).await
+}
+
+/// A spool as intake takes files from it.
+pub struct Spool<S: SpoolSource> {
+    pub source: S,
+    /// Where files left claimed are, for people.
+    pub shown: String,
+    /// A claimed file as the queue core finishes it.
+    pub claim: Box<dyn Fn(S::Claim) -> Arc<dyn SpoolClaim> + Send + Sync>,
+    /// A waiting file's name, for people.
+    pub name: fn(&S::Candidate) -> String,
+    /// Says when new files may have arrived (inotify; the database's NOTIFY).
+    pub wake: mpsc::Receiver<()>,
+}
+
+/// Runs intake on `spool` (see [`run`]).
+///
+/// # Errors
+/// The spool cannot be listed.
+pub async fn run_from<S: SpoolSource>(
+    shared: Arc<TaskShared>,
+    router: Arc<Router>,
+    mode: Mode,
+    keep_reports: bool,
+    spool: Spool<S>,
+) -> std::io::Result<Vec<FileReport>> {
+    let Spool {
+        source,
+        shown,
+        claim: make_claim,
+        name: candidate_name,
+        wake: mut wake_rx,
+    } = spool;
     let slots = {
         let config = shared.config.current();
         descriptor_budget(config.spool_tasks, config.max_connections)
@@ -76,29 +133,17 @@ pub async fn run(
     let mut tasks: JoinSet<FileReport> = JoinSet::new();
     let mut reports = Vec::new();
     let mut next_tkid = 0u32;
-    let mut spawn = |tasks: &mut JoinSet<FileReport>, path: PathBuf, opened| {
+    let mut spawn = |tasks: &mut JoinSet<FileReport>, claimed: S::Claim, opened| {
         next_tkid = next_tkid.wrapping_add(1);
-        let keeping = Keeping {
-            host: shared.host_name.clone(),
-            mail_directory: shared.config.current().mail_directory(),
-            extended: shared.extended.clone(),
-        };
-        let claim = Arc::new(DirClaim::new(
-            path,
-            shared.layout.clone(),
-            shared.reaper.clone(),
-            keeping,
-        ));
+        let claim = make_claim(claimed);
         tasks.spawn(queue::run(next_tkid, claim, opened, Arc::clone(&shared)));
     };
-    // Spool files are claimed and opened through the spool's source (the directory).
-    let source = DirSource::new(layout.clone())?;
     let mut resumed = source.left_claimed().await?;
     if !resumed.is_empty() {
         tracing::warn!(
             "CSM1011W {} spool file(s) left in {} by an earlier run are processed again {}",
             resumed.len(),
-            escape::path(&layout.active),
+            shown,
             if shared.store.is_some() {
                 "where the checkpoint journal says they stopped"
             } else {
@@ -107,7 +152,7 @@ pub async fn run(
         );
     }
     resumed.reverse();
-    let mut listing: Vec<Candidate> = Vec::new();
+    let mut listing: Vec<S::Candidate> = Vec::new();
     let mut stale = true;
     let mut suspend = shared.suspend.clone();
     let mut fd = Descriptors::default();
@@ -150,7 +195,10 @@ pub async fn run(
                             listing.push(candidate);
                             break;
                         }
-                        tracing::error!("CSM1012E Cannot claim spool file {}: {e}", candidate.name);
+                        tracing::error!(
+                            "CSM1012E Cannot claim spool file {}: {e}",
+                            candidate_name(&candidate)
+                        );
                         continue;
                     }
                 }
@@ -167,6 +215,15 @@ pub async fn run(
                     break;
                 }
                 Err(OpenError::Io(e)) => spawn(&mut tasks, path, Err(e)),
+                Err(OpenError::NotNow(e)) => {
+                    tracing::warn!(
+                        "CSM2610W A claimed spool file cannot be read now ({e}); intake pauses and tries again in {} seconds",
+                        RESCAN.as_secs()
+                    );
+                    resumed.push(path);
+                    fd.backoff = Some(tokio::time::Instant::now() + RESCAN);
+                    break;
+                }
             }
         }
         if mode == Mode::Drain

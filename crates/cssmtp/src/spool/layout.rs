@@ -110,6 +110,10 @@ pub enum OpenError {
     Refused(String),
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The spool cannot be read now (a shared spool's database is away): the claim is
+    /// kept and opened again a little later.
+    #[error("{0}")]
+    NotNow(io::Error),
 }
 
 /// True for a name a producer has finished writing.

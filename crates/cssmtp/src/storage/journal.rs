@@ -67,52 +67,8 @@ struct FileJournal {
 
 impl FileStore for FileJournal {
     fn record(&self, change: &Change) -> bool {
-        let f = self.key.to_string();
-        let record = match change {
-            Change::Attempted {
-                mail,
-                attempts,
-                retry,
-                failed,
-            } => Record::Result {
-                f,
-                m: *mail,
-                o: Outcome {
-                    a: *attempts,
-                    retry: retry.clone(),
-                    u: failed.iter().map(|(i, r)| failed_rcpt(*i, r)).collect(),
-                    ..Outcome::default()
-                },
-            },
-            Change::Parked {
-                mail,
-                attempts,
-                rcpts,
-            } => Record::Result {
-                f,
-                m: *mail,
-                o: Outcome {
-                    a: *attempts,
-                    x: rcpts.clone(),
-                    ..Outcome::default()
-                },
-            },
-            Change::HeldInDoubt {
-                mail,
-                attempts,
-                rcpts,
-            } => Record::Result {
-                f,
-                m: *mail,
-                o: Outcome {
-                    a: *attempts,
-                    h: rcpts.clone(),
-                    ..Outcome::default()
-                },
-            },
-            Change::Returned { mail } => Record::Returned { f, m: *mail },
-        };
-        self.journal.append(&record)
+        self.journal
+            .append(&record_of(self.key.to_string(), change))
     }
 
     fn is_writable(&self) -> bool {
@@ -186,8 +142,56 @@ impl DeliveryAck for MailAck {
     }
 }
 
+/// A change of state as the journal's record of it (`f`: the file's key).
+pub(crate) fn record_of(f: String, change: &Change) -> Record {
+    match change {
+        Change::Attempted {
+            mail,
+            attempts,
+            retry,
+            failed,
+        } => Record::Result {
+            f,
+            m: *mail,
+            o: Outcome {
+                a: *attempts,
+                retry: retry.clone(),
+                u: failed.iter().map(|(i, r)| failed_rcpt(*i, r)).collect(),
+                ..Outcome::default()
+            },
+        },
+        Change::Parked {
+            mail,
+            attempts,
+            rcpts,
+        } => Record::Result {
+            f,
+            m: *mail,
+            o: Outcome {
+                a: *attempts,
+                x: rcpts.clone(),
+                ..Outcome::default()
+            },
+        },
+        Change::HeldInDoubt {
+            mail,
+            attempts,
+            rcpts,
+        } => Record::Result {
+            f,
+            m: *mail,
+            o: Outcome {
+                a: *attempts,
+                h: rcpts.clone(),
+                ..Outcome::default()
+            },
+        },
+        Change::Returned { mail } => Record::Returned { f, m: *mail },
+    }
+}
+
 /// What the journal knew of a mail, for the queue.
-fn recovered(known: MailCheckpoint) -> Recovered {
+pub(crate) fn recovered(known: MailCheckpoint) -> Recovered {
     Recovered {
         attempts: known.attempts,
         returned: known.returned,

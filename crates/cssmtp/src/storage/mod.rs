@@ -14,6 +14,8 @@
 //! * [`source`]: the claiming side of a spool ([`source::SpoolSource`]: list, claim,
 //!   open), with the directory spool ([`crate::spool::source::DirSource`]) as its first
 //!   implementation;
+//! * [`pg`]: the shared spool on PostgreSQL (`SpoolDatabase`): all of the above in one
+//!   database shared by several instances, with leased claims;
 //! * [`conformance`]: the suites every implementation must pass (the state store's;
 //!   [`conformance::source`] the spool source's; [`conformance::parked`] parked mail's).
 //!
@@ -33,6 +35,7 @@ pub mod conformance;
 pub mod journal;
 pub mod maildir;
 pub mod parked;
+pub mod pg;
 pub mod source;
 
 use std::collections::HashMap;

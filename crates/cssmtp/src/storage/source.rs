@@ -2,7 +2,9 @@
 //! waits, claim one, open its records and text), with the guarantee each step gives.
 //!
 //! * [`crate::spool::source::DirSource`]: the first implementation, the directory
-//!   spool (a claim is a `renameat2(RENAME_NOREPLACE)` into `active/`).
+//!   spool (a claim is a `renameat2(RENAME_NOREPLACE)` into `active/`);
+//! * [`super::pg::source::PgSource`]: the shared spool on PostgreSQL (a claim is a
+//!   lease with a fencing token).
 //!
 //! **Leased claims (a shared spool).** A database backend claims by lease (`UPDATE …
 //! SET lease_until, fence = fence + 1 … FOR UPDATE SKIP LOCKED`): its
@@ -53,7 +55,9 @@ pub trait SpoolSource: Send + Sync {
     ///
     /// # Errors
     /// [`OpenError::Refused`]: it must not be read as a spool file (see
-    /// [`SpoolSource::set_aside`]); [`OpenError::Io`]: it could not be opened now.
+    /// [`SpoolSource::set_aside`]); [`OpenError::Io`]: it could not be opened (a problem
+    /// of the file); [`OpenError::NotNow`]: the spool cannot be read now (a database
+    /// away): the claim is kept and opened again later.
     fn open(&self, claim: &Self::Claim) -> Result<Opened, OpenError>;
 
     /// A claimed entry that is not a spool file: put aside for the operator, unread,

@@ -26,6 +26,7 @@ mod returns;
 mod robustness;
 mod routing;
 mod session_limits;
+mod shared_spool;
 mod smuggling;
 mod soak;
 mod support;

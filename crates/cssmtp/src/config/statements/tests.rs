@@ -153,6 +153,8 @@ fn the_readme_names_exactly_the_restart_only_statements() {
         .map(|n| {
             if n.starts_with("ChkPoint") {
                 "the ChkPoint statements".to_owned()
+            } else if n.starts_with("SpoolDatabase") {
+                "the SpoolDatabase statements".to_owned()
             } else {
                 n
             }

@@ -1,0 +1,210 @@
+//! A claimed file of the shared spool, as the queue core finishes it: deleted (its
+//! row, chunks and records go in one statement, under its fencing token), held (its
+//! row stays, `state = 'held'`, with the report beside it in `cssmtp_held`).
+//!
+//! Copies of mail for extended retry and mail possibly delivered before a restart are
+//! kept, for now, on the host that makes them (its MailDirectory and `hold/`), as the
+//! directory spool keeps them.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::source::{Lease, Leases};
+use super::{Db, io_err};
+use crate::notify::deadletter;
+use crate::spool::claim::Keeping;
+use crate::storage::{FileStore, MailCopy, Pending, SpoolClaim};
+
+/// How long a finished file's deletion is tried again while the database is away.
+const DELETE_TRIES: u32 = 600;
+
+/// A leased file.
+pub struct PgClaim {
+    db: Db,
+    writer: String,
+    lease: Lease,
+    leases: Leases,
+    name: String,
+    keeping: Keeping,
+    /// The host's `hold/` (copies of mail possibly delivered).
+    hold_dir: PathBuf,
+}
+
+impl PgClaim {
+    pub fn new(
+        db: Db,
+        writer: String,
+        lease: Lease,
+        leases: Leases,
+        keeping: Keeping,
+        hold_dir: PathBuf,
+    ) -> Self {
+        let name = crate::escape::name(std::ffi::OsStr::new(&lease.name));
+        Self {
+            db,
+            writer,
+            lease,
+            leases,
+            name,
+            keeping,
+            hold_dir,
+        }
+    }
+}
+
+/// Holds a claimed file's row (under its token) with `report` beside it.
+///
+/// # Errors
+/// The database cannot be written, or the lease was lost.
+pub async fn hold_row(db: &Db, writer: &str, lease: &Lease, report: Vec<u8>) -> io::Result<()> {
+    let (db2, writer, held, name) = (
+        db.clone(),
+        writer.to_owned(),
+        lease.held,
+        lease.name.clone(),
+    );
+    db.run(async move {
+        let client = db2.client().await?;
+        let n = client
+            .execute(
+                "UPDATE cssmtp_spool_file SET state = 'held', lease_owner = NULL, lease_until = NULL
+                 WHERE id = $1 AND fence = $2 AND state = 'claimed'",
+                &[&held.id, &held.fence],
+            )
+            .await
+            .map_err(io_err)?;
+        if n == 0 {
+            return Err(io::Error::other("another instance holds it now"));
+        }
+        if !report.is_empty() {
+            client
+                .execute(
+                    "INSERT INTO cssmtp_held (writer, name, kind, data) VALUES ($1, $2, 'report', $3)",
+                    &[&writer, &name, &report],
+                )
+                .await
+                .map_err(io_err)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+impl SpoolClaim for PgClaim {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn delete(&self, _store: Option<&dyn FileStore>) {
+        // Everything recorded is committed already; the row (with its chunks and
+        // records) goes under the token, tried again while the database is away.
+        let (db, held, file, leases) = (
+            self.db.clone(),
+            self.lease.held,
+            self.lease.file_id(),
+            self.leases.clone(),
+        );
+        self.db.spawn(async move {
+            for _ in 0..DELETE_TRIES {
+                let deleted = match db.client().await {
+                    Ok(c) => c
+                        .execute(
+                            "DELETE FROM cssmtp_spool_file WHERE id = $1 AND fence = $2",
+                            &[&held.id, &held.fence],
+                        )
+                        .await
+                        .map_err(io_err),
+                    Err(e) => Err(e),
+                };
+                match deleted {
+                    Ok(_) => {
+                        leases.release(&file, held);
+                        return;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
+            }
+            tracing::error!(
+                "CSM2608E Spool file {file} is finished but cannot be removed from the spool database; whoever takes it up finds every recipient final"
+            );
+        });
+    }
+
+    fn hold(&self) -> Pending<'_, io::Result<PathBuf>> {
+        Box::pin(async move {
+            hold_row(&self.db, &self.writer, &self.lease, Vec::new()).await?;
+            self.leases.release(&self.lease.file_id(), self.lease.held);
+            Ok(PathBuf::from(self.shown()))
+        })
+    }
+
+    fn keep_beside<'a>(&'a self, _held: &'a Path, text: Vec<u8>) -> Pending<'a, ()> {
+        Box::pin(async move {
+            let (db, writer, name) = (
+                self.db.clone(),
+                self.writer.clone(),
+                self.lease.name.clone(),
+            );
+            let kept = self
+                .db
+                .run(async move {
+                    let client = db.client().await?;
+                    client
+                        .execute(
+                            "INSERT INTO cssmtp_held (writer, name, kind, data) VALUES ($1, $2, 'report', $3)",
+                            &[&writer, &name, &text],
+                        )
+                        .await
+                        .map_err(io_err)
+                })
+                .await;
+            if let Err(e) = kept {
+                tracing::error!("CSM2008E Cannot write the report of {}: {e}", self.shown());
+            }
+        })
+    }
+
+    fn shown(&self) -> String {
+        format!("database spool {}/{}", self.writer, self.name)
+    }
+
+    fn park<'a>(&'a self, copy: &'a MailCopy<'a>) -> Pending<'a, io::Result<String>> {
+        Box::pin(async move {
+            let store = crate::storage::maildir::MailDirectory::new(
+                self.keeping.mail_directory.clone(),
+                self.keeping.host.clone(),
+            );
+            let path = store.park(copy).await?;
+            let shown = crate::escape::path(&path).to_string();
+            if let Some(tx) = &self.keeping.extended {
+                let _ = tx.send(crate::storage::parked::ParkedId::new(&path));
+            }
+            Ok(shown)
+        })
+    }
+
+    fn hold_in_doubt<'a>(&'a self, copy: &'a MailCopy<'a>) -> Pending<'a, io::Result<String>> {
+        Box::pin(async move {
+            let rcpts: Vec<String> = copy.rcpts.iter().map(|(a, _)| a.clone()).collect();
+            let path = deadletter::store(
+                self.hold_dir.clone(),
+                format!("{}.mail{}.possibly-delivered", copy.job.file_name, copy.mail),
+                &self.keeping.host,
+                "cssmtp: possibly delivered before a restart (PossiblyDelivered Hold); submit this file again to send it again",
+                &[format!(
+                    "from spool file {} mail {} (line {})",
+                    copy.job.file_name, copy.mail, copy.line
+                )],
+                &deadletter::Letter {
+                    from: copy.reverse_path,
+                    to: &rcpts,
+                    text: deadletter::Text::Mail(copy.text),
+                    starttls: copy.needs_tls,
+                },
+            )
+            .await?;
+            Ok(crate::escape::path(&path).to_string())
+        })
+    }
+}
