@@ -14,6 +14,76 @@ pub(super) fn emit(stats: &Stats, accounting: &Accounting, event: Event<'_>) {
         Event::Connected => stats.connection_opened(),
         Event::SessionEnded(end) => session_ended(accounting, &end),
         Event::Attempted { sent } => stats.mail_attempted(sent),
+        Event::DeliveredAtStop { count } => stats.rcpts_delivered(count as u64),
+        Event::ExpiredInParked => stats.rcpt_undeliverable(),
+        Event::IntoRetry => stats.mail_into_retry(),
+        Event::Returning => stats.mail_undeliverable(),
+        Event::Delivered { .. }
+        | Event::DeliveredFromParked { .. }
+        | Event::Retrying { .. }
+        | Event::Undeliverable { .. }
+        | Event::ToExtended { .. }
+        | Event::Parked { .. } => recipients(stats, event),
+        Event::MailFinal {
+            job,
+            tkid,
+            mail,
+            summary,
+            arrival,
+        } => {
+            if summary.all_sent() {
+                stats.mail_all_sent();
+            }
+            accounting.record_with(Kind::Mail, || {
+                json!({
+                    "spool_file": job.file_name,
+                    "job_name": job.job_name,
+                    "job_id": job.job_id,
+                    "tkid": tkid,
+                    "mail": mail,
+                    "line": summary.line,
+                    "from": summary.reverse_path,
+                    "rcpts": summary.rcpts,
+                    "delivered": summary.delivered,
+                    "undeliverable": summary.undeliverable,
+                    "extended_retry": summary.extended,
+                    "held": summary.held,
+                    "size": summary.size,
+                    "attempts": summary.attempts,
+                    "arrival": time(arrival),
+                })
+            });
+        }
+        Event::FileFinished(report) => file_finished(stats, accounting, report),
+        Event::Notified { .. } | Event::Reported { .. } | Event::DeadLetter { .. } => {
+            returns(stats, event);
+        }
+        Event::Interval {
+            interval,
+            spool_tasks,
+            mails_in_retry,
+            mails_in_extended_retry,
+        } => interval_record(
+            stats,
+            accounting,
+            interval,
+            spool_tasks,
+            (mails_in_retry, mails_in_extended_retry),
+        ),
+        Event::Config { event, config } => accounting.record_with(Kind::Config, || {
+            json!({
+                "event": event.as_str(),
+                "writer": config.ext_wrt_name,
+                "log_level": crate::logging::mask(),
+                "statements": crate::config::running::render(config),
+            })
+        }),
+    }
+}
+
+/// What became of recipients: their counters and log lines.
+fn recipients(stats: &Stats, event: Event<'_>) {
+    match event {
         Event::Delivered {
             at,
             count,
@@ -37,7 +107,6 @@ pub(super) fn emit(stats: &Stats, accounting: &Accounting, event: Event<'_>) {
                 at.file
             );
         }
-        Event::DeliveredAtStop { count } => stats.rcpts_delivered(count as u64),
         Event::Retrying {
             at,
             address,
@@ -73,7 +142,6 @@ pub(super) fn emit(stats: &Stats, accounting: &Accounting, event: Event<'_>) {
                 escape::data(reason)
             );
         }
-        Event::ExpiredInParked => stats.rcpt_undeliverable(),
         Event::ToExtended {
             at,
             address,
@@ -95,39 +163,14 @@ pub(super) fn emit(stats: &Stats, accounting: &Accounting, event: Event<'_>) {
                 at.file
             );
         }
-        Event::IntoRetry => stats.mail_into_retry(),
-        Event::Returning => stats.mail_undeliverable(),
-        Event::MailFinal {
-            job,
-            tkid,
-            mail,
-            summary,
-            arrival,
-        } => {
-            if summary.all_sent() {
-                stats.mail_all_sent();
-            }
-            accounting.record_with(Kind::Mail, || {
-                json!({
-                    "spool_file": job.file_name,
-                    "job_name": job.job_name,
-                    "job_id": job.job_id,
-                    "tkid": tkid,
-                    "mail": mail,
-                    "line": summary.line,
-                    "from": summary.reverse_path,
-                    "rcpts": summary.rcpts,
-                    "delivered": summary.delivered,
-                    "undeliverable": summary.undeliverable,
-                    "extended_retry": summary.extended,
-                    "held": summary.held,
-                    "size": summary.size,
-                    "attempts": summary.attempts,
-                    "arrival": time(arrival),
-                })
-            });
-        }
-        Event::FileFinished(report) => file_finished(stats, accounting, report),
+        _ => {}
+    }
+}
+
+/// Returns of undeliverable mail (notifications, error reports, dead letters): their
+/// counters and log lines.
+fn returns(stats: &Stats, event: Event<'_>) {
+    match event {
         Event::Notified { at, to } => {
             stats.notification_sent();
             tracing::info!(
@@ -156,47 +199,45 @@ pub(super) fn emit(stats: &Stats, accounting: &Accounting, event: Event<'_>) {
                 ),
             }
         }
-        Event::Interval {
-            interval,
-            spool_tasks,
-            mails_in_retry,
-            mails_in_extended_retry,
-        } => accounting.record_with(Kind::Stats, || {
-            let s = stats.snapshot();
-            json!({
-                "interval_seconds": interval.as_secs(),
-                "counters": {
-                    "mails_attempted": s.mails_attempted,
-                    "mails_sent": s.mails_sent,
-                    "mails_all_sent": s.mails_all_sent,
-                    "mails_total_retry": s.mails_total_retry,
-                    "mails_undeliverable": s.mails_undeliverable,
-                    "rcpts_delivered": s.rcpts_delivered,
-                    "rcpts_undeliverable": s.rcpts_undeliverable,
-                    "rcpts_retried": s.rcpts_retried,
-                    "rcpts_extended": s.rcpts_extended,
-                    "files_done": s.files_done,
-                    "files_held": s.files_held,
-                    "notifications": s.notifications,
-                    "dead_letters": s.dead_letters,
-                    "reports": s.reports,
-                    "connections": s.connections,
-                },
-                "spool_tasks": spool_tasks,
-                "mails_in_retry": mails_in_retry,
-                "mails_in_extended_retry": mails_in_extended_retry,
-                "accounting_records_lost": accounting.lost(),
-            })
-        }),
-        Event::Config { event, config } => accounting.record_with(Kind::Config, || {
-            json!({
-                "event": event.as_str(),
-                "writer": config.ext_wrt_name,
-                "log_level": crate::logging::mask(),
-                "statements": crate::config::running::render(config),
-            })
-        }),
+        _ => {}
     }
+}
+
+/// A STATS record: the counters now, and the queue's depth.
+fn interval_record(
+    stats: &Stats,
+    accounting: &Accounting,
+    interval: std::time::Duration,
+    spool_tasks: usize,
+    (mails_in_retry, mails_in_extended_retry): (u64, u64),
+) {
+    accounting.record_with(Kind::Stats, || {
+        let s = stats.snapshot();
+        json!({
+            "interval_seconds": interval.as_secs(),
+            "counters": {
+                "mails_attempted": s.mails_attempted,
+                "mails_sent": s.mails_sent,
+                "mails_all_sent": s.mails_all_sent,
+                "mails_total_retry": s.mails_total_retry,
+                "mails_undeliverable": s.mails_undeliverable,
+                "rcpts_delivered": s.rcpts_delivered,
+                "rcpts_undeliverable": s.rcpts_undeliverable,
+                "rcpts_retried": s.rcpts_retried,
+                "rcpts_extended": s.rcpts_extended,
+                "files_done": s.files_done,
+                "files_held": s.files_held,
+                "notifications": s.notifications,
+                "dead_letters": s.dead_letters,
+                "reports": s.reports,
+                "connections": s.connections,
+            },
+            "spool_tasks": spool_tasks,
+            "mails_in_retry": mails_in_retry,
+            "mails_in_extended_retry": mails_in_extended_retry,
+            "accounting_records_lost": accounting.lost(),
+        })
+    });
 }
 
 /// A CONNECT record.
