@@ -43,6 +43,11 @@ pub async fn dispatch(command: Command) -> u8 {
             force,
             files,
         } => submit_files(&config, job_name, job_id, force, &files),
+        Command::Sendmail { args } => crate::sendmail::main(crate::sendmail::Invocation {
+            name: "cssmtp sendmail".into(),
+            mode: crate::sendmail::args::Mode::Deliver,
+            args,
+        }),
         Command::Sink(args) => sink(args).await,
         Command::Demo { keep } => match crate::demo::run(keep.as_deref(), &mut std::io::stdout())
             .await

@@ -25,6 +25,7 @@ mod retry;
 mod returns;
 mod robustness;
 mod routing;
+mod sendmail;
 mod session_limits;
 mod smuggling;
 mod soak;
