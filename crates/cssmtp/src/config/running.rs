@@ -134,6 +134,7 @@ mod tests {
             ("Report", "Report None"),
             ("ReportMailFrom", "ReportMailFrom x@y.example"),
             ("NotifyLimit", "NotifyLimit 5"),
+            ("SendmailStartTls", "SendmailStartTls Yes"),
             ("SpoolTasks", "SpoolTasks 2"),
             ("MaxConnections", "MaxConnections 3"),
             ("TlsCaFile", "TlsCaFile /etc/ca.pem"),

@@ -125,6 +125,12 @@ pub(crate) static STATEMENTS: &[Def] = &[
     .default("600")
     .refresh(restart!(notify_limit)),
     Def::value(
+        "SendmailStartTls",
+        Kind::YesNo(|d, b| d.c.sendmail_starttls = b),
+        |c| yes(c.sendmail_starttls),
+    )
+    .default("No"),
+    Def::value(
         "SpoolTasks",
         Kind::number(1, 256, |d, n| d.c.spool_tasks = n as usize),
         |c| c.spool_tasks.to_string(),

@@ -59,6 +59,9 @@ pub struct Config {
     /// `NotifyLimit`: notifications and error reports sent per minute at most (0: no
     /// limit); more wait their turn.
     pub notify_limit: u32,
+    /// `SendmailStartTls`: the sendmail bridge writes `STARTTLS` into its spool files, so
+    /// that their mail travels only over TLS (CSSMTP's bridge with `D{tls_version}`).
+    pub sendmail_starttls: bool,
     /// `ChkPoint`: keep the checkpoint journal (warm restarts).
     pub chk_point: bool,
     /// `ChkPointDirectory` (None: `<SpoolDirectory>/<ExtWrtName>/checkpoint`).
@@ -163,6 +166,7 @@ impl Config {
             report: Report::File,
             report_mail_from: None,
             notify_limit: 0,
+            sendmail_starttls: false,
             chk_point: false,
             chk_point_directory: None,
             chk_point_size_limit: 0,

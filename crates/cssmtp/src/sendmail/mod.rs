@@ -444,7 +444,7 @@ fn build(
         },
         chrono::Local::now(),
     );
-    let batch = batch_file(host, sender, &recipients, &text);
+    let batch = batch_file(host, config.sendmail_starttls, sender, &recipients, &text);
     // What the daemon will read, read now: a message it would refuse is not spooled.
     let (_, summary) = cssmtp_batch::parse_bytes(&batch, config.batch_limits());
     if !summary.errors.is_empty() || summary.errors_not_kept > 0 {
@@ -463,11 +463,17 @@ fn build(
 }
 
 /// One spool file: the message to the recipients, in transactions of at most
-/// [`RCPTS_PER_MAIL`].
-fn batch_file(host: &str, sender: &str, recipients: &[String], text: &[u8]) -> Vec<u8> {
+/// [`RCPTS_PER_MAIL`], each after `STARTTLS` when `starttls` (`SendmailStartTls Yes`).
+fn batch_file(
+    host: &str,
+    starttls: bool,
+    sender: &str,
+    recipients: &[String],
+    text: &[u8],
+) -> Vec<u8> {
     let mut batch = Vec::with_capacity(text.len() + 64 * recipients.len() + 64);
     for chunk in recipients.chunks(RCPTS_PER_MAIL) {
-        cssmtp_batch::write::transaction_head(&mut batch, host, false, sender, chunk);
+        cssmtp_batch::write::transaction_head(&mut batch, host, starttls, sender, chunk);
         batch.extend_from_slice(text);
         batch.extend_from_slice(b".\r\n");
     }
@@ -519,7 +525,13 @@ fn mail_back(
         },
         chrono::Local::now(),
     );
-    let batch = batch_file(host, "", &[sender.to_owned()], &text);
+    let batch = batch_file(
+        host,
+        config.sendmail_starttls,
+        "",
+        &[sender.to_owned()],
+        &text,
+    );
     let layout = crate::spool::SpoolLayout::new(config.writer_spool());
     let info = crate::spool::submit::JobInfo {
         job_name: job.job_name.clone(),

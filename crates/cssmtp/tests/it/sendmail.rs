@@ -700,3 +700,55 @@ async fn mailq_lists_the_daemons_spool_for_its_administrator_only() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_python_script_with_t_and_sendmail_starttls_yes_travels_only_over_tls() {
+    let Some(bridge) = Bridge::new("SendmailStartTls Yes\n").await else {
+        return;
+    };
+    let Some(caller) = outsider() else {
+        return;
+    };
+    // A Python script without smtplib: the message built with the email package, handed
+    // to /usr/sbin/sendmail -t -oi on standard input.
+    let script = r#"
+import email.message, subprocess, sys
+m = email.message.EmailMessage()
+m["From"] = "Backup <backup@h.example>"
+m["To"] = "ops@example.com"
+m["Cc"] = "audit@example.org"
+m["Bcc"] = "secret@example.net"
+m["Subject"] = "backup ok"
+m.set_content("3 files\n")
+sys.exit(subprocess.run(["/usr/sbin/sendmail", "-t", "-oi"], input=m.as_bytes()).returncode)
+"#;
+    let out = bridge.run(
+        caller,
+        true,
+        Path::new("/usr/bin/python3"),
+        &["-c", script],
+        &[],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let files = bridge.waiting();
+    assert_eq!(files.len(), 1);
+    let spooled = String::from_utf8(std::fs::read(&files[0]).unwrap()).unwrap();
+    assert!(
+        spooled.starts_with(
+            "EHLO cssmtp.test\r\nSTARTTLS\r\nMAIL FROM:<cssmtp-caller@cssmtp.test>\r\nRCPT TO:<ops@example.com>\r\nRCPT TO:<audit@example.org>\r\nRCPT TO:<secret@example.net>\r\nDATA\r\n"
+        ),
+        "{spooled}"
+    );
+    assert!(!spooled.contains("Bcc:"), "{spooled}");
+    assert!(spooled.contains("\r\nSubject: backup ok\r\n"), "{spooled}");
+    // The sink offers no STARTTLS: nothing of it goes in the clear (not even its return).
+    let out = cssmtp()
+        .args(["run", "--drain", "-c"])
+        .arg(&bridge.env.config_path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(bridge.sink.received().is_empty());
+}
