@@ -131,6 +131,8 @@ mod tests {
             ("Undeliverable", "Undeliverable { ReturnContent Full }"),
             ("ExtendedRetry", "ExtendedRetry { Interval 60 }"),
             ("MailAdministrator", "MailAdministrator a@b.example"),
+            ("PermitUser", "PermitUser alice"),
+            ("PermitGroup", "PermitGroup batch"),
             ("Report", "Report None"),
             ("ReportMailFrom", "ReportMailFrom x@y.example"),
             ("NotifyLimit", "NotifyLimit 5"),

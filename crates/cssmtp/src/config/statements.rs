@@ -95,6 +95,12 @@ pub(crate) static STATEMENTS: &[Def] = &[
     Def::each("MailAdministrator", Kind::Custom(mail_administrator), |c| {
         c.mail_administrators.clone()
     }),
+    Def::each("PermitUser", Kind::Custom(permit_user), |c| {
+        permitted(&c.permit_users, c)
+    }),
+    Def::each("PermitGroup", Kind::Custom(permit_group), |c| {
+        permitted(&c.permit_groups, c)
+    }),
     Def::value(
         "Report",
         Kind::Choice(
@@ -286,6 +292,53 @@ fn host_name(diags: &mut Diags, d: &mut Draft, w: &Word) {
 }
 
 /// The first four, each once.
+/// A user or group name (as `useradd` allows) or a numeric ID.
+fn account_name(diags: &mut Diags, w: &Word, statement: &str) -> Option<String> {
+    let text = w.text.as_str();
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && !text.starts_with('-')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-$".contains(c));
+    if ok {
+        Some(text.to_owned())
+    } else {
+        diags.error(
+            w.line,
+            format!("{statement} {text:?}: expected a user or group name, or a numeric ID"),
+        );
+        None
+    }
+}
+
+/// DISPLAY CONFIG of PermitUser/PermitGroup: the names, or that every owner may send.
+fn permitted(names: &[String], c: &super::Config) -> Vec<String> {
+    if !names.is_empty() {
+        names.to_vec()
+    } else if c.permit_users.is_empty() && c.permit_groups.is_empty() {
+        vec!["(not set: every owner may send)".into()]
+    } else {
+        vec!["(not set)".into()]
+    }
+}
+
+fn permit_user(diags: &mut Diags, d: &mut Draft, w: &Word) {
+    if let Some(name) = account_name(diags, w, "PermitUser")
+        && !d.c.permit_users.contains(&name)
+    {
+        d.c.permit_users.push(name);
+    }
+}
+
+fn permit_group(diags: &mut Diags, d: &mut Draft, w: &Word) {
+    if let Some(name) = account_name(diags, w, "PermitGroup")
+        && !d.c.permit_groups.contains(&name)
+    {
+        d.c.permit_groups.push(name);
+    }
+}
+
 fn mail_administrator(diags: &mut Diags, d: &mut Draft, w: &Word) {
     let Some(mailbox) = mailbox(diags, w, "MailAdministrator") else {
         return;

@@ -52,6 +52,11 @@ pub struct Config {
     pub extended_retry: Option<ExtendedRetry>,
     /// `MailAdministrator` (at most four).
     pub mail_administrators: Vec<String>,
+    /// `PermitUser` and `PermitGroup` (CSSMTP's SERVAUTH profile): when either is given,
+    /// only spool files owned by these users, or by members of these groups, are sent
+    /// (names or numeric IDs); others are held and reported.
+    pub permit_users: Vec<String>,
+    pub permit_groups: Vec<String>,
     /// `Report`.
     pub report: Report,
     /// `ReportMailFrom`: reverse path of error reports (None: the null path `<>`).
@@ -163,6 +168,8 @@ impl Config {
             },
             extended_retry: None,
             mail_administrators: Vec::new(),
+            permit_users: Vec::new(),
+            permit_groups: Vec::new(),
             report: Report::File,
             report_mail_from: None,
             notify_limit: 0,

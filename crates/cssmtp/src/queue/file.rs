@@ -90,18 +90,26 @@ pub async fn run(
             return super::finish::finish(&shared, &*claim, report, None).await;
         }
     };
-    // A user look-up may ask a directory service: on a blocking thread.
+    // A user look-up may ask a directory service: on a blocking thread. Then who may
+    // send (PermitUser, PermitGroup).
     let uid = meta.uid();
-    report.owner = tokio::task::spawn_blocking(move || {
-        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+    let permit_config = Arc::clone(&config);
+    let (owner, refusal) = tokio::task::spawn_blocking(move || {
+        let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
             .ok()
             .flatten()
-            .map(|u| u.name)
+            .map_or_else(|| uid.to_string(), |u| u.name);
+        let refusal = crate::spool::permit::refusal(&permit_config, uid, &owner);
+        (owner, refusal)
     })
     .await
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| uid.to_string());
+    .unwrap_or_else(|_| {
+        (
+            uid.to_string(),
+            Some("the owner of the spool file could not be checked".into()),
+        )
+    });
+    report.owner = crate::escape::os(std::ffi::OsStr::new(&owner)).to_string();
     let (recovered, store) = match &shared.store {
         Some(s) => {
             let (recovered, store) = s.open(&id);
@@ -115,6 +123,18 @@ pub async fn run(
             "CSM2300I Task {tkid} resuming spool file {name} from the checkpoint: {} mail(s) known",
             recovered.len()
         );
+    }
+    if let Some(refusal) = refusal {
+        tracing::warn!(
+            tkid,
+            "CSM4020W Task {tkid}: spool file {name} (job {} {}) is held: its owner {} (uid {uid}) is not permitted to send (PermitUser, PermitGroup)",
+            job.job_name,
+            job.job_id,
+            report.owner
+        );
+        report.file_problem = Some(refusal);
+        report.must_hold = true;
+        return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
     }
     let limit = config.jes_job_size;
     if limit > 0 && meta.len() > limit.saturating_mul(1000) {

@@ -5,6 +5,7 @@
 //! * [`claim`]: a claimed file, as the queue core finishes it (deleted, held);
 //! * [`name`]: job name and job ID carried in file names;
 //! * [`submit`]: `cssmtp submit`, writing spool files atomically;
+//! * [`permit`]: who may send (`PermitUser`, `PermitGroup`);
 //! * [`intake`]: noticing new files (inotify, with a periodic rescan) and starting a
 //!   [`crate::queue::file`] driver for each, as many at once as `SpoolTasks` allows;
 //! * [`reader`]: streaming a file through the batch parser with bounded memory;
@@ -16,6 +17,7 @@ pub(crate) mod intake;
 pub mod layout;
 mod lock;
 pub(crate) mod name;
+pub(crate) mod permit;
 pub(crate) mod reader;
 mod reaper;
 pub mod report;

@@ -20,6 +20,7 @@ mod interop_mta;
 mod messages;
 mod mime;
 mod operator;
+mod permit;
 mod producers;
 mod retry;
 mod returns;

@@ -27,7 +27,7 @@ const OUTSIDER: &str = "cssmtp-caller";
 const OUTSIDER_NAME: &str = "Cron Caller";
 
 /// Creates (idempotently) a user with a group of its own, not the spool's.
-fn outsider() -> Option<Producer> {
+pub(crate) fn outsider() -> Option<Producer> {
     static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     if !nix::unistd::geteuid().is_root() {
         eprintln!("note: not root, the sendmail bridge tests are skipped");
@@ -60,19 +60,19 @@ fn outsider() -> Option<Producer> {
 
 /// A scratch installation with a sink, the spool open to producers, and a setgid copy
 /// of cssmtp (group: the spool's) with `sendmail` and `mailq` links to it.
-struct Bridge {
-    env: Env,
-    sink: Sink,
-    layout: SpoolLayout,
+pub(crate) struct Bridge {
+    pub env: Env,
+    pub sink: Sink,
+    pub layout: SpoolLayout,
     /// The setgid copy of the binary.
     setgid: PathBuf,
     /// The configuration with absolute paths, for `/etc/cssmtp/cssmtp.conf`.
     etc_config: PathBuf,
-    producer: Producer,
+    pub producer: Producer,
 }
 
 impl Bridge {
-    async fn new(extra: &str) -> Option<Self> {
+    pub async fn new(extra: &str) -> Option<Self> {
         let producer = producer("cssmtp-producer")?;
         let sink = sink(SinkOptions::default()).await;
         let env = Env::new(&format!("{}ChkPoint No\n{extra}", target(sink.addr, "")));
@@ -118,7 +118,7 @@ impl Bridge {
     /// Runs `program args` as `user` with `stdin`; `installed`: in a private mount
     /// namespace where `/usr/sbin/sendmail` and `/usr/sbin/mailq` lead to the setgid
     /// binary and `/etc/cssmtp/cssmtp.conf` is the test's.
-    fn run(
+    pub fn run(
         &self,
         user: Producer,
         installed: bool,
@@ -187,7 +187,7 @@ exec setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@""#;
     }
 
     /// Spool files waiting (as root sees the writer directory).
-    fn waiting(&self) -> Vec<PathBuf> {
+    pub fn waiting(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.layout.incoming)
             .unwrap()
             .map(|e| e.unwrap())
