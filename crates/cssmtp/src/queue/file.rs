@@ -77,15 +77,15 @@ pub async fn run(
     let registered = shared.tasks.register(status);
     let status = Arc::clone(&registered.status);
     let mut report = new_report(tkid, &job, config.options.test_mode);
-    tracing::info!(
-        tkid,
-        "CSM2001I Task {tkid} processing spool file {name} (job {} {})",
-        job.job_name,
-        job.job_id
-    );
     let (file, reader, meta, id) = match opened {
         Ok(o) => (o.file, o.reader, o.meta, o.id),
         Err(e) => {
+            tracing::info!(
+                tkid,
+                "CSM2001I Task {tkid} processing spool file {name} (job {} {})",
+                job.job_name,
+                job.job_id
+            );
             report.file_problem = Some(format!("cannot read the spool file: {e}"));
             return super::finish::finish(&shared, &*claim, report, None).await;
         }
@@ -110,6 +110,16 @@ pub async fn run(
         )
     });
     report.owner = crate::escape::os(std::ffi::OsStr::new(&owner)).to_string();
+    if let Ok(mut shown) = status.owner.lock() {
+        shown.clone_from(&report.owner);
+    }
+    tracing::info!(
+        tkid,
+        "CSM2001I Task {tkid} processing spool file {name} (job {} {}, owner {})",
+        job.job_name,
+        job.job_id,
+        report.owner
+    );
     let (recovered, store) = match &shared.store {
         Some(s) => {
             let (recovered, store) = s.open(&id);
