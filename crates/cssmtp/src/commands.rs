@@ -278,7 +278,16 @@ fn submit_files(
                 continue;
             }
         };
-        let (mails, summary) = cssmtp_batch::parse_bytes(&contents, config.batch_limits());
+        // A mainframe-format file is checked as the daemon will read it (Translate).
+        let converted = crate::spool::translate::converted_bytes(
+            config.translate,
+            config.record_length,
+            &contents,
+        );
+        let (mails, summary) = cssmtp_batch::parse_bytes(
+            converted.as_deref().unwrap_or(&contents),
+            config.batch_limits(),
+        );
         if config.options.blank_trnc == cssmtp_batch::BlankTrnc::Auto
             && mails.first().is_some_and(|m| m.data.padded)
         {

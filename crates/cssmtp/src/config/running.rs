@@ -137,6 +137,8 @@ mod tests {
             ("ReportMailFrom", "ReportMailFrom x@y.example"),
             ("NotifyLimit", "NotifyLimit 5"),
             ("SendmailStartTls", "SendmailStartTls Yes"),
+            ("Translate", "Translate IBM-037"),
+            ("RecordLength", "RecordLength 133"),
             ("SpoolTasks", "SpoolTasks 2"),
             ("MaxConnections", "MaxConnections 3"),
             ("TlsCaFile", "TlsCaFile /etc/ca.pem"),

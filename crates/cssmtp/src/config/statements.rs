@@ -255,7 +255,16 @@ pub(crate) static STATEMENTS: &[Def] = &[
             .map_or_else(|| "(none)".to_owned(), |a| a.to_string())
     })
     .refresh(restart!(metrics_listen)),
-    Def::not_yet("Translate"),
+    Def::value("Translate", Kind::Custom(translate), |c| {
+        c.translate
+            .map_or_else(|| "(none: UTF-8 and ASCII)".into(), |p| p.name().into())
+    }),
+    Def::value(
+        "RecordLength",
+        Kind::number(1, 32760, |d, n| d.c.record_length = n as usize),
+        |c| c.record_length.to_string(),
+    )
+    .default("80"),
     Def::not_yet("MBCS"),
     Def::not_yet("UserExit"),
 ];
@@ -291,7 +300,26 @@ fn host_name(diags: &mut Diags, d: &mut Draft, w: &Word) {
     }
 }
 
-/// The first four, each once.
+fn translate(diags: &mut Diags, d: &mut Draft, w: &Word) {
+    match crate::spool::translate::CodePage::parse(&w.text) {
+        Some(page) => d.c.translate = Some(page),
+        None if matches!(
+            w.text.to_ascii_uppercase().as_str(),
+            "NONE" | "UTF-8" | "UTF8" | "ASCII" | "ISO8859-1"
+        ) =>
+        {
+            d.c.translate = None;
+        }
+        None => diags.error(
+            w.line,
+            format!(
+                "Translate {:?}: expected IBM-1047, IBM-037, IBM-500, IBM-1140 or UTF-8",
+                w.text
+            ),
+        ),
+    }
+}
+
 /// A user or group name (as `useradd` allows) or a numeric ID.
 fn account_name(diags: &mut Diags, w: &Word, statement: &str) -> Option<String> {
     let text = w.text.as_str();
@@ -339,6 +367,7 @@ fn permit_group(diags: &mut Diags, d: &mut Draft, w: &Word) {
     }
 }
 
+/// The first four, each once.
 fn mail_administrator(diags: &mut Diags, d: &mut Draft, w: &Word) {
     let Some(mailbox) = mailbox(diags, w, "MailAdministrator") else {
         return;

@@ -67,6 +67,12 @@ pub struct Config {
     /// `SendmailStartTls`: the sendmail bridge writes `STARTTLS` into its spool files, so
     /// that their mail travels only over TLS (CSSMTP's bridge with `D{tls_version}`).
     pub sendmail_starttls: bool,
+    /// `Translate`: the EBCDIC code page of mainframe-format spool files (None: UTF-8
+    /// and ASCII only, the Linux default); files are recognised by their first command.
+    pub translate: Option<crate::spool::translate::CodePage>,
+    /// `RecordLength`: the length of the records of an EBCDIC file without record ends
+    /// (LRECL), and of the records the continuation rule joins.
+    pub record_length: usize,
     /// `ChkPoint`: keep the checkpoint journal (warm restarts).
     pub chk_point: bool,
     /// `ChkPointDirectory` (None: `<SpoolDirectory>/<ExtWrtName>/checkpoint`).
@@ -174,6 +180,8 @@ impl Config {
             report_mail_from: None,
             notify_limit: 0,
             sendmail_starttls: false,
+            translate: None,
+            record_length: 0,
             chk_point: false,
             chk_point_directory: None,
             chk_point_size_limit: 0,

@@ -77,8 +77,8 @@ pub async fn run(
     let registered = shared.tasks.register(status);
     let status = Arc::clone(&registered.status);
     let mut report = new_report(tkid, &job, config.options.test_mode);
-    let (file, reader, meta, id) = match opened {
-        Ok(o) => (o.file, o.reader, o.meta, o.id),
+    let (file, reader, meta, id, path) = match opened {
+        Ok(o) => (o.file, o.reader, o.meta, o.id, o.path),
         Err(e) => {
             tracing::info!(
                 tkid,
@@ -154,6 +154,44 @@ pub async fn run(
         ));
         return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
     }
+    // A mainframe-format (EBCDIC) file is read through its UTF-8 conversion (Translate).
+    let (file, reader) = match config.translate {
+        None => (file, reader),
+        Some(page) => {
+            let lrecl = config.record_length;
+            let dir = path.parent().map(std::path::Path::to_path_buf);
+            match tokio::task::spawn_blocking(move || {
+                crate::spool::translate::open_converted(page, lrecl, dir.as_deref(), file, reader)
+            })
+            .await
+            {
+                Ok(Ok((file, reader, converted))) => {
+                    if let Some(done) = converted {
+                        tracing::info!(
+                            tkid,
+                            "CSM4030I Task {tkid}: spool file {name} is read as EBCDIC {} ({}): {} record(s), {} joined by continuation",
+                            page.name(),
+                            done.layout,
+                            done.records,
+                            done.continued
+                        );
+                    }
+                    (file, reader)
+                }
+                Ok(Err(e)) => {
+                    report.file_problem = Some(format!(
+                        "cannot translate the spool file from {}: {e}",
+                        page.name()
+                    ));
+                    return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
+                }
+                Err(e) => {
+                    report.file_problem = Some(format!("cannot translate the spool file: {e}"));
+                    return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
+                }
+            }
+        }
+    };
     let (parsed_tx, parsed_rx) = mpsc::channel(16);
     let limits = config.batch_limits();
     let parser = tokio::task::spawn_blocking(move || {

@@ -6,6 +6,7 @@
 //! * [`name`]: job name and job ID carried in file names;
 //! * [`submit`]: `cssmtp submit`, writing spool files atomically;
 //! * [`permit`]: who may send (`PermitUser`, `PermitGroup`);
+//! * [`translate`]: EBCDIC spool files (`Translate`, `RecordLength`);
 //! * [`intake`]: noticing new files (inotify, with a periodic rescan) and starting a
 //!   [`crate::queue::file`] driver for each, as many at once as `SpoolTasks` allows;
 //! * [`reader`]: streaming a file through the batch parser with bounded memory;
@@ -24,6 +25,7 @@ pub mod report;
 pub(crate) mod source;
 pub(crate) mod status;
 pub mod submit;
+pub mod translate;
 
 pub use crate::domain::job::Mode;
 pub use layout::SpoolLayout;

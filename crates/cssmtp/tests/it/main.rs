@@ -17,6 +17,7 @@ mod forwarding;
 mod health;
 mod interop;
 mod interop_mta;
+mod mainframe;
 mod messages;
 mod mime;
 mod operator;

@@ -208,13 +208,11 @@ fn target_server_rules() {
 
 #[test]
 fn recognised_but_not_implemented_statements_warn() {
-    let (config, diags) =
-        check("TargetServer\n{\n TargetIp 192.0.2.1\n}\nTranslate IBM-1047\nLogLevel 7\n");
+    let (config, diags) = check("TargetServer\n{\n TargetIp 192.0.2.1\n}\nMBCS YES\nLogLevel 7\n");
     assert!(config.is_some());
     assert_eq!(diags.len(), 1);
     assert!(
-        diags[0]
-            .contains(":5: warning: Translate is a CSSMTP statement cssmtp does not implement yet")
+        diags[0].contains(":5: warning: MBCS is a CSSMTP statement cssmtp does not implement yet")
     );
 }
 
