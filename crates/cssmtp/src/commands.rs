@@ -280,8 +280,7 @@ fn submit_files(
         };
         // A mainframe-format file is checked as the daemon will read it (Translate).
         let converted = crate::spool::translate::converted_bytes(
-            config.translate,
-            config.record_length,
+            crate::spool::translate::Rules::of(&config),
             &contents,
         );
         let (mails, summary) = cssmtp_batch::parse_bytes(

@@ -382,6 +382,11 @@ pub struct Options {
     pub blank_trnc: cssmtp_batch::BlankTrnc,
     /// Parse and report, never deliver: CSSMTP's compatibility test mode.
     pub test_mode: bool,
+    /// `AtSign char`: another character read as '@' in the commands and header fields of
+    /// EBCDIC spool files (None: '@' only).
+    pub at_sign: Option<char>,
+    /// `ReplaceSubjectAtSign`: the `AtSign` character is replaced in `Subject:` too.
+    pub replace_subject_at_sign: bool,
 }
 
 /// `Undeliverable` statement.

@@ -155,13 +155,13 @@ pub async fn run(
         return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
     }
     // A mainframe-format (EBCDIC) file is read through its UTF-8 conversion (Translate).
-    let (file, reader) = match config.translate {
+    let (file, reader) = match crate::spool::translate::Rules::of(&config) {
         None => (file, reader),
-        Some(page) => {
-            let lrecl = config.record_length;
+        Some(rules) => {
+            let page = rules.page;
             let dir = path.parent().map(std::path::Path::to_path_buf);
             match tokio::task::spawn_blocking(move || {
-                crate::spool::translate::open_converted(page, lrecl, dir.as_deref(), file, reader)
+                crate::spool::translate::open_converted(rules, dir.as_deref(), file, reader)
             })
             .await
             {

@@ -185,3 +185,38 @@ async fn ebcdic_1047_records_ended_by_nl_beside_an_ascii_file() {
         without_added_headers(&received[1].data).ends_with("Subject: plain [ascii]\r\n\r\nok\r\n")
     );
 }
+
+#[tokio::test]
+async fn at_sign_is_read_as_at_in_commands_and_header_but_not_subject_nor_text() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}Translate IBM-1047\nOptions {{ AtSign §  ReplaceSubjectAtSign No }}\nChkPoint No\n",
+        target(sink.addr, "")
+    ));
+    let page = CodePage::Ibm1047;
+    let mut file = Vec::new();
+    for line in [
+        "HELO zos1.corp.example",
+        "MAIL FROM:<batch§zos1.corp.example>",
+        "RCPT TO:<erin§example.com>",
+        "DATA",
+        "To: erin§example.com",
+        "Subject: rule §4 applies",
+        "",
+        "See §4.",
+        ".",
+    ] {
+        file.extend(page.encode(line).unwrap());
+        file.push(0x15);
+    }
+    let (log, _) = submit_and_drain(&env, &file).await;
+    let received = sink.received();
+    assert_eq!(received.len(), 1, "{log}");
+    assert_eq!(received[0].mail_from, "batch@zos1.corp.example");
+    assert_eq!(received[0].rcpt_to, ["erin@example.com"]);
+    let text = without_added_headers(&received[0].data);
+    assert!(
+        text.ends_with("To: erin@example.com\r\nSubject: rule §4 applies\r\n\r\nSee §4.\r\n"),
+        "{text:?}"
+    );
+}

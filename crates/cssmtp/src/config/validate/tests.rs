@@ -432,7 +432,7 @@ Options { NullTrnc Maybe }
             "/etc/cssmtp/cssmtp.conf:2: error: unknown parameter Intreval in RetryLimit (did you mean Interval?) (known: Count, Interval)",
             "/etc/cssmtp/cssmtp.conf:3: error: UserInfo in Header needs a value",
             "/etc/cssmtp/cssmtp.conf:6: error: unknown parameter DeadLetterAktion in Undeliverable (did you mean DeadLetterAction?) (known: ReturnToMailFrom, DeadLetterAction, DeadLetterDirectory, ReturnContent)",
-            "/etc/cssmtp/cssmtp.conf:8: error: unknown parameter Maybe in Options (known: NullTrnc, TestMode, DataLineTrunc, BlankTrnc, AtSign, TLSEhlo)",
+            "/etc/cssmtp/cssmtp.conf:8: error: unknown parameter Maybe in Options (known: NullTrnc, TestMode, DataLineTrunc, BlankTrnc, AtSign, ReplaceSubjectAtSign, TLSEhlo)",
         ]
     );
 }

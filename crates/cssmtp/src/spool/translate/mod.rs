@@ -116,6 +116,40 @@ impl CodePage {
     }
 }
 
+/// How EBCDIC files are read: from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    pub page: CodePage,
+    /// `RecordLength`.
+    pub lrecl: usize,
+    /// `Options AtSign`: read as '@' in commands and header fields.
+    pub at_sign: Option<char>,
+    /// `Options ReplaceSubjectAtSign`: in `Subject:` too.
+    pub replace_subject_at_sign: bool,
+}
+
+impl Rules {
+    /// The rules of `config`, when it has `Translate`.
+    pub fn of(config: &crate::config::Config) -> Option<Self> {
+        Some(Self {
+            page: config.translate?,
+            lrecl: config.record_length.max(1),
+            at_sign: config.options.at_sign,
+            replace_subject_at_sign: config.options.replace_subject_at_sign,
+        })
+    }
+
+    /// Only the code page and the record length (no AtSign).
+    pub fn plain(page: CodePage, lrecl: usize) -> Self {
+        Self {
+            page,
+            lrecl,
+            at_sign: None,
+            replace_subject_at_sign: false,
+        }
+    }
+}
+
 /// How records are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Records {
@@ -193,12 +227,12 @@ pub struct Converted {
 /// # Errors
 /// An I/O error of either side.
 pub fn convert(
-    page: CodePage,
-    lrecl: usize,
+    rules: Rules,
     head: &[u8],
     mut input: impl BufRead,
     out: &mut impl Write,
 ) -> io::Result<Converted> {
+    let Rules { page, lrecl, .. } = rules;
     let records = Records::of(head, lrecl);
     let lrecl = lrecl.max(1);
     let mut done = Converted {
@@ -211,6 +245,8 @@ pub fn convert(
     let mut record = Vec::with_capacity(lrecl + 1);
     let mut joined: Vec<u8> = Vec::new();
     let mut in_data = false;
+    let mut in_header = false;
+    let mut in_subject = false;
     let mut text = String::new();
     while next_record(&mut input, records, &mut record)? {
         done.records += 1;
@@ -243,12 +279,32 @@ pub fn convert(
                 .map(|b| page.char(*b)),
         );
         joined.clear();
+        let mut replace = false;
         if in_data {
             if text == "." {
                 in_data = false;
+            } else if in_header {
+                if text.is_empty() {
+                    in_header = false;
+                } else {
+                    if !text.starts_with([' ', '\t']) {
+                        in_subject = text
+                            .get(..8)
+                            .is_some_and(|f| f.eq_ignore_ascii_case("subject:"));
+                    }
+                    replace = !in_subject || rules.replace_subject_at_sign;
+                }
             }
-        } else if text.trim().eq_ignore_ascii_case("DATA") {
-            in_data = true;
+        } else {
+            if text.trim().eq_ignore_ascii_case("DATA") {
+                in_data = true;
+                in_header = true;
+                in_subject = false;
+            }
+            replace = true;
+        }
+        if let Some(at) = rules.at_sign.filter(|_| replace) {
+            text = text.replace(at, "@");
         }
         out.write_all(text.as_bytes())?;
         out.write_all(b"\n")?;
@@ -266,14 +322,14 @@ pub fn convert(
 
 /// The UTF-8 conversion of a whole spool file in memory, when `page` recognises it
 /// (for `cssmtp submit`'s check).
-pub fn converted_bytes(page: Option<CodePage>, lrecl: usize, bytes: &[u8]) -> Option<Vec<u8>> {
-    let page = page?;
+pub fn converted_bytes(rules: Option<Rules>, bytes: &[u8]) -> Option<Vec<u8>> {
+    let rules = rules?;
     let head = bytes.get(..bytes.len().min(64 * 1024)).unwrap_or(bytes);
-    if !page.recognises(head) {
+    if !rules.page.recognises(head) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 40);
-    convert(page, lrecl, head, bytes, &mut out).ok()?;
+    convert(rules, head, bytes, &mut out).ok()?;
     Some(out)
 }
 
@@ -285,8 +341,7 @@ pub fn converted_bytes(page: Option<CodePage>, lrecl: usize, bytes: &[u8]) -> Op
 /// # Errors
 /// An I/O error reading the file or writing the conversion.
 pub fn open_converted(
-    page: CodePage,
-    lrecl: usize,
+    rules: Rules,
     dir: Option<&std::path::Path>,
     file: std::fs::File,
     reader: std::fs::File,
@@ -303,7 +358,7 @@ pub fn open_converted(
         filled += n;
     }
     head.truncate(filled);
-    if !page.recognises(&head) {
+    if !rules.page.recognises(&head) {
         return Ok((file, reader, None));
     }
     let mut converted = match dir {
@@ -315,8 +370,7 @@ pub fn open_converted(
     let done = {
         let mut out = io::BufWriter::with_capacity(64 * 1024, &mut converted);
         convert(
-            page,
-            lrecl,
+            rules,
             &head,
             io::BufReader::with_capacity(64 * 1024, input),
             &mut out,
@@ -415,7 +469,7 @@ mod tests {
         assert!(page.recognises(&file));
         assert!(!page.recognises(b"HELO h.example\n"));
         let mut out = Vec::new();
-        let done = convert(page, 80, &file, file.as_slice(), &mut out).unwrap();
+        let done = convert(Rules::plain(page, 80), &file, file.as_slice(), &mut out).unwrap();
         assert_eq!(done.continued, 1);
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -431,7 +485,45 @@ mod tests {
         file.extend(page.encode("MAIL FROM:<a@b.c>\0\0").unwrap());
         file.push(NL);
         let mut out = Vec::new();
-        convert(page, 80, &file, file.as_slice(), &mut out).unwrap();
+        convert(Rules::plain(page, 80), &file, file.as_slice(), &mut out).unwrap();
         assert_eq!(out, b"EHLO h\nMAIL FROM:<a@b.c>\0\0\n");
+    }
+
+    #[test]
+    fn at_sign_in_commands_and_header_fields() {
+        let page = CodePage::Ibm1047;
+        let lines = [
+            "MAIL FROM:<a§h.example>",
+            "DATA",
+            "To: b§example.com",
+            "Subject: see §4,",
+            " b§example",
+            "Cc: c§example.com",
+            "",
+            "text § kept",
+            ".",
+        ];
+        let mut file = Vec::new();
+        for line in lines {
+            file.extend(page.encode(line).unwrap());
+            file.push(NL);
+        }
+        let run = |replace_subject_at_sign| {
+            let mut out = Vec::new();
+            let rules = Rules {
+                at_sign: Some('§'),
+                replace_subject_at_sign,
+                ..Rules::plain(page, 80)
+            };
+            convert(rules, &file, file.as_slice(), &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            run(false),
+            "MAIL FROM:<a@h.example>\nDATA\nTo: b@example.com\nSubject: see §4,\n b§example\nCc: c@example.com\n\ntext § kept\n.\n"
+        );
+        assert!(
+            run(true).contains("Subject: see @4,\n b@example\nCc: c@example.com\n\ntext § kept")
+        );
     }
 }
