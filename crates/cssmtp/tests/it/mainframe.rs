@@ -220,3 +220,98 @@ async fn at_sign_is_read_as_at_in_commands_and_header_but_not_subject_nor_text()
         "{text:?}"
     );
 }
+
+/// A NETDATA text unit: key, number of values, each with its length (big-endian).
+fn text_unit(key: u16, values: &[&[u8]]) -> Vec<u8> {
+    let mut out = key.to_be_bytes().to_vec();
+    out.extend(u16::try_from(values.len()).unwrap().to_be_bytes());
+    for v in values {
+        out.extend(u16::try_from(v.len()).unwrap().to_be_bytes());
+        out.extend(*v);
+    }
+    out
+}
+
+/// One NETDATA segment: length (itself and the flags included), flags, data.
+fn segment(flags: u8, data: &[u8]) -> Vec<u8> {
+    let mut out = vec![u8::try_from(data.len() + 2).unwrap(), flags];
+    out.extend(data);
+    out
+}
+
+#[tokio::test]
+async fn a_netdata_file_as_tso_transmit_and_smtpnote_write_it() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}Translate IBM-1047\nChkPoint No\n",
+        target(sink.addr, "")
+    ));
+    let page = CodePage::Ibm1047;
+    let e = |s: &str| page.encode(s).unwrap();
+    // Control records as the TSO/E Customization manual lays them out (INMR01 header,
+    // INMR02 file utility, INMR03 data format, INMR06 end), with typical text units.
+    let mut inmr01 = e("INMR01");
+    for unit in [
+        text_unit(0x0042, &[&[0x00, 0x50]]),        // INMLRECL 80
+        text_unit(0x1011, &[&e("ZOS1")]),           // INMFNODE
+        text_unit(0x1012, &[&e("PAYROLL")]),        // INMFUID
+        text_unit(0x1001, &[&e("LINUX")]),          // INMTNODE
+        text_unit(0x1002, &[&e("CSSMTP")]),         // INMTUID
+        text_unit(0x1024, &[&e("20261128100000")]), // INMFTIME
+        text_unit(0x102F, &[&[0x00, 0x01]]),        // INMNUMF 1
+    ] {
+        inmr01.extend(unit);
+    }
+    let mut inmr02 = e("INMR02");
+    inmr02.extend([0, 0, 0, 1]);
+    inmr02.extend(text_unit(0x1028, &[&e("INMCOPY")])); // INMUTILN
+    inmr02.extend(text_unit(0x003C, &[&[0x40, 0x00]])); // INMDSORG PS
+    inmr02.extend(text_unit(0x0042, &[&[0x00, 0x50]])); // INMLRECL
+    inmr02.extend(text_unit(0x0049, &[&[0x90, 0x00]])); // INMRECFM FB
+    let mut inmr03 = e("INMR03");
+    inmr03.extend(text_unit(0x003C, &[&[0x40, 0x00]]));
+    inmr03.extend(text_unit(0x0042, &[&[0x00, 0x50]]));
+    inmr03.extend(text_unit(0x0049, &[&[0x90, 0x00]]));
+    let mut stream = Vec::new();
+    for control in [&inmr01, &inmr02, &inmr03] {
+        stream.extend(segment(0xE0, control));
+    }
+    let rcpt = format!("RCPT TO:{}<", " ".repeat(71));
+    for line in [
+        "HELO zos1.corp.example",
+        "MAIL FROM:<payroll@zos1.corp.example>",
+        &rcpt,
+        "frank@example.com>",
+        "DATA",
+        "Subject: sent with SMTPNOTE",
+        "",
+        "Totals attached.",
+        ".",
+        "QUIT",
+    ] {
+        let mut record = e(line);
+        record.resize(80, 0x40);
+        // A record in two segments, as TRANSMIT may split them.
+        let (a, b) = record.split_at(50);
+        stream.extend(segment(0x80, a));
+        stream.extend(segment(0x40, b));
+    }
+    stream.extend(segment(0xE0, &e("INMR06")));
+    // Cut into 80-byte card images, the last one padded.
+    let cards = stream.len().div_ceil(80);
+    stream.resize(cards * 80, 0x40);
+    let (log, _) = submit_and_drain(&env, &stream).await;
+    assert!(
+        log.contains("is read as EBCDIC IBM-1047 (NETDATA, TSO TRANSMIT): 10 record(s), 1 joined by continuation"),
+        "{log}"
+    );
+    let received = sink.received();
+    assert_eq!(received.len(), 1, "{log}");
+    assert_eq!(received[0].mail_from, "payroll@zos1.corp.example");
+    assert_eq!(received[0].rcpt_to, ["frank@example.com"]);
+    let text = without_added_headers(&received[0].data);
+    assert!(
+        text.ends_with("Subject: sent with SMTPNOTE\r\n\r\nTotals attached.\r\n"),
+        "{text:?}"
+    );
+}

@@ -157,12 +157,32 @@ pub enum Records {
     Delimited,
     /// Fixed length, no line ends.
     Fixed(usize),
+    /// NETDATA (TSO TRANSMIT, as SMTPNOTE sends): segments of at most 253 bytes, each
+    /// with its length and flags; control records (INMR01, INMR02, INMR03, INMR06) are
+    /// skipped, the data records are the records.
+    Netdata,
+}
+
+/// NETDATA segment flags.
+const SEGMENT_FIRST: u8 = 0x80;
+const SEGMENT_LAST: u8 = 0x40;
+const SEGMENT_CONTROL: u8 = 0x20;
+/// `INMR` in the four code pages.
+const INMR: [u8; 4] = [0xC9, 0xD5, 0xD4, 0xD9];
+
+/// Whether `head` starts a NETDATA stream: a first and control segment holding `INMR01`.
+pub fn is_netdata(head: &[u8]) -> bool {
+    matches!(head, [_, flags, 0xC9, 0xD5, 0xD4, 0xD9, 0xF0, 0xF1, ..]
+        if flags & (SEGMENT_FIRST | SEGMENT_CONTROL) == SEGMENT_FIRST | SEGMENT_CONTROL)
 }
 
 impl Records {
     /// Delimited when the first record ends before `lrecl` bytes (a record end among
     /// them), else fixed of `lrecl` (an NL in column `lrecl` marks a continuation).
     pub fn of(head: &[u8], lrecl: usize) -> Self {
+        if is_netdata(head) {
+            return Self::Netdata;
+        }
         // Columns 1 to lrecl-1 of the first record.
         let first = head.get(..lrecl.saturating_sub(1)).unwrap_or(head);
         if memchr::memchr2(NL, LF, first).is_some() {
@@ -189,6 +209,7 @@ fn next_record(input: &mut impl BufRead, records: Records, out: &mut Vec<u8>) ->
             }
             Ok(!out.is_empty())
         }
+        Records::Netdata => next_netdata_record(input, out),
         Records::Delimited => {
             let mut any = false;
             loop {
@@ -208,6 +229,66 @@ fn next_record(input: &mut impl BufRead, records: Records, out: &mut Vec<u8>) ->
             }
         }
     }
+}
+
+/// The next data record of a NETDATA stream (control records skipped); false at its
+/// end (INMR06, or the end of the file). A segment cut short by the end of the file ends
+/// the stream with what it holds.
+fn next_netdata_record(input: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<bool> {
+    let mut control: Option<bool> = None;
+    loop {
+        let mut header = [0u8; 2];
+        if !read_full(input, &mut header)? {
+            return Ok(false);
+        }
+        let [length, flags] = header;
+        if length < 2 {
+            // Padding after the last segment (the stream is cut into 80-byte cards).
+            return Ok(false);
+        }
+        let mut segment = vec![0u8; usize::from(length) - 2];
+        let complete = read_full(input, &mut segment)?;
+        if flags & SEGMENT_FIRST != 0 {
+            control = Some(flags & SEGMENT_CONTROL != 0);
+            out.clear();
+        }
+        out.extend_from_slice(&segment);
+        if !complete {
+            return Ok(control == Some(false) && !out.is_empty());
+        }
+        if flags & SEGMENT_LAST == 0 {
+            continue;
+        }
+        match control {
+            Some(false) => return Ok(true),
+            Some(true) => {
+                if out.starts_with(&INMR) && out.get(4..6) == Some(&[0xF0, 0xF6][..]) {
+                    // INMR06: the end of the transmission.
+                    return Ok(false);
+                }
+                out.clear();
+            }
+            None => out.clear(),
+        }
+    }
+}
+
+/// Fills `buf` from `input`; false when the input ended first (`buf` then partly filled).
+fn read_full(input: &mut impl BufRead, buf: &mut [u8]) -> io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(false);
+        }
+        let n = chunk.len().min(buf.len() - filled);
+        if let (Some(to), Some(from)) = (buf.get_mut(filled..filled + n), chunk.get(..n)) {
+            to.copy_from_slice(from);
+        }
+        input.consume(n);
+        filled += n;
+    }
+    Ok(true)
 }
 
 /// What a conversion did.
@@ -239,6 +320,7 @@ pub fn convert(
         layout: match records {
             Records::Delimited => "records ended by NL",
             Records::Fixed(_) => "fixed-length records",
+            Records::Netdata => "NETDATA, TSO TRANSMIT",
         },
         ..Converted::default()
     };
@@ -325,7 +407,7 @@ pub fn convert(
 pub fn converted_bytes(rules: Option<Rules>, bytes: &[u8]) -> Option<Vec<u8>> {
     let rules = rules?;
     let head = bytes.get(..bytes.len().min(64 * 1024)).unwrap_or(bytes);
-    if !rules.page.recognises(head) {
+    if !rules.page.recognises(head) && !is_netdata(head) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 40);
@@ -358,7 +440,7 @@ pub fn open_converted(
         filled += n;
     }
     head.truncate(filled);
-    if !rules.page.recognises(&head) {
+    if !rules.page.recognises(&head) && !is_netdata(&head) {
         return Ok((file, reader, None));
     }
     let mut converted = match dir {
