@@ -383,4 +383,33 @@ mod tests {
         assert!(t.contains("\r\nMessage-ID: <U.J1."), "{t}");
         assert!(t.ends_with("\r\n\r\n..x\r\n"), "{t}");
     }
+
+    proptest::proptest! {
+        /// Any message and any address text: no panic, and whatever is accepted as an
+        /// address holds no character that could end or open a command.
+        #[test]
+        fn any_input_is_handled(
+            input in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            address in ".{0,80}",
+        ) {
+            if let Ok(parsed) = parse(&input, false) {
+                let sender = Sender {
+                    address: "u@h.example",
+                    full_name: Some(&address),
+                    job_name: "U",
+                    job_id: "J1",
+                    host: "h.example",
+                    user_info: true,
+                };
+                let _ = text(&parsed, &sender, Local::now());
+                let _ = parsed.recipients();
+            }
+            for item in address_list(&address).iter().chain([&address]) {
+                if let Ok(mailbox) = mailbox(item, "h.example", "RCPT TO") {
+                    proptest::prop_assert!(!mailbox.contains(['\r', '\n', '<', '>']));
+                    proptest::prop_assert!(!mailbox.starts_with('-'));
+                }
+            }
+        }
+    }
 }

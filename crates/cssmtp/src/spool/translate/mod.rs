@@ -608,4 +608,28 @@ mod tests {
             run(true).contains("Subject: see @4,\n b@example\nCc: c@example.com\n\ntext § kept")
         );
     }
+
+    proptest::proptest! {
+        /// Any bytes, any record length: the conversion ends without a panic, and only
+        /// recognised files are converted at all.
+        #[test]
+        fn any_input_converts_without_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2000),
+            lrecl in 1usize..200,
+            netdata in proptest::bool::ANY,
+        ) {
+            let mut input = bytes.clone();
+            if netdata {
+                input.splice(0..0, [8, 0xE0, 0xC9, 0xD5, 0xD4, 0xD9, 0xF0, 0xF1]);
+            }
+            let mut out = Vec::new();
+            let rules = Rules { at_sign: Some('§'), ..Rules::plain(CodePage::Ibm1047, lrecl) };
+            proptest::prop_assert!(convert(rules, &input, input.as_slice(), &mut out).is_ok());
+            let converted = converted_bytes(Some(rules), &input);
+            proptest::prop_assert_eq!(
+                converted.is_some(),
+                CodePage::Ibm1047.recognises(&input) || is_netdata(&input)
+            );
+        }
+    }
 }
