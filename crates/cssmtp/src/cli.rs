@@ -108,6 +108,15 @@ pub enum Command {
         /// Batch-SMTP files ("-" for standard input).
         files: Vec<PathBuf>,
     },
+    /// The sendmail bridge: a message on standard input into the spool, as
+    /// /usr/sbin/sendmail does (also when invoked as `sendmail` or `mailq` through a
+    /// symbolic link). See README, "Mail from Linux programs: the sendmail bridge".
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        /// sendmail's options and the recipients (-t, -i, -f sender, -F name, -oem, -bp…).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Run a receiving SMTP server that keeps what it receives (for trying setups out).
     #[command(after_help = SINK_HELP)]
     Sink(SinkArgs),

@@ -43,6 +43,11 @@ pub async fn dispatch(command: Command) -> u8 {
             force,
             files,
         } => submit_files(&config, job_name, job_id, force, &files).await,
+        Command::Sendmail { args } => crate::sendmail::main(crate::sendmail::Invocation {
+            name: "cssmtp sendmail".into(),
+            mode: crate::sendmail::args::Mode::Deliver,
+            args,
+        }),
         Command::Sink(args) => sink(args).await,
         Command::Demo { keep } => match crate::demo::run(keep.as_deref(), &mut std::io::stdout())
             .await
@@ -279,7 +284,15 @@ async fn submit_files(
                 continue;
             }
         };
-        let (mails, summary) = cssmtp_batch::parse_bytes(&contents, config.batch_limits());
+        // A mainframe-format file is checked as the daemon will read it (Translate).
+        let converted = crate::spool::translate::converted_bytes(
+            crate::spool::translate::Rules::of(&config),
+            &contents,
+        );
+        let (mails, summary) = cssmtp_batch::parse_bytes(
+            converted.as_deref().unwrap_or(&contents),
+            config.batch_limits(),
+        );
         if config.options.blank_trnc == cssmtp_batch::BlankTrnc::Auto
             && mails.first().is_some_and(|m| m.data.padded)
         {

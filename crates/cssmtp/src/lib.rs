@@ -67,6 +67,7 @@ pub mod metrics;
 pub mod notify;
 pub mod queue;
 pub mod retry;
+pub mod sendmail;
 pub mod sink;
 pub mod spool;
 pub mod storage;

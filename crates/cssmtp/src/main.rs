@@ -19,7 +19,18 @@ fn command_line_mask(cli: &Cli, quiet_by_default: bool) -> Option<u32> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Invoked as sendmail/mailq/newaliases (a symbolic link) or `cssmtp sendmail`: the
+    // bridge, the one command that may keep a setgid privilege (see cssmtp::sendmail).
+    if let Some(invocation) = cssmtp::sendmail::invocation(&argv) {
+        return ExitCode::from(cssmtp::sendmail::main(invocation));
+    }
+    // Every other command runs with the caller's own user and group.
+    if let Err(e) = cssmtp::sendmail::drop_privileges() {
+        eprintln!("cssmtp: cannot give up the setgid/setuid privileges: {e}");
+        return ExitCode::from(commands::EXIT_FATAL);
+    }
+    let cli = Cli::parse_from(argv);
     let quiet_by_default = matches!(
         cli.command,
         Command::Check { .. } | Command::Submit { .. } | Command::Modify { .. }

@@ -175,17 +175,40 @@ pub(crate) static OPTIONS: Block<Draft, Config> = Block::of(&[
         },
     )
     .default("Auto"),
-    P::new("AtSign", Kind::Custom(at_sign), |_| None),
+    P::new("AtSign", Kind::Custom(at_sign), |c| {
+        Some(c.options.at_sign.unwrap_or('@').to_string())
+    })
+    .default("@"),
+    P::new(
+        "ReplaceSubjectAtSign",
+        Kind::Flag(|d, b| d.c.options.replace_subject_at_sign = b),
+        |c| Some(yes(c.options.replace_subject_at_sign)),
+    )
+    .default("No"),
     // cssmtp always sends EHLO again after STARTTLS (RFC 3207 §4.2).
     P::new("TLSEhlo", Kind::Flag(|_, _| {}), |_| None),
 ]);
 
-fn at_sign(diags: &mut Diags, _: &mut Draft, w: &super::syntax::Word) {
-    if w.text != "@" {
-        diags.warning(
+/// One printable character that cannot be mistaken for the syntax around an address.
+fn at_sign(diags: &mut Diags, d: &mut Draft, w: &super::syntax::Word) {
+    let mut chars = w.text.chars();
+    match (chars.next(), chars.next()) {
+        (Some('@'), None) => d.c.options.at_sign = None,
+        (Some(c), None)
+            if !c.is_control()
+                && !c.is_whitespace()
+                && !c.is_ascii_alphanumeric()
+                && !"<>:.,;\"\\()[]".contains(c) =>
+        {
+            d.c.options.at_sign = Some(c);
+        }
+        _ => diags.error(
             w.line,
-            "Options AtSign is not implemented; only '@' is recognised",
-        );
+            format!(
+                "Options AtSign {:?}: expected one character (not a letter, digit, blank or one of <>:.,;\"\\()[])",
+                w.text
+            ),
+        ),
     }
 }
 

@@ -95,6 +95,12 @@ pub(crate) static STATEMENTS: &[Def] = &[
     Def::each("MailAdministrator", Kind::Custom(mail_administrator), |c| {
         c.mail_administrators.clone()
     }),
+    Def::each("PermitUser", Kind::Custom(permit_user), |c| {
+        permitted(&c.permit_users, c)
+    }),
+    Def::each("PermitGroup", Kind::Custom(permit_group), |c| {
+        permitted(&c.permit_groups, c)
+    }),
     Def::value(
         "Report",
         Kind::Choice(
@@ -124,6 +130,12 @@ pub(crate) static STATEMENTS: &[Def] = &[
     )
     .default("600")
     .refresh(restart!(notify_limit)),
+    Def::value(
+        "SendmailStartTls",
+        Kind::YesNo(|d, b| d.c.sendmail_starttls = b),
+        |c| yes(c.sendmail_starttls),
+    )
+    .default("No"),
     Def::value(
         "SpoolTasks",
         Kind::number(1, 256, |d, n| d.c.spool_tasks = n as usize),
@@ -281,7 +293,16 @@ pub(crate) static STATEMENTS: &[Def] = &[
             .map_or_else(|| "(none)".to_owned(), |a| a.to_string())
     })
     .refresh(restart!(metrics_listen)),
-    Def::not_yet("Translate"),
+    Def::value("Translate", Kind::Custom(translate), |c| {
+        c.translate
+            .map_or_else(|| "(none: UTF-8 and ASCII)".into(), |p| p.name().into())
+    }),
+    Def::value(
+        "RecordLength",
+        Kind::number(1, 32760, |d, n| d.c.record_length = n as usize),
+        |c| c.record_length.to_string(),
+    )
+    .default("80"),
     Def::not_yet("MBCS"),
     Def::not_yet("UserExit"),
 ];
@@ -314,6 +335,73 @@ fn host_name(diags: &mut Diags, d: &mut Draft, w: &Word) {
             w.line,
             format!("HostName {:?} is not a valid domain name", w.text),
         );
+    }
+}
+
+fn translate(diags: &mut Diags, d: &mut Draft, w: &Word) {
+    match crate::spool::translate::CodePage::parse(&w.text) {
+        Some(page) => d.c.translate = Some(page),
+        None if matches!(
+            w.text.to_ascii_uppercase().as_str(),
+            "NONE" | "UTF-8" | "UTF8" | "ASCII" | "ISO8859-1"
+        ) =>
+        {
+            d.c.translate = None;
+        }
+        None => diags.error(
+            w.line,
+            format!(
+                "Translate {:?}: expected IBM-1047, IBM-037, IBM-500, IBM-1140 or UTF-8",
+                w.text
+            ),
+        ),
+    }
+}
+
+/// A user or group name (as `useradd` allows) or a numeric ID.
+fn account_name(diags: &mut Diags, w: &Word, statement: &str) -> Option<String> {
+    let text = w.text.as_str();
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && !text.starts_with('-')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-$".contains(c));
+    if ok {
+        Some(text.to_owned())
+    } else {
+        diags.error(
+            w.line,
+            format!("{statement} {text:?}: expected a user or group name, or a numeric ID"),
+        );
+        None
+    }
+}
+
+/// DISPLAY CONFIG of PermitUser/PermitGroup: the names, or that every owner may send.
+fn permitted(names: &[String], c: &super::Config) -> Vec<String> {
+    if !names.is_empty() {
+        names.to_vec()
+    } else if c.permit_users.is_empty() && c.permit_groups.is_empty() {
+        vec!["(not set: every owner may send)".into()]
+    } else {
+        vec!["(not set)".into()]
+    }
+}
+
+fn permit_user(diags: &mut Diags, d: &mut Draft, w: &Word) {
+    if let Some(name) = account_name(diags, w, "PermitUser")
+        && !d.c.permit_users.contains(&name)
+    {
+        d.c.permit_users.push(name);
+    }
+}
+
+fn permit_group(diags: &mut Diags, d: &mut Draft, w: &Word) {
+    if let Some(name) = account_name(diags, w, "PermitGroup")
+        && !d.c.permit_groups.contains(&name)
+    {
+        d.c.permit_groups.push(name);
     }
 }
 

@@ -52,6 +52,11 @@ pub struct Config {
     pub extended_retry: Option<ExtendedRetry>,
     /// `MailAdministrator` (at most four).
     pub mail_administrators: Vec<String>,
+    /// `PermitUser` and `PermitGroup` (CSSMTP's SERVAUTH profile): when either is given,
+    /// only spool files owned by these users, or by members of these groups, are sent
+    /// (names or numeric IDs); others are held and reported.
+    pub permit_users: Vec<String>,
+    pub permit_groups: Vec<String>,
     /// `Report`.
     pub report: Report,
     /// `ReportMailFrom`: reverse path of error reports (None: the null path `<>`).
@@ -59,6 +64,15 @@ pub struct Config {
     /// `NotifyLimit`: notifications and error reports sent per minute at most (0: no
     /// limit); more wait their turn.
     pub notify_limit: u32,
+    /// `SendmailStartTls`: the sendmail bridge writes `STARTTLS` into its spool files, so
+    /// that their mail travels only over TLS (CSSMTP's bridge with `D{tls_version}`).
+    pub sendmail_starttls: bool,
+    /// `Translate`: the EBCDIC code page of mainframe-format spool files (None: UTF-8
+    /// and ASCII only, the Linux default); files are recognised by their first command.
+    pub translate: Option<crate::spool::translate::CodePage>,
+    /// `RecordLength`: the length of the records of an EBCDIC file without record ends
+    /// (LRECL), and of the records the continuation rule joins.
+    pub record_length: usize,
     /// `ChkPoint`: keep the checkpoint journal (warm restarts).
     pub chk_point: bool,
     /// `ChkPointDirectory` (None: `<SpoolDirectory>/<ExtWrtName>/checkpoint`).
@@ -169,9 +183,14 @@ impl Config {
             },
             extended_retry: None,
             mail_administrators: Vec::new(),
+            permit_users: Vec::new(),
+            permit_groups: Vec::new(),
             report: Report::File,
             report_mail_from: None,
             notify_limit: 0,
+            sendmail_starttls: false,
+            translate: None,
+            record_length: 0,
             chk_point: false,
             chk_point_directory: None,
             chk_point_size_limit: 0,
@@ -392,6 +411,11 @@ pub struct Options {
     pub blank_trnc: cssmtp_batch::BlankTrnc,
     /// Parse and report, never deliver: CSSMTP's compatibility test mode.
     pub test_mode: bool,
+    /// `AtSign char`: another character read as '@' in the commands and header fields of
+    /// EBCDIC spool files (None: '@' only).
+    pub at_sign: Option<char>,
+    /// `ReplaceSubjectAtSign`: the `AtSign` character is replaced in `Subject:` too.
+    pub replace_subject_at_sign: bool,
 }
 
 /// `Undeliverable` statement.

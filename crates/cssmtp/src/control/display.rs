@@ -292,9 +292,10 @@ impl SpoolAnswer {
     fn task_lines(t: &TaskSnapshot, lines: &mut Vec<String>) {
         lines.push(format!("  TKID {}: {}", t.tkid, t.file));
         lines.push(format!(
-            "    JOB {} {}   STARTED {}",
+            "    JOB {} {}   OWNER {}   STARTED {}",
             t.job_name,
             t.job_id,
+            if t.owner.is_empty() { "-" } else { &t.owner },
             epoch_time(t.started)
         ));
         lines.push(format!(

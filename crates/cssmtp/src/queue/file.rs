@@ -77,20 +77,45 @@ pub async fn run(
     let registered = shared.tasks.register(status);
     let status = Arc::clone(&registered.status);
     let mut report = new_report(tkid, &job, config.options.test_mode);
-    tracing::info!(
-        tkid,
-        "CSM2001I Task {tkid} processing spool file {name} (job {} {})",
-        job.job_name,
-        job.job_id
-    );
-    let (file, reader, meta, id) = match opened {
-        Ok(o) => (o.file, o.reader, o.meta, o.id),
+    let (file, reader, meta, id, path) = match opened {
+        Ok(o) => (o.file, o.reader, o.meta, o.id, o.path),
         Err(e) => {
+            tracing::info!(
+                tkid,
+                "CSM2001I Task {tkid} processing spool file {name} (job {} {})",
+                job.job_name,
+                job.job_id
+            );
             report.file_problem = Some(format!("cannot read the spool file: {e}"));
             return super::finish::finish(&shared, &*claim, report, None).await;
         }
     };
-    report.owner = crate::spool::owner::name(meta.uid()).await;
+    // The owner's name (looked up once a minute per user), then who may send
+    // (PermitUser, PermitGroup: the user and group databases are asked on a blocking
+    // thread, only when they are configured).
+    let uid = meta.uid();
+    let owner = crate::spool::owner::name(uid).await;
+    report.owner = crate::escape::os(std::ffi::OsStr::new(&owner)).to_string();
+    let refusal = if config.permit_users.is_empty() && config.permit_groups.is_empty() {
+        None
+    } else {
+        let permit_config = Arc::clone(&config);
+        tokio::task::spawn_blocking(move || {
+            crate::spool::permit::refusal(&permit_config, uid, &owner)
+        })
+        .await
+        .unwrap_or_else(|_| Some("the owner of the spool file could not be checked".into()))
+    };
+    if let Ok(mut shown) = status.owner.lock() {
+        shown.clone_from(&report.owner);
+    }
+    tracing::info!(
+        tkid,
+        "CSM2001I Task {tkid} processing spool file {name} (job {} {}, owner {})",
+        job.job_name,
+        job.job_id,
+        report.owner
+    );
     let (recovered, store) = match &shared.store {
         Some(s) => {
             let (recovered, store) = s.open(&id);
@@ -105,6 +130,18 @@ pub async fn run(
             recovered.len()
         );
     }
+    if let Some(refusal) = refusal {
+        tracing::warn!(
+            tkid,
+            "CSM4020W Task {tkid}: spool file {name} (job {} {}) is held: its owner {} (uid {uid}) is not permitted to send (PermitUser, PermitGroup)",
+            job.job_name,
+            job.job_id,
+            report.owner
+        );
+        report.file_problem = Some(refusal);
+        report.must_hold = true;
+        return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
+    }
     let limit = config.jes_job_size;
     if limit > 0 && meta.len() > limit.saturating_mul(1000) {
         report.file_problem = Some(format!(
@@ -113,7 +150,47 @@ pub async fn run(
         ));
         return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
     }
-    let (parsed_rx, parser) = start_parser(reader, meta.len(), config.batch_limits());
+    // A mainframe-format (EBCDIC) file is read through its UTF-8 conversion (Translate).
+    let (file, reader) = match crate::spool::translate::Rules::of(&config) {
+        None => (file, reader),
+        Some(rules) => {
+            let page = rules.page;
+            let dir = path.parent().map(std::path::Path::to_path_buf);
+            match tokio::task::spawn_blocking(move || {
+                crate::spool::translate::open_converted(rules, dir.as_deref(), file, reader)
+            })
+            .await
+            {
+                Ok(Ok((file, reader, converted))) => {
+                    if let Some(done) = converted {
+                        tracing::info!(
+                            tkid,
+                            "CSM4030I Task {tkid}: spool file {name} is read as EBCDIC {} ({}): {} record(s), {} joined by continuation",
+                            page.name(),
+                            done.layout,
+                            done.records,
+                            done.continued
+                        );
+                    }
+                    (file, reader)
+                }
+                Ok(Err(e)) => {
+                    report.file_problem = Some(format!(
+                        "cannot translate the spool file from {}: {e}",
+                        page.name()
+                    ));
+                    return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
+                }
+                Err(e) => {
+                    report.file_problem = Some(format!("cannot translate the spool file: {e}"));
+                    return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
+                }
+            }
+        }
+    };
+    // A converted file's length is its own (fstat).
+    let len = reader.metadata().map_or(u64::MAX, |m| m.len());
+    let (parsed_rx, parser) = start_parser(reader, len, config.batch_limits());
     let (outcomes, outcome_rx) = mpsc::unbounded_channel();
     let spool = Arc::new(SpoolText {
         file,

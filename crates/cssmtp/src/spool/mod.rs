@@ -6,6 +6,8 @@
 //! * [`name`]: job name and job ID carried in file names; [`owner`]: the owner's
 //!   user name (looked up off the runtime, kept a minute);
 //! * [`submit`]: `cssmtp submit`, writing spool files atomically;
+//! * [`permit`]: who may send (`PermitUser`, `PermitGroup`);
+//! * [`translate`]: EBCDIC spool files (`Translate`, `RecordLength`);
 //! * [`intake`]: noticing new files (inotify, with a periodic rescan) and starting a
 //!   [`crate::queue::file`] driver for each, as many at once as `SpoolTasks` allows;
 //! * [`reader`]: streaming a file through the batch parser with bounded memory;
@@ -18,12 +20,14 @@ pub mod layout;
 mod lock;
 pub(crate) mod name;
 pub(crate) mod owner;
+pub(crate) mod permit;
 pub(crate) mod reader;
 mod reaper;
 pub mod report;
 pub(crate) mod source;
 pub(crate) mod status;
 pub mod submit;
+pub mod translate;
 
 pub use crate::domain::job::Mode;
 pub use layout::SpoolLayout;

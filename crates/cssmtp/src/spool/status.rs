@@ -29,6 +29,8 @@ pub struct TaskStatus {
     pub file: String,
     pub job_name: String,
     pub job_id: String,
+    /// The owner of the spool file (escaped), once the file is open.
+    pub owner: Mutex<String>,
     pub started: SystemTime,
     pub mails_read: AtomicU64,
     /// Mails not final yet (in delivery, waiting to retry, being returned).
@@ -52,6 +54,8 @@ pub struct TaskSnapshot {
     pub file: String,
     pub job_name: String,
     pub job_id: String,
+    /// The owner of the spool file ("" until known).
+    pub owner: String,
     /// Seconds since the Unix epoch.
     pub started: u64,
     pub mails_read: u64,
@@ -78,6 +82,7 @@ impl TaskStatus {
             file: self.file.clone(),
             job_name: self.job_name.clone(),
             job_id: self.job_id.clone(),
+            owner: self.owner.lock().map(|o| o.clone()).unwrap_or_default(),
             started: epoch(self.started),
             mails_read: get(&self.mails_read),
             mails_pending: get(&self.mails_pending),
@@ -159,6 +164,7 @@ impl TaskStatus {
             file: file.to_owned(),
             job_name: job_name.to_owned(),
             job_id: job_id.to_owned(),
+            owner: Mutex::new(String::new()),
             started: SystemTime::now(),
             mails_read: AtomicU64::new(0),
             mails_pending: AtomicU64::new(0),

@@ -208,13 +208,11 @@ fn target_server_rules() {
 
 #[test]
 fn recognised_but_not_implemented_statements_warn() {
-    let (config, diags) =
-        check("TargetServer\n{\n TargetIp 192.0.2.1\n}\nTranslate IBM-1047\nLogLevel 7\n");
+    let (config, diags) = check("TargetServer\n{\n TargetIp 192.0.2.1\n}\nMBCS YES\nLogLevel 7\n");
     assert!(config.is_some());
     assert_eq!(diags.len(), 1);
     assert!(
-        diags[0]
-            .contains(":5: warning: Translate is a CSSMTP statement cssmtp does not implement yet")
+        diags[0].contains(":5: warning: MBCS is a CSSMTP statement cssmtp does not implement yet")
     );
 }
 
@@ -434,7 +432,7 @@ Options { NullTrnc Maybe }
             "/etc/cssmtp/cssmtp.conf:2: error: unknown parameter Intreval in RetryLimit (did you mean Interval?) (known: Count, Interval)",
             "/etc/cssmtp/cssmtp.conf:3: error: UserInfo in Header needs a value",
             "/etc/cssmtp/cssmtp.conf:6: error: unknown parameter DeadLetterAktion in Undeliverable (did you mean DeadLetterAction?) (known: ReturnToMailFrom, DeadLetterAction, DeadLetterDirectory, ReturnContent)",
-            "/etc/cssmtp/cssmtp.conf:8: error: unknown parameter Maybe in Options (known: NullTrnc, TestMode, DataLineTrunc, BlankTrnc, AtSign, TLSEhlo)",
+            "/etc/cssmtp/cssmtp.conf:8: error: unknown parameter Maybe in Options (known: NullTrnc, TestMode, DataLineTrunc, BlankTrnc, AtSign, ReplaceSubjectAtSign, TLSEhlo)",
         ]
     );
 }

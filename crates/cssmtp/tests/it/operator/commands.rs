@@ -156,6 +156,16 @@ async fn flushretry_takes_mail_out_of_long_retry() {
         "{:#?}",
         detail.lines
     );
+    // The job and the owner of the file (issue 14 point 3).
+    assert!(
+        detail
+            .lines
+            .iter()
+            .any(|l| l.starts_with("    JOB STUCK J0000001   OWNER root   STARTED ")),
+        "{:#?}",
+        detail.lines
+    );
+    assert_eq!(detail.data["tasks"][0]["owner"], "root");
     assert!(!daemon.cmd("D,SP,D,TKID=999").await.ok);
     let reply = daemon.ok(&format!("FLUSHRETRY,TKID={tkid}")).await;
     assert_eq!(reply.data["mails"], 1, "{:#?}", reply.lines);
