@@ -238,6 +238,13 @@ impl Collector for Sources {
             MetricType::Counter,
             &|st| to_i64(st.connect_failures),
         )?;
+        family(
+            e,
+            "cssmtp_target_auth_failures",
+            "SMTP AUTH failures with the target server (not offered, not possible, or refused).",
+            MetricType::Counter,
+            &|st| to_i64(st.auth_failures),
+        )?;
         Ok(())
     }
 }

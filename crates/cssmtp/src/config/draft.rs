@@ -85,6 +85,7 @@ impl TargetDraft {
                 max_rcpts: 0,
                 max_connections: 0,
                 tls_name: None,
+                auth: None,
                 line: 0,
             },
         }

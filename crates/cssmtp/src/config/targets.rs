@@ -21,6 +21,7 @@ pub(crate) static TARGET_SERVER: Block<TargetDraft, TargetSpec> = Block {
                 "TargetServer needs a TargetIp, TargetName or TargetMx parameter",
             );
         }
+        super::auth::check(diags, t, line);
     }),
     ..Block::of(&[
         P::new("TargetIp", Kind::Custom(target_ip), |t| match &t.host {
@@ -70,6 +71,32 @@ pub(crate) static TARGET_SERVER: Block<TargetDraft, TargetSpec> = Block {
             |t| (t.max_connections > 0).then(|| t.max_connections.to_string()),
         ),
         P::new("TlsName", Kind::Custom(tls_name), |t| t.tls_name.clone()),
+        // SMTP AUTH (cssmtp's, see config/auth.rs).
+        P::new(
+            "AuthUser",
+            Kind::Custom(super::auth::user),
+            super::auth::show_user,
+        ),
+        P::new(
+            "AuthSecretFile",
+            Kind::Path(super::auth::secret_file),
+            super::auth::show_file,
+        ),
+        P::new(
+            "AuthSecretCommand",
+            Kind::Custom(super::auth::secret_command),
+            super::auth::show_command,
+        ),
+        P::new(
+            "AuthMechanism",
+            Kind::Custom(super::auth::mechanism),
+            super::auth::show_mechanism,
+        ),
+        P::new(
+            "InsecureAuth",
+            Kind::YesNo(super::auth::insecure),
+            super::auth::show_insecure,
+        ),
         P::new(
             "Charset",
             Kind::Custom(|diags, _, w| compatible(diags, w, "Charset")),

@@ -287,6 +287,8 @@ pub struct TargetSpec {
     /// `TlsName`: the name its certificate must carry (default: the target's name, or
     /// its IP address for TargetIp).
     pub tls_name: Option<String>,
+    /// `AuthUser` and the other AUTH parameters: SMTP AUTH with this target.
+    pub auth: Option<super::auth::AuthSpec>,
     /// Line of the parameter, for messages.
     pub line: u32,
 }

@@ -30,6 +30,8 @@ fn target(last_failure: Option<&str>) -> TargetAnswer {
         mail_attempts: 4,
         mail_sent: 3,
         connect_failures: 1,
+        auth: None,
+        auth_failures: 0,
         connections: 1,
         last_reply: None,
         last_failure: last_failure.map(str::to_owned),

@@ -5,6 +5,7 @@
 //! The [`router`] picks the target for each mail. Every recipient's result
 //! ([`outcome::RcptResult`]) goes back to the spool task that owns the mail.
 
+pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod cutoff;
 pub(crate) mod outcome;

@@ -107,6 +107,7 @@ fn session_ended(ctx: &DeliveryContext, open: &Open, how: &str) {
         mails: u64::from(open.session.mails),
         tls: open.session.is_tls(),
         esmtp: open.session.caps.esmtp,
+        auth: open.session.authenticated.map(|m| m.name()),
         how,
     }));
 }

@@ -212,6 +212,7 @@ fn session_ended(accounting: &Accounting, end: &SessionEnd<'_>) {
             "mails": end.mails,
             "tls": end.tls,
             "esmtp": end.esmtp,
+            "auth": end.auth,
             "ended": end.how,
         })
     });

@@ -100,6 +100,8 @@ pub struct SessionEnd<'a> {
     pub mails: u64,
     pub tls: bool,
     pub esmtp: bool,
+    /// The SMTP AUTH mechanism the session logged in with (None: no AUTH).
+    pub auth: Option<&'static str>,
     /// "quit" or "dropped".
     pub how: &'a str,
 }

@@ -178,6 +178,16 @@ impl TestPki {
         Arc::new(config)
     }
 
+    /// A certificate for `names` and its private key, PEM (for servers not in Rust).
+    pub fn server_pem(&self, names: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// Writes the CA certificate to `dir/name` and returns its path.
     pub fn write_ca(&self, dir: &Path, name: &str) -> PathBuf {
         let path = dir.join(name);

@@ -133,6 +133,27 @@ impl Router {
         st.last_failure = Some(failure);
     }
 
+    /// AUTH with the target failed (not offered, not possible, or refused): the target's
+    /// failure, never the mail's. It is counted and out of service for ConnectRetry
+    /// (CSM3300W), so mail goes to another target or waits (nothing is charged to it).
+    pub fn auth_failed(&self, target: &Target, failure: Failure) {
+        tracing::warn!(
+            target_addr = %target.addr,
+            "CSM3300W Authentication with target server {} ({}) failed: {}; not used for {} seconds",
+            target.addr,
+            target.origin,
+            crate::escape::data(&failure.to_string()),
+            self.connect_retry.as_secs()
+        );
+        {
+            let mut st = target.lock();
+            st.auth_failures += 1;
+            st.down_until = Some(Instant::now() + self.connect_retry);
+            st.last_failure = Some(failure);
+        }
+        self.changed.notify_waiters();
+    }
+
     /// A mail was handed to a target: `sent` when at least one recipient was accepted.
     pub fn mail_result(&self, target: &Target, sent: bool, last_reply: Option<String>) {
         if sent {

@@ -31,6 +31,8 @@ pub struct Target {
     /// Per-target `MaxConnections`: connections open or being opened at once (0: none).
     pub max_connections: u32,
     pub preference: u16,
+    /// SMTP AUTH with it: every session logs in once, after EHLO (and STARTTLS).
+    pub auth: Option<std::sync::Arc<crate::config::AuthSpec>>,
     pub(super) state: Mutex<TargetState>,
     /// Counts sessions greeted and mails sent: a connection that fails while this moved
     /// on failed alone (issue 10 point 3), the target is not down.
@@ -56,6 +58,9 @@ pub struct TargetState {
     pub mail_attempts: u64,
     pub mail_sent: u64,
     pub connect_failures: u64,
+    /// AUTH failed (refused, not offered, no secret): the target was taken out of
+    /// service for ConnectRetry each time.
+    pub auth_failures: u64,
     pub last_failure: Option<Failure>,
     /// Mails per session learned from a "too many messages" reply (0: none yet).
     pub learned_mails: u32,
@@ -84,11 +89,18 @@ impl Target {
             max_rcpts: resolved.max_rcpts,
             max_connections: resolved.max_connections,
             preference: resolved.preference,
+            auth: resolved.auth,
             state: Mutex::new(TargetState::default()),
             progress: tokio::sync::watch::Sender::new(0),
             tickets: std::sync::atomic::AtomicU64::new(0),
             greeted: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Whether every session with it goes over TLS before AUTH (AUTH configured, without
+    /// `InsecureAuth Yes`).
+    pub fn auth_needs_tls(&self) -> bool {
+        self.auth.as_ref().is_some_and(|a| a.needs_tls())
     }
 
     /// Where the target's progress stands now (see [`Router::connect_failed`]).

@@ -17,6 +17,7 @@ fn resolved(n: u8, preference: u16) -> Resolved {
         max_rcpts: 0,
         max_connections: 0,
         preference,
+        auth: None,
     }
 }
 

@@ -22,10 +22,12 @@
 //! The text is checked as it is written (see [`super::body`]): when it is not what was
 //! parsed, the session is dropped before the final "." ([`Problem::TextChanged`]).
 //!
-//! This file opens, greets (EHLO, STARTTLS) and closes; `transaction.rs` sends one mail
+//! This file opens, greets (EHLO, STARTTLS) and closes; `auth.rs` logs in (AUTH, once
+//! per session, after EHLO and STARTTLS); `transaction.rs` sends one mail
 //! (MAIL FROM … the final "."); `wire.rs` writes command groups and reads replies, with
 //! the check that nothing arrives before it is due.
 
+mod auth;
 mod transaction;
 mod wire;
 
@@ -65,6 +67,8 @@ pub struct Session {
     pub caps: Capabilities,
     /// Mails sent on this session.
     pub mails: u32,
+    /// The mechanism of a successful AUTH on this session (one per session).
+    pub authenticated: Option<cssmtp_wire::sasl::Mechanism>,
 }
 
 impl Session {
@@ -102,6 +106,7 @@ impl Session {
             raw: Vec::new(),
             caps: Capabilities::plain_smtp(),
             mails: 0,
+            authenticated: None,
         };
         let greeting = session.read_reply(Stage::Greeting, wait).await?;
         if greeting.code != 220 {

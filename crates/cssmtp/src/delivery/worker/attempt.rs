@@ -64,6 +64,7 @@ pub(super) async fn attempt(
         let target = step!(route(ctx, job, open, stop).await);
         step!(connect(ctx, job, open, &target, &mut lone_failures, stop).await);
         step!(secure(ctx, job, open, &target).await);
+        step!(authenticate(ctx, open, &target).await);
         let o = step!(fitting(ctx, job, open, &target));
         let results = send(ctx, job, o, &target).await;
         if !o.session.is_usable() {
@@ -235,10 +236,15 @@ async fn secure(
     let Some(o) = open.as_mut() else {
         return Step::Again;
     };
-    if !(job.needs_tls || target.secure) || o.session.is_tls() {
+    let for_mail = job.needs_tls || target.secure;
+    if !(for_mail || target.auth_needs_tls()) || o.session.is_tls() {
         return Step::Go(());
     }
     if !o.session.caps.starttls {
+        if !for_mail {
+            // Only AUTH needs TLS: the next step refuses it (the target's failure).
+            return Step::Go(());
+        }
         // The router now knows it lacks STARTTLS and will not choose it.
         return Step::Again;
     }
@@ -254,6 +260,42 @@ async fn secure(
         Err(failure) => {
             ctx.router.tls_failed(target, failure);
             drop_session(ctx, open);
+            Step::Again
+        }
+    }
+}
+
+/// AUTH on a new session with a target that has it configured (once per session):
+/// failing, the target is out of service for ConnectRetry (counted, CSM3300W) and the
+/// mail chooses again: it never goes unauthenticated, and is never charged for it.
+async fn authenticate(
+    ctx: &DeliveryContext,
+    open: &mut Option<Open>,
+    target: &Arc<Target>,
+) -> Step<()> {
+    let Some(auth) = target.auth.as_ref() else {
+        return Step::Go(());
+    };
+    let Some(o) = open.as_mut() else {
+        return Step::Again;
+    };
+    if o.session.authenticated.is_some() {
+        return Step::Go(());
+    }
+    match crate::delivery::auth::log_in(&mut o.session, auth, &ctx.params(), target.addr).await {
+        Ok(mechanism) => {
+            tracing::debug!(
+                target_addr = %target.addr,
+                "CSM3301I Authenticated with target server {} ({}) as {} (AUTH {mechanism})",
+                target.addr,
+                target.origin,
+                crate::escape::data(&auth.user)
+            );
+            Step::Go(())
+        }
+        Err(failure) => {
+            ctx.router.auth_failed(target, failure);
+            close(ctx, open.take()).await;
             Step::Again
         }
     }

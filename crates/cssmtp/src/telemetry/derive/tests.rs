@@ -190,6 +190,7 @@ fn emit_all() -> (String, Snapshot, Vec<Value>) {
                 mails: 4,
                 tls: false,
                 esmtp: true,
+                auth: None,
                 how: "quit",
             }),
             Event::Interval {

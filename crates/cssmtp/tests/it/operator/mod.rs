@@ -8,6 +8,7 @@
 //! intervals, or for work to settle) costs no real time, and "eventually" below steps
 //! the virtual clock, never the wall clock.
 
+mod auth;
 mod commands;
 mod display;
 mod shutdown;
