@@ -93,31 +93,86 @@ fn no_secret_in(log: &str) {
     assert!(!log.contains(&b64(&format!("user=relay\x01auth=Bearer {TOKEN}\x01\x01"))));
 }
 
+/// nodemailer's smtp-server (`.ci/install-peers smtp-server`), on loopback, requiring
+/// AUTH over STARTTLS; stopped when dropped.
+struct NodeSmtpServer {
+    _child: tokio::process::Child,
+    port: u16,
+    record: PathBuf,
+}
+
+impl NodeSmtpServer {
+    async fn start(dir: &Path, pki: &TestPki, args: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let installed = std::process::Command::new(root.join("../../.ci/install-peers"))
+            .arg("smtp-server")
+            .output()
+            .unwrap();
+        assert!(
+            installed.status.success(),
+            ".ci/install-peers smtp-server failed"
+        );
+        let modules = String::from_utf8(installed.stdout).unwrap();
+        let modules = modules.lines().last().unwrap().to_owned();
+        std::fs::create_dir_all(dir).unwrap();
+        let (cert, key) = pki.server_pem(&["127.0.0.1"]);
+        std::fs::write(dir.join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.join("key.pem"), key).unwrap();
+        let record = dir.join("smtp-server.jsonl");
+        let mut child = tokio::process::Command::new("/usr/bin/node")
+            .arg(root.join("tests/peers/smtp_server.js"))
+            .args(["--modules", &modules, "--record"])
+            .arg(&record)
+            .arg("--tls-cert")
+            .arg(dir.join("cert.pem"))
+            .arg("--tls-key")
+            .arg(dir.join("key.pem"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("smtp-server did not start")
+            .unwrap()
+            .unwrap();
+        let port = first.strip_prefix("port ").unwrap().parse().unwrap();
+        Self {
+            _child: child,
+            port,
+            record,
+        }
+    }
+
+    fn received(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
 /// PLAIN and LOGIN with the password from a private file, XOAUTH2 with the token from a
-/// command: each over TLS, three mails on one connection logged in once, the mechanism
-/// in the CONNECT accounting record, the secret nowhere in the log.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plain_login_and_xoauth2_against_aiosmtpd() {
-    let scratch = tempfile::tempdir().unwrap();
-    let pki = TestPki::new("auth test CA");
-    let srv = server(
-        &scratch.path().join("srv"),
-        &pki,
-        true,
-        &["--auth", &format!("relay:{PASSWORD}"), "--token", TOKEN],
-    )
-    .await;
+/// command, against the server on `port` (what it received: `received`): each over TLS,
+/// three mails on one connection logged in once, the mechanism in the CONNECT
+/// accounting record, the secret nowhere in the log.
+async fn three_mechanisms(pki: &TestPki, port: u16, received: impl Fn() -> Vec<serde_json::Value>) {
     let mut seen = 0;
     for (mechanism, source) in [
         ("PLAIN", "AuthSecretFile relay.secret"),
         ("LOGIN", "AuthSecretFile relay.secret"),
         ("XOAUTH2", "AuthSecretCommand token-helper"),
     ] {
-        let env = Env::with_ca(&pki, "MaxConnections 1\nSMF119 { Connect }\n");
+        let env = Env::with_ca(pki, "MaxConnections 1\nSMF119 { Connect }\n");
         let (_, helper) = secrets(&env, 0o600);
         let source = source.replace("token-helper", &helper.display().to_string());
         let body = target(
-            srv.port,
+            port,
             &format!("  AuthUser relay\n  {source}\n  AuthMechanism {mechanism}"),
         );
         std::fs::write(
@@ -131,9 +186,9 @@ async fn plain_login_and_xoauth2_against_aiosmtpd() {
         submit_mails(&env, &format!("AUTH{mechanism}"), 3);
         let (code, log) = drain(&env).await;
         assert_eq!(code, Some(0), "{mechanism}:\n{log}");
-        let received = srv.received();
-        let new = received.get(seen..).unwrap();
-        seen = received.len();
+        let all = received();
+        let new = all.get(seen..).unwrap();
+        seen = all.len();
         assert_eq!(new.len(), 3, "{mechanism}: every mail delivered\n{log}");
         for m in new {
             assert_eq!(m["login"], "relay", "{mechanism}: {m}");
@@ -155,6 +210,88 @@ async fn plain_login_and_xoauth2_against_aiosmtpd() {
         assert_eq!(connect.len(), 1, "one connection: {accounting}");
         assert_eq!(connect[0]["auth"], mechanism, "{accounting}");
     }
+}
+
+/// The three mechanisms against aiosmtpd (its authenticator; XOAUTH2 answered as Google
+/// and Microsoft do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_login_and_xoauth2_against_aiosmtpd() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("auth test CA");
+    let srv = server(
+        &scratch.path().join("srv"),
+        &pki,
+        true,
+        &["--auth", &format!("relay:{PASSWORD}"), "--token", TOKEN],
+    )
+    .await;
+    three_mechanisms(&pki, srv.port, || srv.received()).await;
+}
+
+/// The three mechanisms against nodemailer's smtp-server (its own PLAIN, LOGIN and
+/// XOAUTH2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_login_and_xoauth2_against_nodemailer_smtp_server() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("auth test CA");
+    let srv = NodeSmtpServer::start(
+        &scratch.path().join("node"),
+        &pki,
+        &["--auth", &format!("relay:{PASSWORD}"), "--token", TOKEN],
+    )
+    .await;
+    three_mechanisms(&pki, srv.port, || srv.received()).await;
+    // A wrong password: 535 from smtp-server, the target's failure, the mail kept (it
+    // waits for the target; the daemon is stopped) and never returned.
+    let env = Env::with_ca(
+        &pki,
+        &format!(
+            "MaxConnections 1\n{}",
+            target(
+                srv.port,
+                "  AuthUser relay\n  AuthSecretFile relay.secret\n  AuthMechanism LOGIN"
+            )
+        ),
+    );
+    let (file, _) = secrets(&env, 0o600);
+    std::fs::write(&file, "wrong-password\n").unwrap();
+    submit_mails(&env, "WRONG", 1);
+    let before = srv.received().len();
+    let log_path = env.dir.path().join("run.log");
+    let mut child = cssmtp()
+        .args(["run", "-c"])
+        .arg(&env.config_path)
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Waiting on a real child process: bounded polling of its log.
+    let mut log = String::new();
+    for _ in 0..300 {
+        log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("CSM3300W") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    let log = format!(
+        "{log}{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    let warning = log
+        .lines()
+        .find(|l| l.contains("CSM3300W"))
+        .unwrap_or_else(|| panic!("no CSM3300W\n{log}"));
+    assert!(warning.contains("AUTH LOGIN refused: 535"), "{warning}");
+    assert_eq!(srv.received().len(), before, "nothing sent unauthenticated");
+    assert!(
+        !log.contains("CSM2102W") && !log.contains("CSM2103I"),
+        "the recipient is not charged: {log}"
+    );
+    assert_eq!(env.files_in("active").len(), 1, "the mail is kept: {log}");
+    no_secret_in(&log);
 }
 
 /// Each way AUTH cannot be done with the first target: the mail goes to the second
