@@ -86,6 +86,7 @@ impl TargetDraft {
                 max_connections: 0,
                 tls_name: None,
                 auth: None,
+                tls: Box::default(),
                 line: 0,
             },
         }

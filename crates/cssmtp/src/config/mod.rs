@@ -21,10 +21,12 @@ mod statements;
 pub(crate) mod syntax;
 mod table;
 mod targets;
+pub(crate) mod tls_policy;
 mod types;
 pub(crate) mod validate;
 
 pub use auth::{AuthSpec, SecretSource};
+pub use tls_policy::TlsPolicy;
 pub use types::*;
 
 use std::fmt;

@@ -22,6 +22,7 @@ pub(crate) static TARGET_SERVER: Block<TargetDraft, TargetSpec> = Block {
             );
         }
         super::auth::check(diags, t, line);
+        super::tls_policy::check(diags, t, line);
     }),
     ..Block::of(&[
         P::new("TargetIp", Kind::Custom(target_ip), |t| match &t.host {
@@ -71,6 +72,37 @@ pub(crate) static TARGET_SERVER: Block<TargetDraft, TargetSpec> = Block {
             |t| (t.max_connections > 0).then(|| t.max_connections.to_string()),
         ),
         P::new("TlsName", Kind::Custom(tls_name), |t| t.tls_name.clone()),
+        // TLS policy (cssmtp's, see config/tls_policy.rs).
+        P::new(
+            "TlsMode",
+            Kind::Custom(super::tls_policy::mode),
+            super::tls_policy::show_mode,
+        ),
+        P::new(
+            "TlsMinVersion",
+            Kind::Custom(super::tls_policy::min_version),
+            super::tls_policy::show_min_version,
+        ),
+        P::new(
+            "TlsCaFile",
+            Kind::Path(super::tls_policy::ca_file),
+            super::tls_policy::show_ca_file,
+        ),
+        P::new(
+            "TlsFingerprint",
+            Kind::Custom(super::tls_policy::fingerprint),
+            super::tls_policy::show_fingerprint,
+        ),
+        P::new(
+            "TlsClientCert",
+            Kind::Path(super::tls_policy::client_cert),
+            super::tls_policy::show_client_cert,
+        ),
+        P::new(
+            "TlsClientKey",
+            Kind::Path(super::tls_policy::client_key),
+            super::tls_policy::show_client_key,
+        ),
         // SMTP AUTH (cssmtp's, see config/auth.rs).
         P::new(
             "AuthUser",

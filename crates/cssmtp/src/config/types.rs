@@ -289,6 +289,8 @@ pub struct TargetSpec {
     pub tls_name: Option<String>,
     /// `AuthUser` and the other AUTH parameters: SMTP AUTH with this target.
     pub auth: Option<super::auth::AuthSpec>,
+    /// `TlsMode`, `TlsMinVersion`, `TlsCaFile`, `TlsFingerprint`, `TlsClientCert`…
+    pub tls: Box<super::tls_policy::TlsPolicy>,
     /// Line of the parameter, for messages.
     pub line: u32,
 }

@@ -61,6 +61,15 @@ pub struct TargetAnswer {
     /// when 0.
     #[serde(skip_serializing_if = "is_zero")]
     pub auth_failures: u64,
+    /// `TlsMode Opportunistic` (Required is `secure`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub opportunistic: bool,
+    /// STARTTLS or handshake failures (certificate verification included); absent when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tls_failures: u64,
+    /// Opportunistic sessions that went without TLS; absent when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tls_not_used: u64,
     pub connections: u32,
     pub last_reply: Option<String>,
     pub last_failure: Option<String>,
@@ -182,6 +191,9 @@ impl TargetAnswer {
                 format!("{} ({mechanism}{clear})", crate::escape::data(&a.user))
             }),
             auth_failures: st.auth_failures,
+            opportunistic: target.tls.opportunistic,
+            tls_failures: st.tls_failures,
+            tls_not_used: st.tls_not_used,
             connections: st.connections,
             last_reply: st.last_reply,
             last_failure: st.last_failure.as_ref().map(ToString::to_string),
@@ -203,6 +215,20 @@ impl TargetAnswer {
             "  MAIL ATTEMPTS: {:<10} MAIL SENT: {:<10} CONNECT FAIL: {:<10} CONNECTIONS: {}",
             self.mail_attempts, self.mail_sent, self.connect_failures, self.connections
         ));
+        if self.opportunistic || self.tls_failures > 0 || self.tls_not_used > 0 {
+            lines.push(format!(
+                "  TLS MODE: {}   TLS FAIL: {}   WITHOUT TLS: {}",
+                if self.secure {
+                    "REQUIRED"
+                } else if self.opportunistic {
+                    "OPPORTUNISTIC"
+                } else {
+                    "PLAIN"
+                },
+                self.tls_failures,
+                self.tls_not_used
+            ));
+        }
         if let Some(auth) = &self.auth {
             lines.push(format!(
                 "  AUTH: {auth}   AUTH FAIL: {}",

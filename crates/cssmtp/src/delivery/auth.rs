@@ -40,7 +40,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// Why a secret file may not be used (None: it may).
-fn unsafe_secret_file(meta: &std::fs::Metadata) -> Option<String> {
+pub(crate) fn unsafe_secret_file(meta: &std::fs::Metadata) -> Option<String> {
     let euid = nix::unistd::geteuid().as_raw();
     if !meta.file_type().is_file() {
         return Some("it is not a regular file".into());

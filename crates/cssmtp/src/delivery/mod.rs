@@ -13,6 +13,7 @@ pub(crate) mod resolve;
 pub(crate) mod router;
 pub mod session;
 pub mod tls;
+pub(crate) mod tls_policy;
 pub(crate) mod worker;
 
 use std::sync::Arc;

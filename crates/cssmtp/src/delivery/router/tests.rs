@@ -18,6 +18,7 @@ fn resolved(n: u8, preference: u16) -> Resolved {
         max_connections: 0,
         preference,
         auth: None,
+        tls: Arc::default(),
     }
 }
 

@@ -69,6 +69,8 @@ pub struct Session {
     pub mails: u32,
     /// The mechanism of a successful AUTH on this session (one per session).
     pub authenticated: Option<cssmtp_wire::sasl::Mechanism>,
+    /// The negotiated TLS protocol version and cipher suite, after STARTTLS.
+    pub tls_info: Option<(String, String)>,
 }
 
 impl Session {
@@ -107,6 +109,7 @@ impl Session {
             caps: Capabilities::plain_smtp(),
             mails: 0,
             authenticated: None,
+            tls_info: None,
         };
         let greeting = session.read_reply(Stage::Greeting, wait).await?;
         if greeting.code != 220 {
@@ -195,6 +198,15 @@ impl Session {
             }
             Ok(Ok(tls)) => tls,
         };
+        let (_, connection) = tls.get_ref();
+        self.tls_info = Some((
+            connection
+                .protocol_version()
+                .map_or_else(|| "unknown".to_owned(), |v| format!("{v:?}")),
+            connection
+                .negotiated_cipher_suite()
+                .map_or_else(|| "unknown".to_owned(), |c| format!("{:?}", c.suite())),
+        ));
         self.conn = Some(Conn::Tls(Box::new(TlsStream::Client(tls))));
         self.parser.reset();
         self.rbuf.clear();

@@ -185,6 +185,7 @@ async fn connect(
                 target: Arc::clone(target),
                 session,
                 opened: SystemTime::now(),
+                plain_counted: false,
             });
             return Step::Go(());
         }
@@ -237,7 +238,26 @@ async fn secure(
         return Step::Again;
     };
     let for_mail = job.needs_tls || target.secure;
-    if !(for_mail || target.auth_needs_tls()) || o.session.is_tls() {
+    let required = for_mail || target.auth_needs_tls();
+    if !(required || target.tls.opportunistic) || o.session.is_tls() {
+        return Step::Go(());
+    }
+    // TlsMode Opportunistic, and TLS not required by anything: without TLS when the
+    // server offers none or its TLS failed lately, counted once per session.
+    let plain_why = if !o.session.caps.starttls {
+        Some("the server offers no STARTTLS")
+    } else if target.tls_broken() {
+        Some("its TLS failed less than ConnectRetry ago")
+    } else {
+        None
+    };
+    if let Some(why) = plain_why
+        && !required
+    {
+        if !o.plain_counted {
+            o.plain_counted = true;
+            ctx.router.tls_not_used(target, why);
+        }
         return Step::Go(());
     }
     if !o.session.caps.starttls {
@@ -248,9 +268,18 @@ async fn secure(
         // The router now knows it lacks STARTTLS and will not choose it.
         return Step::Again;
     }
+    let connector = match ctx.connector(target) {
+        Ok(connector) => connector,
+        Err(why) => {
+            let failure = Failure::new(Stage::StartTls, Some(target.addr), Problem::Tls(why));
+            ctx.router.tls_failed(target, failure);
+            close(ctx, open.take()).await;
+            return Step::Again;
+        }
+    };
     match o
         .session
-        .starttls(&ctx.tls, target.tls_name.clone(), &ctx.params())
+        .starttls(&connector, target.tls_name.clone(), &ctx.params())
         .await
     {
         Ok(()) => {

@@ -191,6 +191,8 @@ fn emit_all() -> (String, Snapshot, Vec<Value>) {
                 tls: false,
                 esmtp: true,
                 auth: None,
+                tls_protocol: None,
+                tls_cipher: None,
                 how: "quit",
             }),
             Event::Interval {

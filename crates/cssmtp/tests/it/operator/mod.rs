@@ -12,6 +12,7 @@ mod auth;
 mod commands;
 mod display;
 mod shutdown;
+mod tls_policy;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
