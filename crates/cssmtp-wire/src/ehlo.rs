@@ -4,8 +4,8 @@
 //! facts delivery decisions depend on.
 
 use smtp_proto::{
-    EXT_8BIT_MIME, EXT_CHUNKING, EXT_DSN, EXT_ENHANCED_STATUS_CODES, EXT_PIPELINING, EXT_SIZE,
-    EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse,
+    EXT_8BIT_MIME, EXT_AUTH, EXT_CHUNKING, EXT_DSN, EXT_ENHANCED_STATUS_CODES, EXT_PIPELINING,
+    EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse,
 };
 
 /// Capabilities of one SMTP session, learned from EHLO (or none after HELO).
@@ -24,6 +24,8 @@ pub struct Capabilities {
     pub dsn: bool,
     pub chunking: bool,
     pub enhanced_status_codes: bool,
+    /// The SASL mechanisms of its `AUTH` line (none when absent).
+    pub auth: crate::sasl::Offered,
 }
 
 impl Capabilities {
@@ -58,6 +60,9 @@ impl Capabilities {
         caps.dsn = has(EXT_DSN);
         caps.chunking = has(EXT_CHUNKING);
         caps.enhanced_status_codes = has(EXT_ENHANCED_STATUS_CODES);
+        if has(EXT_AUTH) {
+            caps.auth = crate::sasl::Offered(response.auth_mechanisms);
+        }
         caps
     }
 
@@ -92,6 +97,7 @@ mod tests {
         assert!(caps.pipelining);
         assert!(!caps.starttls);
         assert!(caps.accepts_size(u64::MAX));
+        assert_eq!(caps.auth.known(), ["PLAIN", "LOGIN"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! * [`ehlo`]: the capabilities a server advertises in its EHLO reply;
 //! * [`command`]: rendering client commands, refusing anything that could smuggle a
 //!   line break into the command stream;
+//! * [`sasl`]: the client side of SMTP AUTH (PLAIN, LOGIN, XOAUTH2);
 //! * [`data`]: dot-stuffing and line ends for mail text cssmtp generates.
 //!
 //! It never touches a socket, a file or a clock: bytes in, values out. The delivery
@@ -18,6 +19,7 @@ pub mod ehlo;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod reply;
+pub mod sasl;
 
 pub use command::{Command, CommandError};
 pub use ehlo::Capabilities;

@@ -238,6 +238,27 @@ impl Collector for Sources {
             MetricType::Counter,
             &|st| to_i64(st.connect_failures),
         )?;
+        family(
+            e,
+            "cssmtp_target_auth_failures",
+            "SMTP AUTH failures with the target server (not offered, not possible, or refused).",
+            MetricType::Counter,
+            &|st| to_i64(st.auth_failures),
+        )?;
+        family(
+            e,
+            "cssmtp_target_tls_failures",
+            "STARTTLS or TLS handshake failures with the target server (certificate verification included).",
+            MetricType::Counter,
+            &|st| to_i64(st.tls_failures),
+        )?;
+        family(
+            e,
+            "cssmtp_target_sessions_without_tls",
+            "Sessions with a TlsMode Opportunistic target server that went without TLS.",
+            MetricType::Counter,
+            &|st| to_i64(st.tls_not_used),
+        )?;
         Ok(())
     }
 }

@@ -213,13 +213,16 @@ pub async fn run(
     let stats = telemetry.stats();
     // 5. The delivery workers.
     let (queue_tx, queue_rx) = async_channel::bounded(config.max_connections * 2);
-    let ctx = Arc::new(DeliveryContext::new(
-        Arc::clone(&router),
-        config.timeouts,
-        host_name.clone(),
-        tls_config,
-        telemetry.clone(),
-    ));
+    let ctx = Arc::new(
+        DeliveryContext::new(
+            Arc::clone(&router),
+            config.timeouts,
+            host_name.clone(),
+            tls_config,
+            telemetry.clone(),
+        )
+        .with_ca_files(config.tls_ca_files.clone()),
+    );
     let workers = Workers::start(
         &ctx,
         queue_rx,

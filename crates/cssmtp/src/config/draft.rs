@@ -85,6 +85,8 @@ impl TargetDraft {
                 max_rcpts: 0,
                 max_connections: 0,
                 tls_name: None,
+                auth: None,
+                tls: Box::default(),
                 line: 0,
             },
         }

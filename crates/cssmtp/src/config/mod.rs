@@ -12,6 +12,7 @@
 //! `targets.rs`; `table.rs` describes an entry). [`validate`], [`running`] (DISPLAY
 //! CONFIG and the REFRESH merge) and a test of the README's table all walk it.
 
+pub(crate) mod auth;
 mod blocks;
 mod draft;
 pub(crate) mod files;
@@ -20,9 +21,12 @@ mod statements;
 pub(crate) mod syntax;
 mod table;
 mod targets;
+pub(crate) mod tls_policy;
 mod types;
 pub(crate) mod validate;
 
+pub use auth::{AuthSpec, SecretSource};
+pub use tls_policy::TlsPolicy;
 pub use types::*;
 
 use std::fmt;

@@ -21,6 +21,8 @@ pub(crate) static TARGET_SERVER: Block<TargetDraft, TargetSpec> = Block {
                 "TargetServer needs a TargetIp, TargetName or TargetMx parameter",
             );
         }
+        super::auth::check(diags, t, line);
+        super::tls_policy::check(diags, t, line);
     }),
     ..Block::of(&[
         P::new("TargetIp", Kind::Custom(target_ip), |t| match &t.host {
@@ -70,6 +72,63 @@ pub(crate) static TARGET_SERVER: Block<TargetDraft, TargetSpec> = Block {
             |t| (t.max_connections > 0).then(|| t.max_connections.to_string()),
         ),
         P::new("TlsName", Kind::Custom(tls_name), |t| t.tls_name.clone()),
+        // TLS policy (cssmtp's, see config/tls_policy.rs).
+        P::new(
+            "TlsMode",
+            Kind::Custom(super::tls_policy::mode),
+            super::tls_policy::show_mode,
+        ),
+        P::new(
+            "TlsMinVersion",
+            Kind::Custom(super::tls_policy::min_version),
+            super::tls_policy::show_min_version,
+        ),
+        P::new(
+            "TlsCaFile",
+            Kind::Path(super::tls_policy::ca_file),
+            super::tls_policy::show_ca_file,
+        ),
+        P::new(
+            "TlsFingerprint",
+            Kind::Custom(super::tls_policy::fingerprint),
+            super::tls_policy::show_fingerprint,
+        ),
+        P::new(
+            "TlsClientCert",
+            Kind::Path(super::tls_policy::client_cert),
+            super::tls_policy::show_client_cert,
+        ),
+        P::new(
+            "TlsClientKey",
+            Kind::Path(super::tls_policy::client_key),
+            super::tls_policy::show_client_key,
+        ),
+        // SMTP AUTH (cssmtp's, see config/auth.rs).
+        P::new(
+            "AuthUser",
+            Kind::Custom(super::auth::user),
+            super::auth::show_user,
+        ),
+        P::new(
+            "AuthSecretFile",
+            Kind::Path(super::auth::secret_file),
+            super::auth::show_file,
+        ),
+        P::new(
+            "AuthSecretCommand",
+            Kind::Custom(super::auth::secret_command),
+            super::auth::show_command,
+        ),
+        P::new(
+            "AuthMechanism",
+            Kind::Custom(super::auth::mechanism),
+            super::auth::show_mechanism,
+        ),
+        P::new(
+            "InsecureAuth",
+            Kind::YesNo(super::auth::insecure),
+            super::auth::show_insecure,
+        ),
         P::new(
             "Charset",
             Kind::Custom(|diags, _, w| compatible(diags, w, "Charset")),

@@ -335,6 +335,10 @@ pub struct TargetSpec {
     /// `TlsName`: the name its certificate must carry (default: the target's name, or
     /// its IP address for TargetIp).
     pub tls_name: Option<String>,
+    /// `AuthUser` and the other AUTH parameters: SMTP AUTH with this target.
+    pub auth: Option<super::auth::AuthSpec>,
+    /// `TlsMode`, `TlsMinVersion`, `TlsCaFile`, `TlsFingerprint`, `TlsClientCert`…
+    pub tls: Box<super::tls_policy::TlsPolicy>,
     /// Line of the parameter, for messages.
     pub line: u32,
 }

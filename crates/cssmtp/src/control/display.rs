@@ -55,9 +55,29 @@ pub struct TargetAnswer {
     pub mail_attempts: u64,
     pub mail_sent: u64,
     pub connect_failures: u64,
+    /// SMTP AUTH configured: the user and the mechanism (`Auto` or the one named).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    /// AUTH failures (each took the target out of service for ConnectRetry); absent
+    /// when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub auth_failures: u64,
+    /// `TlsMode Opportunistic` (Required is `secure`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub opportunistic: bool,
+    /// STARTTLS or handshake failures (certificate verification included); absent when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tls_failures: u64,
+    /// Opportunistic sessions that went without TLS; absent when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tls_not_used: u64,
     pub connections: u32,
     pub last_reply: Option<String>,
     pub last_failure: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Whether a target may be tried now.
@@ -166,6 +186,15 @@ impl TargetAnswer {
             mail_attempts: st.mail_attempts,
             mail_sent: st.mail_sent,
             connect_failures: st.connect_failures,
+            auth: target.auth.as_ref().map(|a| {
+                let mechanism = a.mechanism.map_or("Auto", |m| m.name());
+                let clear = if a.insecure { ", InsecureAuth" } else { "" };
+                format!("{} ({mechanism}{clear})", crate::escape::data(&a.user))
+            }),
+            auth_failures: st.auth_failures,
+            opportunistic: target.tls.opportunistic,
+            tls_failures: st.tls_failures,
+            tls_not_used: st.tls_not_used,
             connections: st.connections,
             last_reply: st.last_reply,
             last_failure: st.last_failure.as_ref().map(ToString::to_string),
@@ -187,6 +216,26 @@ impl TargetAnswer {
             "  MAIL ATTEMPTS: {:<10} MAIL SENT: {:<10} CONNECT FAIL: {:<10} CONNECTIONS: {}",
             self.mail_attempts, self.mail_sent, self.connect_failures, self.connections
         ));
+        if self.opportunistic || self.tls_failures > 0 || self.tls_not_used > 0 {
+            lines.push(format!(
+                "  TLS MODE: {}   TLS FAIL: {}   WITHOUT TLS: {}",
+                if self.secure {
+                    "REQUIRED"
+                } else if self.opportunistic {
+                    "OPPORTUNISTIC"
+                } else {
+                    "PLAIN"
+                },
+                self.tls_failures,
+                self.tls_not_used
+            ));
+        }
+        if let Some(auth) = &self.auth {
+            lines.push(format!(
+                "  AUTH: {auth}   AUTH FAIL: {}",
+                self.auth_failures
+            ));
+        }
         let (m, r, c) = (
             self.max_mails_per_session,
             self.max_rcpts_per_mail,

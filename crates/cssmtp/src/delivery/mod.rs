@@ -5,6 +5,7 @@
 //! The [`router`] picks the target for each mail. Every recipient's result
 //! ([`outcome::RcptResult`]) goes back to the spool task that owns the mail.
 
+pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod cutoff;
 pub(crate) mod outcome;
@@ -12,6 +13,7 @@ pub(crate) mod resolve;
 pub(crate) mod router;
 pub mod session;
 pub mod tls;
+pub(crate) mod tls_policy;
 pub(crate) mod worker;
 
 use std::sync::Arc;

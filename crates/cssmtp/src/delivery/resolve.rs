@@ -33,6 +33,10 @@ pub struct Resolved {
     pub max_connections: u32,
     /// MX preference (0 for TargetIp/TargetName).
     pub preference: u16,
+    /// SMTP AUTH with it (`AuthUser` …).
+    pub auth: Option<std::sync::Arc<crate::config::AuthSpec>>,
+    /// Its TLS policy (`TlsMode`, `TlsMinVersion`…).
+    pub tls: std::sync::Arc<crate::config::TlsPolicy>,
 }
 
 /// Builds a resolver: the given name servers, or the system's (/etc/resolv.conf).
@@ -112,6 +116,8 @@ pub async fn resolve(
         Targets::Mx(mx) => vec![mx],
     };
     for spec in specs {
+        let auth = spec.auth.clone().map(std::sync::Arc::new);
+        let tls = std::sync::Arc::new((*spec.tls).clone());
         let make = |ip: IpAddr, origin: String, name: Option<String>, preference: u16| Resolved {
             addr: SocketAddr::new(ip, spec.port),
             origin,
@@ -122,6 +128,8 @@ pub async fn resolve(
             max_rcpts: spec.max_rcpts,
             max_connections: spec.max_connections,
             preference,
+            auth: auth.clone(),
+            tls: std::sync::Arc::clone(&tls),
         };
         match &spec.host {
             TargetHost::Ip(ip) => push(make(*ip, format!("TargetIp {ip}"), None, 0), &mut warnings),

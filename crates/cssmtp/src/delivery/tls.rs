@@ -51,6 +51,20 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
 /// # Errors
 /// [`TlsSetupError`] for an unreadable or empty `TlsCaFile`.
 pub fn client_config(ca_files: &[PathBuf]) -> Result<(Arc<ClientConfig>, usize), TlsSetupError> {
+    let (roots, skipped) = roots(ca_files)?;
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((Arc::new(config), skipped))
+}
+
+/// The trusted CAs: the system's plus `ca_files`; and the number of system certificates
+/// that could not be loaded.
+///
+/// # Errors
+/// [`TlsSetupError`] for an unreadable or empty `TlsCaFile`.
+pub fn roots(ca_files: &[PathBuf]) -> Result<(RootCertStore, usize), TlsSetupError> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     let mut skipped = native.errors.len();
@@ -64,11 +78,7 @@ pub fn client_config(ca_files: &[PathBuf]) -> Result<(Arc<ClientConfig>, usize),
             roots.add(cert)?;
         }
     }
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok((Arc::new(config), skipped))
+    Ok((roots, skipped))
 }
 
 /// The name a target's certificate must carry: its IP address for TargetIp, else its

@@ -59,6 +59,8 @@ pub struct DeliveryContext {
     pub tls: TlsConnector,
     /// What people are told (statistics, CONNECT records).
     pub telemetry: Telemetry,
+    /// The global `TlsCaFile`s, for targets with a TLS configuration of their own.
+    pub ca_files: Vec<std::path::PathBuf>,
     /// Mails handed over to workers with an open session (see [`Handoff`]).
     handoff: (
         async_channel::Sender<Arc<Handoff>>,
@@ -80,8 +82,31 @@ impl DeliveryContext {
             helo_name,
             tls: TlsConnector::from(tls),
             telemetry,
+            ca_files: Vec::new(),
             handoff: async_channel::unbounded(),
         }
+    }
+
+    /// With the global `TlsCaFile`s (see [`Self::ca_files`]).
+    #[must_use]
+    pub fn with_ca_files(mut self, ca_files: Vec<std::path::PathBuf>) -> Self {
+        self.ca_files = ca_files;
+        self
+    }
+
+    /// The connector for `target`: its own, or the global one.
+    ///
+    /// # Errors
+    /// Why its own cannot be built.
+    pub(crate) fn connector(&self, target: &Target) -> Result<TlsConnector, String> {
+        if !target.tls.own_config() {
+            return Ok(self.tls.clone());
+        }
+        target
+            .tls_connector
+            .0
+            .get_or_init(|| super::tls_policy::connector(&target.tls, &self.ca_files))
+            .clone()
     }
 
     fn params(&self) -> SessionParams<'_> {
@@ -96,6 +121,8 @@ struct Open {
     target: Arc<Target>,
     session: Session,
     opened: SystemTime,
+    /// Counted as a session without TLS (TlsMode Opportunistic).
+    plain_counted: bool,
 }
 
 /// Tells people a session ended (`how`: quit or dropped).
@@ -107,6 +134,9 @@ fn session_ended(ctx: &DeliveryContext, open: &Open, how: &str) {
         mails: u64::from(open.session.mails),
         tls: open.session.is_tls(),
         esmtp: open.session.caps.esmtp,
+        auth: open.session.authenticated.map(|m| m.name()),
+        tls_protocol: open.session.tls_info.as_ref().map(|t| t.0.as_str()),
+        tls_cipher: open.session.tls_info.as_ref().map(|t| t.1.as_str()),
         how,
     }));
 }

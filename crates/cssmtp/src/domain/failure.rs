@@ -133,6 +133,8 @@ pub enum Stage {
     Helo,
     StartTls,
     TlsHandshake,
+    /// SMTP AUTH (RFC 4954): a failure here is the target's, never the mail's.
+    Auth,
     MailFrom,
     RcptTo,
     Data,
@@ -156,6 +158,7 @@ impl fmt::Display for Stage {
             Self::Helo => "HELO",
             Self::StartTls => "STARTTLS",
             Self::TlsHandshake => "TLS handshake",
+            Self::Auth => "AUTH",
             Self::MailFrom => "MAIL FROM",
             Self::RcptTo => "RCPT TO",
             Self::Data => "DATA",
@@ -180,6 +183,9 @@ pub enum Problem {
     Protocol(String),
     /// STARTTLS or the TLS handshake failed (including certificate verification).
     Tls(String),
+    /// SMTP AUTH could not be done: not offered, not over TLS, no secret (the words
+    /// never hold the secret).
+    Auth(String),
     /// The mail is larger than every target accepts.
     TooBig { size: u64 },
     /// The mail requires TLS and no target offers STARTTLS.
@@ -211,6 +217,7 @@ impl fmt::Display for Problem {
             Self::Connection(e) => write!(f, "connection failed: {e}"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
             Self::Tls(e) => write!(f, "TLS failed: {e}"),
+            Self::Auth(e) => write!(f, "authentication not possible: {e}"),
             Self::TooBig { size } => {
                 write!(
                     f,
@@ -282,6 +289,8 @@ impl Failure {
             | Problem::Stopping => Status::CONNECTION,
             Problem::Protocol(_) => Status::PROTOCOL,
             Problem::Tls(_) => Status::TLS,
+            // The target's failure, never a recipient's: as a connection failure.
+            Problem::Auth(_) => Status::CONNECTION,
             Problem::TooBig { .. } => Status::TOO_BIG,
             Problem::NoTlsTarget => Status::NEEDS_TLS,
             Problem::No8BitTarget => Status::NEEDS_8BIT,

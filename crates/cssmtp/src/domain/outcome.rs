@@ -32,6 +32,9 @@ pub fn classify(problem: &Problem) -> Disposition {
         | Problem::Connection(_)
         | Problem::Protocol(_)
         | Problem::Tls(_)
+        // AUTH failing (a 535 included) is the target's failure: never charged to a
+        // recipient as undeliverable.
+        | Problem::Auth(_)
         | Problem::OnlyDownTargets(_)
         | Problem::NotRecorded(_)
         | Problem::Stopping => Disposition::Retry,

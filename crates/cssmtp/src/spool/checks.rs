@@ -90,6 +90,9 @@ pub fn check(config: &Config) -> Vec<String> {
         }
         check_path(&path, rule, euid, &mut checked, &mut problems);
     }
+    // The secret files of SMTP AUTH: cssmtp's alone.
+    problems.extend(crate::delivery::auth::check_secret_files(config));
+    problems.extend(crate::delivery::tls_policy::check_target_tls(config));
     problems
 }
 

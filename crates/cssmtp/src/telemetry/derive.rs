@@ -253,6 +253,9 @@ fn session_ended(accounting: &Accounting, end: &SessionEnd<'_>) {
             "mails": end.mails,
             "tls": end.tls,
             "esmtp": end.esmtp,
+            "auth": end.auth,
+            "tls_protocol": end.tls_protocol,
+            "tls_cipher": end.tls_cipher,
             "ended": end.how,
         })
     });

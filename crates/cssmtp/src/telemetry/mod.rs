@@ -100,6 +100,11 @@ pub struct SessionEnd<'a> {
     pub mails: u64,
     pub tls: bool,
     pub esmtp: bool,
+    /// The SMTP AUTH mechanism the session logged in with (None: no AUTH).
+    pub auth: Option<&'static str>,
+    /// The negotiated TLS protocol version and cipher suite (None: no TLS).
+    pub tls_protocol: Option<&'a str>,
+    pub tls_cipher: Option<&'a str>,
     /// "quit" or "dropped".
     pub how: &'a str,
 }

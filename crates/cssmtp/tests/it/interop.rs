@@ -11,14 +11,14 @@ use crate::support::{Env, cssmtp, mail, text_with_ids};
 
 /// A running aiosmtpd; stopped when dropped (its standard input closes, and it is
 /// killed).
-struct Aiosmtpd {
+pub struct Aiosmtpd {
     _child: tokio::process::Child,
-    port: u16,
+    pub port: u16,
     record: PathBuf,
 }
 
 impl Aiosmtpd {
-    async fn start(dir: &Path, args: &[&str]) -> Self {
+    pub async fn start(dir: &Path, args: &[&str]) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let installed = std::process::Command::new(root.join("../../.ci/install-peers"))
             .arg("aiosmtpd")
@@ -51,7 +51,7 @@ impl Aiosmtpd {
     }
 
     /// The mails it accepted.
-    fn received(&self) -> Vec<serde_json::Value> {
+    pub fn received(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.record)
             .unwrap_or_default()
             .lines()

@@ -16,6 +16,7 @@ mod edges;
 mod forwarding;
 mod health;
 mod interop;
+mod interop_auth;
 mod interop_mta;
 mod mainframe;
 mod messages;

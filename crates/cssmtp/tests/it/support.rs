@@ -178,6 +178,65 @@ impl TestPki {
         Arc::new(config)
     }
 
+    /// A rustls server configuration for `names` (TLS 1.2 only when `tls12_only`;
+    /// requiring a client certificate signed by this CA when `client_auth`), and the DER
+    /// of its certificate.
+    pub fn server_with(
+        &self,
+        names: &[&str],
+        tls12_only: bool,
+        client_auth: bool,
+    ) -> (Arc<rustls::ServerConfig>, Vec<u8>) {
+        use rustls::pki_types::pem::PemObject;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let der = cert.der().to_vec();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let provider = cssmtp::delivery::tls::provider();
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider));
+        let builder = if tls12_only {
+            builder.with_protocol_versions(&[&rustls::version::TLS12])
+        } else {
+            builder.with_safe_default_protocol_versions()
+        }
+        .unwrap();
+        let builder = if client_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(
+                    rustls::pki_types::CertificateDer::from_pem_slice(self.ca_pem.as_bytes())
+                        .unwrap(),
+                )
+                .unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        (Arc::new(config), der)
+    }
+
+    /// A certificate for `names` and its private key, PEM (for servers not in Rust).
+    pub fn server_pem(&self, names: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// Writes the CA certificate to `dir/name` and returns its path.
     pub fn write_ca(&self, dir: &Path, name: &str) -> PathBuf {
         let path = dir.join(name);

@@ -151,7 +151,8 @@ impl<'a> Scan<'a> {
             }
             return false;
         }
-        let tls_needed = ask.tls || target.secure;
+        // AUTH goes only over TLS: a target whose TLS fails is avoided for every mail.
+        let tls_needed = ask.tls || target.secure || target.auth_needs_tls();
         if tls_needed && st.tls_broken_until.is_some_and(|u| u > ask.now) {
             self.tls_failure = st.last_failure.clone();
             return false;

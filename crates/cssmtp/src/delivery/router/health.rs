@@ -130,7 +130,41 @@ impl Router {
         tracing::warn!(target_addr = %target.addr, "CSM3003W TLS with target server {} failed: {}", target.addr, crate::escape::data(&failure.to_string()));
         let mut st = target.lock();
         st.tls_broken_until = Some(Instant::now() + self.connect_retry);
+        st.tls_failures += 1;
         st.last_failure = Some(failure);
+    }
+
+    /// AUTH with the target failed (not offered, not possible, or refused): the target's
+    /// failure, never the mail's. It is counted and out of service for ConnectRetry
+    /// (CSM3300W), so mail goes to another target or waits (nothing is charged to it).
+    pub fn auth_failed(&self, target: &Target, failure: Failure) {
+        tracing::warn!(
+            target_addr = %target.addr,
+            "CSM3300W Authentication with target server {} ({}) failed: {}; not used for {} seconds",
+            target.addr,
+            target.origin,
+            crate::escape::data(&failure.to_string()),
+            self.connect_retry.as_secs()
+        );
+        {
+            let mut st = target.lock();
+            st.auth_failures += 1;
+            st.down_until = Some(Instant::now() + self.connect_retry);
+            st.last_failure = Some(failure);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// A session of a `TlsMode Opportunistic` target goes without TLS (CSM3320W): its
+    /// server offers no STARTTLS, or its TLS failed less than ConnectRetry ago.
+    pub fn tls_not_used(&self, target: &Target, why: &str) {
+        tracing::warn!(
+            target_addr = %target.addr,
+            "CSM3320W Session with target server {} ({}) without TLS (TlsMode Opportunistic): {why}",
+            target.addr,
+            target.origin
+        );
+        target.lock().tls_not_used += 1;
     }
 
     /// A mail was handed to a target: `sent` when at least one recipient was accepted.

@@ -10,6 +10,16 @@ use super::super::outcome::Failure;
 use super::super::resolve::Resolved;
 use super::super::tls::server_name;
 
+/// A target's own TLS connector, built when first needed (or why it cannot be).
+#[derive(Default)]
+pub(crate) struct OwnConnector(pub std::sync::OnceLock<Result<tokio_rustls::TlsConnector, String>>);
+
+impl std::fmt::Debug for OwnConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OwnConnector")
+    }
+}
+
 /// One target address.
 #[derive(Debug)]
 pub struct Target {
@@ -31,6 +41,12 @@ pub struct Target {
     /// Per-target `MaxConnections`: connections open or being opened at once (0: none).
     pub max_connections: u32,
     pub preference: u16,
+    /// SMTP AUTH with it: every session logs in once, after EHLO (and STARTTLS).
+    pub auth: Option<std::sync::Arc<crate::config::AuthSpec>>,
+    /// Its TLS policy.
+    pub tls: std::sync::Arc<crate::config::TlsPolicy>,
+    /// The connector of a TLS configuration of its own, built when first needed.
+    pub(crate) tls_connector: OwnConnector,
     pub(super) state: Mutex<TargetState>,
     /// Counts sessions greeted and mails sent: a connection that fails while this moved
     /// on failed alone (issue 10 point 3), the target is not down.
@@ -56,6 +72,14 @@ pub struct TargetState {
     pub mail_attempts: u64,
     pub mail_sent: u64,
     pub connect_failures: u64,
+    /// AUTH failed (refused, not offered, no secret): the target was taken out of
+    /// service for ConnectRetry each time.
+    pub auth_failures: u64,
+    /// STARTTLS or the handshake failed (certificate verification included).
+    pub tls_failures: u64,
+    /// Sessions of a `TlsMode Opportunistic` target that went without TLS (the server
+    /// offered no STARTTLS, or its TLS had failed).
+    pub tls_not_used: u64,
     pub last_failure: Option<Failure>,
     /// Mails per session learned from a "too many messages" reply (0: none yet).
     pub learned_mails: u32,
@@ -84,11 +108,27 @@ impl Target {
             max_rcpts: resolved.max_rcpts,
             max_connections: resolved.max_connections,
             preference: resolved.preference,
+            auth: resolved.auth,
+            tls: resolved.tls,
+            tls_connector: OwnConnector::default(),
             state: Mutex::new(TargetState::default()),
             progress: tokio::sync::watch::Sender::new(0),
             tickets: std::sync::atomic::AtomicU64::new(0),
             greeted: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Whether every session with it goes over TLS before AUTH (AUTH configured, without
+    /// `InsecureAuth Yes`).
+    pub fn auth_needs_tls(&self) -> bool {
+        self.auth.as_ref().is_some_and(|a| a.needs_tls())
+    }
+
+    /// Whether its TLS failed less than ConnectRetry ago.
+    pub fn tls_broken(&self) -> bool {
+        self.lock()
+            .tls_broken_until
+            .is_some_and(|u| u > Instant::now())
     }
 
     /// Where the target's progress stands now (see [`Router::connect_failed`]).

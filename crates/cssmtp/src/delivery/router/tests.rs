@@ -17,6 +17,8 @@ fn resolved(n: u8, preference: u16) -> Resolved {
         max_rcpts: 0,
         max_connections: 0,
         preference,
+        auth: None,
+        tls: Arc::default(),
     }
 }
 

@@ -22,10 +22,12 @@
 //! The text is checked as it is written (see [`super::body`]): when it is not what was
 //! parsed, the session is dropped before the final "." ([`Problem::TextChanged`]).
 //!
-//! This file opens, greets (EHLO, STARTTLS) and closes; `transaction.rs` sends one mail
+//! This file opens, greets (EHLO, STARTTLS) and closes; `auth.rs` logs in (AUTH, once
+//! per session, after EHLO and STARTTLS); `transaction.rs` sends one mail
 //! (MAIL FROM … the final "."); `wire.rs` writes command groups and reads replies, with
 //! the check that nothing arrives before it is due.
 
+mod auth;
 mod transaction;
 mod wire;
 
@@ -65,6 +67,10 @@ pub struct Session {
     pub caps: Capabilities,
     /// Mails sent on this session.
     pub mails: u32,
+    /// The mechanism of a successful AUTH on this session (one per session).
+    pub authenticated: Option<cssmtp_wire::sasl::Mechanism>,
+    /// The negotiated TLS protocol version and cipher suite, after STARTTLS.
+    pub tls_info: Option<(String, String)>,
 }
 
 impl Session {
@@ -102,6 +108,8 @@ impl Session {
             raw: Vec::new(),
             caps: Capabilities::plain_smtp(),
             mails: 0,
+            authenticated: None,
+            tls_info: None,
         };
         let greeting = session.read_reply(Stage::Greeting, wait).await?;
         if greeting.code != 220 {
@@ -190,6 +198,15 @@ impl Session {
             }
             Ok(Ok(tls)) => tls,
         };
+        let (_, connection) = tls.get_ref();
+        self.tls_info = Some((
+            connection
+                .protocol_version()
+                .map_or_else(|| "unknown".to_owned(), |v| format!("{v:?}")),
+            connection
+                .negotiated_cipher_suite()
+                .map_or_else(|| "unknown".to_owned(), |c| format!("{:?}", c.suite())),
+        ));
         self.conn = Some(Conn::Tls(Box::new(TlsStream::Client(tls))));
         self.parser.reset();
         self.rbuf.clear();

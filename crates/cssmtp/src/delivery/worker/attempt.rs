@@ -64,6 +64,7 @@ pub(super) async fn attempt(
         let target = step!(route(ctx, job, open, stop).await);
         step!(connect(ctx, job, open, &target, &mut lone_failures, stop).await);
         step!(secure(ctx, job, open, &target).await);
+        step!(authenticate(ctx, open, &target).await);
         let o = step!(fitting(ctx, job, open, &target));
         let results = send(ctx, job, o, &target).await;
         if !o.session.is_usable() {
@@ -184,6 +185,7 @@ async fn connect(
                 target: Arc::clone(target),
                 session,
                 opened: SystemTime::now(),
+                plain_counted: false,
             });
             return Step::Go(());
         }
@@ -235,16 +237,49 @@ async fn secure(
     let Some(o) = open.as_mut() else {
         return Step::Again;
     };
-    if !(job.needs_tls || target.secure) || o.session.is_tls() {
+    let for_mail = job.needs_tls || target.secure;
+    let required = for_mail || target.auth_needs_tls();
+    if !(required || target.tls.opportunistic) || o.session.is_tls() {
+        return Step::Go(());
+    }
+    // TlsMode Opportunistic, and TLS not required by anything: without TLS when the
+    // server offers none or its TLS failed lately, counted once per session.
+    let plain_why = if !o.session.caps.starttls {
+        Some("the server offers no STARTTLS")
+    } else if target.tls_broken() {
+        Some("its TLS failed less than ConnectRetry ago")
+    } else {
+        None
+    };
+    if let Some(why) = plain_why
+        && !required
+    {
+        if !o.plain_counted {
+            o.plain_counted = true;
+            ctx.router.tls_not_used(target, why);
+        }
         return Step::Go(());
     }
     if !o.session.caps.starttls {
+        if !for_mail {
+            // Only AUTH needs TLS: the next step refuses it (the target's failure).
+            return Step::Go(());
+        }
         // The router now knows it lacks STARTTLS and will not choose it.
         return Step::Again;
     }
+    let connector = match ctx.connector(target) {
+        Ok(connector) => connector,
+        Err(why) => {
+            let failure = Failure::new(Stage::StartTls, Some(target.addr), Problem::Tls(why));
+            ctx.router.tls_failed(target, failure);
+            close(ctx, open.take()).await;
+            return Step::Again;
+        }
+    };
     match o
         .session
-        .starttls(&ctx.tls, target.tls_name.clone(), &ctx.params())
+        .starttls(&connector, target.tls_name.clone(), &ctx.params())
         .await
     {
         Ok(()) => {
@@ -254,6 +289,42 @@ async fn secure(
         Err(failure) => {
             ctx.router.tls_failed(target, failure);
             drop_session(ctx, open);
+            Step::Again
+        }
+    }
+}
+
+/// AUTH on a new session with a target that has it configured (once per session):
+/// failing, the target is out of service for ConnectRetry (counted, CSM3300W) and the
+/// mail chooses again: it never goes unauthenticated, and is never charged for it.
+async fn authenticate(
+    ctx: &DeliveryContext,
+    open: &mut Option<Open>,
+    target: &Arc<Target>,
+) -> Step<()> {
+    let Some(auth) = target.auth.as_ref() else {
+        return Step::Go(());
+    };
+    let Some(o) = open.as_mut() else {
+        return Step::Again;
+    };
+    if o.session.authenticated.is_some() {
+        return Step::Go(());
+    }
+    match crate::delivery::auth::log_in(&mut o.session, auth, &ctx.params(), target.addr).await {
+        Ok(mechanism) => {
+            tracing::debug!(
+                target_addr = %target.addr,
+                "CSM3301I Authenticated with target server {} ({}) as {} (AUTH {mechanism})",
+                target.addr,
+                target.origin,
+                crate::escape::data(&auth.user)
+            );
+            Step::Go(())
+        }
+        Err(failure) => {
+            ctx.router.auth_failed(target, failure);
+            close(ctx, open.take()).await;
             Step::Again
         }
     }

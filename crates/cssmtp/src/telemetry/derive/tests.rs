@@ -190,6 +190,9 @@ fn emit_all() -> (String, Snapshot, Vec<Value>) {
                 mails: 4,
                 tls: false,
                 esmtp: true,
+                auth: None,
+                tls_protocol: None,
+                tls_cipher: None,
                 how: "quit",
             }),
             Event::Interval {

@@ -8,9 +8,11 @@
 //! intervals, or for work to settle) costs no real time, and "eventually" below steps
 //! the virtual clock, never the wall clock.
 
+mod auth;
 mod commands;
 mod display;
 mod shutdown;
+mod tls_policy;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
