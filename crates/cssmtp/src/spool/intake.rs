@@ -119,31 +119,16 @@ pub async fn run_from<S: SpoolSource>(
     keep_reports: bool,
     spool: Spool<S>,
 ) -> std::io::Result<Vec<FileReport>> {
-    let Spool {
-        source,
-        shown,
-        claim: make_claim,
-        name: candidate_name,
-        wake: mut wake_rx,
-    } = spool;
     let slots = {
         let config = shared.config.current();
         descriptor_budget(config.spool_tasks, config.max_connections)
     };
-    let mut tasks: JoinSet<FileReport> = JoinSet::new();
-    let mut reports = Vec::new();
-    let mut next_tkid = 0u32;
-    let mut spawn = |tasks: &mut JoinSet<FileReport>, claimed: S::Claim, opened| {
-        next_tkid = next_tkid.wrapping_add(1);
-        let claim = make_claim(claimed);
-        tasks.spawn(queue::run(next_tkid, claim, opened, Arc::clone(&shared)));
-    };
-    let mut resumed = source.left_claimed().await?;
+    let resumed = spool.source.left_claimed().await?;
     if !resumed.is_empty() {
         tracing::warn!(
             "CSM1011W {} spool file(s) left in {} by an earlier run are processed again {}",
             resumed.len(),
-            shown,
+            spool.shown,
             if shared.store.is_some() {
                 "where the checkpoint journal says they stopped"
             } else {
@@ -151,128 +136,246 @@ pub async fn run_from<S: SpoolSource>(
             }
         );
     }
-    resumed.reverse();
-    let mut listing: Vec<S::Candidate> = Vec::new();
-    let mut stale = true;
-    let mut suspend = shared.suspend.clone();
-    let mut fd = Descriptors::default();
-    // No file is claimed while the checkpoint journal cannot be written.
-    let mut journal = shared.store.as_ref().map(|s| s.writable());
+    let mut intake = Intake {
+        suspend: shared.suspend.clone(),
+        // No file is claimed while the checkpoint journal cannot be written.
+        journal: shared.store.as_ref().map(|s| s.writable()),
+        shared,
+        router,
+        spool,
+        slots,
+        tasks: JoinSet::new(),
+        reports: Vec::new(),
+        keep_reports,
+        next_tkid: 0,
+        resumed: resumed.into_iter().rev().collect(),
+        listing: Vec::new(),
+        stale: true,
+        fd: Descriptors::default(),
+    };
     loop {
-        fd.expire();
-        // Claim while there are free task slots and a target to send to, unless the
-        // operator suspended intake (SUSPEND), or file descriptors ran out a moment ago.
-        let suspended = *suspend.borrow_and_update() != Suspend::Running
-            || journal.as_mut().is_some_and(|j| !*j.borrow_and_update());
-        while !suspended
-            && fd.backoff.is_none()
-            && tasks.len() < fd.cap.map_or(slots, |(cap, _)| cap.min(slots))
-            && router.any_usable()
-        {
-            let path = if let Some(path) = resumed.pop() {
-                path
-            } else {
-                if listing.is_empty() && stale {
-                    match source.waiting().await {
-                        Ok(l) => listing = l,
-                        Err(e) if is_out_of_descriptors(&e) => {
-                            fd.ran_out(&e, tasks.len());
-                            break;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                    stale = false;
-                }
-                let Some(candidate) = listing.pop() else {
-                    break;
-                };
-                match source.claim(&candidate) {
-                    Ok(Some(path)) => path,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        if is_out_of_descriptors(&e) {
-                            fd.ran_out(&e, tasks.len());
-                            listing.push(candidate);
-                            break;
-                        }
-                        tracing::error!(
-                            "CSM1012E Cannot claim spool file {}: {e}",
-                            candidate_name(&candidate)
-                        );
-                        continue;
-                    }
-                }
-            };
-            match source.open(&path) {
-                Ok(opened) => {
-                    fd.recovered();
-                    spawn(&mut tasks, path, Ok(opened));
-                }
-                Err(OpenError::Refused(why)) => source.set_aside(path, why).await,
-                Err(OpenError::Io(e)) if is_out_of_descriptors(&e) => {
-                    fd.ran_out(&e, tasks.len());
-                    resumed.push(path);
-                    break;
-                }
-                Err(OpenError::Io(e)) => spawn(&mut tasks, path, Err(e)),
-                Err(OpenError::NotNow(e)) => {
-                    tracing::warn!(
-                        "CSM2610W A claimed spool file cannot be read now ({e}); intake pauses and tries again in {} seconds",
-                        RESCAN.as_secs()
-                    );
-                    resumed.push(path);
-                    fd.backoff = Some(tokio::time::Instant::now() + RESCAN);
-                    break;
-                }
+        intake.fd.expire();
+        if !intake.suspended() {
+            intake.fill().await?;
+        }
+        if mode == Mode::Drain {
+            match intake.drained().await? {
+                Drained::Yes => break,
+                Drained::MoreCame => continue,
+                Drained::No => {}
             }
         }
-        if mode == Mode::Drain
-            && tasks.is_empty()
-            && resumed.is_empty()
-            && listing.is_empty()
-            && fd.backoff.is_none()
-        {
-            if stale {
-                // Look once more before deciding the spool is empty.
-                match source.waiting().await {
-                    Ok(l) => listing = l,
-                    Err(e) if is_out_of_descriptors(&e) => {
-                        fd.ran_out(&e, tasks.len());
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
-                stale = false;
-                if !listing.is_empty() {
-                    continue;
-                }
-            }
+        if !intake.wait().await {
             break;
         }
-        let wait_for_target = router.next_retry().filter(|_| !router.any_usable());
-        let backoff = fd.backoff;
+    }
+    // Stopping: tasks stop at their next safe point.
+    while let Some(done) = intake.tasks.join_next().await {
+        intake.finished(done);
+    }
+    Ok(intake.reports)
+}
+
+/// Intake's state between its steps.
+struct Intake<S: SpoolSource> {
+    shared: Arc<TaskShared>,
+    router: Arc<Router>,
+    spool: Spool<S>,
+    /// Spool tasks at most (within the file-descriptor budget).
+    slots: usize,
+    tasks: JoinSet<FileReport>,
+    reports: Vec<FileReport>,
+    keep_reports: bool,
+    next_tkid: u32,
+    /// Files claimed and not finished before this start (or put back), the next last.
+    resumed: Vec<S::Claim>,
+    /// The current listing, the next last.
+    listing: Vec<S::Candidate>,
+    /// New files may have arrived since the last listing.
+    stale: bool,
+    fd: Descriptors,
+    suspend: tokio::sync::watch::Receiver<Suspend>,
+    journal: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// Whether a drain is done.
+enum Drained {
+    Yes,
+    /// A last look found files: take them at once.
+    MoreCame,
+    No,
+}
+
+/// What to do after a step of [`Intake::fill`].
+enum Step {
+    /// Take the next file.
+    Next,
+    /// Stop claiming for now.
+    Stop,
+}
+
+impl<S: SpoolSource> Intake<S> {
+    /// SUSPEND, or a journal that cannot be written: nothing is claimed.
+    fn suspended(&mut self) -> bool {
+        *self.suspend.borrow_and_update() != Suspend::Running
+            || self
+                .journal
+                .as_mut()
+                .is_some_and(|j| !*j.borrow_and_update())
+    }
+
+    /// Claims and starts files while there are free task slots and a target to send to,
+    /// unless file descriptors ran out a moment ago.
+    async fn fill(&mut self) -> std::io::Result<()> {
+        while self.fd.backoff.is_none()
+            && self.tasks.len()
+                < self
+                    .fd
+                    .cap
+                    .map_or(self.slots, |(cap, _)| cap.min(self.slots))
+            && self.router.any_usable()
+        {
+            let claim = match self.resumed.pop() {
+                Some(claim) => claim,
+                None => match self.claim_next().await? {
+                    Some(claim) => claim,
+                    None => break,
+                },
+            };
+            if let Step::Stop = self.start(claim).await {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next waiting file, claimed (a listing is made when the last one is used up
+    /// and new files may have come); None when there is none or claiming must pause.
+    async fn claim_next(&mut self) -> std::io::Result<Option<S::Claim>> {
+        loop {
+            if self.listing.is_empty() && self.stale && !self.relist().await? {
+                return Ok(None);
+            }
+            let Some(candidate) = self.listing.pop() else {
+                return Ok(None);
+            };
+            match self.spool.source.claim(&candidate) {
+                Ok(Some(claim)) => return Ok(Some(claim)),
+                Ok(None) => {}
+                Err(e) if is_out_of_descriptors(&e) => {
+                    self.fd.ran_out(&e, self.tasks.len());
+                    self.listing.push(candidate);
+                    return Ok(None);
+                }
+                Err(e) => tracing::error!(
+                    "CSM1012E Cannot claim spool file {}: {e}",
+                    (self.spool.name)(&candidate)
+                ),
+            }
+        }
+    }
+
+    /// Lists the waiting files; false when file descriptors ran out.
+    async fn relist(&mut self) -> std::io::Result<bool> {
+        match self.spool.source.waiting().await {
+            Ok(listing) => self.listing = listing,
+            Err(e) if is_out_of_descriptors(&e) => {
+                self.fd.ran_out(&e, self.tasks.len());
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+        self.stale = false;
+        Ok(true)
+    }
+
+    /// Opens a claimed file and starts its spool task (or sets it aside, or puts it
+    /// back for later).
+    async fn start(&mut self, claim: S::Claim) -> Step {
+        match self.spool.source.open(&claim) {
+            Ok(opened) => {
+                self.fd.recovered();
+                self.spawn(claim, Ok(opened));
+            }
+            Err(OpenError::Refused(why)) => self.spool.source.set_aside(claim, why).await,
+            Err(OpenError::Io(e)) if is_out_of_descriptors(&e) => {
+                self.fd.ran_out(&e, self.tasks.len());
+                self.resumed.push(claim);
+                return Step::Stop;
+            }
+            Err(OpenError::Io(e)) => self.spawn(claim, Err(e)),
+            Err(OpenError::NotNow(e)) => {
+                tracing::warn!(
+                    "CSM2610W A claimed spool file cannot be read now ({e}); intake pauses and tries again in {} seconds",
+                    RESCAN.as_secs()
+                );
+                self.resumed.push(claim);
+                self.fd.backoff = Some(tokio::time::Instant::now() + RESCAN);
+                return Step::Stop;
+            }
+        }
+        Step::Next
+    }
+
+    fn spawn(&mut self, claim: S::Claim, opened: Result<super::layout::Opened, std::io::Error>) {
+        self.next_tkid = self.next_tkid.wrapping_add(1);
+        let claim = (self.spool.claim)(claim);
+        let shared = Arc::clone(&self.shared);
+        self.tasks
+            .spawn(queue::run(self.next_tkid, claim, opened, shared));
+    }
+
+    /// Drain mode: whether nothing is left to do (the spool looked at once more).
+    async fn drained(&mut self) -> std::io::Result<Drained> {
+        let idle = self.tasks.is_empty()
+            && self.resumed.is_empty()
+            && self.listing.is_empty()
+            && self.fd.backoff.is_none();
+        if !idle {
+            return Ok(Drained::No);
+        }
+        if self.stale {
+            // Look once more before deciding the spool is empty.
+            if !self.relist().await? || !self.listing.is_empty() {
+                return Ok(Drained::MoreCame);
+            }
+        }
+        Ok(Drained::Yes)
+    }
+
+    fn finished(&mut self, done: Result<FileReport, tokio::task::JoinError>) {
+        match done {
+            Ok(report) if self.keep_reports => self.reports.push(report),
+            Ok(_) => {}
+            Err(e) => tracing::error!("CSM1013E A spool task failed: {e}"),
+        }
+    }
+
+    /// Waits for something that may let intake go on; false when cssmtp is stopping.
+    async fn wait(&mut self) -> bool {
+        let wait_for_target = self
+            .router
+            .next_retry()
+            .filter(|_| !self.router.any_usable());
+        let backoff = self.fd.backoff;
         tokio::select! {
             biased;
-            () = shared.stop.cancelled() => break,
-            Some(done) = tasks.join_next() => {
+            () = self.shared.stop.cancelled() => return false,
+            Some(done) = self.tasks.join_next() => {
                 // A finished task gave its descriptors back.
-                fd.backoff = None;
-                match done {
-                    Ok(report) if keep_reports => reports.push(report),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!("CSM1013E A spool task failed: {e}"),
-                }
+                self.fd.backoff = None;
+                self.finished(done);
             }
-            Some(()) = wake_rx.recv() => stale = true,
-            () = tokio::time::sleep(RESCAN) => stale = true,
+            Some(()) = self.spool.wake.recv() => self.stale = true,
+            () = tokio::time::sleep(RESCAN) => self.stale = true,
             () = async {
                 match backoff {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             } => {
-                fd.backoff = None;
-                stale = true;
+                self.fd.backoff = None;
+                self.stale = true;
             }
             () = async {
                 match wait_for_target {
@@ -280,25 +383,17 @@ pub async fn run_from<S: SpoolSource>(
                     None => std::future::pending().await,
                 }
             } => {}
-            () = router.changed() => {}
-            Ok(()) = suspend.changed() => {}
+            () = self.router.changed() => {}
+            Ok(()) = self.suspend.changed() => {}
             Some(()) = async {
-                match journal.as_mut() {
+                match self.journal.as_mut() {
                     Some(j) => j.changed().await.ok(),
                     None => std::future::pending().await,
                 }
             } => {}
         }
+        true
     }
-    // Stopping: tasks stop at their next safe point.
-    while let Some(done) = tasks.join_next().await {
-        if let Ok(report) = done
-            && keep_reports
-        {
-            reports.push(report);
-        }
-    }
-    Ok(reports)
 }
 
 /// The first pause after running out of file descriptors; it doubles up to [`RESCAN`].
