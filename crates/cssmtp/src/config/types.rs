@@ -221,6 +221,7 @@ impl Config {
             password_file: self.spool_database_password_file.clone(),
             lease: self.spool_database_lease,
             instance,
+            pool: (self.max_connections + 2).min(32),
         })
     }
 

@@ -91,6 +91,21 @@ pub async fn hold_row(db: &Db, writer: &str, lease: &Lease, report: Vec<u8>) -> 
     .await
 }
 
+/// Removes a finished file's row (with its chunks and records), under its token.
+async fn delete_row(db: &Db, held: super::source::Held) -> io::Result<u64> {
+    db.timed(async {
+        let client = db.client().await?;
+        client
+            .execute(
+                "DELETE FROM cssmtp_spool_file WHERE id = $1 AND fence = $2",
+                &[&held.id, &held.fence],
+            )
+            .await
+            .map_err(io_err)
+    })
+    .await
+}
+
 impl SpoolClaim for PgClaim {
     fn name(&self) -> &str {
         &self.name
@@ -98,32 +113,29 @@ impl SpoolClaim for PgClaim {
 
     fn delete(&self, _store: Option<&dyn FileStore>) {
         // Everything recorded is committed already; the row (with its chunks and
-        // records) goes under the token, tried again while the database is away.
+        // records) goes under the token: now (the spool task ends after it), or, while
+        // the database is away, tried again in the background.
         let (db, held, file, leases) = (
             self.db.clone(),
             self.lease.held,
             self.lease.file_id(),
             self.leases.clone(),
         );
+        let once = {
+            let db = db.clone();
+            self.db.block(async move { delete_row(&db, held).await })
+        };
+        if once.is_ok() {
+            leases.release(&file, held);
+            return;
+        }
         self.db.spawn(async move {
             for _ in 0..DELETE_TRIES {
-                let deleted = match db.client().await {
-                    Ok(c) => c
-                        .execute(
-                            "DELETE FROM cssmtp_spool_file WHERE id = $1 AND fence = $2",
-                            &[&held.id, &held.fence],
-                        )
-                        .await
-                        .map_err(io_err),
-                    Err(e) => Err(e),
-                };
-                match deleted {
-                    Ok(_) => {
-                        leases.release(&file, held);
-                        return;
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                if delete_row(&db, held).await.is_ok() {
+                    leases.release(&file, held);
+                    return;
                 }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
             tracing::error!(
                 "CSM2608E Spool file {file} is finished but cannot be removed from the spool database; whoever takes it up finds every recipient final"

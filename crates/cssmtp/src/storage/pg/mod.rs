@@ -69,6 +69,9 @@ pub struct DbSettings {
     pub lease: Duration,
     /// This instance's name in leases (the host name, and the writer's instance).
     pub instance: String,
+    /// Connections to the database for the queue's statements (commits run in
+    /// parallel on them; each spool file's records stay in order).
+    pub pool: usize,
 }
 
 impl DbSettings {
@@ -121,7 +124,9 @@ pub struct Db {
 struct DbInner {
     rt: Runtime,
     config: tokio_postgres::Config,
-    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    /// The pool: each slot a connection, made when first used, made again when lost.
+    clients: Vec<tokio::sync::Mutex<Option<Arc<Client>>>>,
+    next: std::sync::atomic::AtomicUsize,
     /// The last connection error (shown when writes fail).
     last_error: Mutex<Option<String>>,
 }
@@ -147,7 +152,10 @@ impl Db {
             inner: Arc::new(DbInner {
                 rt: Runtime(Some(rt)),
                 config,
-                client: tokio::sync::Mutex::new(None),
+                clients: (0..settings.pool.max(1))
+                    .map(|_| tokio::sync::Mutex::new(None))
+                    .collect(),
+                next: std::sync::atomic::AtomicUsize::new(0),
                 last_error: Mutex::new(None),
             }),
         })
@@ -164,7 +172,12 @@ impl Db {
     /// # Errors
     /// The database cannot be reached.
     pub async fn client(&self) -> io::Result<Arc<Client>> {
-        let mut guard = self.inner.client.lock().await;
+        let slots = &self.inner.clients;
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % slots.len().max(1);
+        let Some(slot) = slots.get(i) else {
+            return Err(io::Error::other("no connection slot"));
+        };
+        let mut guard = slot.lock().await;
         if let Some(c) = guard.as_ref()
             && !c.is_closed()
         {
@@ -200,7 +213,9 @@ impl Db {
     /// Forgets the connection (a statement timed out on it): the next use connects
     /// again.
     pub async fn reset(&self) {
-        *self.inner.client.lock().await = None;
+        for slot in &self.inner.clients {
+            *slot.lock().await = None;
+        }
     }
 
     /// `work` within [`STATEMENT_TIMEOUT`]; past it, the connection is dropped (a

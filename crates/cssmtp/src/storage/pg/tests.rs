@@ -25,6 +25,7 @@ fn settings(url: &str, instance: &str) -> DbSettings {
         password_file: None,
         lease: Duration::from_secs(60),
         instance: instance.to_owned(),
+        pool: 4,
     }
 }
 
