@@ -42,6 +42,48 @@ pub(super) struct Checkpointing {
     pub(super) writer: Option<JournalWriter>,
 }
 
+/// Where the queue's state is kept: the shared spool's database (`SpoolDatabase`), or
+/// the checkpoint journal. `None` when `stop` came first.
+pub(super) async fn storage(
+    config: &Arc<Config>,
+    layout: &SpoolLayout,
+    cold: bool,
+    stop: &CancellationToken,
+) -> anyhow::Result<
+    Option<(
+        Option<crate::storage::pg::daemon::SharedSpool>,
+        Checkpointing,
+    )>,
+> {
+    if let Some(settings) = config.spool_database() {
+        let database =
+            crate::storage::pg::daemon::connect(&settings, &config.ext_wrt_name, stop).await?;
+        return Ok(database.map(|d| (Some(d), Checkpointing::default())));
+    }
+    let checkpointing = journal_when_writable(config, layout, cold, stop).await?;
+    Ok(checkpointing.map(|c| (None, c)))
+}
+
+/// Extended retry started: where new parked mail is told, where FLUSHRETRY,AGE= goes,
+/// and its task.
+pub(super) fn start_extended_retry(
+    manager: crate::queue::parked::Manager,
+    stop: &CancellationToken,
+    mode: crate::spool::Mode,
+) -> ExtendedRetryHandles {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (flush_tx, flush_rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = manager.run(rx, flush_rx, stop.clone(), mode);
+    (Some(tx), Some(flush_tx), Some(tokio::spawn(run)))
+}
+
+/// See [`start_extended_retry`].
+pub(super) type ExtendedRetryHandles = (
+    Option<tokio::sync::mpsc::UnboundedSender<crate::storage::parked::ParkedId>>,
+    Option<tokio::sync::mpsc::UnboundedSender<crate::control::FlushAge>>,
+    Option<tokio::task::JoinHandle<()>>,
+);
+
 /// Opens the checkpoint journal. A journal that cannot be written (full or read-only
 /// file system) pauses cssmtp before it takes any file, until it can be: nothing is sent
 /// without it. `None` when `stop` came first.

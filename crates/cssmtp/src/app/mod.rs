@@ -180,23 +180,9 @@ pub async fn run(
             stopped: true,
         }
     };
-    let database = match config.spool_database() {
-        Some(settings) => {
-            match crate::storage::pg::daemon::connect(&settings, &config.ext_wrt_name, &stop)
-                .await?
-            {
-                Some(database) => Some(database),
-                None => return Ok(stopped_at_start()),
-            }
-        }
-        None => None,
-    };
-    let checkpointing = if database.is_some() {
-        Some(build::Checkpointing::default())
-    } else {
-        build::journal_when_writable(&config, &layout, options.cold, &stop).await?
-    };
-    let Some(checkpointing) = checkpointing else {
+    let Some((database, checkpointing)) =
+        build::storage(&config, &layout, options.cold, &stop).await?
+    else {
         return Ok(stopped_at_start());
     };
     // 3. TLS and the targets.
@@ -257,8 +243,6 @@ pub async fn run(
     let extended_current = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (extended_tx, extended_flush, extended) = match config.extended_retry.clone() {
         Some(settings) => {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let (flush_tx, flush_rx) = tokio::sync::mpsc::unbounded_channel();
             let manager = parked::Manager {
                 settings,
                 notifier: Arc::clone(&notifier),
@@ -270,8 +254,7 @@ pub async fn run(
                 )),
                 current: Arc::clone(&extended_current),
             };
-            let run = manager.run(rx, flush_rx, stop.clone(), options.mode);
-            (Some(tx), Some(flush_tx), Some(tokio::spawn(run)))
+            build::start_extended_retry(manager, &stop, options.mode)
         }
         None => (None, None, None),
     };

@@ -94,18 +94,8 @@ pub async fn run(
     // (PermitUser, PermitGroup: the user and group databases are asked on a blocking
     // thread, only when they are configured).
     let uid = meta.uid();
-    let owner = crate::spool::owner::name(uid).await;
-    report.owner = crate::escape::os(std::ffi::OsStr::new(&owner)).to_string();
-    let refusal = if config.permit_users.is_empty() && config.permit_groups.is_empty() {
-        None
-    } else {
-        let permit_config = Arc::clone(&config);
-        tokio::task::spawn_blocking(move || {
-            crate::spool::permit::refusal(&permit_config, uid, &owner)
-        })
-        .await
-        .unwrap_or_else(|_| Some("the owner of the spool file could not be checked".into()))
-    };
+    let (owner, refusal) = owner_and_permit(&config, uid).await;
+    report.owner = owner;
     if let Ok(mut shown) = status.owner.lock() {
         shown.clone_from(&report.owner);
     }
@@ -151,41 +141,11 @@ pub async fn run(
         return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
     }
     // A mainframe-format (EBCDIC) file is read through its UTF-8 conversion (Translate).
-    let (file, reader) = match crate::spool::translate::Rules::of(&config) {
-        None => (file, reader),
-        Some(rules) => {
-            let page = rules.page;
-            let dir = path.parent().map(std::path::Path::to_path_buf);
-            match tokio::task::spawn_blocking(move || {
-                crate::spool::translate::open_converted(rules, dir.as_deref(), file, reader)
-            })
-            .await
-            {
-                Ok(Ok((file, reader, converted))) => {
-                    if let Some(done) = converted {
-                        tracing::info!(
-                            tkid,
-                            "CSM4030I Task {tkid}: spool file {name} is read as EBCDIC {} ({}): {} record(s), {} joined by continuation",
-                            page.name(),
-                            done.layout,
-                            done.records,
-                            done.continued
-                        );
-                    }
-                    (file, reader)
-                }
-                Ok(Err(e)) => {
-                    report.file_problem = Some(format!(
-                        "cannot translate the spool file from {}: {e}",
-                        page.name()
-                    ));
-                    return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
-                }
-                Err(e) => {
-                    report.file_problem = Some(format!("cannot translate the spool file: {e}"));
-                    return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
-                }
-            }
+    let (file, reader) = match translated(&config, tkid, &name, &path, file, reader).await {
+        Ok(files) => files,
+        Err(problem) => {
+            report.file_problem = Some(problem);
+            return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
         }
     };
     // A converted file's length is its own (fstat).
@@ -239,6 +199,69 @@ pub async fn run(
             let store = task.store.take();
             super::finish::finish(&shared, &*claim, task.report, store.as_deref()).await
         }
+    }
+}
+
+/// The owner's name (looked up once a minute per user, escaped) and, with PermitUser or
+/// PermitGroup, why it may not send (the user and group databases are asked on a
+/// blocking thread, only when those statements are there).
+async fn owner_and_permit(
+    config: &Arc<crate::config::Config>,
+    uid: u32,
+) -> (String, Option<String>) {
+    let owner = crate::spool::owner::name(uid).await;
+    let shown = crate::escape::os(std::ffi::OsStr::new(&owner)).to_string();
+    if config.permit_users.is_empty() && config.permit_groups.is_empty() {
+        return (shown, None);
+    }
+    let permit_config = Arc::clone(config);
+    let refusal = tokio::task::spawn_blocking(move || {
+        crate::spool::permit::refusal(&permit_config, uid, &owner)
+    })
+    .await
+    .unwrap_or_else(|_| Some("the owner of the spool file could not be checked".into()));
+    (shown, refusal)
+}
+
+/// The file and reader to take the mail from: a file in EBCDIC (`Translate`) is read
+/// through its conversion, converted on a blocking thread; others as they are. Err: why
+/// it cannot be read.
+async fn translated(
+    config: &crate::config::Config,
+    tkid: u32,
+    name: &str,
+    path: &std::path::Path,
+    file: std::fs::File,
+    reader: std::fs::File,
+) -> Result<(std::fs::File, std::fs::File), String> {
+    let Some(rules) = crate::spool::translate::Rules::of(config) else {
+        return Ok((file, reader));
+    };
+    let page = rules.page;
+    let dir = path.parent().map(std::path::Path::to_path_buf);
+    let converted = tokio::task::spawn_blocking(move || {
+        crate::spool::translate::open_converted(rules, dir.as_deref(), file, reader)
+    })
+    .await;
+    match converted {
+        Ok(Ok((file, reader, converted))) => {
+            if let Some(done) = converted {
+                tracing::info!(
+                    tkid,
+                    "CSM4030I Task {tkid}: spool file {name} is read as EBCDIC {} ({}): {} record(s), {} joined by continuation",
+                    page.name(),
+                    done.layout,
+                    done.records,
+                    done.continued
+                );
+            }
+            Ok((file, reader))
+        }
+        Ok(Err(e)) => Err(format!(
+            "cannot translate the spool file from {}: {e}",
+            page.name()
+        )),
+        Err(e) => Err(format!("cannot translate the spool file: {e}")),
     }
 }
 
