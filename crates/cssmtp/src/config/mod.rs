@@ -15,6 +15,7 @@
 mod blocks;
 mod draft;
 pub(crate) mod files;
+pub mod manual;
 pub(crate) mod running;
 mod statements;
 pub(crate) mod syntax;

@@ -20,6 +20,7 @@ mod interop_mta;
 mod messages;
 mod mime;
 mod operator;
+mod ops;
 mod producers;
 mod retry;
 mod returns;
