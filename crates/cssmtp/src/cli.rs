@@ -128,7 +128,8 @@ pub enum Command {
     /// command line and the statement table (for packagers).
     #[command(hide = true)]
     Manpage {
-        /// Directory to write cssmtp.8 and cssmtp.conf.5 into.
+        /// Directory to write man8/cssmtp.8 and man5/cssmtp.conf.5 into (e.g.
+        /// /usr/local/share/man).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },

@@ -232,20 +232,23 @@ the daemon's",
     text
 }
 
-/// `cssmtp manpage --dir DIR`: writes cssmtp.8 and cssmtp.conf.5.
+/// `cssmtp manpage --dir DIR`: writes DIR/man8/cssmtp.8 and DIR/man5/cssmtp.conf.5
+/// (DIR as /usr/local/share/man).
 pub fn write_pages(dir: &Path) -> u8 {
     let pages = [
-        ("cssmtp.8", cssmtp_page()),
+        ("man8", "cssmtp.8", cssmtp_page()),
         (
+            "man5",
             "cssmtp.conf.5",
             crate::config::manual::page(env!("CARGO_PKG_VERSION")),
         ),
     ];
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        eprintln!("cssmtp manpage: cannot create {}: {e}", dir.display());
-        return EXIT_FATAL;
-    }
-    for (name, text) in pages {
+    for (section, name, text) in pages {
+        let dir = dir.join(section);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!("cssmtp manpage: cannot create {}: {e}", dir.display());
+            return EXIT_FATAL;
+        }
         let path = dir.join(name);
         if let Err(e) = std::fs::write(&path, text) {
             eprintln!("cssmtp manpage: cannot write {}: {e}", path.display());

@@ -54,7 +54,7 @@ async fn man_renders_both_pages() {
         strip_overstrike(&text)
     };
 
-    let page = render("cssmtp.8");
+    let page = render("man8/cssmtp.8");
     for sub in ["run", "modify", "check", "submit", "sink", "demo"] {
         assert!(
             page.contains(&format!("cssmtp {sub}")),
@@ -84,7 +84,7 @@ async fn man_renders_both_pages() {
         "the hidden subcommands stay hidden"
     );
 
-    let page = render("cssmtp.conf.5");
+    let page = render("man5/cssmtp.conf.5");
     let page = page.split_whitespace().collect::<Vec<_>>().join(" ");
     for name in cssmtp::config::manual::statement_names() {
         assert!(page.contains(name), "{name}: {page}");
