@@ -4,6 +4,7 @@
 
 mod habits;
 mod manual;
+mod migration;
 mod service;
 
 use std::path::Path;
