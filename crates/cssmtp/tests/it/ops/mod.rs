@@ -2,6 +2,7 @@
 //! and completions, the service units. Through the real binary and the real tools
 //! (man, bash, script, systemd-analyze).
 
+mod dashboards;
 mod habits;
 mod manual;
 mod migration;
