@@ -80,20 +80,26 @@ async fn busy_daemon() -> (Daemon, Env, cssmtp::sink::Sink, std::net::SocketAddr
     let daemon = Daemon::start(&env).await;
     env.submit(
         "PAYROLL",
-        &mail(
-            "payroll@zos1.example",
-            &["alice@example.com"],
-            &text_with_ids("totals", "body"),
+        &format!(
+            "HELO zos1.example\n{}",
+            mail(
+                "payroll@zos1.example",
+                &["alice@example.com"],
+                &text_with_ids("totals", "body"),
+            )
         ),
     );
     sink.wait_for(1).await;
     daemon.ok("SUSPEND").await;
     env.submit(
         "LEDGER",
-        &mail(
-            "ledger@zos1.example",
-            &["bob@example.com"],
-            &text_with_ids("ledger", "body"),
+        &format!(
+            "HELO zos1.example\n{}",
+            mail(
+                "ledger@zos1.example",
+                &["bob@example.com"],
+                &text_with_ids("ledger", "body"),
+            )
         ),
     );
     (daemon, env, sink, metrics)
