@@ -5,6 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod exit;
+pub mod manual;
+pub mod version;
+
 /// Default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/cssmtp/cssmtp.conf";
 
@@ -12,11 +16,12 @@ pub const DEFAULT_CONFIG: &str = "/etc/cssmtp/cssmtp.conf";
 #[command(
     name = "cssmtp",
     version,
+    long_version = version::long(),
     about = "Forward batch-SMTP mail from a spool to target SMTP servers (a Linux CSSMTP)",
     long_about = "cssmtp reads the batch-SMTP files that jobs write into its spool \
 (<SpoolDirectory>/<ExtWrtName>/) and forwards every mail to the configured target servers, \
 as z/OS Communications Server CSSMTP does. The configuration file uses CSSMTP's statements.",
-    after_help = "Exit status:\n  0   success (run --drain: every recipient delivered)\n  1   fatal error (cannot start, another instance serves the writer name, I/O)\n  2   command-line usage error\n  3   run --drain finished but some mail was not delivered (undeliverable recipients, held spool files)\n  75  stopped by a signal before the spool was drained\n  78  configuration file errors"
+    after_help = exit::help()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -69,7 +74,8 @@ pub enum Command {
         "  cssmtp modify d sp detail\n",
         "  cssmtp modify --json d tar\n\n",
         "Exit status: 0 the command was carried out; 1 it was refused or failed;\n",
-        "  69 the daemon cannot be reached (not running, or another RunDirectory)."
+        "  2 cssmtp cannot parse the command; 69 the daemon cannot be reached (not running,\n",
+        "  or another RunDirectory); 78 the configuration file cannot be read."
     ))]
     Modify {
         /// Configuration file (for the control socket: <RunDirectory>/<ExtWrtName>.sock).
@@ -78,8 +84,9 @@ pub enum Command {
         /// Print the reply as JSON.
         #[arg(long)]
         json: bool,
-        /// The command, e.g. DISPLAY,TARGETS or "d tar".
-        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        /// The command, e.g. DISPLAY,TARGETS or "d tar" (options may come before or
+        /// after its words).
+        #[arg(required = true, num_args = 1..)]
         command: Vec<String>,
     },
     /// Check a configuration file and print every problem with its line.
@@ -125,6 +132,21 @@ pub enum Command {
         /// Keep the demo's files (configuration, spool, held files) in this directory.
         #[arg(long)]
         keep: Option<PathBuf>,
+    },
+    /// Write the manual pages, cssmtp(8) and cssmtp.conf(5), generated from this
+    /// command line and the statement table (for packagers).
+    #[command(hide = true)]
+    Manpage {
+        /// Directory to write man8/cssmtp.8 and man5/cssmtp.conf.5 into (e.g.
+        /// /usr/local/share/man).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 

@@ -13,15 +13,10 @@ use crate::sink::{Sink, SinkOptions};
 use crate::spool::SpoolLayout;
 use crate::spool::submit::{JobInfo, submit};
 
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_FATAL: u8 = 1;
-pub const EXIT_NOT_DELIVERED: u8 = 3;
-/// `submit`: a file has syntax errors and was not spooled (EX_DATAERR).
-pub const EXIT_DATAERR: u8 = 65;
-/// `modify`: the daemon cannot be reached (EX_UNAVAILABLE).
-pub const EXIT_UNAVAILABLE: u8 = 69;
-pub const EXIT_STOPPED: u8 = 75;
-pub const EXIT_CONFIG: u8 = 78;
+pub use crate::cli::exit::{
+    EXIT_CONFIG, EXIT_DATAERR, EXIT_FATAL, EXIT_NOT_DELIVERED, EXIT_OK, EXIT_STOPPED,
+    EXIT_UNAVAILABLE, EXIT_USAGE,
+};
 
 pub async fn dispatch(command: Command) -> u8 {
     match command {
@@ -62,6 +57,8 @@ pub async fn dispatch(command: Command) -> u8 {
                 EXIT_FATAL
             }
         },
+        Command::Manpage { dir } => crate::cli::manual::write_pages(&dir),
+        Command::Completions { shell } => crate::cli::manual::completions(shell),
     }
 }
 
@@ -100,7 +97,7 @@ async fn modify(path: &Path, json: bool, command: &str) -> u8 {
             "cssmtp modify: {e}\nCommands:\n{}",
             crate::control::command::SYNTAX
         );
-        return 2;
+        return EXIT_USAGE;
     }
     let socket = match config::control_socket_of(path) {
         Ok(s) => s,

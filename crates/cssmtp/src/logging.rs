@@ -123,7 +123,9 @@ pub fn init(format: Format, command_line: Option<u32>) {
         MASK.store(mask & ALL, Ordering::Relaxed);
     }
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let ansi = std::io::stderr().is_terminal() && !journald;
+    // Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org).
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let ansi = std::io::stderr().is_terminal() && !journald && !no_color;
     let layer: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> = match format {
         Format::Json => tracing_subscriber::fmt::layer()
             .json()

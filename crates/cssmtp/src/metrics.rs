@@ -21,6 +21,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
+pub mod spool;
+pub mod status;
+
 use crate::delivery::router::Router;
 use crate::spool::status::{Suspend, TaskRegistry};
 use crate::telemetry::Telemetry;
@@ -34,6 +37,8 @@ pub struct Sources {
     /// Mails in extended retry now.
     pub extended_current: Arc<AtomicU64>,
     pub suspend: watch::Receiver<Suspend>,
+    /// The spool's directories, looked at by each scrape ([`spool`]).
+    pub places: spool::Places,
 }
 
 fn counter(
@@ -263,10 +268,11 @@ impl Collector for Sources {
     }
 }
 
-/// The text exposition of the metrics now.
-pub fn render(sources: Arc<Sources>) -> String {
+/// The text exposition of the metrics now (`view`: what [`spool::look`] saw).
+pub fn render(sources: Arc<Sources>, view: spool::View) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(sources));
+    registry.register_collector(Box::new(view));
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
         text.clear();
@@ -315,7 +321,7 @@ pub async fn serve(listener: TcpListener, sources: Arc<Sources>, stop: Cancellat
             let _slot = slot;
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let sources = Arc::clone(&sources);
-                async move { Ok::<_, Infallible>(answer(&request, sources)) }
+                async move { Ok::<_, Infallible>(answer(&request, sources).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             let connection = hyper::server::conn::http1::Builder::new()
@@ -331,7 +337,15 @@ pub async fn serve(listener: TcpListener, sources: Arc<Sources>, stop: Cancellat
     }
 }
 
-fn answer(request: &Request<Incoming>, sources: Arc<Sources>) -> Response<Full<Bytes>> {
+/// What the file system says now, read on a blocking thread.
+async fn look(sources: &Sources) -> spool::View {
+    let places = sources.places.clone();
+    tokio::task::spawn_blocking(move || spool::look(&places))
+        .await
+        .unwrap_or_default()
+}
+
+async fn answer(request: &Request<Incoming>, sources: Arc<Sources>) -> Response<Full<Bytes>> {
     let response = |status: StatusCode, content_type: &str, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -341,15 +355,32 @@ fn answer(request: &Request<Incoming>, sources: Arc<Sources>) -> Response<Full<B
         r
     };
     match (request.method(), request.uri().path()) {
-        (&Method::GET, "/metrics") => response(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            render(sources),
-        ),
+        (&Method::GET, "/metrics") => {
+            let view = look(&sources).await;
+            response(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                render(sources, view),
+            )
+        }
+        (&Method::GET, "/" | "/status") => {
+            let view = look(&sources).await;
+            let mut r = response(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                status::page(&sources, &view),
+            );
+            // Read-only and inert: no script, no frame, nothing fetched.
+            if let Ok(value) = status::CONTENT_SECURITY_POLICY.parse() {
+                r.headers_mut()
+                    .insert(hyper::header::CONTENT_SECURITY_POLICY, value);
+            }
+            r
+        }
         (&Method::GET, _) => response(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "cssmtp: try /metrics\n".into(),
+            "cssmtp: try /metrics or /status\n".into(),
         ),
         _ => response(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -50,6 +50,7 @@
 mod build;
 mod services;
 mod shutdown;
+mod systemd;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -283,6 +284,7 @@ pub async fn run(
         suspend_rx.clone(),
     )
     .await;
+    let systemd = systemd::Systemd::ready(&stop, &format!("writer {}", config.ext_wrt_name));
     // 8. Intake, until drained or stopped.
     let shared = Arc::new(TaskShared {
         config: Arc::clone(&live),
@@ -331,6 +333,7 @@ pub async fn run(
         // Intake failed: everything else stops too, in order.
         stop.cancel();
     }
+    systemd.stopping();
     Shutdown {
         shared,
         extended,

@@ -77,6 +77,15 @@ pub(super) async fn start_services(
                     tasks: Arc::clone(&control.tasks),
                     extended_current: Arc::clone(&control.extended_current),
                     suspend,
+                    places: crate::metrics::spool::Places {
+                        writer: config.ext_wrt_name.clone(),
+                        incoming: config.writer_spool(),
+                        directories: vec![
+                            ("spool", config.writer_spool()),
+                            ("deadletter", config.dead_letter_directory()),
+                            ("mail", config.mail_directory()),
+                        ],
+                    },
                 });
                 services.listeners.push(tokio::spawn(crate::metrics::serve(
                     listener,

@@ -16,6 +16,7 @@ pub(crate) mod auth;
 mod blocks;
 mod draft;
 pub(crate) mod files;
+pub mod manual;
 pub(crate) mod running;
 mod statements;
 pub(crate) mod syntax;

@@ -164,8 +164,37 @@ pub fn parse(text: &str) -> Result<Command, BadCommand> {
     } else if STOP.is(verb) {
         alone(rest, Command::Stop)
     } else {
-        Err(bad(format!("unknown command {verb:?}")))
+        Err(bad(format!(
+            "unknown command {verb:?}{}",
+            did_you_mean(verb, VERBS)
+        )))
     }
+}
+
+/// The commands' keywords, for "did you mean".
+const VERBS: &[&Keyword] = &[
+    &DISPLAY,
+    &FLUSHRETRY,
+    &LOGLEVEL,
+    &REFRESH,
+    &REFRESHIPLIST,
+    &REFRESHTARGETS,
+    &RESUME,
+    &SUSPEND,
+    &STOP,
+];
+
+/// ` (did you mean DISPLAY?)` when a keyword is close to `word` (a slip of the fingers,
+/// not an abbreviation: those are taken as they are).
+fn did_you_mean(word: &str, known: &[&Keyword]) -> String {
+    let word = word.to_ascii_uppercase();
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(&word, k.0), k.0))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| format!(" (did you mean {k}?)"))
+        .unwrap_or_default()
 }
 
 /// `command`, when no word follows.
@@ -195,7 +224,8 @@ fn display(rest: &[&str]) -> Result<Command, BadCommand> {
         display_targets(rest)
     } else {
         Err(bad(format!(
-            "DISPLAY {what}: expected CONFIG, IPLIST, LOGLEVEL, SPOOLSTATUS or TARGETS"
+            "DISPLAY {what}: expected CONFIG, IPLIST, LOGLEVEL, SPOOLSTATUS or TARGETS{}",
+            did_you_mean(what, &[&CONFIG, &IPLIST, &LOGLEVEL, &SPOOLSTATUS, &TARGETS])
         )))
     }
 }
@@ -368,6 +398,22 @@ mod tests {
         assert!(e("FLUSHRETRY").contains("AGE=days or TKID=n"));
         assert!(e("STOP NOW").contains("unexpected"));
         assert!(e("D\nTAR").contains("control characters"));
+    }
+
+    /// A slip of the fingers gets a hint, as an unknown statement does.
+    #[test]
+    fn a_near_miss_says_what_was_meant() {
+        let e = |s: &str| parse(s).unwrap_err().0;
+        assert!(
+            e("dispaly tar").ends_with("(did you mean DISPLAY?)"),
+            "{}",
+            e("dispaly tar")
+        );
+        assert!(e("REFRES").ends_with("(did you mean REFRESH?)"));
+        assert!(e("SUSPNED").ends_with("(did you mean SUSPEND?)"));
+        assert!(e("D,TARGTES").ends_with("(did you mean TARGETS?)"));
+        assert!(e("D,SPOOLSTAUTS").ends_with("(did you mean SPOOLSTATUS?)"));
+        assert!(!e("BOGUS").contains("did you mean"), "nothing close");
     }
 
     proptest::proptest! {

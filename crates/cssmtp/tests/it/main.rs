@@ -22,6 +22,7 @@ mod mainframe;
 mod messages;
 mod mime;
 mod operator;
+mod ops;
 mod permit;
 mod producers;
 mod retry;

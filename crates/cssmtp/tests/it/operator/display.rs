@@ -153,10 +153,10 @@ async fn the_metrics_endpoint_matches_display_targets() {
     );
     daemon.ok("SUSPEND").await;
     assert_eq!(scrape(metrics_addr).await["cssmtp_suspended"], 1.0);
-    // Anything but /metrics is a 404.
+    // Anything but /metrics and the status page is a 404.
     let mut stream = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
     stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut response = String::new();
