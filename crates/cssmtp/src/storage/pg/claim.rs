@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::source::{Lease, Leases};
+use super::source::{Lease, Leases, hold_row};
 use super::{Db, io_err};
 use crate::notify::deadletter;
 use crate::spool::claim::Keeping;
@@ -51,44 +51,6 @@ impl PgClaim {
             hold_dir,
         }
     }
-}
-
-/// Holds a claimed file's row (under its token) with `report` beside it.
-///
-/// # Errors
-/// The database cannot be written, or the lease was lost.
-pub async fn hold_row(db: &Db, writer: &str, lease: &Lease, report: Vec<u8>) -> io::Result<()> {
-    let (db2, writer, held, name) = (
-        db.clone(),
-        writer.to_owned(),
-        lease.held,
-        lease.name.clone(),
-    );
-    db.run(async move {
-        let client = db2.client().await?;
-        let n = client
-            .execute(
-                "UPDATE cssmtp_spool_file SET state = 'held', lease_owner = NULL, lease_until = NULL
-                 WHERE id = $1 AND fence = $2 AND state = 'claimed'",
-                &[&held.id, &held.fence],
-            )
-            .await
-            .map_err(io_err)?;
-        if n == 0 {
-            return Err(io::Error::other("another instance holds it now"));
-        }
-        if !report.is_empty() {
-            client
-                .execute(
-                    "INSERT INTO cssmtp_held (writer, name, kind, data) VALUES ($1, $2, 'report', $3)",
-                    &[&writer, &name, &report],
-                )
-                .await
-                .map_err(io_err)?;
-        }
-        Ok(())
-    })
-    .await
 }
 
 /// Removes a finished file's row (with its chunks and records), under its token.

@@ -392,9 +392,7 @@ impl SpoolSource for PgSource {
                 "Spool file {} was not read: {why}.\n",
                 crate::escape::name(std::ffi::OsStr::new(&claim.name))
             );
-            if let Err(e) =
-                super::claim::hold_row(&self.db, &self.writer, &claim, text.into_bytes()).await
-            {
+            if let Err(e) = hold_row(&self.db, &self.writer, &claim, text.into_bytes()).await {
                 tracing::warn!(
                     "CSM2605W Spool file {} is not taken here: {why} ({e})",
                     claim.file_id()
@@ -420,4 +418,42 @@ impl SpoolSource for PgSource {
             Err(_) => false,
         }
     }
+}
+
+/// Holds a claimed file's row (under its token) with `report` beside it.
+///
+/// # Errors
+/// The database cannot be written, or the lease was lost.
+pub async fn hold_row(db: &Db, writer: &str, lease: &Lease, report: Vec<u8>) -> io::Result<()> {
+    let (db2, writer, held, name) = (
+        db.clone(),
+        writer.to_owned(),
+        lease.held,
+        lease.name.clone(),
+    );
+    db.run(async move {
+        let client = db2.client().await?;
+        let n = client
+            .execute(
+                "UPDATE cssmtp_spool_file SET state = 'held', lease_owner = NULL, lease_until = NULL
+                 WHERE id = $1 AND fence = $2 AND state = 'claimed'",
+                &[&held.id, &held.fence],
+            )
+            .await
+            .map_err(io_err)?;
+        if n == 0 {
+            return Err(io::Error::other("another instance holds it now"));
+        }
+        if !report.is_empty() {
+            client
+                .execute(
+                    "INSERT INTO cssmtp_held (writer, name, kind, data) VALUES ($1, $2, 'report', $3)",
+                    &[&writer, &name, &report],
+                )
+                .await
+                .map_err(io_err)?;
+        }
+        Ok(())
+    })
+    .await
 }
