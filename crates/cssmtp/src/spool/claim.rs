@@ -115,26 +115,46 @@ impl SpoolClaim for DirClaim {
     }
 
     fn hold_in_doubt<'a>(&'a self, copy: &'a MailCopy<'a>) -> Pending<'a, io::Result<String>> {
-        Box::pin(async move {
-            let rcpts: Vec<String> = copy.rcpts.iter().map(|(a, _)| a.clone()).collect();
-            let path = deadletter::store(
-                self.layout.hold.clone(),
-                format!("{}.mail{}.possibly-delivered", copy.job.file_name, copy.mail),
-                &self.host,
-                "cssmtp: possibly delivered before a restart (PossiblyDelivered Hold); move this file into incoming/ to send it again",
-                &[format!(
-                    "from spool file {} mail {} (line {})",
-                    copy.job.file_name, copy.mail, copy.line
-                )],
-                &deadletter::Letter {
-                    from: copy.reverse_path,
-                    to: &rcpts,
-                    text: deadletter::Text::Mail(copy.text),
-                    starttls: copy.needs_tls,
-                },
-            )
-            .await?;
-            Ok(crate::escape::path(&path).to_string())
-        })
+        Box::pin(hold_in_doubt(
+            self.layout.hold.clone(),
+            &self.host,
+            "move this file into incoming/ to send it again",
+            copy,
+        ))
     }
+}
+
+/// Keeps a mail for its possibly delivered recipients in `dir`, for the operator, as a
+/// batch-SMTP file (`again` says how to send it again); returns where, for people.
+///
+/// # Errors
+/// It cannot be written.
+pub async fn hold_in_doubt(
+    dir: PathBuf,
+    host: &str,
+    again: &str,
+    copy: &MailCopy<'_>,
+) -> io::Result<String> {
+    let rcpts: Vec<String> = copy.rcpts.iter().map(|(a, _)| a.clone()).collect();
+    let path = deadletter::store(
+        dir,
+        format!(
+            "{}.mail{}.possibly-delivered",
+            copy.job.file_name, copy.mail
+        ),
+        host,
+        &format!("cssmtp: possibly delivered before a restart (PossiblyDelivered Hold); {again}"),
+        &[format!(
+            "from spool file {} mail {} (line {})",
+            copy.job.file_name, copy.mail, copy.line
+        )],
+        &deadletter::Letter {
+            from: copy.reverse_path,
+            to: &rcpts,
+            text: deadletter::Text::Mail(copy.text),
+            starttls: copy.needs_tls,
+        },
+    )
+    .await?;
+    Ok(crate::escape::path(&path).to_string())
 }

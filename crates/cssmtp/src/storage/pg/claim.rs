@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use super::source::{Lease, Leases, hold_row};
 use super::{Db, io_err};
-use crate::notify::deadletter;
 use crate::spool::claim::Keeping;
 use crate::storage::{FileStore, MailCopy, Pending, SpoolClaim};
 
@@ -159,26 +158,11 @@ impl SpoolClaim for PgClaim {
     }
 
     fn hold_in_doubt<'a>(&'a self, copy: &'a MailCopy<'a>) -> Pending<'a, io::Result<String>> {
-        Box::pin(async move {
-            let rcpts: Vec<String> = copy.rcpts.iter().map(|(a, _)| a.clone()).collect();
-            let path = deadletter::store(
-                self.hold_dir.clone(),
-                format!("{}.mail{}.possibly-delivered", copy.job.file_name, copy.mail),
-                &self.keeping.host,
-                "cssmtp: possibly delivered before a restart (PossiblyDelivered Hold); submit this file again to send it again",
-                &[format!(
-                    "from spool file {} mail {} (line {})",
-                    copy.job.file_name, copy.mail, copy.line
-                )],
-                &deadletter::Letter {
-                    from: copy.reverse_path,
-                    to: &rcpts,
-                    text: deadletter::Text::Mail(copy.text),
-                    starttls: copy.needs_tls,
-                },
-            )
-            .await?;
-            Ok(crate::escape::path(&path).to_string())
-        })
+        Box::pin(crate::spool::claim::hold_in_doubt(
+            self.hold_dir.clone(),
+            &self.keeping.host,
+            "submit this file again to send it again",
+            copy,
+        ))
     }
 }
