@@ -208,7 +208,8 @@ pub async fn run(
             tls_config,
             telemetry.clone(),
         )
-        .with_ca_files(config.tls_ca_files.clone()),
+        .with_ca_files(config.tls_ca_files.clone())
+        .with_source(config.source_address),
     );
     let workers = Workers::start(
         &ctx,

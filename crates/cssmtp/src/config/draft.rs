@@ -87,6 +87,7 @@ impl TargetDraft {
                 tls_name: None,
                 auth: None,
                 tls: Box::default(),
+                source: None,
                 line: 0,
             },
         }

@@ -143,6 +143,7 @@ mod tests {
             ("MaxConnections", "MaxConnections 3"),
             ("TlsCaFile", "TlsCaFile /etc/ca.pem"),
             ("NameServer", "NameServer 127.0.0.2"),
+            ("SourceAddress", "SourceAddress 127.0.0.3"),
             ("ChkPoint", "ChkPoint No"),
             ("ChkPointDirectory", "ChkPointDirectory /srv/cp"),
             ("ChkPointSizeLimit", "ChkPointSizeLimit 200"),

@@ -161,6 +161,12 @@ pub(crate) static STATEMENTS: &[Def] = &[
         },
     )
     .refresh(restart!(tls_ca_files)),
+    Def::value("SourceAddress", Kind::Custom(source_address), |c| {
+        c.source_address
+            .map(|ip| ip.to_string())
+            .unwrap_or_default()
+    })
+    .refresh(restart!(source_address)),
     Def::each("NameServer", Kind::Custom(name_server), |c| {
         c.name_servers.iter().map(ToString::to_string).collect()
     })
@@ -434,6 +440,16 @@ fn mail_administrator(diags: &mut Diags, d: &mut Draft, w: &Word) {
 }
 
 /// `ip`, `ip:port` or `[v6]:port` (port 53 when none is given).
+fn source_address(diags: &mut Diags, d: &mut Draft, w: &Word) {
+    match w.text.parse::<IpAddr>() {
+        Ok(ip) => d.c.source_address = Some(ip),
+        Err(_) => diags.error(
+            w.line,
+            format!("SourceAddress {:?} is not an IP address", w.text),
+        ),
+    }
+}
+
 fn name_server(diags: &mut Diags, d: &mut Draft, w: &Word) {
     let text = w.text.as_str();
     let parsed = text.parse::<SocketAddr>().ok().or_else(|| {

@@ -72,6 +72,9 @@ pub(crate) static TARGET_SERVER: Block<TargetDraft, TargetSpec> = Block {
             |t| (t.max_connections > 0).then(|| t.max_connections.to_string()),
         ),
         P::new("TlsName", Kind::Custom(tls_name), |t| t.tls_name.clone()),
+        P::new("SourceAddress", Kind::Custom(source), |t| {
+            t.source.map(|ip| ip.to_string())
+        }),
         // TLS policy (cssmtp's, see config/tls_policy.rs).
         P::new(
             "TlsMode",
@@ -171,6 +174,16 @@ fn target_name(diags: &mut Diags, t: &mut TargetDraft, w: &Word) {
 fn target_mx(diags: &mut Diags, t: &mut TargetDraft, w: &Word) {
     if let Some(domain) = host(diags, w, "TargetMx") {
         t.hosts.push((TargetHost::Mx(domain), w.line));
+    }
+}
+
+fn source(diags: &mut Diags, t: &mut TargetDraft, w: &Word) {
+    match w.text.parse() {
+        Ok(ip) => t.spec.source = Some(ip),
+        Err(_) => diags.error(
+            w.line,
+            format!("SourceAddress {:?} is not an IP address", w.text),
+        ),
     }
 }
 

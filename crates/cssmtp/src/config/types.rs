@@ -44,6 +44,9 @@ pub struct Config {
     pub max_connections: usize,
     /// `TlsCaFile`: extra trusted CA certificates (PEM), besides the system's.
     pub tls_ca_files: Vec<PathBuf>,
+    /// `SourceAddress`: the local address connections to target servers are made
+    /// from (None: the system chooses).
+    pub source_address: Option<std::net::IpAddr>,
     /// `NameServer`: DNS servers for TargetName/TargetMx (default: /etc/resolv.conf).
     pub name_servers: Vec<SocketAddr>,
     /// `Undeliverable`.
@@ -174,6 +177,7 @@ impl Config {
             spool_tasks: 0,
             max_connections: 0,
             tls_ca_files: Vec::new(),
+            source_address: None,
             name_servers: Vec::new(),
             undeliverable: Undeliverable {
                 return_to_mail_from: false,
@@ -340,6 +344,9 @@ pub struct TargetSpec {
     pub auth: Option<super::auth::AuthSpec>,
     /// `TlsMode`, `TlsMinVersion`, `TlsCaFile`, `TlsFingerprint`, `TlsClientCert`…
     pub tls: Box<super::tls_policy::TlsPolicy>,
+    /// `SourceAddress` in the block: connections to it are made from this local address
+    /// (None: the global `SourceAddress`).
+    pub source: Option<std::net::IpAddr>,
     /// Line of the parameter, for messages.
     pub line: u32,
 }

@@ -35,6 +35,8 @@ pub struct Resolved {
     pub preference: u16,
     /// SMTP AUTH with it (`AuthUser` …).
     pub auth: Option<std::sync::Arc<crate::config::AuthSpec>>,
+    /// The local address to connect from (`SourceAddress` in its block).
+    pub source: Option<IpAddr>,
     /// Its TLS policy (`TlsMode`, `TlsMinVersion`…).
     pub tls: std::sync::Arc<crate::config::TlsPolicy>,
 }
@@ -130,6 +132,7 @@ pub async fn resolve(
             preference,
             auth: auth.clone(),
             tls: std::sync::Arc::clone(&tls),
+            source: spec.source,
         };
         match &spec.host {
             TargetHost::Ip(ip) => push(make(*ip, format!("TargetIp {ip}"), None, 0), &mut warnings),

@@ -61,6 +61,9 @@ pub struct DeliveryContext {
     pub telemetry: Telemetry,
     /// The global `TlsCaFile`s, for targets with a TLS configuration of their own.
     pub ca_files: Vec<std::path::PathBuf>,
+    /// `SourceAddress`: the local address connections are made from (a target's own
+    /// first).
+    pub source: Option<std::net::IpAddr>,
     /// Mails handed over to workers with an open session (see [`Handoff`]).
     handoff: (
         async_channel::Sender<Arc<Handoff>>,
@@ -83,12 +86,19 @@ impl DeliveryContext {
             tls: TlsConnector::from(tls),
             telemetry,
             ca_files: Vec::new(),
+            source: None,
             handoff: async_channel::unbounded(),
         }
     }
 
     /// With the global `TlsCaFile`s (see [`Self::ca_files`]).
     #[must_use]
+    /// Connections are made from `source` (`SourceAddress`).
+    pub fn with_source(mut self, source: Option<std::net::IpAddr>) -> Self {
+        self.source = source;
+        self
+    }
+
     pub fn with_ca_files(mut self, ca_files: Vec<std::path::PathBuf>) -> Self {
         self.ca_files = ca_files;
         self

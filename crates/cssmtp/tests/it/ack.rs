@@ -83,7 +83,7 @@ async fn send(refuse: bool, recipients: &[&str]) -> (Arc<Owner>, Vec<RcptResult>
         helo_name: "test.example",
         timeouts: &timeouts,
     };
-    let mut session = Session::open(sink.addr, &params).await.unwrap();
+    let mut session = Session::open(sink.addr, None, &params).await.unwrap();
     let results = session.send_mail(&job(&owner, recipients), &params).await;
     (owner, results)
 }

@@ -34,6 +34,7 @@ mod session_limits;
 mod shared_spool;
 mod smuggling;
 mod soak;
+mod source_address;
 mod support;
 mod tls;
 mod undeliverable;

@@ -30,6 +30,8 @@ pub struct Target {
     pub origin: String,
     /// The name its certificate must carry.
     pub tls_name: ServerName<'static>,
+    /// `SourceAddress` in its block: the local address to connect from.
+    pub source: Option<std::net::IpAddr>,
     /// `Secure Yes`: every session with it uses TLS.
     pub secure: bool,
     /// `MessageSize` (0: none).
@@ -110,6 +112,7 @@ impl Target {
             preference: resolved.preference,
             auth: resolved.auth,
             tls: resolved.tls,
+            source: resolved.source,
             tls_connector: OwnConnector::default(),
             state: Mutex::new(TargetState::default()),
             progress: tokio::sync::watch::Sender::new(0),

@@ -19,6 +19,7 @@ fn resolved(n: u8, preference: u16) -> Resolved {
         preference,
         auth: None,
         tls: Arc::default(),
+        source: None,
     }
 }
 

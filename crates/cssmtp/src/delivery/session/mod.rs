@@ -78,9 +78,13 @@ impl Session {
     ///
     /// # Errors
     /// The [`Failure`] of the stage that failed.
-    pub async fn open(peer: SocketAddr, params: &SessionParams<'_>) -> Result<Self, Failure> {
+    pub async fn open(
+        peer: SocketAddr,
+        source: Option<std::net::IpAddr>,
+        params: &SessionParams<'_>,
+    ) -> Result<Self, Failure> {
         let wait = params.timeouts.initial_msg;
-        let stream = match timeout(wait, TcpStream::connect(peer)).await {
+        let stream = match timeout(wait, connect(peer, source)).await {
             Err(_) => {
                 return Err(Failure::new(
                     Stage::Connect,
@@ -242,5 +246,45 @@ impl Session {
             let _ = self.read_reply(Stage::Quit, wait).await;
         }
         self.close().await;
+    }
+}
+
+/// A TCP connection to `peer`, from `source` when one is set (`SourceAddress`).
+async fn connect(peer: SocketAddr, source: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(peer).await;
+    };
+    if source.is_ipv4() != peer.is_ipv4() {
+        return Err(std::io::Error::other(format!(
+            "SourceAddress {source} cannot reach {peer}: another address family"
+        )));
+    }
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0)).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot use SourceAddress {source}: {e}"))
+    })?;
+    socket.connect(peer).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn a_source_address_of_the_other_family_says_so_and_one_of_the_same_is_used() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = listener.local_addr().unwrap();
+        let err = super::connect(peer, Some("::1".parse().unwrap()))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("another address family"), "{err}");
+        let stream = super::connect(peer, Some("127.0.0.4".parse().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(stream.local_addr().unwrap().ip().to_string(), "127.0.0.4");
+        let (_, from) = listener.accept().await.unwrap();
+        assert_eq!(from.ip().to_string(), "127.0.0.4");
     }
 }

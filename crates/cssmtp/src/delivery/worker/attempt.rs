@@ -163,7 +163,7 @@ async fn connect(
     let params = ctx.params();
     // `given_up`: no greeting came while later connections were greeted.
     let (opening, given_up) = tokio::select! {
-        opened = Session::open(target.addr, &params) => (opened, false),
+        opened = Session::open(target.addr, target.source.or(ctx.source), &params) => (opened, false),
         () = async {
             target.later_greeted(ticket).await;
             sleep(GREETING_GRACE).await;
