@@ -298,9 +298,7 @@ fn read_lines(
     out: &mut Vec<u8>,
     hasher: &mut TextHasher,
 ) -> Result<u64, TextError> {
-    let want = CHUNK.min(end - pos);
-    raw.clear();
-    raw.resize(usize::try_from(want).unwrap_or(usize::MAX), 0);
+    let want = size_chunk(raw, pos, end);
     read_at(text, raw, pos)?;
     let at_end = pos + want >= end;
     match whole_lines(raw, at_end) {
@@ -308,6 +306,14 @@ fn read_lines(
         // One line longer than the chunk: read on in fixed chunks.
         None => long_line(text, rules, (pos, end), raw, out, hasher),
     }
+}
+
+/// Sizes `raw` for the next chunk of the span from `pos` to `end`; returns its size.
+fn size_chunk(raw: &mut Vec<u8>, pos: u64, end: u64) -> u64 {
+    let want = CHUNK.min(end - pos);
+    raw.clear();
+    raw.resize(usize::try_from(want).unwrap_or(usize::MAX), 0);
+    want
 }
 
 /// As [`read_lines`], on the task's thread, when the chunk is all in the page cache
@@ -323,9 +329,7 @@ fn render_cached(
     out: &mut Vec<u8>,
     hasher: &mut TextHasher,
 ) -> Result<Option<u64>, TextError> {
-    let want = CHUNK.min(end - pos);
-    raw.clear();
-    raw.resize(usize::try_from(want).unwrap_or(usize::MAX), 0);
+    let want = size_chunk(raw, pos, end);
     let mut done = 0usize;
     while let Some(rest) = raw.get_mut(done..).filter(|r| !r.is_empty()) {
         let read = rustix::io::preadv2(

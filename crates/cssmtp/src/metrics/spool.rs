@@ -50,9 +50,8 @@ pub fn look(places: &Places) -> View {
             .flatten()
             .take(usize::try_from(BACKLOG_SCAN_CAP).unwrap_or(usize::MAX))
         {
-            let name = entry.file_name();
-            let name = name.as_encoded_bytes();
-            if name.starts_with(b".") || name.ends_with(b".tmp") {
+            // The spool's own rule for a file a producer has finished writing.
+            if !crate::spool::layout::is_ready(&entry.file_name()) {
                 continue;
             }
             let Ok(meta) = entry.metadata() else { continue };

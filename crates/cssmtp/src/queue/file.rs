@@ -141,15 +141,14 @@ pub async fn run(
         return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
     }
     // A mainframe-format (EBCDIC) file is read through its UTF-8 conversion (Translate).
-    let (file, reader) = match translated(&config, tkid, &name, &path, file, reader).await {
-        Ok(files) => files,
-        Err(problem) => {
-            report.file_problem = Some(problem);
-            return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
-        }
-    };
-    // A converted file's length is its own (fstat).
-    let len = reader.metadata().map_or(u64::MAX, |m| m.len());
+    let (file, reader, len) =
+        match translated(&config, tkid, &name, &path, (file, reader, meta.len())).await {
+            Ok(files) => files,
+            Err(problem) => {
+                report.file_problem = Some(problem);
+                return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
+            }
+        };
     let (parsed_rx, parser) = start_parser(reader, len, config.batch_limits());
     let (outcomes, outcome_rx) = mpsc::unbounded_channel();
     let spool = Arc::new(SpoolText {
@@ -223,19 +222,18 @@ async fn owner_and_permit(
     (shown, refusal)
 }
 
-/// The file and reader to take the mail from: a file in EBCDIC (`Translate`) is read
-/// through its conversion, converted on a blocking thread; others as they are. Err: why
-/// it cannot be read.
+/// The file and reader to take the mail from, and its length: a file in EBCDIC
+/// (`Translate`) is read through its conversion, converted on a blocking thread (its
+/// length is the conversion's); others as they are. Err: why it cannot be read.
 async fn translated(
     config: &crate::config::Config,
     tkid: u32,
     name: &str,
     path: &std::path::Path,
-    file: std::fs::File,
-    reader: std::fs::File,
-) -> Result<(std::fs::File, std::fs::File), String> {
+    (file, reader, len): (std::fs::File, std::fs::File, u64),
+) -> Result<(std::fs::File, std::fs::File, u64), String> {
     let Some(rules) = crate::spool::translate::Rules::of(config) else {
-        return Ok((file, reader));
+        return Ok((file, reader, len));
     };
     let page = rules.page;
     let dir = path.parent().map(std::path::Path::to_path_buf);
@@ -245,6 +243,7 @@ async fn translated(
     .await;
     match converted {
         Ok(Ok((file, reader, converted))) => {
+            let converted_any = converted.is_some();
             if let Some(done) = converted {
                 tracing::info!(
                     tkid,
@@ -255,7 +254,13 @@ async fn translated(
                     done.continued
                 );
             }
-            Ok((file, reader))
+            // A converted file's length is its own.
+            let len = if converted_any {
+                reader.metadata().map_or(u64::MAX, |m| m.len())
+            } else {
+                len
+            };
+            Ok((file, reader, len))
         }
         Ok(Err(e)) => Err(format!(
             "cannot translate the spool file from {}: {e}",

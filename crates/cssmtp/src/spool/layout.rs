@@ -121,7 +121,8 @@ pub fn is_ready_name(name: &str) -> bool {
     is_ready(OsStr::new(name))
 }
 
-fn is_ready(name: &OsStr) -> bool {
+/// True for a name a producer has finished writing (not `.`-names nor `.tmp`).
+pub(crate) fn is_ready(name: &OsStr) -> bool {
     let b = name.as_bytes();
     !b.is_empty() && !b.starts_with(b".") && !b.ends_with(b".tmp")
 }

@@ -17,6 +17,28 @@ pub struct Aiosmtpd {
     record: PathBuf,
 }
 
+/// Starts a test peer whose first line on standard output is `port N`; the child (killed
+/// when dropped) and its port.
+pub(crate) async fn start_peer(
+    mut command: tokio::process::Command,
+    name: &str,
+) -> (tokio::process::Child, u16) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not start"))
+        .unwrap()
+        .unwrap();
+    let port = first.strip_prefix("port ").unwrap().parse().unwrap();
+    (child, port)
+}
+
 impl Aiosmtpd {
     pub async fn start(dir: &Path, args: &[&str]) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -26,23 +48,13 @@ impl Aiosmtpd {
             .unwrap();
         assert!(installed.success(), ".ci/install-peers aiosmtpd failed");
         let record = dir.join("aiosmtpd.jsonl");
-        let mut child = tokio::process::Command::new("/usr/bin/python3")
+        let mut command = tokio::process::Command::new("/usr/bin/python3");
+        command
             .arg(root.join("tests/peers/aiosmtpd_server.py"))
             .args(args)
             .arg("--record")
-            .arg(&record)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("aiosmtpd did not start")
-            .unwrap()
-            .unwrap();
-        let port = first.strip_prefix("port ").unwrap().parse().unwrap();
+            .arg(&record);
+        let (child, port) = start_peer(command, "aiosmtpd").await;
         Self {
             _child: child,
             port,

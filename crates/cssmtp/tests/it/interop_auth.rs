@@ -103,7 +103,6 @@ struct NodeSmtpServer {
 
 impl NodeSmtpServer {
     async fn start(dir: &Path, pki: &TestPki, args: &[&str]) -> Self {
-        use tokio::io::AsyncBufReadExt;
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let installed = std::process::Command::new(root.join("../../.ci/install-peers"))
             .arg("smtp-server")
@@ -120,7 +119,8 @@ impl NodeSmtpServer {
         std::fs::write(dir.join("cert.pem"), cert).unwrap();
         std::fs::write(dir.join("key.pem"), key).unwrap();
         let record = dir.join("smtp-server.jsonl");
-        let mut child = tokio::process::Command::new("/usr/bin/node")
+        let mut command = tokio::process::Command::new("/usr/bin/node");
+        command
             .arg(root.join("tests/peers/smtp_server.js"))
             .args(["--modules", &modules, "--record"])
             .arg(&record)
@@ -128,19 +128,8 @@ impl NodeSmtpServer {
             .arg(dir.join("cert.pem"))
             .arg("--tls-key")
             .arg(dir.join("key.pem"))
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("smtp-server did not start")
-            .unwrap()
-            .unwrap();
-        let port = first.strip_prefix("port ").unwrap().parse().unwrap();
+            .args(args);
+        let (child, port) = crate::interop::start_peer(command, "smtp-server").await;
         Self {
             _child: child,
             port,

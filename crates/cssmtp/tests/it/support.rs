@@ -483,3 +483,29 @@ where
     }
     panic!("condition not reached within a virtual day");
 }
+
+/// A spool file's text: `mails` mails, mail `k` of file `file` to 1 to `most` recipients
+/// (every address unique, added to `expected`), subject `"{subject} {file}/{k}"`.
+pub fn spool_text(
+    file: usize,
+    mails: usize,
+    most: usize,
+    subject: &str,
+    expected: &mut std::collections::BTreeSet<String>,
+) -> String {
+    let mut text = String::from("EHLO zos.example\n");
+    for k in 0..mails {
+        let rcpts: Vec<String> = (0..=(file + k) % most)
+            .map(|i| format!("r{file}-{k}-{i}@example.com"))
+            .collect();
+        expected.extend(rcpts.iter().cloned());
+        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        text.push_str(&mail(
+            "batch@zos.example",
+            &refs,
+            &format!("Subject: {subject} {file}/{k}\r\n\r\nBody of mail {k} of file {file}.\r\n"),
+        ));
+    }
+    text.push_str("QUIT\n");
+    text
+}

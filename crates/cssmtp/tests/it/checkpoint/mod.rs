@@ -140,21 +140,7 @@ fn deliveries(sink: &Sink) -> BTreeMap<String, usize> {
 /// A spool file's text: `mails` mails, mail `k` to 1 to 5 recipients, every address
 /// unique.
 fn spool_text(file: usize, mails: usize, expected: &mut BTreeSet<String>) -> String {
-    let mut text = String::from("EHLO zos.example\n");
-    for k in 0..mails {
-        let rcpts: Vec<String> = (0..=(file + k) % 5)
-            .map(|i| format!("r{file}-{k}-{i}@example.com"))
-            .collect();
-        expected.extend(rcpts.iter().cloned());
-        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
-        text.push_str(&mail(
-            "batch@zos.example",
-            &refs,
-            &format!("Subject: crash test {file}/{k}\r\n\r\nBody of mail {k} of file {file}.\r\n"),
-        ));
-    }
-    text.push_str("QUIT\n");
-    text
+    crate::support::spool_text(file, mails, 5, "crash test", expected)
 }
 
 /// Puts a spool file straight into `active/` (as a crashed run leaves it) and returns

@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 use tokio::task::JoinHandle;
 
-use crate::support::{Env, cssmtp, mail, sink, target};
+use crate::support::{Env, cssmtp, sink, target};
 
 /// A configuration on database `url` as instance `instance`.
 fn env_on(url: &str, instance: &str, sink: &Sink, extra: &str) -> Env {
@@ -30,21 +30,7 @@ fn env_on(url: &str, instance: &str, sink: &Sink, extra: &str) -> Env {
 
 /// A spool file's text: `mails` mails of 1 to 3 recipients, every address unique.
 fn spool_text(file: usize, mails: usize, expected: &mut BTreeSet<String>) -> String {
-    let mut text = String::from("EHLO zos.example\n");
-    for k in 0..mails {
-        let rcpts: Vec<String> = (0..=(file + k) % 3)
-            .map(|i| format!("r{file}-{k}-{i}@example.com"))
-            .collect();
-        expected.extend(rcpts.iter().cloned());
-        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
-        text.push_str(&mail(
-            "batch@zos.example",
-            &refs,
-            &format!("Subject: shared {file}/{k}\r\n\r\nBody of mail {k} of file {file}.\r\n"),
-        ));
-    }
-    text.push_str("QUIT\n");
-    text
+    crate::support::spool_text(file, mails, 3, "shared", expected)
 }
 
 /// `cssmtp submit` (the real binary) of `text` as job `job`; its exit code and output.
