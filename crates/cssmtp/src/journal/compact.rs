@@ -192,6 +192,29 @@ mod tests {
         assert_eq!(text.matches("kept@2").count(), 2, "{text}");
     }
 
+    /// However small the journal, once FORGOTTEN_AT finished files wait to be dropped
+    /// the syncer compacts: the names kept in memory until then stay bounded.
+    #[tokio::test]
+    async fn many_forgotten_files_make_a_compaction_whatever_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("W.journal");
+        let (journal, _, writer) =
+            Journal::open(&path, &HashSet::new(), JournalOptions::default()).unwrap();
+        journal.append(&sent("gone@1", 1, vec![0]));
+        journal.forget("gone@1");
+        for i in 1..crate::journal::FORGOTTEN_AT {
+            journal.forget(&format!("other@{i}"));
+        }
+        // The first sync's turn compacts after acknowledging; the second's comes after.
+        journal.sync().await.unwrap();
+        journal.sync().await.unwrap();
+        assert_eq!(journal.inner.forgotten.lock().unwrap().len(), 0);
+        drop(journal);
+        writer.join();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("gone@1"), "{text}");
+    }
+
     /// A compaction does not hold appends for its duration: while it is held between
     /// writing the new journal and putting it in place, an append from another thread
     /// goes through; the record lands in the compacted journal, the forgotten file's

@@ -34,7 +34,8 @@
 //! throughput (see the README).
 //!
 //! **Size.** Records of finished spool files are dropped when the journal is rewritten:
-//! at start, and when it grows past [`COMPACT_AT`].
+//! at start, and when it grows past [`COMPACT_AT`] or [`FORGOTTEN_AT`] finished files
+//! wait to be dropped.
 
 mod compact;
 pub mod record;
@@ -56,6 +57,9 @@ pub use store::{
 
 /// The journal is rewritten (finished files dropped) when it grows past this size.
 pub const COMPACT_AT: u64 = 64 * 1024 * 1024;
+/// ... or when this many finished files wait to be dropped: their names are kept in
+/// memory until then, so memory stays bounded however small their records are.
+pub const FORGOTTEN_AT: usize = 65_536;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

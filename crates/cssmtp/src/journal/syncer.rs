@@ -1,14 +1,14 @@
 //! The journal's syncer thread: group commit (every sync request queued while a sync
 //! runs is answered by the next one), a sync every [`SYNC_INTERVAL`] while anything is
 //! unsynced, the probe of a journal that could not be written (CSM2303E, CSM2311I),
-//! and compaction past [`COMPACT_AT`].
+//! and compaction past [`COMPACT_AT`] (or [`FORGOTTEN_AT`] finished files).
 
 use std::io::{self, Write};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 
-use super::COMPACT_AT;
 use super::store::{Inner, PROBE_INTERVAL, Request, SYNC_INTERVAL};
+use super::{COMPACT_AT, FORGOTTEN_AT};
 
 impl Inner {
     pub(super) fn fail(&self, e: &io::Error) {
@@ -89,7 +89,8 @@ impl Inner {
             for ack in acks.drain(..) {
                 let _ = ack.send(());
             }
-            if inner.size.load(Ordering::Relaxed) >= COMPACT_AT {
+            let forgotten = inner.forgotten.lock().map_or(0, |f| f.len());
+            if inner.size.load(Ordering::Relaxed) >= COMPACT_AT || forgotten >= FORGOTTEN_AT {
                 inner.compact();
             }
         }

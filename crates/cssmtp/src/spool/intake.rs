@@ -225,7 +225,8 @@ impl<S: SpoolSource> Intake<S> {
     }
 
     /// Claims and starts files while there are free task slots and a target to send to,
-    /// unless file descriptors ran out a moment ago.
+    /// unless file descriptors ran out a moment ago or too many finished files wait for
+    /// removal.
     async fn fill(&mut self) -> std::io::Result<()> {
         while self.fd.backoff.is_none()
             && self.tasks.len()
@@ -234,6 +235,7 @@ impl<S: SpoolSource> Intake<S> {
                     .cap
                     .map_or(self.slots, |(cap, _)| cap.min(self.slots))
             && self.router.any_usable()
+            && self.shared.reaper.has_room()
         {
             let claim = match self.resumed.pop() {
                 Some(claim) => claim,
@@ -384,6 +386,8 @@ impl<S: SpoolSource> Intake<S> {
                 }
             } => {}
             () = self.router.changed() => {}
+            // Finished files waiting for removal made intake pause: some went.
+            () = self.shared.reaper.room(), if !self.shared.reaper.has_room() => {}
             Ok(()) = self.suspend.changed() => {}
             Some(()) = async {
                 match self.journal.as_mut() {
