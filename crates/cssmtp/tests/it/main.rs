@@ -12,6 +12,7 @@ mod ack;
 mod binary;
 mod bounds;
 mod checkpoint;
+mod dkim;
 mod edges;
 mod forwarding;
 mod health;
