@@ -302,3 +302,80 @@ pub(crate) fn show_canonicalization(c: &Config) -> String {
         c.dkim.body_canon.name()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn read(text: &str) -> (Option<Config>, Vec<(u32, String)>) {
+        let (config, diags) = crate::config::validate(
+            Path::new("/etc/cssmtp/cssmtp.conf"),
+            &format!("TargetServer {{ TargetIp 192.0.2.1 }}\n{text}"),
+        );
+        (
+            config,
+            diags.into_iter().map(|d| (d.line, d.message)).collect(),
+        )
+    }
+
+    #[test]
+    fn keys_headers_and_canonicalization_are_read() {
+        let (config, diags) = read(
+            "DkimKey { Domain Example.COM Selector s1 KeyFile k1.pem }\n\
+             DkimKey\n{\n  Domain example.com\n  Selector ed.2026\n  KeyFile /k2.pem\n  Algorithm ed25519-sha256\n}\n\
+             DkimHeaders From:Subject\nDkimCanonicalization simple\n",
+        );
+        let c = config.unwrap_or_else(|| panic!("{diags:?}"));
+        let keys = &c.dkim.keys;
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].domain, "example.com");
+        assert_eq!(keys[0].key_file, Path::new("/etc/cssmtp/k1.pem"));
+        assert_eq!((keys[0].algorithm, keys[0].line), (None, 2));
+        assert_eq!(keys[1].selector, "ed.2026");
+        assert_eq!(
+            (keys[1].algorithm, keys[1].line),
+            (Some(DkimAlgorithm::Ed25519), 3)
+        );
+        assert_eq!(c.dkim.headers, ["From", "Subject"]);
+        assert_eq!(
+            (c.dkim.header_canon, c.dkim.body_canon),
+            (Canon::Simple, Canon::Simple)
+        );
+        // The defaults.
+        let (config, _) = read("");
+        let d = config.unwrap().dkim;
+        assert!(d.keys.is_empty());
+        assert_eq!(d.headers.join(":"), DEFAULT_HEADERS);
+        assert_eq!(
+            (d.header_canon, d.body_canon),
+            (Canon::Relaxed, Canon::Relaxed)
+        );
+    }
+
+    #[test]
+    fn each_problem_is_reported_at_its_line() {
+        let (config, diags) = read(
+            "DkimKey { Domain example.com KeyFile k.pem }\n\
+             DkimHeaders Subject:To\n\
+             DkimCanonicalization loose\n\
+             DkimKey { Domain example.com Selector s KeyFile a.pem }\n\
+             DkimKey { Domain example.com Selector s KeyFile b.pem }\n\
+             DkimKey { Domain example.com Selector bad/sel KeyFile c.pem Algorithm dsa }\n",
+        );
+        assert!(config.is_none());
+        let has = |line: u32, text: &str| {
+            assert!(
+                diags.iter().any(|(l, m)| *l == line && m.contains(text)),
+                "line {line}: {text:?} in {diags:#?}"
+            );
+        };
+        has(2, "DkimKey needs Selector");
+        has(3, "DkimHeaders must include From");
+        has(4, "DkimCanonicalization must be relaxed/relaxed");
+        has(6, "given twice");
+        has(7, "is not a DNS label");
+        has(7, "Algorithm must be Rsa or Ed25519");
+    }
+}

@@ -175,7 +175,8 @@ fn from_domain(value: &str) -> Option<String> {
     let (_, domain) = address.rsplit_once('@')?;
     let domain = domain.trim().trim_end_matches('>').trim();
     // Only a plain domain (no comment, no literal): anything else is not signed.
-    cssmtp_batch::address::valid_domain(domain).then(|| domain.to_ascii_lowercase())
+    (!domain.starts_with('[') && cssmtp_batch::address::valid_domain(domain))
+        .then(|| domain.to_ascii_lowercase())
 }
 
 /// Removes the dot-stuffing of wire lines as they come (a chunk may end a line, never

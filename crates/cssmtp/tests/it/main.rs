@@ -38,6 +38,7 @@ mod soak;
 mod source_address;
 mod support;
 mod tls;
+mod tls_binary;
 mod undeliverable;
 mod waiting;
 mod wire;
