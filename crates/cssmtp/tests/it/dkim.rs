@@ -101,17 +101,27 @@ async fn rsa_and_ed25519_signatures_verify_with_dkimpy_and_a_tampered_body_does_
                 \n\
                 \n";
     let unsigned = "From: someone@nokey.example\nSubject: no key\n\nbody\n";
+    // A text of many read chunks (about 1 MB), with dot lines among them: the body hash
+    // is computed a chunk at a time.
+    let mut big = String::from("From: job@example.com\nSubject: big\n\n");
+    for i in 0..8000 {
+        if i % 7 == 0 {
+            big.push_str("..");
+        }
+        big.push_str(&format!("{i:05} {}  \n", "x".repeat(i % 200)));
+    }
     env.submit(
         "DKIM",
         &format!(
-            "HELO zos.example\n{}{}",
+            "HELO zos.example\n{}{}{}",
             mail("job@example.com", &["x@example.org"], text),
-            mail("a@nokey.example", &["y@example.org"], unsigned)
+            mail("a@nokey.example", &["y@example.org"], unsigned),
+            mail("job@example.com", &["z@example.org"], &big)
         ),
     );
     assert!(drain(&env).await, "the drain succeeds");
     let received = server.received();
-    assert_eq!(received.len(), 2, "both mails delivered");
+    assert_eq!(received.len(), 3, "the mails are delivered");
     let signed = received
         .iter()
         .find(|m| m.rcpt_to == ["x@example.org"])
@@ -144,6 +154,14 @@ async fn rsa_and_ed25519_signatures_verify_with_dkimpy_and_a_tampered_body_does_
         out.contains("example.com rsa2026 pass") && out.contains("example.com ed2026 pass"),
         "{out}"
     );
+
+    let large = received
+        .iter()
+        .find(|m| m.rcpt_to == ["z@example.org"])
+        .unwrap();
+    assert!(large.data.len() > 800_000);
+    let (ok, out) = verify(env.dir.path(), &large.data, &records);
+    assert!(ok, "dkimpy verifies the signatures of a large text: {out}");
 
     // One byte of the body changed: both fail.
     let tampered = text.replace("First line.", "First line!");
