@@ -127,12 +127,13 @@ async fn display_when_sent(env: &Env, addr: std::net::SocketAddr) -> String {
     panic!("{addr} never showed the mail sent");
 }
 
-/// Three targets in order: a pinned fingerprint that does not match, a `TlsMode
-/// Required` server that offers no STARTTLS, and a server requiring a client
-/// certificate whose certificate (from a CA nobody trusts) is pinned. The mail goes to
-/// the third, over TLS with the client certificate; the first two never see it in
-/// clear, and each refusal is counted for its target in DISPLAY TARGETS and the metrics;
-/// the CONNECT record names the protocol and cipher negotiated.
+/// Four targets in order: `TlsMinVersion 1.3` with a server of TLS 1.2 only, a pinned
+/// fingerprint that does not match, a `TlsMode Required` server that offers no
+/// STARTTLS, and a server requiring a client certificate whose certificate (from a CA
+/// nobody trusts) is pinned. The mail goes to the last, over TLS with the client
+/// certificate; the others never see it, in clear or not, and each refusal is counted
+/// for its target in DISPLAY TARGETS and the metrics; the CONNECT record names the
+/// protocol and cipher negotiated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pins_required_tls_and_a_client_certificate_through_the_binary() {
     let pki = TestPki::new("binary tls CA");
@@ -150,13 +151,20 @@ async fn pins_required_tls_and_a_client_certificate_through_the_binary() {
     })
     .await;
     let plain = sink(SinkOptions::default()).await;
+    let (tls12, _) = pki.server_with(&["127.0.0.1"], true, false);
+    let old = sink(SinkOptions {
+        tls: Some(tls12),
+        ..SinkOptions::default()
+    })
+    .await;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &pinned_der);
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     let metrics = closed_port();
     let env = Env::with_ca(
         &pki,
         &format!(
-            "SMF119 {{ Connect }}\nMetricsListen {metrics}\n{}{}{}",
+            "SMF119 {{ Connect }}\nMetricsListen {metrics}\n{}{}{}{}",
+            target(old.addr, "  Secure Yes\n  TlsMinVersion 1.3"),
             target(
                 mismatched.addr,
                 &format!("  Secure Yes\n  TlsFingerprint sha256:{hex}")
@@ -194,7 +202,7 @@ async fn pins_required_tls_and_a_client_certificate_through_the_binary() {
     );
 
     let display = display_when_sent(&env, strict.addr).await;
-    for addr in [mismatched.addr, plain.addr] {
+    for addr in [old.addr, mismatched.addr, plain.addr] {
         let lines = target_lines(&display, addr);
         assert!(
             lines.contains("TLS MODE: REQUIRED   TLS FAIL: 1   WITHOUT TLS: 0"),
@@ -210,7 +218,7 @@ async fn pins_required_tls_and_a_client_certificate_through_the_binary() {
         "{display}"
     );
     let scraped = scrape(metrics).await;
-    for addr in [mismatched.addr, plain.addr] {
+    for addr in [old.addr, mismatched.addr, plain.addr] {
         assert_eq!(
             scraped.get(&format!(
                 "cssmtp_target_tls_failures_total{{target=\"{addr}\"}}"
