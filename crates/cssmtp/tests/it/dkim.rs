@@ -251,3 +251,70 @@ async fn a_key_file_readable_by_others_is_refused_by_check_with_its_file_and_lin
         "{text}"
     );
 }
+
+/// Two keys of a domain (a rotation): one whose file became readable by others after
+/// start is skipped (CSM3331W) and the other still signs; when neither can be used, the
+/// mail goes unsigned (CSM3331W), never held or dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_became_unusable_is_skipped_and_the_mail_still_goes() {
+    if !dkimpy() {
+        return;
+    }
+    let new = KeyPair::generate_for(&PKCS_ED25519).unwrap();
+    let old = KeyPair::generate_for(&PKCS_ED25519).unwrap();
+    let server = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "DkimKey {{ Domain example.com Selector new KeyFile new.pem }}\n\
+         DkimKey {{ Domain example.com Selector old KeyFile old.pem }}\n{}",
+        target(server.addr, "")
+    ));
+    let new_path = write_key(env.dir.path(), "new.pem", &new.serialize_pem(), 0o600);
+    let old_path = write_key(env.dir.path(), "old.pem", &old.serialize_pem(), 0o600);
+    let daemon = crate::tls_binary::Running::start(&env).await;
+    let one = |rcpt: &str| {
+        format!(
+            "HELO zos.example\n{}",
+            mail(
+                "job@example.com",
+                &[rcpt],
+                "From: job@example.com\nSubject: rotation\n\nbody\n"
+            )
+        )
+    };
+    std::fs::set_permissions(&old_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.submit("ROT1", &one("a@example.org"));
+    server.wait_for(1).await;
+    let first = server.received().remove(0);
+    let text = String::from_utf8_lossy(&first.data).into_owned();
+    assert_eq!(text.matches("DKIM-Signature: ").count(), 1, "{text}");
+    let records = [format!(
+        "new._domainkey.example.com=v=DKIM1; k=ed25519; p={}",
+        b64(new.public_key_raw())
+    )];
+    let (ok, out) = verify(env.dir.path(), &first.data, &records);
+    assert!(ok && out.contains("example.com new pass"), "{out}");
+
+    std::fs::set_permissions(&new_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.submit("ROT2", &one("b@example.org"));
+    server.wait_for(2).await;
+    let second = server
+        .received()
+        .into_iter()
+        .find(|m| m.rcpt_to == ["b@example.org"])
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&second.data).contains("DKIM-Signature"),
+        "sent unsigned"
+    );
+    let log = daemon.stop().await;
+    assert!(
+        log.iter()
+            .any(|l| l.contains("CSM3331W a DKIM key is skipped") && l.contains("old.pem")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("CSM3331W") && l.contains("is sent without a DKIM signature")),
+        "{log:#?}"
+    );
+}

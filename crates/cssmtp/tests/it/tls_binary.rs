@@ -15,13 +15,13 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use crate::support::{Env, TestPki, closed_port, cssmtp, mail, sink, target, text_with_ids};
 
 /// `cssmtp run` on an environment, its log collected; stopped by SIGTERM in [`stop`].
-struct Running {
+pub(crate) struct Running {
     child: tokio::process::Child,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Running {
-    async fn start(env: &Env) -> Self {
+    pub(crate) async fn start(env: &Env) -> Self {
         let mut child = cssmtp()
             .arg("run")
             .arg("-c")
@@ -62,7 +62,7 @@ impl Running {
     }
 
     /// SIGTERM, then the exit; the log.
-    async fn stop(mut self) -> Vec<String> {
+    pub(crate) async fn stop(mut self) -> Vec<String> {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id().unwrap()).unwrap());
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let status = self.child.wait().await.unwrap();
