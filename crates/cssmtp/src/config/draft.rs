@@ -40,6 +40,8 @@ pub(crate) struct Draft {
     /// The line of each of `c.mail_administrators`.
     pub admin_lines: Vec<u32>,
     pub targets: Gathered,
+    /// The `DkimKey` block being read.
+    pub dkim_key: super::dkim::PendingKey,
 }
 
 /// A mailbox (`user@host.domain`), case kept (mailboxes are case sensitive).

@@ -14,6 +14,7 @@
 
 pub(crate) mod auth;
 mod blocks;
+pub(crate) mod dkim;
 mod draft;
 pub(crate) mod files;
 pub mod manual;
@@ -27,6 +28,7 @@ mod types;
 pub(crate) mod validate;
 
 pub use auth::{AuthSpec, SecretSource};
+pub use dkim::{Canon, Dkim, DkimAlgorithm, DkimKeySpec};
 pub use tls_policy::TlsPolicy;
 pub use types::*;
 

@@ -144,6 +144,12 @@ mod tests {
             ("TlsCaFile", "TlsCaFile /etc/ca.pem"),
             ("NameServer", "NameServer 127.0.0.2"),
             ("SourceAddress", "SourceAddress 127.0.0.3"),
+            (
+                "DkimKey",
+                "DkimKey { Domain a.example Selector s KeyFile /etc/k.pem }",
+            ),
+            ("DkimHeaders", "DkimHeaders From:Subject"),
+            ("DkimCanonicalization", "DkimCanonicalization simple/simple"),
             ("ChkPoint", "ChkPoint No"),
             ("ChkPointDirectory", "ChkPointDirectory /srv/cp"),
             ("ChkPointSizeLimit", "ChkPointSizeLimit 200"),

@@ -167,6 +167,27 @@ pub(crate) static STATEMENTS: &[Def] = &[
             .unwrap_or_default()
     })
     .refresh(restart!(source_address)),
+    // DKIM signing (cssmtp's: config/dkim.rs).
+    Def {
+        name: "DkimKey",
+        form: Form::Block(&super::dkim::DKIM_KEY),
+        repeatable: true,
+        default: None,
+        refresh: Refresh::Live,
+        show: Show::Lines(super::dkim::show_keys),
+    },
+    Def::value(
+        "DkimHeaders",
+        Kind::Custom(super::dkim::headers),
+        super::dkim::show_headers,
+    )
+    .default(super::dkim::DEFAULT_HEADERS),
+    Def::value(
+        "DkimCanonicalization",
+        Kind::Custom(super::dkim::canonicalization),
+        super::dkim::show_canonicalization,
+    )
+    .default("relaxed/relaxed"),
     Def::each("NameServer", Kind::Custom(name_server), |c| {
         c.name_servers.iter().map(ToString::to_string).collect()
     })

@@ -47,6 +47,8 @@ pub struct Config {
     /// `SourceAddress`: the local address connections to target servers are made
     /// from (None: the system chooses).
     pub source_address: Option<std::net::IpAddr>,
+    /// `DkimKey`, `DkimHeaders`, `DkimCanonicalization`: DKIM signing.
+    pub dkim: super::dkim::Dkim,
     /// `NameServer`: DNS servers for TargetName/TargetMx (default: /etc/resolv.conf).
     pub name_servers: Vec<SocketAddr>,
     /// `Undeliverable`.
@@ -178,6 +180,7 @@ impl Config {
             max_connections: 0,
             tls_ca_files: Vec::new(),
             source_address: None,
+            dkim: super::dkim::Dkim::default(),
             name_servers: Vec::new(),
             undeliverable: Undeliverable {
                 return_to_mail_from: false,

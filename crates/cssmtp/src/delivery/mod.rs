@@ -8,6 +8,7 @@
 pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod cutoff;
+pub(crate) mod dkim;
 pub(crate) mod outcome;
 pub(crate) mod resolve;
 pub(crate) mod router;

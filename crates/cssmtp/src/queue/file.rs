@@ -22,7 +22,7 @@ use tokio::time::{Instant, sleep_until};
 use super::state::{Event, FileQueue, NewMail, Policy};
 use super::task::{Payload, Task, TaskShared};
 use crate::config::PossiblyDelivered;
-use crate::delivery::{MailOutcome, RcptResult, SpoolText};
+use crate::delivery::{MailOutcome, MailText, RcptResult, SpoolText};
 use crate::headers::{self, MailFacts, Origin};
 use crate::notify::{FailedRecipient, Returned};
 use crate::spool::layout::Opened;
@@ -510,7 +510,7 @@ impl Task {
             );
             return true;
         }
-        let headers = self.headers(&mail);
+        let headers = self.signed(self.headers(&mail), &mail).await;
         let separator = if mail.data.missing_separator_at.is_some() {
             2
         } else {
@@ -539,6 +539,26 @@ impl Task {
             },
         };
         self.apply(Event::Accept(new)).await
+    }
+
+    /// The DKIM-Signature fields of the mail (`DkimKey` for its From: domain) before
+    /// the header fields cssmtp adds: signed once, as it goes on the wire.
+    async fn signed(&self, headers: Arc<[u8]>, mail: &Mail) -> Arc<[u8]> {
+        if self.config.dkim.keys.is_empty() {
+            return headers;
+        }
+        let text = MailText::Spool {
+            spool: Arc::clone(&self.spool),
+            data: mail.data.clone(),
+        };
+        let what = format!("mail {} of {}", mail.ordinal, self.job.file_name);
+        let mut fields =
+            crate::delivery::dkim::sign(&self.config.dkim, &headers, &text, &what).await;
+        if fields.is_empty() {
+            return headers;
+        }
+        fields.extend_from_slice(&headers);
+        Arc::from(fields)
     }
 
     /// The header fields cssmtp adds to a mail.

@@ -93,6 +93,8 @@ pub fn check(config: &Config) -> Vec<String> {
     // The secret files of SMTP AUTH: cssmtp's alone.
     problems.extend(crate::delivery::auth::check_secret_files(config));
     problems.extend(crate::delivery::tls_policy::check_target_tls(config));
+    // The DKIM keys: cssmtp's alone, and usable.
+    problems.extend(crate::delivery::dkim::check_key_files(config));
     problems
 }
 

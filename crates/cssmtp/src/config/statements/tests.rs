@@ -176,7 +176,7 @@ fn the_readme_names_exactly_the_restart_only_statements() {
 fn display_config_shows_every_statement() {
     let (config, diagnostics) = crate::config::validate(
         std::path::Path::new("/etc/cssmtp/cssmtp.conf"),
-        "TargetServer { TargetIp 192.0.2.1 }\nMailAdministrator ops@corp.example\nTlsCaFile ca.pem\nNameServer 127.0.0.1\n",
+        "TargetServer { TargetIp 192.0.2.1 }\nMailAdministrator ops@corp.example\nTlsCaFile ca.pem\nNameServer 127.0.0.1\nDkimKey { Domain corp.example Selector s KeyFile k.pem }\n",
     );
     let lines = render(&config.unwrap_or_else(|| panic!("{diagnostics:?}")));
     for def in implemented() {

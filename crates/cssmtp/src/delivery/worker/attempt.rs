@@ -265,7 +265,15 @@ async fn secure(
             // Only AUTH needs TLS: the next step refuses it (the target's failure).
             return Step::Go(());
         }
-        // The router now knows it lacks STARTTLS and will not choose it.
+        // TLS is required and the server offers none: never in clear. Counted and
+        // visible as the target's TLS failure (a refused downgrade); the router now
+        // knows it lacks STARTTLS and will not choose it for mail that needs TLS.
+        let failure = Failure::new(
+            Stage::StartTls,
+            Some(target.addr),
+            Problem::Tls("the server offers no STARTTLS, and TLS is required".into()),
+        );
+        ctx.router.tls_failed(target, failure);
         return Step::Again;
     }
     let connector = match ctx.connector(target) {
