@@ -76,6 +76,8 @@ pub struct Config {
     /// `RecordLength`: the length of the records of an EBCDIC file without record ends
     /// (LRECL), and of the records the continuation rule joins.
     pub record_length: usize,
+    /// `UserExit`: the program called for each mail before it is sent (None: no exit).
+    pub user_exit: Option<UserExit>,
     /// `ChkPoint`: keep the checkpoint journal (warm restarts).
     pub chk_point: bool,
     /// `ChkPointDirectory` (None: `<SpoolDirectory>/<ExtWrtName>/checkpoint`).
@@ -195,6 +197,7 @@ impl Config {
             sendmail_starttls: false,
             translate: None,
             record_length: 0,
+            user_exit: None,
             chk_point: false,
             chk_point_directory: None,
             chk_point_size_limit: 0,
@@ -499,4 +502,37 @@ pub enum BadSpoolDisp {
     Hold,
     /// Remove it.
     Delete,
+}
+
+/// `UserExit` statement: an external program called for each mail before it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserExit {
+    /// `Program`: the absolute path of the program and its arguments (run without a
+    /// shell).
+    pub argv: Vec<String>,
+    /// `TimeLimit`: the exit is killed (its process group) after this long.
+    pub time_limit: Duration,
+    /// `MaxOutput`: the most the exit may write (a new text, or a reason), in bytes.
+    pub max_output: u64,
+    /// `Level`: whether the exit is called (`MODIFY USEREXIT,LEVEL=` changes it at run
+    /// time).
+    pub level: ExitLevel,
+}
+
+/// `UserExit Level` / `MODIFY USEREXIT,LEVEL=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitLevel {
+    /// Not called.
+    None,
+    /// Called, with the input format `cssmtp-exit 1`.
+    Version1,
+}
+
+impl ExitLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "NONE",
+            Self::Version1 => "VERSION1",
+        }
+    }
 }

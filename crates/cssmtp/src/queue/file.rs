@@ -318,6 +318,8 @@ impl Task {
     /// Feeds the queue until it releases the file, or cssmtp stops.
     async fn drive(&mut self, mut ch: Channels) -> Ended {
         let mut resumed = self.shared.suspend.clone();
+        // MODIFY USEREXIT: the mails waiting in long retry go now.
+        let mut retry_now = crate::userexit::retry_now().subscribe();
         // While the journal cannot be written, mails are held back as by SUSPEND.
         let mut journal_state = self.store.as_ref().map(|s| s.writable());
         let max_pending = self.shared.max_pending_mails();
@@ -341,6 +343,10 @@ impl Task {
                 Some(outcome) = ch.outcomes.recv() => {
                     let now = Instant::now().into_std();
                     self.apply(Event::Delivered { mail: outcome.key.ordinal, results: outcome.results, now }).await
+                }
+                Ok(()) = retry_now.changed() => {
+                    retry_now.borrow_and_update();
+                    self.apply(Event::RetryNow).await
                 }
                 Some(answer) = ch.flush.recv() => {
                     let go = self.apply(Event::FlushRetry).await;

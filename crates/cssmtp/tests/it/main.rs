@@ -38,5 +38,6 @@ mod source_address;
 mod support;
 mod tls;
 mod undeliverable;
+mod userexit;
 mod waiting;
 mod wire;
