@@ -350,6 +350,8 @@ pub struct TargetSpec {
     /// `SourceAddress` in the block: connections to it are made from this local address
     /// (None: the global `SourceAddress`).
     pub source: Option<std::net::IpAddr>,
+    /// `Charset`: the code page the server expects for text read from EBCDIC spool files.
+    pub charset: Charset,
     /// Line of the parameter, for messages.
     pub line: u32,
 }
@@ -533,6 +535,41 @@ impl ExitLevel {
         match self {
             Self::None => "NONE",
             Self::Version1 => "VERSION1",
+        }
+    }
+}
+
+/// `TargetServer Charset`: the code page text translated from EBCDIC (`Translate`) is
+/// sent in (CSSMTP's default ISO8859-1). Text of ASCII/UTF-8 spool files is sent as it
+/// was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Charset {
+    /// ISO-8859-1 (CSSMTP's default).
+    #[default]
+    Latin1,
+    /// UTF-8.
+    Utf8,
+}
+
+impl Charset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Latin1 => "ISO8859-1",
+            Self::Utf8 => "UTF-8",
+        }
+    }
+
+    /// Reads CSSMTP's spellings (`ISO8859-1`, `ISO-8859-1`, `819`, `UTF-8`, `1208`…).
+    pub fn parse(text: &str) -> Option<Self> {
+        let t: String = text
+            .chars()
+            .filter(|c| !matches!(c, '-' | '_'))
+            .collect::<String>()
+            .to_ascii_uppercase();
+        match t.as_str() {
+            "ISO88591" | "LATIN1" | "819" | "IBM819" | "CP819" => Some(Self::Latin1),
+            "UTF8" | "1208" | "IBM1208" => Some(Self::Utf8),
+            _ => None,
         }
     }
 }

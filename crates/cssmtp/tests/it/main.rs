@@ -11,6 +11,7 @@
 mod ack;
 mod binary;
 mod bounds;
+mod charset;
 mod checkpoint;
 mod edges;
 mod forwarding;
