@@ -50,6 +50,7 @@ pub(crate) mod listen;
 pub(crate) mod monitor;
 pub(crate) mod net;
 pub(crate) mod telemetry;
+pub(crate) mod userexit;
 
 // Public: see above.
 pub mod app;

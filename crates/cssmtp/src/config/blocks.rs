@@ -343,3 +343,87 @@ pub(crate) static SMF119: Block<Draft, Config> = Block::of(&[
         named(c.smf119.stats)
     }),
 ]);
+
+fn user_exit(d: &mut Draft) -> &mut super::UserExit {
+    d.c.user_exit.get_or_insert(super::UserExit {
+        argv: Vec::new(),
+        time_limit: Duration::ZERO,
+        max_output: 0,
+        level: super::ExitLevel::Version1,
+    })
+}
+
+fn exit_program(diags: &mut Diags, d: &mut Draft, w: &super::syntax::Word) {
+    let argv: Vec<String> = w.text.split_whitespace().map(str::to_owned).collect();
+    match argv.first() {
+        Some(program) if program.starts_with('/') => user_exit(d).argv = argv,
+        _ => diags.error(
+            w.line,
+            format!(
+                "UserExit Program {:?} must start with the absolute path of a program (it is run without a shell)",
+                w.text
+            ),
+        ),
+    }
+}
+
+/// `UserExit { Program … TimeLimit … MaxOutput … Level … }` (issue 14 point 5).
+pub(crate) static USER_EXIT: Block<Draft, Config> = Block {
+    replace: Some(|d| d.c.user_exit = None),
+    optional: true,
+    check: Some(|diags, d, line| {
+        if d.c.user_exit.as_ref().is_some_and(|e| e.argv.is_empty()) {
+            diags.error(line, "UserExit needs Program (the exit to call)".to_owned());
+            d.c.user_exit = None;
+        }
+    }),
+    ..Block::of(&[
+        P::new("Program", Kind::Custom(exit_program), |c| {
+            Some(format!("\"{}\"", c.user_exit.as_ref()?.argv.join(" ")))
+        }),
+        P::new(
+            "TimeLimit",
+            Kind::Number {
+                min: 1,
+                max: 3600,
+                unit: "seconds",
+                set: |d, n| user_exit(d).time_limit = Duration::from_secs(n),
+            },
+            |c| secs(c.user_exit.as_ref()?.time_limit),
+        )
+        .default("30"),
+        P::new(
+            "MaxOutput",
+            Kind::Number {
+                min: 1,
+                max: 1_000_000,
+                unit: "KB",
+                set: |d, n| user_exit(d).max_output = n * 1024,
+            },
+            |c| Some((c.user_exit.as_ref()?.max_output / 1024).to_string()),
+        )
+        .default("10240"),
+        P::new(
+            "Level",
+            Kind::Choice(
+                &[
+                    ("Version1", |d| {
+                        user_exit(d).level = super::ExitLevel::Version1
+                    }),
+                    ("None", |d| user_exit(d).level = super::ExitLevel::None),
+                ],
+                &[],
+            ),
+            |c| Some(c.user_exit.as_ref()?.level.name().to_owned()),
+        )
+        .default("Version1"),
+    ])
+};
+
+/// `UserExit { … }`, or `UserExit (none)`.
+pub(crate) fn show_user_exit(c: &Config) -> Vec<String> {
+    vec![match c.user_exit {
+        Some(_) => super::table::block_line("UserExit", USER_EXIT.params, c),
+        None => "UserExit (none)".into(),
+    }]
+}

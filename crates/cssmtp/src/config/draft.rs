@@ -90,6 +90,7 @@ impl TargetDraft {
                 auth: None,
                 tls: Box::default(),
                 source: None,
+                charset: super::Charset::Latin1,
                 line: 0,
             },
         }

@@ -104,7 +104,11 @@ MX); not combined with TargetIp or TargetName"
             "the name the target's certificate must carry (default: the target's name, or \
 its address for TargetIp)"
         }
-        "Charset" | "MBCharset" => "accepted for compatibility and ignored",
+        "Charset" => {
+            "ISO8859-1 (the default) or UTF-8: the code page text translated from EBCDIC \
+(Translate) is sent in; a character ISO8859-1 cannot represent returns the mail"
+        }
+        "MBCharset" => "accepted for compatibility and ignored",
         "AtSign" => "@ only (another character is not implemented yet: a warning)",
         _ => return None,
     })

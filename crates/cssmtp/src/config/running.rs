@@ -139,6 +139,10 @@ mod tests {
             ("SendmailStartTls", "SendmailStartTls Yes"),
             ("Translate", "Translate IBM-037"),
             ("RecordLength", "RecordLength 133"),
+            (
+                "UserExit",
+                "UserExit { Program /usr/local/lib/cssmtp/exit }",
+            ),
             ("SpoolTasks", "SpoolTasks 2"),
             ("MaxConnections", "MaxConnections 3"),
             ("TlsCaFile", "TlsCaFile /etc/ca.pem"),

@@ -7,7 +7,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::blocks::{EXTENDED_RETRY, HEADER, OPTIONS, RETRY_LIMIT, SMF119, TIMEOUT, UNDELIVERABLE};
+use super::blocks::{
+    EXTENDED_RETRY, HEADER, OPTIONS, RETRY_LIMIT, SMF119, TIMEOUT, UNDELIVERABLE, USER_EXIT,
+};
 use super::draft::{Diags, Draft, mailbox};
 use super::syntax::Word;
 use super::table::{Def, Form, Kind, Refresh, Show, restart, yes};
@@ -331,7 +333,7 @@ pub(crate) static STATEMENTS: &[Def] = &[
     )
     .default("80"),
     Def::not_yet("MBCS"),
-    Def::not_yet("UserExit"),
+    Def::block("UserExit", &USER_EXIT).show(Show::Lines(super::blocks::show_user_exit)),
 ];
 
 /// `LogLevel`'s default: CSSMTP's 7 (errors, warnings, events).

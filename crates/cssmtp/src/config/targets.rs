@@ -132,11 +132,10 @@ pub(crate) static TARGET_SERVER: Block<TargetDraft, TargetSpec> = Block {
             Kind::YesNo(super::auth::insecure),
             super::auth::show_insecure,
         ),
-        P::new(
-            "Charset",
-            Kind::Custom(|diags, _, w| compatible(diags, w, "Charset")),
-            |_| None,
-        ),
+        P::new("Charset", Kind::Custom(charset), |t| {
+            Some(t.charset.name().to_owned())
+        })
+        .default("ISO8859-1"),
         P::new(
             "MBCharset",
             Kind::Custom(|diags, _, w| compatible(diags, w, "MBCharset")),
@@ -192,6 +191,20 @@ fn tls_name(diags: &mut Diags, t: &mut TargetDraft, w: &Word) {
         t.spec.tls_name = Some(w.text.to_ascii_lowercase());
     } else {
         diags.error(w.line, format!("TlsName {:?} is not a host name", w.text));
+    }
+}
+
+/// `Charset`: ISO8859-1 or UTF-8.
+fn charset(diags: &mut Diags, t: &mut TargetDraft, w: &Word) {
+    match super::Charset::parse(&w.text) {
+        Some(c) => t.spec.charset = c,
+        None => diags.error(
+            w.line,
+            format!(
+                "Charset {:?}: expected ISO8859-1 (the default) or UTF-8",
+                w.text
+            ),
+        ),
     }
 }
 

@@ -78,6 +78,8 @@ pub struct Config {
     /// `RecordLength`: the length of the records of an EBCDIC file without record ends
     /// (LRECL), and of the records the continuation rule joins.
     pub record_length: usize,
+    /// `UserExit`: the program called for each mail before it is sent (None: no exit).
+    pub user_exit: Option<UserExit>,
     /// `ChkPoint`: keep the checkpoint journal (warm restarts).
     pub chk_point: bool,
     /// `ChkPointDirectory` (None: `<SpoolDirectory>/<ExtWrtName>/checkpoint`).
@@ -198,6 +200,7 @@ impl Config {
             sendmail_starttls: false,
             translate: None,
             record_length: 0,
+            user_exit: None,
             chk_point: false,
             chk_point_directory: None,
             chk_point_size_limit: 0,
@@ -350,6 +353,8 @@ pub struct TargetSpec {
     /// `SourceAddress` in the block: connections to it are made from this local address
     /// (None: the global `SourceAddress`).
     pub source: Option<std::net::IpAddr>,
+    /// `Charset`: the code page the server expects for text read from EBCDIC spool files.
+    pub charset: Charset,
     /// Line of the parameter, for messages.
     pub line: u32,
 }
@@ -502,4 +507,72 @@ pub enum BadSpoolDisp {
     Hold,
     /// Remove it.
     Delete,
+}
+
+/// `UserExit` statement: an external program called for each mail before it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserExit {
+    /// `Program`: the absolute path of the program and its arguments (run without a
+    /// shell).
+    pub argv: Vec<String>,
+    /// `TimeLimit`: the exit is killed (its process group) after this long.
+    pub time_limit: Duration,
+    /// `MaxOutput`: the most the exit may write (a new text, or a reason), in bytes.
+    pub max_output: u64,
+    /// `Level`: whether the exit is called (`MODIFY USEREXIT,LEVEL=` changes it at run
+    /// time).
+    pub level: ExitLevel,
+}
+
+/// `UserExit Level` / `MODIFY USEREXIT,LEVEL=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitLevel {
+    /// Not called.
+    None,
+    /// Called, with the input format `cssmtp-exit 1`.
+    Version1,
+}
+
+impl ExitLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "NONE",
+            Self::Version1 => "VERSION1",
+        }
+    }
+}
+
+/// `TargetServer Charset`: the code page text translated from EBCDIC (`Translate`) is
+/// sent in (CSSMTP's default ISO8859-1). Text of ASCII/UTF-8 spool files is sent as it
+/// was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Charset {
+    /// ISO-8859-1 (CSSMTP's default).
+    #[default]
+    Latin1,
+    /// UTF-8.
+    Utf8,
+}
+
+impl Charset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Latin1 => "ISO8859-1",
+            Self::Utf8 => "UTF-8",
+        }
+    }
+
+    /// Reads CSSMTP's spellings (`ISO8859-1`, `ISO-8859-1`, `819`, `UTF-8`, `1208`…).
+    pub fn parse(text: &str) -> Option<Self> {
+        let t: String = text
+            .chars()
+            .filter(|c| !matches!(c, '-' | '_'))
+            .collect::<String>()
+            .to_ascii_uppercase();
+        match t.as_str() {
+            "ISO88591" | "LATIN1" | "819" | "IBM819" | "CP819" => Some(Self::Latin1),
+            "UTF8" | "1208" | "IBM1208" => Some(Self::Utf8),
+            _ => None,
+        }
+    }
 }

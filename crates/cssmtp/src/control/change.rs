@@ -68,6 +68,22 @@ impl Answer for LogLevelChanged {
     }
 }
 
+/// USEREXIT,LEVEL=.
+#[derive(Debug, Serialize)]
+pub struct UserExitChanged {
+    pub before: &'static str,
+    pub level: &'static str,
+}
+
+impl Answer for UserExitChanged {
+    fn lines(&self) -> Vec<String> {
+        vec![format!(
+            "CSM5022I USEREXIT changed from LEVEL={} to LEVEL={}; mails waiting in long retry are tried now",
+            self.before, self.level
+        )]
+    }
+}
+
 /// REFRESH: what was read and what changed.
 #[derive(Debug, Serialize)]
 pub struct RefreshAnswer {
@@ -234,6 +250,44 @@ impl Control {
         );
         self.record_config(ConfigEvent::LogLevel);
         LogLevelChanged { before, level }.reply()
+    }
+
+    /// USEREXIT,LEVEL=: the exit off or on for the mails sent from now on; the mails
+    /// waiting in long retry (those the exit held among them) are tried at once.
+    pub(super) fn user_exit(&self, on: bool) -> Reply {
+        let running = self.config.current();
+        let Some(exit) = running.user_exit.as_ref() else {
+            return if on {
+                Refusal::NoUserExit.into()
+            } else {
+                UserExitChanged {
+                    before: config::ExitLevel::None.name(),
+                    level: config::ExitLevel::None.name(),
+                }
+                .reply()
+            };
+        };
+        let level = if on {
+            config::ExitLevel::Version1
+        } else {
+            config::ExitLevel::None
+        };
+        let before = exit.level;
+        let mut changed = running.as_ref().clone();
+        if let Some(e) = changed.user_exit.as_mut() {
+            e.level = level;
+        }
+        self.config.replace(Arc::new(changed));
+        let answer = UserExitChanged {
+            before: before.name(),
+            level: level.name(),
+        };
+        for line in answer.lines() {
+            tracing::info!("{line}");
+        }
+        self.record_config(ConfigEvent::UserExit);
+        crate::userexit::retry_now().send_modify(|n| *n += 1);
+        answer.reply()
     }
 
     pub(super) fn refresh_targets(&self) -> Reply {

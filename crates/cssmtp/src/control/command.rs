@@ -47,6 +47,10 @@ pub enum Command {
     },
     /// `STOP`: stop as SIGTERM does (cssmtp's; on z/OS, `P procname`).
     Stop,
+    /// `USEREXIT,LEVEL={NONE | VERSION1}`: the user exit off or on.
+    UserExit {
+        on: bool,
+    },
 }
 
 /// Why a command was not understood.
@@ -67,7 +71,8 @@ DISPLAY,TARGETS[,ADDR=ip]
 FLUSHRETRY,{AGE=days | TKID=n}
 LOGLEVEL,LEVEL=n
 REFRESH | REFRESHIPLIST | REFRESHTARGETS
-SUSPEND[,IMMEDIATE | ,DELAY] | RESUME | STOP";
+SUSPEND[,IMMEDIATE | ,DELAY] | RESUME | STOP
+USEREXIT,LEVEL={NONE | VERSION1}";
 
 /// A keyword and its minimum abbreviation.
 struct Keyword(&'static str, usize);
@@ -90,6 +95,7 @@ const SUSPEND: Keyword = Keyword("SUSPEND", 3);
 const IMMEDIATE: Keyword = Keyword("IMMEDIATE", 1);
 const DELAY: Keyword = Keyword("DELAY", 1);
 const STOP: Keyword = Keyword("STOP", 4);
+const USEREXIT: Keyword = Keyword("USEREXIT", 4);
 
 impl Keyword {
     /// True when `word` is this keyword, or an abbreviation of it at least the minimum
@@ -163,6 +169,8 @@ pub fn parse(text: &str) -> Result<Command, BadCommand> {
         suspend(rest)
     } else if STOP.is(verb) {
         alone(rest, Command::Stop)
+    } else if USEREXIT.is(verb) {
+        user_exit(rest)
     } else {
         Err(bad(format!(
             "unknown command {verb:?}{}",
@@ -182,6 +190,7 @@ const VERBS: &[&Keyword] = &[
     &RESUME,
     &SUSPEND,
     &STOP,
+    &USEREXIT,
 ];
 
 /// ` (did you mean DISPLAY?)` when a keyword is close to `word` (a slip of the fingers,
@@ -284,6 +293,26 @@ fn log_level(rest: &[&str]) -> Result<Command, BadCommand> {
     }
 }
 
+/// `USEREXIT,LEVEL={NONE | VERSION1}`.
+fn user_exit(rest: &[&str]) -> Result<Command, BadCommand> {
+    let needs = "USEREXIT needs LEVEL=NONE or LEVEL=VERSION1";
+    match rest {
+        [word] => match value_of(word, "LEVEL")
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            Some("NONE") => Ok(Command::UserExit { on: false }),
+            Some("VERSION1") => Ok(Command::UserExit { on: true }),
+            Some(other) if other.starts_with("VERSION") => Err(bad(format!(
+                "USEREXIT LEVEL={other}: cssmtp's exits are VERSION1 (CSSMTP's VERSION2 to VERSION4 are load modules of z/OS)"
+            ))),
+            _ => Err(bad(format!("{needs}, not {word:?}"))),
+        },
+        [] => Err(bad(needs)),
+        [_, w, ..] => Err(bad(format!("unexpected {w:?} after the command"))),
+    }
+}
+
 /// `SUSPEND[,IMMEDIATE | ,DELAY]`.
 fn suspend(rest: &[&str]) -> Result<Command, BadCommand> {
     match rest {
@@ -372,6 +401,10 @@ mod tests {
         assert_eq!(t("FLUSHR,TKID=7"), Command::FlushRetryTask { tkid: 7 });
         assert_eq!(t("flushretry,age=3"), Command::FlushRetryAge { days: 3 });
         assert_eq!(t("LOG,LEVEL=15"), Command::LogLevel { level: 15 });
+        assert_eq!(t("USER,LEVEL=NONE"), Command::UserExit { on: false });
+        assert_eq!(t("userexit level=version1"), Command::UserExit { on: true });
+        assert!(parse("USEREXIT,LEVEL=VERSION3").is_err());
+        assert!(parse("USEREXIT").is_err());
         assert_eq!(t("REFRESH"), Command::Refresh);
         assert_eq!(t("REFRESHIP"), Command::RefreshIplist);
         assert_eq!(t("REFRESHT"), Command::RefreshTargets);

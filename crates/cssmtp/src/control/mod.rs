@@ -130,6 +130,7 @@ impl Control {
             Command::Suspend { immediate } => self.here_only(self.suspend(immediate)),
             Command::Resume => self.here_only(self.resume()),
             Command::Stop => self.stop(),
+            Command::UserExit { on } => self.user_exit(on),
         }
     }
 

@@ -44,6 +44,8 @@ pub enum Refusal {
     Refresh(String),
     /// REFRESHIPLIST: the targets could not be resolved (the reason).
     RefreshIplist(String),
+    /// USEREXIT,LEVEL=VERSION1 without a UserExit statement.
+    NoUserExit,
 }
 
 impl std::fmt::Display for Refusal {
@@ -64,6 +66,9 @@ impl std::fmt::Display for Refusal {
             Self::RefreshIplist(why) => {
                 write!(f, "CSM5014E REFRESHIPLIST: {why}; the list is unchanged")
             }
+            Self::NoUserExit => f.write_str(
+                "CSM5090E USEREXIT: no UserExit statement names an exit program; nothing changed",
+            ),
         }
     }
 }

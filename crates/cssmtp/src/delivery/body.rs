@@ -40,6 +40,9 @@ pub struct SpoolText {
     pub file: File,
     /// `Options DataLineTrunc`: cut data lines to 998 characters.
     pub truncate: bool,
+    /// The text was translated from EBCDIC (`Translate`): it goes to each target in
+    /// the target's `Charset`.
+    pub translated: bool,
 }
 
 /// A mail's text: in its spool file, or (for mail cssmtp writes itself: notifications,
@@ -525,6 +528,7 @@ mod tests {
             spool: Arc::new(SpoolText {
                 file: spool.reopen().unwrap(),
                 truncate: false,
+                translated: false,
             }),
             data: mail.data.clone(),
         };

@@ -7,6 +7,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod body;
+pub(crate) mod charset;
 pub(crate) mod cutoff;
 pub(crate) mod dkim;
 pub(crate) mod outcome;

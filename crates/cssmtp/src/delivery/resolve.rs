@@ -37,6 +37,8 @@ pub struct Resolved {
     pub auth: Option<std::sync::Arc<crate::config::AuthSpec>>,
     /// The local address to connect from (`SourceAddress` in its block).
     pub source: Option<IpAddr>,
+    /// `Charset`: the code page of text translated from EBCDIC.
+    pub charset: crate::config::Charset,
     /// Its TLS policy (`TlsMode`, `TlsMinVersion`…).
     pub tls: std::sync::Arc<crate::config::TlsPolicy>,
 }
@@ -133,6 +135,7 @@ pub async fn resolve(
             auth: auth.clone(),
             tls: std::sync::Arc::clone(&tls),
             source: spec.source,
+            charset: spec.charset,
         };
         match &spec.host {
             TargetHost::Ip(ip) => push(make(*ip, format!("TargetIp {ip}"), None, 0), &mut warnings),

@@ -145,6 +145,8 @@ pub enum Stage {
     DataTerm,
     Rset,
     Quit,
+    /// The user exit (`UserExit`), before the mail went to a target.
+    UserExit,
 }
 
 impl fmt::Display for Stage {
@@ -166,6 +168,7 @@ impl fmt::Display for Stage {
             Self::DataTerm => "end of mail text",
             Self::Rset => "RSET",
             Self::Quit => "QUIT",
+            Self::UserExit => "user exit",
         })
     }
 }

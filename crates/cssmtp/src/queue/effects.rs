@@ -12,6 +12,7 @@ use crate::retry::extended;
 use crate::spool::report::Undeliverable;
 use crate::storage::MailCopy;
 use crate::telemetry::{At, Event as TelemetryEvent};
+use crate::userexit;
 
 /// Undeliverable recipients listed in a report (all are counted).
 const MAX_LISTED: usize = 1000;
@@ -102,6 +103,37 @@ impl Task {
             ack: self.store.as_ref().map(|s| s.ack(ordinal)),
         };
         let stop = self.shared.stop.clone();
+        // The user exit (UserExit), when one is on, decides first.
+        let exit = (self.shared.config.current().user_exit.clone())
+            .filter(|e| e.level != crate::config::ExitLevel::None);
+        let job = match exit {
+            None => job,
+            Some(exit) => {
+                let who = userexit::Who {
+                    file: &self.job.file_name,
+                    job_name: &self.job.job_name,
+                    job_id: &self.job.job_id,
+                };
+                let gated = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return false,
+                    gated = userexit::gate(&exit, job, &who) => gated,
+                };
+                match gated {
+                    Ok(job) => job,
+                    Err((job, results)) => {
+                        // Decided without a target: the results go back to the queue as
+                        // any attempt's do.
+                        let results = job.rcpt_index.iter().copied().zip(results).collect();
+                        let _ = self.outcomes.send(crate::delivery::MailOutcome {
+                            key: job.key,
+                            results,
+                        });
+                        return true;
+                    }
+                }
+            }
+        };
         tokio::select! {
             biased;
             () = stop.cancelled() => false,

@@ -141,7 +141,7 @@ pub async fn run(
         return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
     }
     // A mainframe-format (EBCDIC) file is read through its UTF-8 conversion (Translate).
-    let (file, reader, len) =
+    let (file, reader, len, converted) =
         match translated(&config, tkid, &name, &path, (file, reader, meta.len())).await {
             Ok(files) => files,
             Err(problem) => {
@@ -154,6 +154,7 @@ pub async fn run(
     let spool = Arc::new(SpoolText {
         file,
         truncate: config.options.data_line_trunc,
+        translated: converted,
     });
     let policy = Policy {
         retry_count: config.retry_limit.count,
@@ -231,9 +232,9 @@ async fn translated(
     name: &str,
     path: &std::path::Path,
     (file, reader, len): (std::fs::File, std::fs::File, u64),
-) -> Result<(std::fs::File, std::fs::File, u64), String> {
+) -> Result<(std::fs::File, std::fs::File, u64, bool), String> {
     let Some(rules) = crate::spool::translate::Rules::of(config) else {
-        return Ok((file, reader, len));
+        return Ok((file, reader, len, false));
     };
     let page = rules.page;
     let dir = path.parent().map(std::path::Path::to_path_buf);
@@ -260,7 +261,7 @@ async fn translated(
             } else {
                 len
             };
-            Ok((file, reader, len))
+            Ok((file, reader, len, converted_any))
         }
         Ok(Err(e)) => Err(format!(
             "cannot translate the spool file from {}: {e}",
@@ -318,6 +319,8 @@ impl Task {
     /// Feeds the queue until it releases the file, or cssmtp stops.
     async fn drive(&mut self, mut ch: Channels) -> Ended {
         let mut resumed = self.shared.suspend.clone();
+        // MODIFY USEREXIT: the mails waiting in long retry go now.
+        let mut retry_now = crate::userexit::retry_now().subscribe();
         // While the journal cannot be written, mails are held back as by SUSPEND.
         let mut journal_state = self.store.as_ref().map(|s| s.writable());
         let max_pending = self.shared.max_pending_mails();
@@ -341,6 +344,10 @@ impl Task {
                 Some(outcome) = ch.outcomes.recv() => {
                     let now = Instant::now().into_std();
                     self.apply(Event::Delivered { mail: outcome.key.ordinal, results: outcome.results, now }).await
+                }
+                Ok(()) = retry_now.changed() => {
+                    retry_now.borrow_and_update();
+                    self.apply(Event::RetryNow).await
                 }
                 Some(answer) = ch.flush.recv() => {
                     let go = self.apply(Event::FlushRetry).await;

@@ -280,6 +280,25 @@ impl Manager {
             reply,
             ack: None,
         };
+        // The user exit (UserExit), when one is on, decides first, as for any mail.
+        let exit = (self.notifier.config.current().user_exit.clone())
+            .filter(|e| e.level != crate::config::ExitLevel::None);
+        let job = match exit {
+            None => job,
+            Some(exit) => {
+                let who = crate::userexit::Who {
+                    file: &parked.meta.spool_file,
+                    job_name: &parked.meta.job_name,
+                    job_id: &parked.meta.job_id,
+                };
+                match crate::userexit::gate(&exit, job, &who).await {
+                    Ok(job) => job,
+                    Err((job, results)) => {
+                        return Some(job.rcpt_index.iter().copied().zip(results).collect());
+                    }
+                }
+            }
+        };
         self.queue.send(job).await.ok()?;
         results.recv().await.map(|outcome| outcome.results)
     }

@@ -281,6 +281,11 @@ impl<T> FileQueue<T> {
                 }
             }
             Event::FlushRetry => self.flush_retry(&mut out),
+            Event::RetryNow => {
+                if let Some(&(last, _)) = self.due.last() {
+                    self.due(last, &mut out);
+                }
+            }
             Event::HoldDone { mail, ok } => self.hold_done(mail, ok, &mut out),
             Event::ParkDone { mail, ok } => self.park_done(mail, ok, &mut out),
             Event::Returned { mail, done } => self.returned(mail, done, &mut out),

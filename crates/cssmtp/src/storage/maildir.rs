@@ -81,6 +81,7 @@ impl ParkedStore for MailDirectory {
                         spool: Arc::new(SpoolText {
                             file,
                             truncate: false,
+                            translated: false,
                         }),
                         data: mail.data.clone(),
                     },

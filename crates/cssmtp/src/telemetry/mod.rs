@@ -118,6 +118,8 @@ pub enum ConfigEvent {
     Refresh,
     /// LOGLEVEL,LEVEL=.
     LogLevel,
+    /// USEREXIT,LEVEL= (CSSMTP writes a CONFIG record for it too).
+    UserExit,
 }
 
 impl ConfigEvent {
@@ -127,6 +129,7 @@ impl ConfigEvent {
             Self::Start => "start",
             Self::Refresh => "refresh",
             Self::LogLevel => "loglevel",
+            Self::UserExit => "userexit",
         }
     }
 }

@@ -11,6 +11,7 @@
 mod ack;
 mod binary;
 mod bounds;
+mod charset;
 mod checkpoint;
 mod dkim;
 mod edges;
@@ -40,5 +41,6 @@ mod support;
 mod tls;
 mod tls_binary;
 mod undeliverable;
+mod userexit;
 mod waiting;
 mod wire;

@@ -75,7 +75,8 @@ async fn ebcdic_037_fixed_80_byte_records_with_continuations_and_nulltrnc() {
     let sink = sink(SinkOptions::default()).await;
     let env = Env::new(&format!(
         "{}Translate IBM-037\nOptions {{ NullTrnc }}\nChkPoint No\n",
-        target(sink.addr, "")
+        // The translation itself, byte for byte (ISO8859-1, the default: charset.rs).
+        target(sink.addr, "  Charset UTF-8")
     ));
     let domain = format!("{}example", "aaaaaaaaaa.".repeat(6));
     // RCPT TO split after '<' in column 80; another after column 79, with NL X'15' in
@@ -191,7 +192,7 @@ async fn at_sign_is_read_as_at_in_commands_and_header_but_not_subject_nor_text()
     let sink = sink(SinkOptions::default()).await;
     let env = Env::new(&format!(
         "{}Translate IBM-1047\nOptions {{ AtSign §  ReplaceSubjectAtSign No }}\nChkPoint No\n",
-        target(sink.addr, "")
+        target(sink.addr, "  Charset UTF-8")
     ));
     let page = CodePage::Ibm1047;
     let mut file = Vec::new();

@@ -47,6 +47,8 @@ pub struct Target {
     pub auth: Option<std::sync::Arc<crate::config::AuthSpec>>,
     /// Its TLS policy.
     pub tls: std::sync::Arc<crate::config::TlsPolicy>,
+    /// `Charset`: the code page of text translated from EBCDIC.
+    pub charset: crate::config::Charset,
     /// The connector of a TLS configuration of its own, built when first needed.
     pub(crate) tls_connector: OwnConnector,
     pub(super) state: Mutex<TargetState>,
@@ -113,6 +115,7 @@ impl Target {
             auth: resolved.auth,
             tls: resolved.tls,
             source: resolved.source,
+            charset: resolved.charset,
             tls_connector: OwnConnector::default(),
             state: Mutex::new(TargetState::default()),
             progress: tokio::sync::watch::Sender::new(0),

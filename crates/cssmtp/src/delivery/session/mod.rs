@@ -71,6 +71,8 @@ pub struct Session {
     pub authenticated: Option<cssmtp_wire::sasl::Mechanism>,
     /// The negotiated TLS protocol version and cipher suite, after STARTTLS.
     pub tls_info: Option<(String, String)>,
+    /// The target's `Charset`: text translated from EBCDIC goes in it.
+    pub charset: crate::config::Charset,
 }
 
 impl Session {
@@ -114,6 +116,7 @@ impl Session {
             mails: 0,
             authenticated: None,
             tls_info: None,
+            charset: crate::config::Charset::Latin1,
         };
         let greeting = session.read_reply(Stage::Greeting, wait).await?;
         if greeting.code != 220 {

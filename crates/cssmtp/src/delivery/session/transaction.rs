@@ -317,9 +317,32 @@ impl Session {
         }
         out.extend_from_slice(&job.headers);
         let mut body = Body::new(&job.text);
+        // Text translated from EBCDIC goes in the target's Charset (UTF-8 as read).
+        let latin1 = self.charset == crate::config::Charset::Latin1
+            && matches!(&job.text, crate::delivery::MailText::Spool { spool, .. } if spool.translated);
+        let mut lines = 0u64;
         loop {
+            let start = out.len();
             match body.next_chunk(raw, out).await {
                 Ok(true) => {
+                    if latin1
+                        && let Err(why) =
+                            crate::delivery::charset::to_latin1(out, start, &mut lines)
+                    {
+                        // Never a '?': the mail is not sent (no final "."), and says why.
+                        self.close().await;
+                        let why = format!(
+                            "{why}, which ISO8859-1 (the Charset of target {}) cannot represent; mail not sent",
+                            self.peer
+                        );
+                        let enhanced = cssmtp_wire::EnhancedStatus {
+                            class: 5,
+                            subject: 6,
+                            detail: 5,
+                        };
+                        let reply = cssmtp_wire::Reply::from_string(554, Some(enhanced), why);
+                        return Err(self.failure(Stage::DataBlock, Problem::Reply(reply)));
+                    }
                     if out.len() >= WRITE_BATCH {
                         self.write(out, Stage::DataBlock, t.data_block).await?;
                         out.clear();

@@ -177,7 +177,8 @@ async fn connect(
         )), true),
     };
     let failure = match opening {
-        Ok(session) => {
+        Ok(mut session) => {
+            session.charset = target.charset;
             target.greeted(ticket);
             ctx.router.opened(target, session.caps);
             ctx.telemetry.emit(Event::Connected);

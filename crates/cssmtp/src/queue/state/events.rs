@@ -44,6 +44,9 @@ pub enum Event<T> {
     Blocked(bool),
     /// FLUSHRETRY: mails in long retry leave it now.
     FlushRetry,
+    /// MODIFY USEREXIT: mails waiting in long retry are tried now (the exit that held
+    /// them may have changed), without waiting for their interval.
+    RetryNow,
     /// The possibly delivered recipients of a mail were written to the hold area (or
     /// not: they are sent again).
     HoldDone { mail: u32, ok: bool },
