@@ -45,7 +45,7 @@ pub(crate) struct Draft {
 /// A mailbox (`user@host.domain`), case kept (mailboxes are case sensitive).
 pub(crate) fn mailbox(diags: &mut Diags, w: &Word, what: &str) -> Option<String> {
     let text = w.text.trim_start_matches('<').trim_end_matches('>');
-    match cssmtp_batch::address::parse_path(&format!("<{text}>"), "RCPT TO") {
+    match cssmtp_batch::address::parse_path(&format!("<{text}>"), "RCPT TO", false) {
         Ok(mailbox) if mailbox.contains('@') => Some(mailbox),
         _ => {
             diags.error(
@@ -88,6 +88,7 @@ impl TargetDraft {
                 auth: None,
                 tls: Box::default(),
                 source: None,
+                chunking: true,
                 line: 0,
             },
         }

@@ -288,6 +288,7 @@ impl Config {
             null_trnc: self.options.null_trnc,
             data_line_trunc: self.options.data_line_trunc,
             blank_trnc: self.options.blank_trnc,
+            utf8_addresses: self.options.smtputf8,
         }
     }
 }
@@ -347,6 +348,9 @@ pub struct TargetSpec {
     /// `SourceAddress` in the block: connections to it are made from this local address
     /// (None: the global `SourceAddress`).
     pub source: Option<std::net::IpAddr>,
+    /// `Chunking Yes|No` (cssmtp): BDAT (RFC 3030) is used when the server offers
+    /// CHUNKING; No sends DATA always (a server whose CHUNKING is broken).
+    pub chunking: bool,
     /// Line of the parameter, for messages.
     pub line: u32,
 }
@@ -428,6 +432,9 @@ pub struct Options {
     pub at_sign: Option<char>,
     /// `ReplaceSubjectAtSign`: the `AtSign` character is replaced in `Subject:` too.
     pub replace_subject_at_sign: bool,
+    /// `SmtpUtf8` (cssmtp): UTF-8 addresses are accepted in MAIL FROM and RCPT TO
+    /// (RFC 6531); such a mail goes only to a target offering SMTPUTF8.
+    pub smtputf8: bool,
 }
 
 /// `Undeliverable` statement.

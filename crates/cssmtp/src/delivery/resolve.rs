@@ -39,6 +39,8 @@ pub struct Resolved {
     pub source: Option<IpAddr>,
     /// Its TLS policy (`TlsMode`, `TlsMinVersion`…).
     pub tls: std::sync::Arc<crate::config::TlsPolicy>,
+    /// `Chunking`: BDAT when the server offers CHUNKING.
+    pub chunking: bool,
 }
 
 /// Builds a resolver: the given name servers, or the system's (/etc/resolv.conf).
@@ -133,6 +135,7 @@ pub async fn resolve(
             auth: auth.clone(),
             tls: std::sync::Arc::clone(&tls),
             source: spec.source,
+            chunking: spec.chunking,
         };
         match &spec.host {
             TargetHost::Ip(ip) => push(make(*ip, format!("TargetIp {ip}"), None, 0), &mut warnings),

@@ -20,6 +20,7 @@ fn resolved(n: u8, preference: u16) -> Resolved {
         auth: None,
         tls: Arc::default(),
         source: None,
+        chunking: true,
     }
 }
 

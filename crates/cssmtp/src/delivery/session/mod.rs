@@ -24,10 +24,12 @@
 //!
 //! This file opens, greets (EHLO, STARTTLS) and closes; `auth.rs` logs in (AUTH, once
 //! per session, after EHLO and STARTTLS); `transaction.rs` sends one mail
-//! (MAIL FROM … the final "."); `wire.rs` writes command groups and reads replies, with
+//! (MAIL FROM … the final "."), `bdat.rs` its text in BDAT chunks (RFC 3030) when the
+//! server offers CHUNKING; `wire.rs` writes command groups and reads replies, with
 //! the check that nothing arrives before it is due.
 
 mod auth;
+mod bdat;
 mod transaction;
 mod wire;
 
@@ -71,6 +73,8 @@ pub struct Session {
     pub authenticated: Option<cssmtp_wire::sasl::Mechanism>,
     /// The negotiated TLS protocol version and cipher suite, after STARTTLS.
     pub tls_info: Option<(String, String)>,
+    /// BDAT may be used when the server offers CHUNKING (the target's `Chunking`).
+    pub use_chunking: bool,
 }
 
 impl Session {
@@ -114,6 +118,7 @@ impl Session {
             mails: 0,
             authenticated: None,
             tls_info: None,
+            use_chunking: true,
         };
         let greeting = session.read_reply(Stage::Greeting, wait).await?;
         if greeting.code != 220 {
