@@ -398,6 +398,21 @@ impl Session {
         if self.env.rcpt_to.is_empty() {
             return self.reply(b"554 5.5.1 No valid recipients\r\n");
         }
+        if !last
+            && self.options.scripted
+            && self
+                .env
+                .rcpt_to
+                .iter()
+                .any(|r| r.to_ascii_lowercase().starts_with("bdat-reject"))
+        {
+            // Scripted: a chunk before the last refused; the transaction is over, the
+            // chunks that follow are refused too (no MAIL), RFC 3030 §4.2.
+            self.env = Envelope::default();
+            self.bdat_data = Vec::new();
+            self.after_data = Scripted::Accept;
+            return self.reply(b"554 5.6.0 BDAT chunk refused (scripted)\r\n");
+        }
         self.bdat_data.extend_from_slice(&chunk);
         self.env.bdat_chunks.push(size as u64);
         if !last {

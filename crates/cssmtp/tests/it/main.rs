@@ -13,6 +13,7 @@ mod binary;
 mod bounds;
 mod checkpoint;
 mod edges;
+mod extensions;
 mod forwarding;
 mod health;
 mod interop;
