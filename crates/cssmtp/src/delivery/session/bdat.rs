@@ -147,8 +147,7 @@ fn unstuff_lines(buf: &mut Vec<u8>, from: usize) {
     let Some(region) = buf.get(from..) else {
         return;
     };
-    if !region.first().is_some_and(|&b| b == b'.') && memchr::memmem::find(region, b"\n.").is_none()
-    {
+    if region.first().is_none_or(|&b| b != b'.') && memchr::memmem::find(region, b"\n.").is_none() {
         return;
     }
     let mut write = from;
