@@ -30,6 +30,8 @@ pub enum ErrorKind {
     AngleBracketsRequired(&'static str),
     ParametersNotSupported(&'static str),
     InvalidAddress(&'static str, String),
+    /// A non-ASCII (UTF-8) address where `Options SmtpUtf8` does not allow one (RFC 6531).
+    Utf8AddressNotAllowed(&'static str, String),
     PathTooLong(&'static str),
     LocalPartTooLong(&'static str),
     DomainTooLong(&'static str),
@@ -65,6 +67,7 @@ impl SyntaxError {
         matches!(
             self.kind,
             ErrorKind::InvalidAddress("RCPT TO", _)
+                | ErrorKind::Utf8AddressNotAllowed("RCPT TO", _)
                 | ErrorKind::AngleBracketsRequired("RCPT TO")
                 | ErrorKind::ParametersNotSupported("RCPT TO")
                 | ErrorKind::PathTooLong("RCPT TO")
@@ -103,6 +106,7 @@ impl SyntaxError {
             | DataWithoutMail | DataWithoutRcpt | IncompleteMail => (503, "5.5.1"),
             ParametersNotSupported(_) => (555, "5.5.4"),
             InvalidAddress(..) | NullRecipient => (501, "5.1.3"),
+            Utf8AddressNotAllowed(..) => (553, "5.6.7"),
             PathTooLong(_) | LocalPartTooLong(_) | DomainTooLong(_) => (501, "5.5.4"),
             TooManyRecipients { .. } => (552, "5.5.3"),
             DataLineTooLong(_) | BareCr | MissingEndOfData => (554, "5.6.0"),
@@ -167,6 +171,10 @@ impl fmt::Display for SyntaxError {
                 write!(f, "Parameters after the path in '{verb}' not supported")
             }
             InvalidAddress(verb, path) => write!(f, "Invalid address '<{path}>' in '{verb}'"),
+            Utf8AddressNotAllowed(verb, path) => write!(
+                f,
+                "Non-ASCII address '<{path}>' in '{verb}' not permitted (Options SmtpUtf8 is No)"
+            ),
             PathTooLong(verb) => write!(f, "Path in '{verb}' exceeds 255 characters"),
             LocalPartTooLong(verb) => {
                 write!(f, "User name in '{verb}' exceeds 64 characters")

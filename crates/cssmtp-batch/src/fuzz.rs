@@ -16,6 +16,7 @@ pub fn batch(data: &[u8]) {
         null_trnc: true,
         data_line_trunc: true,
         blank_trnc: BlankTrnc::Yes,
+        utf8_addresses: true,
     };
     let keep = Limits {
         blank_trnc: BlankTrnc::No,
@@ -25,6 +26,16 @@ pub fn batch(data: &[u8]) {
         let (mails, _summary) = parse_bytes(data, limits);
         for mail in &mails {
             assert!(mail.recipients.len() <= limits.max_recipients);
+            // No control character ever reaches an address (SMTPUTF8 or not).
+            for address in mail
+                .recipients
+                .iter()
+                .map(|r| &r.address)
+                .chain([&mail.reverse_path])
+            {
+                assert!(!address.chars().any(char::is_control), "{address:?}");
+                assert!(limits.utf8_addresses || address.is_ascii(), "{address:?}");
+            }
             let start = usize::try_from(mail.data.start).unwrap_or(usize::MAX);
             let end = usize::try_from(mail.data.end).unwrap_or(usize::MAX);
             let Some(text) = data.get(start..end) else {

@@ -12,12 +12,14 @@ pub enum Command<'a> {
     Ehlo(&'a str),
     Helo(&'a str),
     StartTls,
-    /// `MAIL FROM:<path>`, with `SIZE=n` when the server offered SIZE, and
-    /// `BODY=8BITMIME` for 8-bit text to a server offering 8BITMIME (RFC 6152).
+    /// `MAIL FROM:<path>`, with `SIZE=n` when the server offered SIZE,
+    /// `BODY=8BITMIME` for 8-bit text to a server offering 8BITMIME (RFC 6152), and
+    /// `SMTPUTF8` for a mail with UTF-8 addresses to a server offering it (RFC 6531).
     MailFrom {
         path: &'a str,
         size: Option<u64>,
         eight_bit: bool,
+        smtputf8: bool,
     },
     RcptTo(&'a str),
     Data,
@@ -78,6 +80,7 @@ impl Command<'_> {
                 path,
                 size,
                 eight_bit,
+                smtputf8,
             } => {
                 out.extend_from_slice(b"MAIL FROM:<");
                 out.extend_from_slice(checked(path, false)?.as_bytes());
@@ -87,6 +90,9 @@ impl Command<'_> {
                 }
                 if *eight_bit {
                     out.extend_from_slice(b" BODY=8BITMIME");
+                }
+                if *smtputf8 {
+                    out.extend_from_slice(b" SMTPUTF8");
                 }
             }
             Self::RcptTo(path) => {
@@ -137,6 +143,7 @@ mod tests {
                 path: "a@b.example",
                 size: Some(42),
                 eight_bit: false,
+                smtputf8: false,
             })
             .unwrap(),
             "MAIL FROM:<a@b.example> SIZE=42\r\n"
@@ -146,6 +153,7 @@ mod tests {
                 path: "a@b.example",
                 size: Some(42),
                 eight_bit: true,
+                smtputf8: false,
             })
             .unwrap(),
             "MAIL FROM:<a@b.example> SIZE=42 BODY=8BITMIME\r\n"
@@ -155,11 +163,28 @@ mod tests {
                 path: "",
                 size: None,
                 eight_bit: false,
+                smtputf8: false,
             })
             .unwrap(),
             "MAIL FROM:<>\r\n"
         );
         assert_eq!(render(Command::RcptTo("x@y")).unwrap(), "RCPT TO:<x@y>\r\n");
+        assert_eq!(
+            render(Command::MailFrom {
+                path: "jörg@bücher.example",
+                size: None,
+                eight_bit: true,
+                smtputf8: true,
+            })
+            .unwrap(),
+            "MAIL FROM:<jörg@bücher.example> BODY=8BITMIME SMTPUTF8\r\n"
+        );
+        assert_eq!(
+            render(Command::RcptTo("用户@例子.广告")).unwrap(),
+            "RCPT TO:<用户@例子.广告>\r\n"
+        );
+        // C1 controls and line separators are refused like C0 ones.
+        assert!(render(Command::RcptTo("a\u{85}b@c")).is_err());
         assert_eq!(
             render(Command::Ehlo("h.example")).unwrap(),
             "EHLO h.example\r\n"
@@ -174,6 +199,7 @@ mod tests {
                 path: "a@b\nDATA",
                 size: None,
                 eight_bit: false,
+                smtputf8: false,
             })
             .is_err()
         );

@@ -196,6 +196,12 @@ pub struct SinkArgs {
     /// Do not offer 8BITMIME (and refuse BODY=8BITMIME).
     #[arg(long = "no-8bitmime")]
     pub no_8bitmime: bool,
+    /// Offer SMTPUTF8 (RFC 6531): UTF-8 addresses with MAIL FROM ... SMTPUTF8.
+    #[arg(long)]
+    pub smtputf8: bool,
+    /// Offer CHUNKING (RFC 3030) and take the text in BDAT chunks.
+    #[arg(long)]
+    pub chunking: bool,
     /// Refuse 8-bit text (a byte of 0x80 or more) sent without BODY=8BITMIME.
     #[arg(long = "strict-8bit")]
     pub strict_8bit: bool,

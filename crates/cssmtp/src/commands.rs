@@ -419,6 +419,8 @@ async fn sink(args: SinkArgs) -> u8 {
         ehlo: !args.no_ehlo,
         size: args.size,
         eight_bit_mime: !args.no_8bitmime,
+        smtputf8: args.smtputf8,
+        chunking: args.chunking,
         strict_8bit: args.strict_8bit,
         tls,
         strict_line_ends: args.strict_line_ends,

@@ -96,9 +96,11 @@ impl Parser {
         {
             return Err(ErrorKind::ControlCharacter(byte));
         }
-        match std::str::from_utf8(text).ok().filter(|t| t.is_ascii()) {
-            Some(text) => Ok(Some(text)),
-            None => Err(ErrorKind::NotText),
+        // UTF-8 is let through to the commands, which refuse it where it has no place
+        // (a non-ASCII path is refused by `parse_path` unless `Options SmtpUtf8`).
+        match std::str::from_utf8(text) {
+            Ok(text) => Ok(Some(text)),
+            Err(_) => Err(ErrorKind::NotText),
         }
     }
 
@@ -198,7 +200,7 @@ impl Parser {
                 State::SkipEnvelope,
             );
         }
-        match parse_path(path, "MAIL FROM") {
+        match parse_path(path, "MAIL FROM", self.limits.utf8_addresses) {
             Ok(reverse_path) => {
                 self.state = State::Envelope(Box::new(Pending {
                     line: number,
@@ -242,7 +244,7 @@ impl Parser {
         }
         let result = match strip_keyword(args, "TO:") {
             None => Err(ErrorKind::ExpectedSyntax("RCPT TO:<path>")),
-            Some(path) => match parse_path(path, "RCPT TO") {
+            Some(path) => match parse_path(path, "RCPT TO", self.limits.utf8_addresses) {
                 Ok(address) if address.is_empty() => Err(ErrorKind::NullRecipient),
                 other => other,
             },

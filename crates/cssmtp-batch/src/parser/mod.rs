@@ -62,6 +62,9 @@ pub struct Limits {
     /// whole file: it is resolved with [`Limits::for_file`] before the parser starts
     /// ([`parse_bytes`] does it); a [`Parser`] given `Auto` keeps them.
     pub blank_trnc: BlankTrnc,
+    /// `Options SmtpUtf8`: UTF-8 (non-ASCII) addresses in `MAIL FROM`/`RCPT TO` are
+    /// accepted (RFC 6531); the mail then needs a target offering SMTPUTF8.
+    pub utf8_addresses: bool,
 }
 
 impl Limits {
@@ -91,6 +94,7 @@ impl Default for Limits {
             null_trnc: false,
             data_line_trunc: false,
             blank_trnc: BlankTrnc::Auto,
+            utf8_addresses: false,
         }
     }
 }

@@ -185,6 +185,13 @@ pub(crate) static OPTIONS: Block<Draft, Config> = Block::of(&[
         |c| Some(yes(c.options.replace_subject_at_sign)),
     )
     .default("No"),
+    // cssmtp: UTF-8 addresses (RFC 6531 SMTPUTF8).
+    P::new(
+        "SmtpUtf8",
+        Kind::Flag(|d, b| d.c.options.smtputf8 = b),
+        |c| Some(yes(c.options.smtputf8)),
+    )
+    .default("No"),
     // cssmtp always sends EHLO again after STARTTLS (RFC 3207 §4.2).
     P::new("TLSEhlo", Kind::Flag(|_, _| {}), |_| None),
 ]);

@@ -47,7 +47,7 @@ pub(crate) struct Draft {
 /// A mailbox (`user@host.domain`), case kept (mailboxes are case sensitive).
 pub(crate) fn mailbox(diags: &mut Diags, w: &Word, what: &str) -> Option<String> {
     let text = w.text.trim_start_matches('<').trim_end_matches('>');
-    match cssmtp_batch::address::parse_path(&format!("<{text}>"), "RCPT TO") {
+    match cssmtp_batch::address::parse_path(&format!("<{text}>"), "RCPT TO", false) {
         Ok(mailbox) if mailbox.contains('@') => Some(mailbox),
         _ => {
             diags.error(
@@ -91,6 +91,7 @@ impl TargetDraft {
                 tls: Box::default(),
                 source: None,
                 charset: super::Charset::Latin1,
+                chunking: true,
                 line: 0,
             },
         }

@@ -72,6 +72,11 @@ pub(crate) static TARGET_SERVER: Block<TargetDraft, TargetSpec> = Block {
             |t| (t.max_connections > 0).then(|| t.max_connections.to_string()),
         ),
         P::new("TlsName", Kind::Custom(tls_name), |t| t.tls_name.clone()),
+        // cssmtp: BDAT when the server offers CHUNKING (RFC 3030).
+        P::new("Chunking", Kind::YesNo(|t, b| t.spec.chunking = b), |t| {
+            Some(yes(t.chunking))
+        })
+        .default("Yes"),
         P::new("SourceAddress", Kind::Custom(source), |t| {
             t.source.map(|ip| ip.to_string())
         }),

@@ -294,6 +294,7 @@ impl Config {
             null_trnc: self.options.null_trnc,
             data_line_trunc: self.options.data_line_trunc,
             blank_trnc: self.options.blank_trnc,
+            utf8_addresses: self.options.smtputf8,
         }
     }
 }
@@ -355,6 +356,9 @@ pub struct TargetSpec {
     pub source: Option<std::net::IpAddr>,
     /// `Charset`: the code page the server expects for text read from EBCDIC spool files.
     pub charset: Charset,
+    /// `Chunking Yes|No` (cssmtp): BDAT (RFC 3030) is used when the server offers
+    /// CHUNKING; No sends DATA always (a server whose CHUNKING is broken).
+    pub chunking: bool,
     /// Line of the parameter, for messages.
     pub line: u32,
 }
@@ -436,6 +440,9 @@ pub struct Options {
     pub at_sign: Option<char>,
     /// `ReplaceSubjectAtSign`: the `AtSign` character is replaced in `Subject:` too.
     pub replace_subject_at_sign: bool,
+    /// `SmtpUtf8` (cssmtp): UTF-8 addresses are accepted in MAIL FROM and RCPT TO
+    /// (RFC 6531); such a mail goes only to a target offering SMTPUTF8.
+    pub smtputf8: bool,
 }
 
 /// `Undeliverable` statement.

@@ -77,6 +77,14 @@ pub trait DeliveryAck: Send + Sync {
     fn after_dot(&self, rcpts: &[usize], delivered: bool);
 }
 
+impl MailJob {
+    /// The envelope has a non-ASCII (UTF-8) address: the mail goes only to a server
+    /// offering SMTPUTF8, with `MAIL FROM:<…> SMTPUTF8` (RFC 6531).
+    pub fn smtputf8(&self) -> bool {
+        !self.reverse_path.is_ascii() || self.recipients.iter().any(|r| !r.is_ascii())
+    }
+}
+
 /// The owner of a mail could not record it before its final ".".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotRecorded(pub String);

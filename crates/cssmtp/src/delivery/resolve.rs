@@ -41,6 +41,8 @@ pub struct Resolved {
     pub charset: crate::config::Charset,
     /// Its TLS policy (`TlsMode`, `TlsMinVersion`…).
     pub tls: std::sync::Arc<crate::config::TlsPolicy>,
+    /// `Chunking`: BDAT when the server offers CHUNKING.
+    pub chunking: bool,
 }
 
 /// Builds a resolver: the given name servers, or the system's (/etc/resolv.conf).
@@ -136,6 +138,7 @@ pub async fn resolve(
             tls: std::sync::Arc::clone(&tls),
             source: spec.source,
             charset: spec.charset,
+            chunking: spec.chunking,
         };
         match &spec.host {
             TargetHost::Ip(ip) => push(make(*ip, format!("TargetIp {ip}"), None, 0), &mut warnings),

@@ -30,6 +30,8 @@ impl Status {
     pub const NEEDS_TLS: Self = Self::new(5, 7, 10);
     /// 5.6.3: 8-bit text and no target offers 8BITMIME.
     pub const NEEDS_8BIT: Self = Self::new(5, 6, 3);
+    /// 5.6.7: UTF-8 addresses and no target offers SMTPUTF8 (RFC 6531 §3.5).
+    pub const NEEDS_UTF8: Self = Self::new(5, 6, 7);
     /// 4.4.1: no reachable target can take the mail.
     pub const NO_ROUTE: Self = Self::new(4, 4, 1);
     /// 5.1.3: an envelope value cannot be sent safely.
@@ -195,6 +197,9 @@ pub enum Problem {
     NoTlsTarget,
     /// The mail has 8-bit text and no target offers 8BITMIME (RFC 6152).
     No8BitTarget,
+    /// The mail has UTF-8 (non-ASCII) addresses and no target offers SMTPUTF8
+    /// (RFC 6531).
+    NoUtf8Target,
     /// No reachable target can take the mail (size, TLS, 8BITMIME); only targets that
     /// are down might: the last failure of one of them.
     OnlyDownTargets(String),
@@ -235,9 +240,13 @@ impl fmt::Display for Problem {
                 f,
                 "554 5.6.3 mail has 8-bit text and no target server offers 8BITMIME"
             ),
+            Self::NoUtf8Target => write!(
+                f,
+                "553 5.6.7 mail has a non-ASCII address and no target server offers SMTPUTF8"
+            ),
             Self::OnlyDownTargets(last) => write!(
                 f,
-                "451 4.4.1 no reachable target server can take the mail (its size, TLS or 8BITMIME); only target servers that are down might ({last})"
+                "451 4.4.1 no reachable target server can take the mail (its size, TLS, 8BITMIME or SMTPUTF8); only target servers that are down might ({last})"
             ),
             Self::UnsafeArgument(e) => write!(f, "{e}"),
             Self::Stopping => write!(f, "cssmtp is stopping"),
@@ -297,6 +306,7 @@ impl Failure {
             Problem::TooBig { .. } => Status::TOO_BIG,
             Problem::NoTlsTarget => Status::NEEDS_TLS,
             Problem::No8BitTarget => Status::NEEDS_8BIT,
+            Problem::NoUtf8Target => Status::NEEDS_UTF8,
             Problem::OnlyDownTargets(_) => Status::NO_ROUTE,
             Problem::UnsafeArgument(_) => Status::BAD_ARGUMENT,
             Problem::TextChanged(_) => Status::TEXT_CHANGED,

@@ -44,6 +44,7 @@ pub fn classify(problem: &Problem) -> Disposition {
         Problem::TooBig { .. }
         | Problem::NoTlsTarget
         | Problem::No8BitTarget
+        | Problem::NoUtf8Target
         | Problem::UnsafeArgument(_) => Disposition::Undeliverable,
     }
 }

@@ -45,7 +45,7 @@ pub fn mailbox(raw: &str, domain: &str, verb: &'static str) -> Result<String, Ba
     } else {
         format!("{inner}@{domain}")
     };
-    cssmtp_batch::address::parse_path(&format!("<{qualified}>"), verb).map_err(|kind| {
+    cssmtp_batch::address::parse_path(&format!("<{qualified}>"), verb, false).map_err(|kind| {
         let text = cssmtp_batch::SyntaxError { line: 0, kind }.to_string();
         bad(text
             .split_once("JES Syntax error. ")

@@ -11,7 +11,8 @@
 //! | `tempfail` | RCPT TO answered `451 4.2.1` |
 //! | `reject`, `permfail`, `unknown` | RCPT TO answered `550 5.1.1` |
 //! | `data-tempfail` | the mail's final "." answered `451 4.3.0` |
-//! | `data-reject` | the mail's final "." answered `554 5.6.0` |
+//! | `data-reject` | the mail's final "." answered `554 5.6.0` (with BDAT: its `LAST` chunk) |
+//! | `bdat-reject` | with CHUNKING offered, the first BDAT chunk before the last answered `554 5.6.0` (the transaction is over: the chunks after it get `503`) |
 //! | `drop-at-rcpt` | the connection is closed at that RCPT TO |
 //! | `drop-in-data` | the connection is closed after the text, before the reply |
 //! | `early-250` | the 354 to DATA comes with a `250` in the same write, before the text; the text's final "." is then refused with `554 5.6.0` (a server that answers before it is due) |
@@ -36,7 +37,9 @@
 //! also end it, as servers vulnerable to SMTP smuggling do). A sink that hides 8BITMIME
 //! refuses `BODY=8BITMIME` at MAIL FROM (`555`); with [`SinkOptions::strict_8bit`], a
 //! text holding bytes ≥ 0x80 sent without `BODY=8BITMIME` is refused (`554 5.6.1`,
-//! RFC 6152 §3).
+//! RFC 6152 §3). `--smtputf8` offers SMTPUTF8 (without it, `SMTPUTF8` is refused with
+//! `555` and a non-ASCII address with `553 5.6.7`); `--chunking` offers CHUNKING and
+//! takes BDAT, recording the size of each chunk ([`Received::bdat_chunks`]).
 //! Session limits are scripted too: mails per session, recipients per transaction, and
 //! sessions at once ([`SinkOptions::max_connections`]: a connection beyond is greeted
 //! with `421` and closed, or closed at once).//!

@@ -14,6 +14,11 @@ pub struct SinkOptions {
     pub size: Option<u64>,
     /// Advertise 8BITMIME (on by default); off: `BODY=8BITMIME` is refused.
     pub eight_bit_mime: bool,
+    /// Advertise SMTPUTF8 (RFC 6531); off: `SMTPUTF8` is refused, and so is a non-ASCII
+    /// address in any case without it.
+    pub smtputf8: bool,
+    /// Advertise CHUNKING (RFC 3030) and take BDAT; off: BDAT is refused.
+    pub chunking: bool,
     /// Refuse 8-bit text (a byte ≥ 0x80) not announced by `BODY=8BITMIME`.
     pub strict_8bit: bool,
     /// Offer STARTTLS with this server configuration.
@@ -155,6 +160,8 @@ impl Default for SinkOptions {
             ehlo: true,
             size: None,
             eight_bit_mime: true,
+            smtputf8: false,
+            chunking: false,
             strict_8bit: false,
             tls: None,
             strict_line_ends: false,

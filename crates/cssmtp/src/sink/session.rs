@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use smtp_proto::{
-    EXT_8BIT_MIME, EXT_ENHANCED_STATUS_CODES, EXT_PIPELINING, EXT_SIZE, EXT_START_TLS,
-    EhloResponse, MAIL_BODY_8BITMIME, MailFrom, Request,
+    EXT_8BIT_MIME, EXT_CHUNKING, EXT_ENHANCED_STATUS_CODES, EXT_PIPELINING, EXT_SIZE,
+    EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, MailFrom,
+    Request,
 };
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsStream};
@@ -45,7 +46,12 @@ struct Session {
     after_data: Scripted,
     /// Mails accepted on this session (for `max_mails_per_session`).
     session_mails: u32,
+    /// The text of the mail under way, from its BDAT chunks so far.
+    bdat_data: Vec<u8>,
 }
+
+/// A BDAT chunk larger than this is refused and the connection closed.
+const MAX_BDAT_CHUNK: usize = 64 << 20;
 
 /// Serves one connection until it ends.
 pub(super) async fn serve(
@@ -69,6 +75,7 @@ pub(super) async fn serve(
         env: Envelope::default(),
         after_data: Scripted::Accept,
         session_mails: 0,
+        bdat_data: Vec::new(),
     };
     loop {
         // Answer every complete command line in the buffer, then send the replies.
@@ -167,8 +174,13 @@ impl Session {
             Ok(Request::Mail { from }) => self.mail(from, conn).await,
             Ok(Request::Rcpt { to }) => self.rcpt(to.address.into_owned(), conn).await,
             Ok(Request::Data) => self.data(conn).await,
+            Ok(Request::Bdat {
+                chunk_size,
+                is_last,
+            }) => self.bdat(chunk_size, is_last, conn).await,
             Ok(Request::Rset) => {
                 self.env = Envelope::default();
+                self.bdat_data = Vec::new();
                 self.after_data = Scripted::Accept;
                 self.reply(b"250 2.0.0 Reset\r\n")
             }
@@ -191,6 +203,12 @@ impl Session {
         ehlo.capabilities = EXT_ENHANCED_STATUS_CODES;
         if options.eight_bit_mime {
             ehlo.capabilities |= EXT_8BIT_MIME;
+        }
+        if options.smtputf8 {
+            ehlo.capabilities |= EXT_SMTP_UTF8;
+        }
+        if options.chunking {
+            ehlo.capabilities |= EXT_CHUNKING;
         }
         if options.pipelining {
             ehlo.capabilities |= EXT_PIPELINING;
@@ -237,6 +255,7 @@ impl Session {
     async fn mail(&mut self, from: MailFrom<Cow<'_, str>>, conn: &mut Conn) -> Next {
         let options = Arc::clone(&self.options);
         let eight_bit = from.flags & MAIL_BODY_8BITMIME != 0;
+        let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
         if self.helo.is_empty() {
             self.reply(b"503 5.5.1 Say HELO or EHLO first\r\n")
         } else if self.env.mail_from.is_some() {
@@ -261,12 +280,17 @@ impl Session {
             self.reply(b"552 5.3.4 Message size exceeds fixed limit\r\n")
         } else if !options.eight_bit_mime && eight_bit {
             self.reply(b"555 5.5.4 BODY=8BITMIME not supported\r\n")
+        } else if !options.smtputf8 && smtputf8 {
+            self.reply(b"555 5.5.4 SMTPUTF8 not supported\r\n")
+        } else if !smtputf8 && !from.address.is_ascii() {
+            self.reply(b"553 5.6.7 Non-ASCII address without SMTPUTF8\r\n")
         } else if let Some(fault) = self.shared.reply_fault(self.faults()) {
             self.reply(fault_reply(fault, FaultAt::MailFrom).as_bytes())
         } else {
             self.env.mail_from = Some(from.address.into_owned());
             self.env.size = from.size as u64;
             self.env.body_8bitmime = eight_bit;
+            self.env.smtputf8 = smtputf8;
             self.reply(b"250 2.1.0 Sender OK\r\n")
         }
     }
@@ -275,6 +299,9 @@ impl Session {
     async fn rcpt(&mut self, address: String, conn: &mut Conn) -> Next {
         if self.env.mail_from.is_none() {
             return self.reply(b"503 5.5.1 Need MAIL before RCPT\r\n");
+        }
+        if !self.env.smtputf8 && !address.is_ascii() {
+            return self.reply(b"553 5.6.7 Non-ASCII address without SMTPUTF8\r\n");
         }
         if self
             .options
@@ -340,6 +367,59 @@ impl Session {
         let Some(text) = read_data(conn, &mut self.buf, &self.options).await else {
             return Next::End;
         };
+        self.text_received(text, conn).await
+    }
+
+    /// BDAT (RFC 3030): the chunk's bytes are read whatever the answer; the last one
+    /// completes the text, which then goes as after the final "." of DATA.
+    async fn bdat(&mut self, size: usize, last: bool, conn: &mut Conn) -> Next {
+        if size > MAX_BDAT_CHUNK {
+            self.out
+                .extend_from_slice(b"552 5.3.4 BDAT chunk too large, closing\r\n");
+            return self.close(conn).await;
+        }
+        // Replies queued go before waiting for the chunk's bytes.
+        if !self.flush(conn).await {
+            return Next::End;
+        }
+        while self.buf.len() < size {
+            match conn.read_some(&mut self.buf).await {
+                Ok(0) | Err(_) => return Next::End,
+                Ok(_) => {}
+            }
+        }
+        let chunk: Vec<u8> = self.buf.drain(..size).collect();
+        if !self.options.chunking {
+            return self.reply(b"502 5.5.1 BDAT not offered\r\n");
+        }
+        if self.env.mail_from.is_none() {
+            return self.reply(b"503 5.5.1 Need MAIL before BDAT\r\n");
+        }
+        if self.env.rcpt_to.is_empty() {
+            return self.reply(b"554 5.5.1 No valid recipients\r\n");
+        }
+        if !last
+            && self.options.scripted
+            && self
+                .env
+                .rcpt_to
+                .iter()
+                .any(|r| r.to_ascii_lowercase().starts_with("bdat-reject"))
+        {
+            // Scripted: a chunk before the last refused; the transaction is over, the
+            // chunks that follow are refused too (no MAIL), RFC 3030 §4.2.
+            self.env = Envelope::default();
+            self.bdat_data = Vec::new();
+            self.after_data = Scripted::Accept;
+            return self.reply(b"554 5.6.0 BDAT chunk refused (scripted)\r\n");
+        }
+        self.bdat_data.extend_from_slice(&chunk);
+        self.env.bdat_chunks.push(size as u64);
+        if !last {
+            let reply = format!("250 2.0.0 {size} octets received\r\n");
+            return self.reply(reply.as_bytes());
+        }
+        let text = std::mem::take(&mut self.bdat_data);
         self.text_received(text, conn).await
     }
 

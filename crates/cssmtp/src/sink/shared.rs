@@ -23,6 +23,11 @@ pub struct Received {
     pub size: Option<u64>,
     /// Its MAIL FROM said `BODY=8BITMIME`.
     pub body_8bitmime: bool,
+    /// Its MAIL FROM said `SMTPUTF8`.
+    pub smtputf8: bool,
+    /// The sizes of the BDAT chunks its text came in, in order (empty: it came after
+    /// DATA).
+    pub bdat_chunks: Vec<u64>,
     pub rcpt_to: Vec<String>,
     /// The text as received, with dot-stuffing removed.
     pub data: Vec<u8>,

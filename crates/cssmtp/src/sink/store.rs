@@ -17,6 +17,9 @@ pub(super) struct Envelope {
     pub(super) rcpt_to: Vec<String>,
     pub(super) size: u64,
     pub(super) body_8bitmime: bool,
+    pub(super) smtputf8: bool,
+    /// The sizes of the BDAT chunks of the text so far (none: DATA).
+    pub(super) bdat_chunks: Vec<u64>,
 }
 
 /// The session a mail came in on.
@@ -80,6 +83,8 @@ pub(super) fn finish_mail(
         mail_from: envelope.mail_from.unwrap_or_default(),
         size: (envelope.size > 0).then_some(envelope.size),
         body_8bitmime: envelope.body_8bitmime,
+        smtputf8: envelope.smtputf8,
+        bdat_chunks: envelope.bdat_chunks,
         rcpt_to: envelope.rcpt_to,
         data,
     };

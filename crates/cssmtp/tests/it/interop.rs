@@ -123,3 +123,93 @@ async fn two_thousand_mails_through_a_server_with_session_limits() {
         "no dead letter"
     );
 }
+
+/// Through the real binary, with `Options SmtpUtf8 Yes`: a mail between UTF-8 addresses
+/// with a UTF-8 header reaches aiosmtpd offering SMTPUTF8 with `SMTPUTF8` and
+/// `BODY=8BITMIME`, its envelope and text exactly as written; the same mail to an
+/// aiosmtpd without SMTPUTF8 is returned with 5.6.7, never sent mangled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtputf8_and_8bitmime_with_aiosmtpd() {
+    let scratch = tempfile::tempdir().unwrap();
+    let with = Aiosmtpd::start(scratch.path(), &["--smtputf8"]).await;
+    let text = "Date: Sat, 28 Nov 2026 10:00:00 +0000\nMessage-ID: <utf8@test>\n\
+                Subject: Gr\u{fc}\u{df}e\nFrom: J\u{f6}rg <j\u{f6}rg@b\u{fc}cher.example>\n\
+                To: \u{7528}\u{6237}@\u{4f8b}\u{5b50}.\u{5e7f}\u{544a}\n\n\
+                \u{c0} bient\u{f4}t\n";
+    let spool = format!(
+        "HELO zos.example\n{}",
+        mail(
+            "j\u{f6}rg@b\u{fc}cher.example",
+            &["\u{7528}\u{6237}@\u{4f8b}\u{5b50}.\u{5e7f}\u{544a}"],
+            text
+        )
+    );
+    let run = |env: &Env| {
+        let mut command = cssmtp();
+        command.args(["run", "--drain", "-c"]).arg(&env.config_path);
+        command
+    };
+    let env = Env::new(&format!(
+        "Options\n{{\n  SmtpUtf8 Yes\n}}\n\
+         TargetServer\n{{\n  TargetIp 127.0.0.1\n  ConnectPort {}\n}}\n",
+        with.port
+    ));
+    env.submit("UTF8", &spool);
+    let out = tokio::time::timeout(Duration::from_secs(50), run(&env).output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    let received = with.received();
+    assert_eq!(received.len(), 1, "{log}");
+    let m = &received[0];
+    assert_eq!(m["mail_from"], "j\u{f6}rg@b\u{fc}cher.example");
+    assert_eq!(
+        m["rcpt_tos"],
+        serde_json::json!(["\u{7528}\u{6237}@\u{4f8b}\u{5b50}.\u{5e7f}\u{544a}"])
+    );
+    let options: Vec<&str> = m["mail_options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap())
+        .collect();
+    assert!(options.contains(&"SMTPUTF8"), "{options:?}");
+    assert!(options.contains(&"BODY=8BITMIME"), "{options:?}");
+    use base64::Engine as _;
+    let content = base64::engine::general_purpose::STANDARD
+        .decode(m["content"].as_str().unwrap())
+        .unwrap();
+    let stored = String::from_utf8(content).expect("UTF-8, unmangled");
+    assert!(
+        stored.ends_with(&text.replace('\n', "\r\n")),
+        "the text as written:\n{stored}"
+    );
+
+    // A server without SMTPUTF8: returned, with the precise reason.
+    let other = scratch.path().join("b");
+    std::fs::create_dir_all(&other).unwrap();
+    let without = Aiosmtpd::start(&other, &[]).await;
+    let env = Env::new(&format!(
+        "Options\n{{\n  SmtpUtf8 Yes\n}}\n\
+         TargetServer\n{{\n  TargetIp 127.0.0.1\n  ConnectPort {}\n}}\n",
+        without.port
+    ));
+    env.submit("UTF8", &spool);
+    let out = tokio::time::timeout(Duration::from_secs(50), run(&env).output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    // Exit 3: a dead letter was written (the notification could not be sent either).
+    assert_eq!(out.status.code(), Some(3), "{log}");
+    assert!(log.contains("CSM2107W"), "{log}");
+    assert!(
+        log.contains("553 5.6.7 mail has a non-ASCII address and no target server offers SMTPUTF8"),
+        "{log}"
+    );
+    // Nothing was sent mangled (the notification to the UTF-8 sender cannot go to this
+    // server either: it is a dead letter).
+    assert!(without.received().is_empty(), "{:?}", without.received());
+}

@@ -15,6 +15,7 @@ mod charset;
 mod checkpoint;
 mod dkim;
 mod edges;
+mod extensions;
 mod forwarding;
 mod health;
 mod interop;

@@ -14,6 +14,8 @@ python3-aiosmtpd), on loopback, with the session limits real servers set.
 --auth-in-clear: offer AUTH without TLS too (aiosmtpd requires TLS by default).
 --hide-auth: offer no AUTH at all in EHLO.
 --exclude MECH: do not offer this mechanism (repeatable).
+--smtputf8: offer SMTPUTF8 (RFC 6531); the record then holds the text ("content",
+           base64).
 Prints "port N" once listening; runs until its standard input closes.
 """
 import argparse
@@ -39,6 +41,7 @@ class Handler:
         self.limit = limit
         self.record = open(record, "a", buffering=1)
         self.hide_auth = hide_auth
+        self.keep_content = False
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
@@ -69,6 +72,8 @@ class Handler:
             "auths": getattr(session, "cssmtp_auths", 0),
             "tls": session.ssl is not None,
             "peer": session.peer[0],
+            **({"content": base64.b64encode(envelope.original_content or b"").decode()}
+               if self.keep_content else {}),
         }) + "\n")
         return "250 2.0.0 OK"
 
@@ -114,13 +119,17 @@ async def main():
     ap.add_argument("--auth-in-clear", action="store_true")
     ap.add_argument("--hide-auth", action="store_true")
     ap.add_argument("--exclude", action="append", default=[])
+    ap.add_argument("--smtputf8", action="store_true")
     args = ap.parse_args()
     user, password = (args.auth.split(":", 1) if args.auth else (None, None))
     if args.token:
         handler = XOAuth2Handler(args.limit, args.record, user, args.token, args.hide_auth)
     else:
         handler = Handler(args.limit, args.record, args.hide_auth)
+    handler.keep_content = args.smtputf8
     options = {}
+    if args.smtputf8:
+        options["enable_SMTPUTF8"] = True
     if args.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.tls_cert, args.tls_key)

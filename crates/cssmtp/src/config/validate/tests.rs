@@ -122,7 +122,7 @@ RetryLimit
             "/etc/cssmtp/cssmtp.conf:7: error: TargetIp \"300.1.1.1\" is not an IPv4 or IPv6 address",
             "/etc/cssmtp/cssmtp.conf:8: error: ConnectPort must be a whole number from 1 to 65535, not \"0\"",
             "/etc/cssmtp/cssmtp.conf:9: error: Secure must be Yes or No, not \"maybe\"",
-            "/etc/cssmtp/cssmtp.conf:10: error: unknown parameter Colour in TargetServer (known: TargetIp, TargetName, TargetMx, ConnectPort, Secure, MessageSize, MaxMailsPerSession, MaxRcptsPerMail, MaxConnections, TlsName, SourceAddress, TlsMode, TlsMinVersion, TlsCaFile, TlsFingerprint, TlsClientCert, TlsClientKey, AuthUser, AuthSecretFile, AuthSecretCommand, AuthMechanism, InsecureAuth, Charset, MBCharset)",
+            "/etc/cssmtp/cssmtp.conf:10: error: unknown parameter Colour in TargetServer (known: TargetIp, TargetName, TargetMx, ConnectPort, Secure, MessageSize, MaxMailsPerSession, MaxRcptsPerMail, MaxConnections, TlsName, Chunking, SourceAddress, TlsMode, TlsMinVersion, TlsCaFile, TlsFingerprint, TlsClientCert, TlsClientKey, AuthUser, AuthSecretFile, AuthSecretCommand, AuthMechanism, InsecureAuth, Charset, MBCharset)",
             "/etc/cssmtp/cssmtp.conf:14: error: Timeout AnyCmd must be a whole number from 30 to 1200, not \"10\"",
             "/etc/cssmtp/cssmtp.conf:16: error: JESSyntaxErrLimit must be a whole number from 0 to 999, not \"1000\"",
             "/etc/cssmtp/cssmtp.conf:18: error: Date in Header needs a value",
@@ -432,7 +432,7 @@ Options { NullTrnc Maybe }
             "/etc/cssmtp/cssmtp.conf:2: error: unknown parameter Intreval in RetryLimit (did you mean Interval?) (known: Count, Interval)",
             "/etc/cssmtp/cssmtp.conf:3: error: UserInfo in Header needs a value",
             "/etc/cssmtp/cssmtp.conf:6: error: unknown parameter DeadLetterAktion in Undeliverable (did you mean DeadLetterAction?) (known: ReturnToMailFrom, DeadLetterAction, DeadLetterDirectory, ReturnContent)",
-            "/etc/cssmtp/cssmtp.conf:8: error: unknown parameter Maybe in Options (known: NullTrnc, TestMode, DataLineTrunc, BlankTrnc, AtSign, ReplaceSubjectAtSign, TLSEhlo)",
+            "/etc/cssmtp/cssmtp.conf:8: error: unknown parameter Maybe in Options (known: NullTrnc, TestMode, DataLineTrunc, BlankTrnc, AtSign, ReplaceSubjectAtSign, SmtpUtf8, TLSEhlo)",
         ]
     );
 }

@@ -22,7 +22,7 @@ pub enum Choice {
     /// session already open (handed over, see the worker), or waits until one of those
     /// connections ends or a change.
     Full(Instant),
-    /// No target can ever take it (size, TLS, 8BITMIME): undeliverable.
+    /// No target can ever take it (size, TLS, 8BITMIME, SMTPUTF8): undeliverable.
     Unroutable(Failure),
     /// Targets that could take it are failing TLS, or are down while a reachable target
     /// cannot take it: try the mail again later (charged to the RetryLimit schedule).
@@ -35,6 +35,8 @@ struct Ask<'c> {
     tls: bool,
     size: u64,
     eight_bit: bool,
+    /// UTF-8 addresses: SMTPUTF8 needed (RFC 6531).
+    utf8: bool,
     /// The target of the caller's open session.
     current: Option<&'c Arc<Target>>,
     now: Instant,
@@ -47,6 +49,7 @@ enum Unfit {
     NoTls,
     TooBig,
     No8Bit,
+    NoUtf8,
 }
 
 /// What the walk over the targets found so far.
@@ -54,6 +57,7 @@ enum Unfit {
 struct Scan<'a> {
     too_big: bool,
     no_8bit: bool,
+    no_utf8: bool,
     /// A target that is up but cannot take this mail.
     reachable_unfit: bool,
     down_failure: Option<Failure>,
@@ -66,7 +70,8 @@ struct Scan<'a> {
 }
 
 impl Router {
-    /// Chooses a target for a mail of `size` bytes (with 8-bit text when `eight_bit`);
+    /// Chooses a target for a mail of `size` bytes (with 8-bit text when `eight_bit`,
+    /// UTF-8 addresses when `needs.utf8`);
     /// `current` is the target of the caller's open session, preferred when it fits.
     ///
     /// When the choice is another target than `current`, a connection to it is counted
@@ -79,6 +84,17 @@ impl Router {
         eight_bit: bool,
         current: Option<&Arc<Target>>,
     ) -> Choice {
+        self.choose_for(needs_tls, size, (eight_bit, false), current)
+    }
+
+    /// [`Self::choose`], with `(eight_bit, utf8)`: 8-bit text, UTF-8 addresses.
+    pub fn choose_for(
+        &self,
+        needs_tls: bool,
+        size: u64,
+        (eight_bit, utf8): (bool, bool),
+        current: Option<&Arc<Target>>,
+    ) -> Choice {
         let now = Instant::now();
         let targets = self.targets();
         if targets.is_empty() {
@@ -88,6 +104,7 @@ impl Router {
             tls: needs_tls,
             size,
             eight_bit,
+            utf8,
             current,
             now,
             retry_at: now + self.connect_retry,
@@ -126,6 +143,9 @@ fn unfit(target: &Target, st: &TargetState, ask: &Ask<'_>) -> Option<Unfit> {
     if ask.eight_bit && caps.is_some_and(|c| !c.eight_bit_mime) {
         return Some(Unfit::No8Bit);
     }
+    if ask.utf8 && caps.is_some_and(|c| !c.smtputf8) {
+        return Some(Unfit::NoUtf8);
+    }
     None
 }
 
@@ -139,6 +159,7 @@ impl<'a> Scan<'a> {
             match why {
                 Unfit::TooBig => self.too_big = true,
                 Unfit::No8Bit => self.no_8bit = true,
+                Unfit::NoUtf8 => self.no_utf8 = true,
                 Unfit::NoTls => {}
             }
             self.reachable_unfit |= down.is_none();
@@ -197,6 +218,8 @@ impl<'a> Scan<'a> {
         }
         let problem = if self.too_big {
             Problem::TooBig { size: ask.size }
+        } else if self.no_utf8 {
+            Problem::NoUtf8Target
         } else if self.no_8bit {
             Problem::No8BitTarget
         } else {

@@ -32,6 +32,8 @@ pub struct Target {
     pub tls_name: ServerName<'static>,
     /// `SourceAddress` in its block: the local address to connect from.
     pub source: Option<std::net::IpAddr>,
+    /// `Chunking`: BDAT when the server offers CHUNKING (RFC 3030).
+    pub chunking: bool,
     /// `Secure Yes`: every session with it uses TLS.
     pub secure: bool,
     /// `MessageSize` (0: none).
@@ -116,6 +118,7 @@ impl Target {
             tls: resolved.tls,
             source: resolved.source,
             charset: resolved.charset,
+            chunking: resolved.chunking,
             tls_connector: OwnConnector::default(),
             state: Mutex::new(TargetState::default()),
             progress: tokio::sync::watch::Sender::new(0),

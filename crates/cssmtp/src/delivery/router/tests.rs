@@ -21,6 +21,7 @@ fn resolved(n: u8, preference: u16) -> Resolved {
         tls: Arc::default(),
         source: None,
         charset: crate::config::Charset::Latin1,
+        chunking: true,
     }
 }
 

@@ -24,10 +24,12 @@
 //!
 //! This file opens, greets (EHLO, STARTTLS) and closes; `auth.rs` logs in (AUTH, once
 //! per session, after EHLO and STARTTLS); `transaction.rs` sends one mail
-//! (MAIL FROM … the final "."); `wire.rs` writes command groups and reads replies, with
+//! (MAIL FROM … the final "."), `bdat.rs` its text in BDAT chunks (RFC 3030) when the
+//! server offers CHUNKING; `wire.rs` writes command groups and reads replies, with
 //! the check that nothing arrives before it is due.
 
 mod auth;
+mod bdat;
 mod transaction;
 mod wire;
 
@@ -73,6 +75,8 @@ pub struct Session {
     pub tls_info: Option<(String, String)>,
     /// The target's `Charset`: text translated from EBCDIC goes in it.
     pub charset: crate::config::Charset,
+    /// BDAT may be used when the server offers CHUNKING (the target's `Chunking`).
+    pub use_chunking: bool,
 }
 
 impl Session {
@@ -117,6 +121,7 @@ impl Session {
             authenticated: None,
             tls_info: None,
             charset: crate::config::Charset::Latin1,
+            use_chunking: true,
         };
         let greeting = session.read_reply(Stage::Greeting, wait).await?;
         if greeting.code != 220 {

@@ -1,5 +1,7 @@
 //! One mail's transaction on an open session: MAIL FROM, every RCPT TO, DATA, the text
-//! (checked as it is written) and the final ".", with each recipient's result.
+//! (checked as it is written) and the final ".", with each recipient's result; or, when
+//! the server offers CHUNKING and the target's `Chunking` allows it, the text in BDAT
+//! chunks instead of DATA (see `bdat.rs`).
 
 use cssmtp_wire::{Command, Reply};
 use tokio::sync::oneshot;
@@ -11,16 +13,20 @@ use crate::delivery::body::{Body, TextError};
 use crate::delivery::outcome::{Failure, Problem, RcptResult, Stage};
 use crate::delivery::{MailJob, NotRecorded};
 
-/// Text is sent to the socket in writes of about this size.
-const WRITE_BATCH: usize = 64 * 1024;
+/// Text is sent to the socket in writes of about this size (and BDAT chunks are).
+pub(super) const WRITE_BATCH: usize = 64 * 1024;
 
 /// Each RCPT TO command with its recipient's index in the job.
 type Rcpts = Vec<(usize, Vec<u8>)>;
 
 /// How the envelope (MAIL, RCPT, DATA) ended.
 enum Envelope {
-    /// DATA was answered (`data`), with these recipients accepted.
-    Answered { accepted: Vec<usize>, data: Reply },
+    /// DATA was answered (`data`; None: no DATA, the text goes in BDAT chunks), with
+    /// these recipients accepted.
+    Answered {
+        accepted: Vec<usize>,
+        data: Option<Reply>,
+    },
     /// No text goes (MAIL refused, or no recipient accepted); `after_354`: the server
     /// already said go ahead to a pipelined DATA.
     Abandoned { after_354: bool },
@@ -38,15 +44,27 @@ impl Session {
         let Some((mail, rcpts)) = self.commands(job, results)? else {
             return Ok(());
         };
+        let bdat = self.use_chunking && self.caps.chunking;
         let envelope = if self.caps.pipelining {
-            self.envelope_pipelined(mail, &rcpts, results, params.timeouts)
+            self.envelope_pipelined(mail, &rcpts, results, params.timeouts, !bdat)
                 .await?
         } else {
-            self.envelope_stepwise(&mail, &rcpts, results, params.timeouts)
+            self.envelope_stepwise(&mail, &rcpts, results, params.timeouts, !bdat)
                 .await?
         };
         let (accepted, data_reply) = match envelope {
-            Envelope::Answered { accepted, data } => (accepted, data),
+            Envelope::Answered {
+                accepted,
+                data: Some(data),
+            } => (accepted, data),
+            Envelope::Answered {
+                accepted,
+                data: None,
+            } => {
+                return self
+                    .text_and_dot(job, &accepted, results, params.timeouts, true)
+                    .await;
+            }
             Envelope::Abandoned { after_354 } => return self.abandon(after_354, params).await,
         };
         if data_reply.code != 354 {
@@ -60,7 +78,7 @@ impl Session {
         }
         // Every reply due is in: anything more (a 250 sent with the 354) came early.
         self.expect_quiet(Stage::Data).await?;
-        self.text_and_dot(job, &accepted, results, params.timeouts)
+        self.text_and_dot(job, &accepted, results, params.timeouts, false)
             .await
     }
 
@@ -76,8 +94,10 @@ impl Session {
         if let Err(e) = (Command::MailFrom {
             path: &job.reverse_path,
             size,
-            // The worker sends 8-bit text only where 8BITMIME is offered.
+            // The worker sends 8-bit text only where 8BITMIME is offered, UTF-8
+            // addresses only where SMTPUTF8 is.
             eight_bit: job.eight_bit && self.caps.eight_bit_mime,
+            smtputf8: job.smtputf8() && self.caps.smtputf8,
         })
         .write_to(&mut mail)
         {
@@ -100,27 +120,33 @@ impl Session {
         Ok((!rcpts.is_empty()).then_some((mail, rcpts)))
     }
 
-    /// MAIL, every RCPT and DATA in one write (PIPELINING); the replies come back in
-    /// order.
+    /// MAIL, every RCPT and DATA (unless `with_data` is false: BDAT follows) in one
+    /// write (PIPELINING); the replies come back in order.
     async fn envelope_pipelined(
         &mut self,
         mut group: Vec<u8>,
         rcpts: &Rcpts,
         results: &mut [Option<RcptResult>],
         t: &Timeouts,
+        with_data: bool,
     ) -> Result<Envelope, Failure> {
         for (_, line) in rcpts {
             group.extend_from_slice(line);
         }
-        group.extend_from_slice(b"DATA\r\n");
+        if with_data {
+            group.extend_from_slice(b"DATA\r\n");
+        }
         self.send_group(&group, Stage::MailFrom, t.mail_cmd).await?;
         let mail_reply = self.read_reply(Stage::MailFrom, t.mail_cmd).await?;
         let mut rcpt_replies = Vec::with_capacity(rcpts.len());
         for _ in rcpts {
             rcpt_replies.push(self.read_reply(Stage::RcptTo, t.rcpt_cmd).await?);
         }
-        let data = self.read_reply(Stage::Data, t.data_cmd).await?;
-        let after_354 = data.code == 354;
+        let data = match with_data {
+            true => Some(self.read_reply(Stage::Data, t.data_cmd).await?),
+            false => None,
+        };
+        let after_354 = data.as_ref().is_some_and(|d| d.code == 354);
         if !mail_reply.is_positive() {
             self.fail_all(results, rcpts, Stage::MailFrom, &mail_reply);
             return Ok(Envelope::Abandoned { after_354 });
@@ -142,6 +168,7 @@ impl Session {
         rcpts: &Rcpts,
         results: &mut [Option<RcptResult>],
         t: &Timeouts,
+        with_data: bool,
     ) -> Result<Envelope, Failure> {
         let abandoned = Envelope::Abandoned { after_354: false };
         self.send_group(mail, Stage::MailFrom, t.mail_cmd).await?;
@@ -159,20 +186,30 @@ impl Session {
         if accepted.is_empty() {
             return Ok(abandoned);
         }
+        if !with_data {
+            return Ok(Envelope::Answered {
+                accepted,
+                data: None,
+            });
+        }
         self.send_group(b"DATA\r\n", Stage::Data, t.data_cmd)
             .await?;
         let data = self.read_reply(Stage::Data, t.data_cmd).await?;
-        Ok(Envelope::Answered { accepted, data })
+        Ok(Envelope::Answered {
+            accepted,
+            data: Some(data),
+        })
     }
 
-    /// After the 354: the owner's record, the text, the final "." and its reply, for
-    /// the `accepted` recipients.
+    /// After the 354 (or, `bdat`, after the envelope): the owner's record, the text, the
+    /// final "." (or `BDAT n LAST`) and its reply, for the `accepted` recipients.
     async fn text_and_dot(
         &mut self,
         job: &MailJob,
         accepted: &[usize],
         results: &mut [Option<RcptResult>],
         t: &Timeouts,
+        bdat: bool,
     ) -> Result<(), Failure> {
         // The owner records that these recipients may get the mail once the final "."
         // goes: before it goes.
@@ -189,11 +226,17 @@ impl Session {
                 return Err(self.failure(Stage::DataBlock, Problem::NotRecorded(why)));
             }
         };
-        let replied = match self.send_text(job, t, sent).await {
-            Ok(()) => self.read_reply(Stage::DataTerm, t.data_term).await,
+        // A BDAT chunk before the last one refused: its reply is the mail's, at the text.
+        let mut stage = Stage::DataTerm;
+        let replied = match self.send_text(job, t, sent, bdat).await {
+            Ok(None) => self.read_reply(Stage::DataTerm, t.data_term).await,
+            Ok(Some(refused)) => {
+                stage = Stage::DataBlock;
+                Ok(refused)
+            }
             Err(failure) => Err(failure),
         };
-        if replied.is_ok() {
+        if replied.is_ok() && stage == Stage::DataTerm {
             // The reply to "." was due and stands; bytes after it were not: the session
             // is dropped (the next mail must not read them as its replies).
             let _ = self.expect_quiet(Stage::DataTerm).await;
@@ -212,12 +255,19 @@ impl Session {
                     reply: final_reply.clone(),
                 }
             } else {
-                RcptResult::failed(
-                    self.failure(Stage::DataTerm, Problem::Reply(final_reply.clone())),
-                )
+                RcptResult::failed(self.failure(stage, Problem::Reply(final_reply.clone())))
             };
             if let Some(slot) = results.get_mut(*i) {
                 *slot = Some(result);
+            }
+        }
+        if stage == Stage::DataBlock {
+            // The server refused a chunk and discarded the rest (RFC 3030 §4.2): the
+            // transaction is reset before the next one.
+            self.send_group(b"RSET\r\n", Stage::Rset, t.any_cmd).await?;
+            let reply = self.read_reply(Stage::Rset, t.any_cmd).await?;
+            if !reply.is_positive() {
+                self.close().await;
             }
         }
         Ok(())
@@ -279,15 +329,24 @@ impl Session {
     /// Streams the added headers and the text, ending with "." in the same write; that
     /// last write waits for `durable` (the sync of the mail's checkpoint, with
     /// `ChkPointSync Mail`).
+    /// With `bdat`, the text goes in BDAT chunks (see `bdat.rs`); Some: the refusal of
+    /// a chunk before the last, which ends the mail's transaction.
     async fn send_text(
         &mut self,
         job: &MailJob,
         t: &Timeouts,
         durable: Option<oneshot::Receiver<()>>,
-    ) -> Result<(), Failure> {
+        bdat: bool,
+    ) -> Result<Option<Reply>, Failure> {
         let mut out = std::mem::take(&mut self.wbuf);
         let mut raw = std::mem::take(&mut self.raw);
-        let result = self.stream_text(job, t, &mut out, &mut raw, durable).await;
+        let result = if bdat {
+            self.stream_bdat(job, t, &mut out, &mut raw, durable).await
+        } else {
+            self.stream_text(job, t, &mut out, &mut raw, durable)
+                .await
+                .map(|()| None)
+        };
         // Keep the buffers for the next mail, unless a huge mail made them grow.
         out.clear();
         raw.clear();

@@ -117,6 +117,7 @@ impl Session {
                 match self.parser.parse(&self.rbuf) {
                     Ok(Some((reply, used))) => {
                         self.rbuf.drain(..used);
+                        let reply = trusted(reply, self.caps.enhanced_status_codes);
                         if reply.code == 421 && stage != Stage::Quit {
                             // The server is closing (RFC 5321 §3.8): the session ends
                             // here, with the server's words and this stage; no command
@@ -154,5 +155,50 @@ impl Session {
         if let Some(mut conn) = self.conn.take() {
             conn.shutdown().await;
         }
+    }
+}
+
+/// The reply with its enhanced status code (RFC 3463) kept only when the server offered
+/// ENHANCEDSTATUSCODES (RFC 2034) and the code's class is the reply's (a `250 5.1.1` or a
+/// `550 2.0.0` says nothing reliable); otherwise the code goes back into the text, so that
+/// the words are kept for logs and `Diagnostic-Code:`, and the status becomes the one
+/// cssmtp derives (`X.0.0`).
+fn trusted(reply: Reply, offered: bool) -> Reply {
+    match reply.enhanced {
+        Some(e) if !offered || u16::from(e.class) != reply.code / 100 => {
+            Reply::new(reply.code, None, &format!("{e} {}", reply.text()))
+        }
+        _ => reply,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cssmtp_wire::{EnhancedStatus, Reply};
+
+    use super::trusted;
+
+    #[test]
+    fn enhanced_codes_are_taken_when_offered_and_of_the_reply_class() {
+        let code = |c, s, d| {
+            Some(EnhancedStatus {
+                class: c,
+                subject: s,
+                detail: d,
+            })
+        };
+        let offered = trusted(Reply::new(550, code(5, 1, 1), "no such user"), true);
+        assert_eq!(offered.enhanced, code(5, 1, 1));
+        assert_eq!(offered.to_string(), "550 5.1.1 no such user");
+        // Not offered: the code is text, the words are the same.
+        let plain = trusted(Reply::new(550, code(5, 1, 1), "no such user"), false);
+        assert_eq!(plain.enhanced, None);
+        assert_eq!(plain.to_string(), "550 5.1.1 no such user");
+        // Offered, but of another class than the reply: not trusted.
+        let odd = trusted(Reply::new(250, code(5, 1, 1), "ok"), true);
+        assert_eq!(odd.enhanced, None);
+        assert_eq!(odd.to_string(), "250 5.1.1 ok");
+        let none = trusted(Reply::new(250, None, "ok"), false);
+        assert_eq!(none.to_string(), "250 ok");
     }
 }

@@ -110,10 +110,12 @@ async fn route(
     // its MaxConnections) is not missed while waiting.
     let changes = ctx.router.changes();
     let current = open.as_ref().map(|o| &o.target);
-    match ctx
-        .router
-        .choose(job.needs_tls, job.size, job.eight_bit, current)
-    {
+    match ctx.router.choose_for(
+        job.needs_tls,
+        job.size,
+        (job.eight_bit, job.smtputf8()),
+        current,
+    ) {
         Choice::Use(target) => Step::Go(target),
         Choice::Unroutable(failure) => Step::Done(all(job, &RcptResult::Undeliverable(failure))),
         Choice::Later(failure) => Step::Done(all(job, &RcptResult::Retry(failure))),
@@ -339,8 +341,9 @@ async fn authenticate(
     }
 }
 
-/// The session, when the mail fits what its EHLO offered (the router checked SIZE and
-/// 8BITMIME with what it knew before; it learns the session's offer otherwise).
+/// The session, when the mail fits what its EHLO offered (the router checked SIZE,
+/// 8BITMIME and SMTPUTF8 with what it knew before; it learns the session's offer
+/// otherwise).
 fn fitting<'a>(
     ctx: &DeliveryContext,
     job: &MailJob,
@@ -356,11 +359,16 @@ fn fitting<'a>(
     } else {
         target.message_size
     };
-    // 8-bit text only where 8BITMIME is offered (RFC 6152).
-    if (limit > 0 && job.size > limit) || (job.eight_bit && !caps.eight_bit_mime) {
+    // 8-bit text only where 8BITMIME is offered (RFC 6152), UTF-8 addresses only where
+    // SMTPUTF8 is (RFC 6531): never mangled.
+    if (limit > 0 && job.size > limit)
+        || (job.eight_bit && !caps.eight_bit_mime)
+        || (job.smtputf8() && !caps.smtputf8)
+    {
         ctx.router.capabilities(target, caps, o.session.is_tls());
         return Step::Again;
     }
+    o.session.use_chunking = target.chunking;
     Step::Go(o)
 }
 

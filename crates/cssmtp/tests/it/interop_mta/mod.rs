@@ -337,3 +337,69 @@ async fn per_target_max_connections_does_not_stall_behind_idle_sessions() {
     server.deliver();
     assert_all_delivered(&maildir(&server.maildir), ids, &log);
 }
+
+/// A large 8-bit text with lines that begin with dots (several BDAT chunks).
+fn large_eight_bit(from: &str) -> String {
+    let mut text = format!(
+        "Date: Sat, 28 Nov 2026 10:00:00 +0000\nMessage-ID: <{from}>\nSubject: large\n\
+         MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\
+         Content-Transfer-Encoding: 8bit\n\n"
+    );
+    for i in 0..8000 {
+        match i % 4 {
+            0 => text.push_str(&format!(".{i} Gr\u{fc}\u{df}e aus K\u{f6}ln\n")),
+            1 => text.push_str(&format!("{i} {}\n", "\u{e9}".repeat(i % 300))),
+            2 => text.push_str("..\n"),
+            _ => text.push_str(&format!("{i} {}\n", "x".repeat(i % 900))),
+        }
+    }
+    text
+}
+
+/// Exim 4.96 offers CHUNKING: a large 8-bit mail goes in BDAT chunks (Exim logs `K` on
+/// its `<=` line) and is stored byte for byte; the same mail with `Chunking No` goes with
+/// DATA (no `K`) and is stored the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_eight_bit_mail_reaches_exim_byte_exact_in_bdat_chunks() {
+    let dir = scratch();
+    let Some(server) = Exim::start(dir.path(), "").await else {
+        return;
+    };
+    let mut mails = Vec::new();
+    for (from, extra) in [
+        ("bdat@zos.example", ""),
+        ("data@zos.example", "  Chunking No\n"),
+    ] {
+        let env = Env::new(&target(server.peer.addr, extra));
+        let original = large_eight_bit(from);
+        assert!(original.len() > 300_000, "several chunks");
+        env.submit(
+            "LARGE",
+            &format!(
+                "HELO zos.example\n{}",
+                mail(from, &["someone@example.com"], &stuffed(&original))
+            ),
+        );
+        drain(&env).await;
+        mails.push((from, original));
+    }
+    server.deliver();
+    let log = server.mainlog();
+    let received = |from: &str| {
+        log.lines()
+            .find(|l| l.contains(" <= ") && l.contains(from))
+            .unwrap_or_else(|| panic!("Exim received the mail from {from}: {log}"))
+            .to_owned()
+    };
+    assert!(
+        received("bdat@zos.example").contains(" K "),
+        "CHUNKING used: {}",
+        received("bdat@zos.example")
+    );
+    assert!(
+        !received("data@zos.example").contains(" K "),
+        "Chunking No: DATA: {}",
+        received("data@zos.example")
+    );
+    assert_stored_unchanged(&maildir(&server.maildir), &mails);
+}
