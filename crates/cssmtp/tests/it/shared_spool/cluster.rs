@@ -173,6 +173,13 @@ async fn an_instance_that_wakes_after_its_lease_expired_changes_nothing() {
         sleeper.count("CSM2601E") > 0
     })
     .await;
+    // Its spool tasks of the files taken over end (their slots take other files).
+    until(
+        Duration::from_secs(30),
+        "the sleeper's tasks of the files taken over end",
+        || sleeper.count("CSM2613W") >= sleeper.count("CSM2601E").max(1),
+    )
+    .await;
     sink.release();
     sink.release();
     until(
