@@ -56,7 +56,7 @@ const AGAIN: &str = "submit this file again (cssmtp submit) to send it again";
 ///
 /// # Errors
 /// It cannot be written (nothing is kept).
-async fn hold_in_doubt(
+pub(super) async fn hold_in_doubt(
     db: &Db,
     writer: &str,
     host: &str,

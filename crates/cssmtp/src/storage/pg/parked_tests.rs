@@ -177,3 +177,48 @@ async fn a_parked_mail_has_one_turn_at_a_time_and_a_stale_holder_changes_nothing
         "removed by the holder of the turn"
     );
 }
+
+#[tokio::test]
+async fn a_copy_of_mail_possibly_delivered_is_kept_in_the_database_for_every_instance() {
+    let url = testdb::shared().database().await.expect("a database");
+    let scratch = tempfile::tempdir().expect("a temporary directory");
+    let hold = tempfile::tempdir().expect("a temporary directory");
+    let db = connected(&url, "host-a").await;
+    let (job, full) = (suite::job(), full_mail());
+    let copy = copy_of(&job, &full, 3, &["maybe@example.net"], false);
+    let places = super::claim::Places {
+        owner: "host-a".into(),
+        interval: INTERVAL,
+        scratch: scratch.path().to_owned(),
+        hold_dir: hold.path().to_owned(),
+    };
+    let shown = super::claim::hold_in_doubt(&db, WRITER, "h.example", &places, &copy)
+        .await
+        .expect("kept");
+    assert!(shown.contains("cssmtp_held id"), "{shown}");
+    // Another instance's operator reads it from the database: a batch-SMTP file.
+    let other = connected(&url, "host-b").await;
+    let row = other
+        .client()
+        .await
+        .expect("connects")
+        .query_one(
+            "SELECT name, data FROM cssmtp_held WHERE writer = $1 AND kind = 'in-doubt'",
+            &[&WRITER],
+        )
+        .await
+        .expect("one copy");
+    let (name, data): (String, Vec<u8>) = (row.get(0), row.get(1));
+    assert!(
+        name.contains("PAYROLL.J0000042.conformance.mail3"),
+        "{name}"
+    );
+    let text = String::from_utf8_lossy(&data);
+    assert!(text.contains("RCPT TO:<maybe@example.net>"), "{text}");
+    assert!(text.contains("Subject: parked"), "{text}");
+    let (mails, _) = cssmtp_batch::parse_bytes(&data, cssmtp_batch::Limits::default());
+    assert_eq!(mails.len(), 1, "submittable as it is");
+    // Nothing is left on the host.
+    assert_eq!(std::fs::read_dir(scratch.path()).expect("lists").count(), 0);
+    assert_eq!(std::fs::read_dir(hold.path()).expect("lists").count(), 0);
+}
