@@ -245,15 +245,26 @@ pub async fn run(
     let extended_current = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (extended_tx, extended_flush, extended) = match config.extended_retry.clone() {
         Some(settings) => {
+            let interval = settings.interval;
             let manager = parked::Manager {
                 settings,
                 notifier: Arc::clone(&notifier),
                 queue: queue_tx.clone(),
                 telemetry: telemetry.clone(),
-                store: Arc::new(crate::storage::maildir::MailDirectory::new(
-                    config.mail_directory(),
-                    host_name.clone(),
-                )),
+                // With `SpoolDatabase`, parked mail is the cluster's (any instance of
+                // the writer drives it); else the MailDirectory.
+                store: match &database {
+                    Some(d) => d.parked(
+                        &config.ext_wrt_name,
+                        interval,
+                        layout.active.clone(),
+                        host_name.clone(),
+                    ),
+                    None => Arc::new(crate::storage::maildir::MailDirectory::new(
+                        config.mail_directory(),
+                        host_name.clone(),
+                    )),
+                },
                 current: Arc::clone(&extended_current),
             };
             build::start_extended_retry(manager, &stop, options.mode)

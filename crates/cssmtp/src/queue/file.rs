@@ -186,7 +186,7 @@ pub async fn run(
         flush: flush_requests,
     };
     match task.drive(channels).await {
-        Ended::Stopped => {
+        Ended::Stopped | Ended::Lost => {
             if let Some(parser) = parser {
                 parser.abort();
             }
@@ -311,6 +311,8 @@ struct Channels {
 enum Ended {
     /// cssmtp is stopping: the file stays claimed for the next start.
     Stopped,
+    /// Another instance took the file over (a shared spool): the task ends here.
+    Lost,
     /// Every mail is done (with the parser's summary, when it read to the end).
     Released(Option<Summary>),
 }
@@ -330,6 +332,17 @@ impl Task {
         loop {
             if self.queue.is_released() && self.returns.is_empty() {
                 return Ended::Released(summary);
+            }
+            // Taken over by another instance: nothing more can be recorded or sent from
+            // here; the task ends and frees its slot (mail in flight sends no final ".").
+            if self.store.as_ref().is_some_and(|s| s.is_lost()) {
+                tracing::warn!(
+                    tkid = self.tkid,
+                    "CSM2613W Task {}: spool file {} was taken over by another instance; the task ends",
+                    self.tkid,
+                    self.job.file_name
+                );
+                return Ended::Lost;
             }
             self.publish();
             let next_due = self.queue.next_due().map(Instant::from_std);

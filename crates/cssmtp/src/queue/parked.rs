@@ -53,6 +53,8 @@ enum Attempt {
     Young,
     /// Try again after this long.
     Again(Duration),
+    /// It cannot be read: kept as it is and skipped (not listed again).
+    Skipped,
 }
 
 impl Manager {
@@ -88,6 +90,11 @@ impl Manager {
         }
         let mut attempts: JoinSet<(ParkedId, Attempt)> = JoinSet::new();
         let mut in_flight: BTreeSet<ParkedId> = BTreeSet::new();
+        // A shared store is listed again now and then: mail parked by other instances
+        // (one that died) is driven here too, its turns leased.
+        let relist_every = store.relist_every();
+        let mut next_relist = relist_every.map(|every| Instant::now() + every);
+        let mut skipped: BTreeSet<ParkedId> = BTreeSet::new();
         loop {
             manager.current.store(
                 (due.len() + in_flight.len()) as u64,
@@ -129,6 +136,28 @@ impl Manager {
                                 due.insert((Instant::now() + interval, path));
                             }
                             Attempt::Done => {}
+                            Attempt::Skipped => {
+                                skipped.insert(path);
+                            }
+                        }
+                    }
+                }
+                () = async {
+                    match next_relist {
+                        Some(at) => sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    next_relist = relist_every.map(|every| Instant::now() + every);
+                    let known: BTreeSet<ParkedId> = (due.iter().map(|(_, id)| id.clone()))
+                        .chain(in_flight.iter().cloned())
+                        .chain(skipped.iter().cloned())
+                        .collect();
+                    for (id, last) in store.list().await {
+                        if !known.contains(&id) {
+                            let elapsed =
+                                crate::clock::now().duration_since(last).unwrap_or_default();
+                            due.insert((Instant::now() + interval.saturating_sub(elapsed), id));
                         }
                     }
                 }
@@ -141,6 +170,9 @@ impl Manager {
                     for (at, path) in std::mem::take(&mut due) {
                         match manager.attempt(store.as_ref(), &path, Some(age)).await {
                             Attempt::Done => returned += 1,
+                            Attempt::Skipped => {
+                                skipped.insert(path);
+                            }
                             Attempt::Young | Attempt::Again(_) => {
                                 due.insert((at, path));
                             }
@@ -181,8 +213,11 @@ impl Manager {
                 tracing::error!(
                     "CSM2209E Cannot read {path} in extended retry: {e}; it is kept and skipped"
                 );
-                return Attempt::Done;
+                return Attempt::Skipped;
             }
+            // Another instance gives it its turn; looked at again an Interval later
+            // (when that instance is gone, its lease has expired by then).
+            ParkedRead::Busy => return Attempt::Again(interval),
             ParkedRead::NotNow(e) => {
                 tracing::error!("CSM2209E Cannot read {path} in extended retry: {e}");
                 return Attempt::Again(interval);

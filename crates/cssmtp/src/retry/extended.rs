@@ -74,7 +74,7 @@ pub fn mail_file(
 }
 
 /// [`mail_file`] up to `DATA`, for a writer that copies the text itself.
-fn mail_file_head(
+pub fn mail_file_head(
     host: &str,
     meta: &Meta,
     needs_tls: bool,
@@ -176,11 +176,24 @@ pub type Loaded = (Meta, File, cssmtp_batch::Mail);
 /// # Errors
 /// It cannot be read, or is not a parked mail.
 pub fn load_file(path: &Path) -> std::io::Result<Option<Loaded>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let file = match File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    load_from(file).map(Some)
+}
+
+/// Reads a mail file back from an open file (read from its start; the shared spool's
+/// copy of a parked mail in an unlinked temporary file).
+///
+/// # Errors
+/// It cannot be read, or is not a parked mail.
+pub fn load_from(mut file: File) -> std::io::Result<Loaded> {
+    use std::io::{Read, Seek};
+    file.rewind()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
     let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
     let meta = parse_meta(&String::from_utf8_lossy(first))
         .ok_or_else(|| std::io::Error::other("not a cssmtp extended-retry file (first line)"))?;
@@ -196,7 +209,7 @@ pub fn load_file(path: &Path) -> std::io::Result<Option<Loaded>> {
         .pop()
         .filter(|m| !m.recipients.is_empty())
         .ok_or_else(|| std::io::Error::other("no mail in it"))?;
-    Ok(Some((meta, File::open(path)?, mail)))
+    Ok((meta, file, mail))
 }
 
 pub async fn remove(path: &Path) {

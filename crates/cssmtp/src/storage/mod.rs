@@ -104,6 +104,13 @@ pub trait FileStore: Send + Sync {
 
     /// The file's identity.
     fn id(&self) -> &FileId;
+
+    /// Another instance took the file over (a leased backend: this one's lease
+    /// expired): nothing more of it can ever be recorded or sent from here, and its
+    /// spool task ends (its slot is free for another file).
+    fn is_lost(&self) -> bool {
+        false
+    }
 }
 
 /// A claimed spool file, as the queue core finishes it (the directory spool: a file in

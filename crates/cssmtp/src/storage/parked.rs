@@ -8,9 +8,13 @@
 //!   file per mail, [`crate::retry::extended`]).
 //!
 //! **Leased claims.** A shared backend leases a parked mail for its turn: `load` takes
-//! the lease (a mail leased by another host reads as [`ParkedRead::Gone`] for this
-//! turn), and `keep`/`remove` carry its fencing token, so that a holder whose lease
+//! the lease, and `keep`/`remove` carry its fencing token, so that a holder whose lease
 //! expired changes nothing (`keep` fails; the mail is tried again at the next turn).
+//! A mail leased by another instance reads as [`ParkedRead::Busy`]; the store is
+//! listed again every [`ParkedStore::relist_every`], so that mail parked by an instance
+//! that died is driven by the others.
+//!
+//! * [`super::pg::parked`]: the shared spool's parked mail (`cssmtp_parked`).
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -61,6 +65,9 @@ pub enum ParkedRead {
     Unreadable(io::Error),
     /// The read could not be made now: tried again at the next Interval.
     NotNow(io::Error),
+    /// Another instance is giving it its turn (a shared store): left to it, looked at
+    /// again at the next Interval.
+    Busy,
 }
 
 /// Where parked mail is kept.
@@ -89,4 +96,11 @@ pub trait ParkedStore: Send + Sync {
 
     /// Where parked mail is kept, for people (escaped).
     fn shown(&self) -> String;
+
+    /// How often [`ParkedStore::list`] is called again while running, for mail parked
+    /// by other instances of a shared store (None: only at start; this process parks
+    /// everything else it drives).
+    fn relist_every(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

@@ -50,7 +50,7 @@ fn mail_text() -> (Vec<u8>, Vec<u8>) {
     (headers, text)
 }
 
-fn job() -> JobIdentity {
+pub fn job() -> JobIdentity {
     JobIdentity {
         file_name: "PAYROLL.J0000042.conformance".into(),
         job_name: "PAYROLL".into(),
@@ -60,14 +60,30 @@ fn job() -> JobIdentity {
 
 /// Parks mail `mail` of [`job`] for `rcpts`.
 async fn park<H: ParkedHarness>(h: &mut H, mail: u32, rcpts: &[&str], needs_tls: bool) {
+    let (job, full) = (job(), full_mail());
+    let copy = copy_of(&job, &full, mail, rcpts, needs_tls);
+    h.park(&copy).await;
+}
+
+/// The text of the suite's parked mail.
+pub fn full_mail() -> FullMail {
     let (headers, text) = mail_text();
-    let full = FullMail {
+    FullMail {
         headers: Arc::from(headers),
         text: MailText::Memory(Arc::from(text)),
-    };
-    let job = job();
-    let copy = MailCopy {
-        job: &job,
+    }
+}
+
+/// A copy of mail `mail` of `job` for `rcpts` (lines 10 × mail + 1, + 2…).
+pub fn copy_of<'a>(
+    job: &'a JobIdentity,
+    full: &'a FullMail,
+    mail: u32,
+    rcpts: &[&str],
+    needs_tls: bool,
+) -> MailCopy<'a> {
+    MailCopy {
+        job,
         mail,
         line: 10 * mail,
         first_attempt: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
@@ -76,15 +92,15 @@ async fn park<H: ParkedHarness>(h: &mut H, mail: u32, rcpts: &[&str], needs_tls:
             .map(|(i, a)| ((*a).to_owned(), 10 * mail + 1 + i as u32))
             .collect(),
         needs_tls,
-        text: &full,
-    };
-    h.park(&copy).await;
+        text: full,
+    }
 }
 
 async fn load(store: &impl ParkedStore, id: &ParkedId) -> Parked {
     match store.load(id).await {
         ParkedRead::Found(parked) => *parked,
         ParkedRead::Gone => panic!("{id}: parked mail reads as gone"),
+        ParkedRead::Busy => panic!("{id}: parked mail reads as another instance's"),
         ParkedRead::Unreadable(e) | ParkedRead::NotNow(e) => panic!("{id}: cannot be read: {e}"),
     }
 }

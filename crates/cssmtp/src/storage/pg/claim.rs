@@ -2,9 +2,10 @@
 //! row, chunks and records go in one statement, under its fencing token), held (its
 //! row stays, `state = 'held'`, with the report beside it in `cssmtp_held`).
 //!
-//! Copies of mail for extended retry and mail possibly delivered before a restart are
-//! kept, for now, on the host that makes them (its MailDirectory and `hold/`), as the
-//! directory spool keeps them.
+//! Copies of mail for extended retry are parked in the database
+//! ([`super::parked`]: any instance of the writer drives them); copies of mail possibly
+//! delivered before a restart are kept in `cssmtp_held` (kind `in-doubt`), for the
+//! operator, whichever instance made them.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -26,8 +27,89 @@ pub struct PgClaim {
     leases: Leases,
     name: String,
     keeping: Keeping,
-    /// The host's `hold/` (copies of mail possibly delivered).
-    hold_dir: PathBuf,
+    places: Places,
+}
+
+/// Where a claimed file's copies are made.
+pub struct Places {
+    /// This instance's name (a parked mail's first lease).
+    pub owner: String,
+    /// ExtendedRetry's Interval (a parked mail's first turn).
+    pub interval: Duration,
+    /// Where copies are written before they go into the database.
+    pub scratch: PathBuf,
+    /// The host's `hold/`: a copy of mail possibly delivered larger than
+    /// [`HELD_MAX`].
+    pub hold_dir: PathBuf,
+}
+
+/// The largest copy of a mail possibly delivered kept in the database (`cssmtp_held`);
+/// a larger one stays in the `hold/` directory of the host that made it.
+pub const HELD_MAX: u64 = 64 * 1024 * 1024;
+
+/// How to send a held copy again.
+const AGAIN: &str = "submit this file again (cssmtp submit) to send it again";
+
+/// Keeps a copy of a mail possibly delivered in `cssmtp_held` (kind `in-doubt`), for
+/// the operator of any instance: the batch-SMTP file the directory spool keeps in
+/// `hold/`. One larger than [`HELD_MAX`] stays in this host's `hold/`.
+///
+/// # Errors
+/// It cannot be written (nothing is kept).
+pub(super) async fn hold_in_doubt(
+    db: &Db,
+    writer: &str,
+    host: &str,
+    places: &Places,
+    copy: &MailCopy<'_>,
+) -> io::Result<String> {
+    let dir = tempfile::Builder::new()
+        .prefix(".in-doubt")
+        .tempdir_in(&places.scratch)?;
+    crate::spool::claim::hold_in_doubt(dir.path().to_owned(), host, AGAIN, copy).await?;
+    let made = std::fs::read_dir(dir.path())?
+        .filter_map(Result::ok)
+        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .ok_or_else(|| io::Error::other("the copy was not written"))?;
+    let (path, name) = (made.path(), made.file_name());
+    if made.metadata()?.len() > HELD_MAX {
+        let hold = places.hold_dir.clone();
+        let kept = tokio::task::spawn_blocking(move || {
+            crate::durable::move_no_replace(&path, &hold, &name)?
+                .ok_or_else(|| io::Error::other("the copy vanished"))
+                .inspect(|_| {
+                    let _ = crate::durable::sync_dir(&hold);
+                })
+        })
+        .await
+        .map_err(io::Error::other)??;
+        return Ok(crate::escape::path(&kept).to_string());
+    }
+    let data = tokio::fs::read(&path).await?;
+    let (db2, writer, name) = (
+        db.clone(),
+        writer.to_owned(),
+        name.to_string_lossy().into_owned(),
+    );
+    let id: i64 = db
+        .run(async move {
+            db2.timed(async {
+                let row = db2
+                    .client()
+                    .await?
+                    .query_one(
+                        "INSERT INTO cssmtp_held (writer, name, kind, data) VALUES ($1, $2, 'in-doubt', $3)
+                         RETURNING id",
+                        &[&writer, &name, &data],
+                    )
+                    .await
+                    .map_err(io_err)?;
+                Ok(row.get(0))
+            })
+            .await
+        })
+        .await?;
+    Ok(format!("the spool database (cssmtp_held id {id})"))
 }
 
 impl PgClaim {
@@ -37,7 +119,7 @@ impl PgClaim {
         lease: Lease,
         leases: Leases,
         keeping: Keeping,
-        hold_dir: PathBuf,
+        places: Places,
     ) -> Self {
         let name = crate::escape::name(std::ffi::OsStr::new(&lease.name));
         Self {
@@ -47,7 +129,7 @@ impl PgClaim {
             leases,
             name,
             keeping,
-            hold_dir,
+            places,
         }
     }
 }
@@ -144,24 +226,30 @@ impl SpoolClaim for PgClaim {
 
     fn park<'a>(&'a self, copy: &'a MailCopy<'a>) -> Pending<'a, io::Result<String>> {
         Box::pin(async move {
-            let store = crate::storage::maildir::MailDirectory::new(
-                self.keeping.mail_directory.clone(),
-                self.keeping.host.clone(),
-            );
-            let path = store.park(copy).await?;
-            let shown = crate::escape::path(&path).to_string();
+            let id = super::parked::park(
+                &self.db,
+                &self.writer,
+                &self.places.owner,
+                &self.keeping.host,
+                self.places.interval,
+                &self.places.scratch,
+                copy,
+            )
+            .await?;
+            let shown = format!("the spool database ({id})");
             if let Some(tx) = &self.keeping.extended {
-                let _ = tx.send(crate::storage::parked::ParkedId::new(&path));
+                let _ = tx.send(id);
             }
             Ok(shown)
         })
     }
 
     fn hold_in_doubt<'a>(&'a self, copy: &'a MailCopy<'a>) -> Pending<'a, io::Result<String>> {
-        Box::pin(crate::spool::claim::hold_in_doubt(
-            self.hold_dir.clone(),
+        Box::pin(hold_in_doubt(
+            &self.db,
+            &self.writer,
             &self.keeping.host,
-            "submit this file again to send it again",
+            &self.places,
             copy,
         ))
     }

@@ -108,10 +108,10 @@ pub async fn connect(
     tracing::info!(
         "CSM2600I The spool is kept in the database (schema version {}{}); this instance is {} in leases of {} seconds",
         super::schema::VERSION,
-        if found < super::schema::VERSION {
-            ", created now"
-        } else {
-            ""
+        match found {
+            0 => ", created now".to_owned(),
+            v if v < super::schema::VERSION => format!(", migrated from version {v}"),
+            _ => String::new(),
         },
         settings.instance,
         settings.lease.as_secs()
@@ -140,6 +140,26 @@ impl SharedSpool {
             db: self.db.clone(),
             instance: self.settings.instance.clone(),
         })
+    }
+
+    /// Parked mail of `writer` (extended retry), shared by the cluster; copies read
+    /// back into unlinked temporary files in `scratch`.
+    pub fn parked(
+        &self,
+        writer: &str,
+        interval: Duration,
+        scratch: std::path::PathBuf,
+        host: String,
+    ) -> Arc<dyn crate::storage::parked::ParkedStore> {
+        Arc::new(super::parked::PgParked::new(
+            self.db.clone(),
+            writer.to_owned(),
+            self.settings.instance.clone(),
+            self.settings.lease,
+            interval,
+            scratch,
+            host,
+        ))
     }
 
     /// The queue's state store.
@@ -180,7 +200,12 @@ impl SharedSpool {
         let (wake_tx, wake_rx) = mpsc::channel(1);
         listen(&self.db, &self.settings, writer.clone(), wake_tx);
         let claiming = Arc::clone(&shared);
-        let (db, leases, writer2) = (self.db.clone(), self.leases.clone(), writer.clone());
+        let (db, leases, writer2, owner) = (
+            self.db.clone(),
+            self.leases.clone(),
+            writer.clone(),
+            self.settings.instance.clone(),
+        );
         let spool = Spool {
             source,
             shown: format!("the spool database (writer {writer})"),
@@ -191,13 +216,20 @@ impl SharedSpool {
                     mail_directory: config.mail_directory(),
                     extended: claiming.extended.clone(),
                 };
+                let interval = (config.extended_retry.as_ref())
+                    .map_or(Duration::from_secs(30 * 60), |e| e.interval);
                 Arc::new(PgClaim::new(
                     db.clone(),
                     writer2.clone(),
                     lease,
                     leases.clone(),
                     keeping,
-                    claiming.layout.hold.clone(),
+                    super::claim::Places {
+                        owner: owner.clone(),
+                        interval,
+                        scratch: claiming.layout.active.clone(),
+                        hold_dir: claiming.layout.hold.clone(),
+                    },
                 )) as Arc<dyn SpoolClaim>
             }),
             name: |c: &Candidate| crate::escape::name(std::ffi::OsStr::new(&c.name)),

@@ -13,6 +13,8 @@
 //!   file's fencing token (a write whose token is stale is refused: not written);
 //! * [`claim`]: a claimed file as the queue core finishes it
 //!   ([`crate::storage::SpoolClaim`]);
+//! * [`parked`]: parked mail (extended retry), its turns leased to one instance at a
+//!   time ([`crate::storage::parked::ParkedStore`]);
 //! * [`cluster`]: the cluster view of DISPLAY SPOOLSTATUS;
 //! * [`daemon`]: `cssmtp run` on it (connected at start, intake woken by NOTIFY);
 //! * [`submit`]: `cssmtp submit` into the database (idempotent by the file's name);
@@ -33,6 +35,9 @@
 pub mod claim;
 pub mod cluster;
 pub mod daemon;
+pub mod parked;
+#[cfg(test)]
+mod parked_tests;
 pub mod schema;
 pub mod source;
 pub mod store;
@@ -161,6 +166,11 @@ impl Db {
         })
     }
 
+    /// The client's settings (for a connection of its own: a transaction).
+    pub fn config(&self) -> tokio_postgres::Config {
+        self.inner.config.clone()
+    }
+
     fn handle(&self) -> io::Result<tokio::runtime::Handle> {
         (self.inner.rt.0.as_ref())
             .map(|rt| rt.handle().clone())
@@ -286,6 +296,21 @@ impl Db {
             h.spawn(work);
         }
     }
+}
+
+/// A connection of its own (a transaction needs one), driven on the calling runtime
+/// until the client is dropped; await the handle after dropping the client.
+///
+/// # Errors
+/// The database cannot be reached.
+pub async fn connect(
+    config: &tokio_postgres::Config,
+) -> io::Result<(Client, tokio::task::JoinHandle<()>)> {
+    let (client, conn) = config.connect(NoTls).await.map_err(io_err)?;
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok((client, conn))
 }
 
 /// How long a statement of the queue's may take before the database is taken for

@@ -24,6 +24,15 @@
 //!
 //! A trigger NOTIFYs channel `cssmtp_spool` with the writer's name when a ready file
 //! arrives.
+//!
+//! Version 2 (parked mail shared by the cluster, [`super::parked`]):
+//!
+//! * `cssmtp_parked`: one row per mail in extended retry: its writer, where it came
+//!   from (`spool_file`, `job_name`, `job_id`, `mail`), `first_attempt` (its Age counts
+//!   from here), `tried` (its last turn), the instance that parked it, and the lease of
+//!   its turns (`lease_owner`, `lease_until`, `fence`);
+//! * `cssmtp_parked_chunk`: its copy, the MailDirectory's batch-SMTP file format, in
+//!   chunks of at most 1 MiB.
 
 use std::io;
 
@@ -32,7 +41,7 @@ use tokio_postgres::Client;
 use super::io_err;
 
 /// The schema version this binary writes.
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 2;
 
 /// Any number; the advisory lock of migrations.
 const MIGRATION_LOCK: i64 = 0x6373_736d_7470;
@@ -105,6 +114,31 @@ CREATE TRIGGER cssmtp_spool_notify AFTER INSERT OR UPDATE OF ready, state ON css
     FOR EACH ROW EXECUTE FUNCTION cssmtp_spool_notify();
 ";
 
+const V2: &str = r"
+CREATE TABLE cssmtp_parked (
+    id            bigserial PRIMARY KEY,
+    writer        text NOT NULL,
+    spool_file    text NOT NULL,
+    job_name      text NOT NULL,
+    job_id        text NOT NULL,
+    mail          integer NOT NULL,
+    parked_by     text NOT NULL,
+    parked        timestamptz NOT NULL DEFAULT now(),
+    first_attempt timestamptz NOT NULL,
+    tried         timestamptz NOT NULL DEFAULT now(),
+    lease_owner   text,
+    lease_until   timestamptz,
+    fence         bigint NOT NULL DEFAULT 0
+);
+CREATE INDEX cssmtp_parked_writer ON cssmtp_parked (writer, tried);
+CREATE TABLE cssmtp_parked_chunk (
+    parked_id bigint NOT NULL REFERENCES cssmtp_parked (id) ON DELETE CASCADE,
+    seq       integer NOT NULL CHECK (seq >= 0),
+    data      bytea NOT NULL CHECK (octet_length(data) <= 1048576),
+    PRIMARY KEY (parked_id, seq)
+);
+";
+
 /// Creates or migrates the schema; returns the version found before (0: none).
 ///
 /// # Errors
@@ -151,13 +185,16 @@ async fn migrate_locked(client: &Client) -> io::Result<i32> {
             ),
         ));
     }
-    if found < 1 {
-        let written_by = format!("cssmtp {}", env!("CARGO_PKG_VERSION"));
-        let sql =
-            format!("BEGIN; {V1} INSERT INTO cssmtp_schema VALUES (1, '{written_by}'); COMMIT;");
-        if let Err(e) = client.batch_execute(&sql).await {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(io_err(e));
+    let written_by = format!("cssmtp {}", env!("CARGO_PKG_VERSION"));
+    for (version, ddl) in [(1, V1), (2, V2)] {
+        if found < version {
+            let sql = format!(
+                "BEGIN; {ddl} INSERT INTO cssmtp_schema VALUES ({version}, '{written_by}'); COMMIT;"
+            );
+            if let Err(e) = client.batch_execute(&sql).await {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(io_err(e));
+            }
         }
     }
     Ok(found)

@@ -275,6 +275,10 @@ impl PgFile {
 }
 
 impl FileStore for PgFile {
+    fn is_lost(&self) -> bool {
+        self.rec.lost.load(Ordering::SeqCst)
+    }
+
     fn record(&self, change: &Change) -> bool {
         self.rec.write(&record_of(self.key(), change), true).is_ok()
     }

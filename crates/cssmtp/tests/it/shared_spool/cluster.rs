@@ -173,6 +173,13 @@ async fn an_instance_that_wakes_after_its_lease_expired_changes_nothing() {
         sleeper.count("CSM2601E") > 0
     })
     .await;
+    // Its spool tasks of the files taken over end (their slots take other files).
+    until(
+        Duration::from_secs(30),
+        "the sleeper's tasks of the files taken over end",
+        || sleeper.count("CSM2613W") >= sleeper.count("CSM2601E").max(1),
+    )
+    .await;
     sink.release();
     sink.release();
     until(
@@ -181,6 +188,13 @@ async fn an_instance_that_wakes_after_its_lease_expired_changes_nothing() {
         || all_delivered(&sink, &expected),
     )
     .await;
+    // Its slots freed, the sleeper may have taken other files meanwhile: every file is
+    // finished before the instances stop.
+    let start = std::time::Instant::now();
+    while rows_left(&url).await > 0 {
+        assert!(start.elapsed() < LEASE * 6, "every file finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (code, sleeper_log) = sleeper.stop().await;
     assert_eq!(code, Some(0), "{sleeper_log:#?}");
     let (code, other_log) = other.stop().await;

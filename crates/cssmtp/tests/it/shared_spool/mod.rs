@@ -6,6 +6,7 @@
 //! when it stops it.
 
 mod cluster;
+mod parked;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
