@@ -370,6 +370,7 @@ fn decided(code: u16, status: (u8, u16, u16), text: String) -> crate::delivery::
 /// The results when the exit decided the mail is not sent now.
 pub async fn gate(
     spec: &UserExit,
+    dkim: &crate::config::Dkim,
     mut job: crate::delivery::MailJob,
     who: &Who<'_>,
 ) -> Result<crate::delivery::MailJob, (crate::delivery::MailJob, Vec<crate::delivery::RcptResult>)>
@@ -382,7 +383,8 @@ pub async fn gate(
         mail: job.key.ordinal,
         reverse_path: &job.reverse_path,
         recipients: &job.recipients,
-        headers: &job.headers,
+        // A new text the exit writes is signed again: it does not see the signatures.
+        headers: crate::delivery::dkim::unsigned(&job.headers),
         text: &job.text,
     };
     let decision = run(spec, &input).await;
@@ -397,9 +399,12 @@ pub async fn gate(
                 text.len()
             );
             let text = crate::delivery::MailText::Memory(text);
+            // Signed (DkimKey) as it now goes: the old signatures were over the old text.
+            let what = format!("mail {mail} of {file}");
+            let signatures = crate::delivery::dkim::sign(dkim, &[], &text, &what).await;
             job.eight_bit = text.eight_bit();
-            job.size = text.message_size();
-            job.headers = Arc::from(Vec::new());
+            job.size = signatures.len() as u64 + text.message_size();
+            job.headers = Arc::from(signatures);
             job.text = text;
             Ok(job)
         }

@@ -216,6 +216,28 @@ fn canonicalization(c: Canon) -> Canonicalization {
     }
 }
 
+/// `headers` without the DKIM-Signature fields [`sign`] put before them (they come
+/// first; a field's continuation lines begin with a blank).
+pub fn unsigned(headers: &[u8]) -> &[u8] {
+    const NAME: &[u8] = b"dkim-signature:";
+    let mut rest = headers;
+    while rest.len() >= NAME.len() && rest[..NAME.len()].eq_ignore_ascii_case(NAME) {
+        // The field's lines: up to the first line that does not begin with a blank.
+        let mut end = 0;
+        loop {
+            match memchr::memchr(b'\n', &rest[end..]) {
+                Some(at) => end += at + 1,
+                None => return &[],
+            }
+            if !matches!(rest.get(end), Some(b' ' | b'\t')) {
+                break;
+            }
+        }
+        rest = &rest[end..];
+    }
+    rest
+}
+
 /// The DKIM-Signature fields of a mail (wire form, each ending CRLF), to go before
 /// `added` (the header fields cssmtp adds); empty when no key is for its From: domain,
 /// or when it cannot be signed (logged, CSM3331W, with `what` naming the mail).
@@ -327,6 +349,18 @@ async fn try_sign(dkim: &Dkim, added: &[u8], text: &MailText) -> Result<Vec<u8>,
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_signature_fields_cssmtp_put_first_are_left_out() {
+        let headers = b"DKIM-Signature: v=1; a=rsa-sha256;\r\n\tb=abc\r\ndkim-signature: v=1;\r\n b=def\r\nReceived: from x\r\nDKIM-Signature: kept\r\n";
+        assert_eq!(
+            super::unsigned(headers),
+            b"Received: from x\r\nDKIM-Signature: kept\r\n"
+        );
+        assert_eq!(super::unsigned(b"Received: x\r\n"), b"Received: x\r\n");
+        assert_eq!(super::unsigned(b"DKIM-Signature: cut"), b"");
+    }
+
     use super::*;
 
     #[test]

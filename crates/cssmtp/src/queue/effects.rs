@@ -114,10 +114,11 @@ impl Task {
                     job_name: &self.job.job_name,
                     job_id: &self.job.job_id,
                 };
+                let config = self.shared.config.current();
                 let gated = tokio::select! {
                     biased;
                     () = stop.cancelled() => return false,
-                    gated = userexit::gate(&exit, job, &who) => gated,
+                    gated = userexit::gate(&exit, &config.dkim, job, &who) => gated,
                 };
                 match gated {
                     Ok(job) => job,

@@ -326,7 +326,9 @@ impl Manager {
                     job_name: &parked.meta.job_name,
                     job_id: &parked.meta.job_id,
                 };
-                match crate::userexit::gate(&exit, job, &who).await {
+                match crate::userexit::gate(&exit, &self.notifier.config.current().dkim, job, &who)
+                    .await
+                {
                     Ok(job) => job,
                     Err((job, results)) => {
                         return Some(job.rcpt_index.iter().copied().zip(results).collect());

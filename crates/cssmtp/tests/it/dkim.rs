@@ -318,3 +318,56 @@ async fn a_key_that_became_unusable_is_skipped_and_the_mail_still_goes() {
         "{log:#?}"
     );
 }
+
+/// A user exit that writes a new text: the mail is signed again as it now goes (the
+/// exit never sees the first signature), and the signature verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_changed_by_the_user_exit_is_signed_as_it_goes() {
+    if !dkimpy() {
+        return;
+    }
+    let key = KeyPair::generate_for(&PKCS_ED25519).unwrap();
+    let server = sink(SinkOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let exit = dir.path().join("exit.sh");
+    // Replaces the body; keeps the header section as given; fails the test if it is
+    // shown a DKIM-Signature.
+    std::fs::write(
+        &exit,
+        "#!/bin/sh\nsed '1,/^$/d' | awk 'BEGIN{h=1} h&&/^$/{h=0; print; print \"changed by the exit\"; next} h{print}' > /tmp/cssmtp-dkim-exit.$$\n\
+         if grep -qi '^dkim-signature' /tmp/cssmtp-dkim-exit.$$; then rm -f /tmp/cssmtp-dkim-exit.$$; exit 3; fi\n\
+         cat /tmp/cssmtp-dkim-exit.$$; rm -f /tmp/cssmtp-dkim-exit.$$; exit 10\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&exit, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = Env::new(&format!(
+        "DkimKey {{ Domain example.com Selector s1 KeyFile k.pem }}\n\
+         UserExit {{ Program {} TimeLimit 30 }}\n{}",
+        exit.display(),
+        target(server.addr, "")
+    ));
+    write_key(env.dir.path(), "k.pem", &key.serialize_pem(), 0o600);
+    env.submit(
+        "EXIT1",
+        &format!(
+            "HELO zos.example\n{}",
+            mail(
+                "job@example.com",
+                &["a@example.org"],
+                "From: job@example.com\nSubject: exit and DKIM\n\nthe original body\n"
+            )
+        ),
+    );
+    assert!(drain(&env).await);
+    let got = server.received().remove(0);
+    let text = String::from_utf8_lossy(&got.data).into_owned();
+    assert!(text.contains("changed by the exit"), "{text}");
+    assert!(!text.contains("the original body"), "{text}");
+    assert_eq!(text.matches("DKIM-Signature: ").count(), 1, "{text}");
+    let records = [format!(
+        "s1._domainkey.example.com=v=DKIM1; k=ed25519; p={}",
+        b64(key.public_key_raw())
+    )];
+    let (ok, out) = verify(env.dir.path(), &got.data, &records);
+    assert!(ok && out.contains("example.com s1 pass"), "{out}");
+}
