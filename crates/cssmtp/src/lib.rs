@@ -71,3 +71,4 @@ pub mod sendmail;
 pub mod sink;
 pub mod spool;
 pub mod storage;
+pub mod trace;
