@@ -118,6 +118,10 @@ pub enum Command {
         /// (`trace/` beside the AccountingFile); the daemon is not asked.
         #[arg(long, value_name = "DIR")]
         trace_dir: Option<PathBuf>,
+        /// First index the past days that have no index yet (the daemon indexes each day
+        /// when it is over, and at start; for records copied from elsewhere).
+        #[arg(long)]
+        index: bool,
         /// What to look for: a job name, job ID, spool file name, Message-ID, sender or
         /// recipient address, or the owning user.
         value: String,

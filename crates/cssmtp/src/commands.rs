@@ -37,12 +37,14 @@ pub async fn dispatch(command: Command) -> u8 {
             since,
             limit,
             trace_dir,
+            index,
             value,
         } => {
             let query = crate::trace::Query {
                 needle: value,
                 since,
                 limit,
+                index,
             };
             trace(&config, trace_dir.as_deref(), &query, json).await
         }

@@ -23,6 +23,8 @@ pub struct Query {
     pub since: Option<String>,
     /// Most mails shown (the most recent).
     pub limit: usize,
+    /// First index the past days that have no index yet.
+    pub index: bool,
 }
 
 /// One mail found: its MAIL record (when final) and what happened to it afterwards.
@@ -69,6 +71,9 @@ impl Answer {
 /// An I/O error reading a day's records.
 pub fn search(dir: &Path, query: &Query) -> std::io::Result<BTreeMap<(String, u64), Value>> {
     let needle = index::normalize(&query.needle);
+    if query.index {
+        index::index_missing(dir, &index::today());
+    }
     let mut found: BTreeMap<(String, u64), Value> = BTreeMap::new();
     let days: Vec<String> = index::days(dir)
         .into_iter()
