@@ -14,6 +14,11 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+/// A record's field (null when it has none).
+fn at<'a>(v: &'a Value, key: &str) -> &'a Value {
+    v.get(key).unwrap_or(&Value::Null)
+}
+
 /// What to look for and where.
 #[derive(Debug, Clone)]
 pub struct Query {
@@ -89,12 +94,12 @@ pub fn search(dir: &Path, query: &Query) -> std::io::Result<BTreeMap<(String, u6
     let later: BTreeSet<(String, String)> = found
         .iter()
         .filter(|(_, r)| {
-            r["type"] == "mail_event"
-                || r["undeliverable"].as_u64().unwrap_or(0) > 0
-                || r["extended_retry"].as_u64().unwrap_or(0) > 0
+            at(r, "type").as_str() == Some("mail_event")
+                || at(r, "undeliverable").as_u64().unwrap_or(0) > 0
+                || at(r, "extended_retry").as_u64().unwrap_or(0) > 0
         })
         .filter_map(|((day, _), r)| {
-            Some((day.clone(), index::normalize(r["spool_file"].as_str()?)))
+            Some((day.clone(), index::normalize(at(r, "spool_file").as_str()?)))
         })
         .collect();
     let mut files: BTreeMap<String, String> = BTreeMap::new();
@@ -120,8 +125,10 @@ pub fn mails(records: BTreeMap<(String, u64), Value>, limit: usize) -> (Vec<Valu
     let mut order: Vec<(String, u64)> = Vec::new();
     let mut by_mail: BTreeMap<(String, u64), Found> = BTreeMap::new();
     for record in records.into_values() {
-        let (Some(file), Some(mail)) = (record["spool_file"].as_str(), record["mail"].as_u64())
-        else {
+        let (Some(file), Some(mail)) = (
+            at(&record, "spool_file").as_str(),
+            at(&record, "mail").as_u64(),
+        ) else {
             continue;
         };
         let key = (file.to_owned(), mail);
@@ -129,7 +136,7 @@ pub fn mails(records: BTreeMap<(String, u64), Value>, limit: usize) -> (Vec<Valu
             order.push(key);
             Found::default()
         });
-        if record["type"] == "mail" {
+        if at(&record, "type").as_str() == Some("mail") {
             entry.mail = Some(record);
         } else {
             entry.events.push(record);
@@ -140,10 +147,10 @@ pub fn mails(records: BTreeMap<(String, u64), Value>, limit: usize) -> (Vec<Valu
         .filter_map(|key| by_mail.remove(&key).map(|f| mail_json(&key.0, key.1, f)))
         .collect();
     lives.sort_by(|a, b| {
-        a["taken"]
+        at(a, "taken")
             .as_str()
             .unwrap_or("")
-            .cmp(b["taken"].as_str().unwrap_or(""))
+            .cmp(at(b, "taken").as_str().unwrap_or(""))
     });
     let more = lives.len().saturating_sub(limit);
     lives.drain(..more);
@@ -152,34 +159,36 @@ pub fn mails(records: BTreeMap<(String, u64), Value>, limit: usize) -> (Vec<Valu
 
 /// One mail's life as JSON.
 fn mail_json(file: &str, mail: u64, found: Found) -> Value {
-    let m = found.mail.unwrap_or(Value::Null);
+    let m = &found.mail.unwrap_or(Value::Null);
     let mut outcome = Vec::new();
-    let delivered = m["delivered"].as_u64().unwrap_or(0);
+    let delivered = at(m, "delivered").as_u64().unwrap_or(0);
     if delivered > 0 {
-        outcome.push(json!({"what": "delivered", "rcpts": delivered, "time": m["time"]}));
+        outcome.push(json!({"what": "delivered", "rcpts": delivered, "time": at(m, "time")}));
     }
-    if m["held"].as_u64().unwrap_or(0) > 0 {
-        outcome.push(json!({"what": "held", "rcpts": m["held"], "time": m["time"]}));
+    if at(m, "held").as_u64().unwrap_or(0) > 0 {
+        outcome.push(json!({"what": "held", "rcpts": at(m, "held"), "time": at(m, "time")}));
     }
     let mut returned = false;
     for e in &found.events {
-        let what = e["event"].as_str().unwrap_or("");
+        let what = at(e, "event").as_str().unwrap_or("");
         returned |= matches!(what, "notified" | "dead_letter");
         outcome.push(match what {
-            "extended_retry" => json!({"what": "extended_retry", "rcpts": e["rcpts"],
-                "until": e["until"], "kept_as": e["kept_as"], "time": e["time"]}),
+            "extended_retry" => json!({"what": "extended_retry", "rcpts": at(e, "rcpts"),
+                "until": at(e, "until"), "kept_as": at(e, "kept_as"), "time": at(e, "time")}),
             "delivered_from_extended_retry" => json!({"what": "delivered_from_extended_retry",
-                "rcpts": e["rcpts"], "time": e["time"]}),
-            "notified" => json!({"what": "returned", "notification_id": e["notification_id"],
-                "to": e["to"], "time": e["time"]}),
-            "dead_letter" => json!({"what": "dead_letter", "dead_letter": e["dead_letter"],
-                "notes": e["notes"], "time": e["time"]}),
+                "rcpts": at(e, "rcpts"), "time": at(e, "time")}),
+            "notified" => json!({"what": "returned", "notification_id": at(e, "notification_id"),
+                "to": at(e, "to"), "time": at(e, "time")}),
+            "dead_letter" => json!({"what": "dead_letter", "dead_letter": at(e, "dead_letter"),
+                "notes": at(e, "notes"), "time": at(e, "time")}),
             _ => e.clone(),
         });
     }
-    if m["undeliverable"].as_u64().unwrap_or(0) > 0 && !returned {
-        outcome.push(json!({"what": "undeliverable", "rcpts": m["undeliverable"],
-            "note": "not returned yet", "time": m["time"]}));
+    if at(m, "undeliverable").as_u64().unwrap_or(0) > 0 && !returned {
+        outcome.push(
+            json!({"what": "undeliverable", "rcpts": at(m, "undeliverable"),
+            "note": "not returned yet", "time": at(m, "time")}),
+        );
     }
     if m.is_null() {
         outcome.push(json!({"what": "unknown", "note": "no MAIL record found"}));
@@ -187,17 +196,17 @@ fn mail_json(file: &str, mail: u64, found: Found) -> Value {
     json!({
         "spool_file": file,
         "mail": mail,
-        "job_name": m["job_name"],
-        "job_id": m["job_id"],
-        "owner": m["owner"],
-        "message_id": m["message_id"],
-        "from": m["from"],
-        "size": m["size"],
-        "taken": m["arrival"],
-        "final": m["time"],
-        "attempts": m["attempts"],
-        "tries": m["tries"],
-        "recipients": m["recipients"],
+        "job_name": at(m, "job_name"),
+        "job_id": at(m, "job_id"),
+        "owner": at(m, "owner"),
+        "message_id": at(m, "message_id"),
+        "from": at(m, "from"),
+        "size": at(m, "size"),
+        "taken": at(m, "arrival"),
+        "final": at(m, "time"),
+        "attempts": at(m, "attempts"),
+        "tries": at(m, "tries"),
+        "recipients": at(m, "recipients"),
         "outcome": outcome,
     })
 }
@@ -206,7 +215,7 @@ fn mail_json(file: &str, mail: u64, found: Found) -> Value {
 /// owner), from DISPLAY SPOOLSTATUS's data.
 pub fn tasks_matching(data: &Value, needle: &str) -> Vec<Value> {
     let needle = index::normalize(needle);
-    data["tasks"]
+    at(data, "tasks")
         .as_array()
         .into_iter()
         .flatten()
@@ -246,81 +255,81 @@ pub fn render(answer: &Answer) -> String {
         let _ = writeln!(
             out,
             "Mail {} of spool file {} (job {} {}, owner {})",
-            m["mail"],
-            text(&m["spool_file"]),
-            text(&m["job_name"]),
-            text(&m["job_id"]),
-            text(&m["owner"])
+            at(m, "mail"),
+            text(at(m, "spool_file")),
+            text(at(m, "job_name")),
+            text(at(m, "job_id")),
+            text(at(m, "owner"))
         );
-        let _ = writeln!(out, "  Message-ID: {}", text(&m["message_id"]));
+        let _ = writeln!(out, "  Message-ID: {}", text(at(m, "message_id")));
         let _ = writeln!(
             out,
             "  From:       <{}>, {} byte(s)",
-            text(&m["from"]),
-            m["size"]
+            text(at(m, "from")),
+            at(m, "size")
         );
-        let _ = writeln!(out, "  Taken:      {}", text(&m["taken"]));
-        for t in m["tries"].as_array().into_iter().flatten() {
-            let who = match t["rcpt"].as_str() {
+        let _ = writeln!(out, "  Taken:      {}", text(at(m, "taken")));
+        for t in at(m, "tries").as_array().into_iter().flatten() {
+            let who = match at(t, "rcpt").as_str() {
                 Some(r) => format!("<{}>", crate::escape::data(r)),
-                None => format!("{} recipient(s)", t["count"]),
+                None => format!("{} recipient(s)", at(t, "count")),
             };
-            let target = t["target"]
+            let target = at(t, "target")
                 .as_str()
                 .filter(|t| !t.is_empty())
                 .unwrap_or("-");
             let _ = writeln!(
                 out,
                 "  Try:        {} {} {} {}: {}",
-                text(&t["time"]),
+                text(at(t, "time")),
                 target,
-                text(&t["result"]),
+                text(at(t, "result")),
                 who,
-                text(&t["reply"])
+                text(at(t, "reply"))
             );
         }
-        for r in m["recipients"].as_array().into_iter().flatten() {
-            let reason = r["reason"]
+        for r in at(m, "recipients").as_array().into_iter().flatten() {
+            let reason = at(r, "reason")
                 .as_str()
                 .map(|why| format!(": {}", crate::escape::data(why)))
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "  Recipient:  <{}> {}{reason}",
-                text(&r["address"]),
-                text(&r["fate"])
+                text(at(r, "address")),
+                text(at(r, "fate"))
             );
         }
-        for o in m["outcome"].as_array().into_iter().flatten() {
-            let line = match o["what"].as_str().unwrap_or("") {
-                "delivered" => format!("delivered to {} recipient(s)", o["rcpts"]),
-                "held" => format!("held for the operator: {} recipient(s)", o["rcpts"]),
+        for o in at(m, "outcome").as_array().into_iter().flatten() {
+            let line = match at(o, "what").as_str().unwrap_or("") {
+                "delivered" => format!("delivered to {} recipient(s)", at(o, "rcpts")),
+                "held" => format!("held for the operator: {} recipient(s)", at(o, "rcpts")),
                 "extended_retry" => format!(
                     "in extended retry ({} recipient(s), kept as {}) until {}",
-                    o["rcpts"],
-                    text(&o["kept_as"]),
-                    o["until"].as_str().unwrap_or("no limit")
+                    at(o, "rcpts"),
+                    text(at(o, "kept_as")),
+                    at(o, "until").as_str().unwrap_or("no limit")
                 ),
                 "delivered_from_extended_retry" => format!(
                     "delivered from extended retry to {} recipient(s)",
-                    o["rcpts"]
+                    at(o, "rcpts")
                 ),
                 "returned" => format!(
                     "returned: notification {} sent to <{}>",
-                    text(&o["notification_id"]),
-                    text(&o["to"])
+                    text(at(o, "notification_id")),
+                    text(at(o, "to"))
                 ),
-                "dead_letter" => match o["dead_letter"].as_str() {
+                "dead_letter" => match at(o, "dead_letter").as_str() {
                     Some(p) => format!("dead letter {}", crate::escape::data(p)),
                     None => "dead letter not kept (DeadLetterAction Delete)".to_owned(),
                 },
                 "undeliverable" => format!(
                     "undeliverable to {} recipient(s), not returned yet",
-                    o["rcpts"]
+                    at(o, "rcpts")
                 ),
                 _ => "no MAIL record found (only what happened later)".to_owned(),
             };
-            let at = o["time"]
+            let at = at(o, "time")
                 .as_str()
                 .map(|t| format!(" at {t}"))
                 .unwrap_or_default();
@@ -331,17 +340,17 @@ pub fn render(answer: &Answer) -> String {
         let _ = writeln!(
             out,
             "Spool file {} (job {} {}, owner {}): in progress in spool task {} since {}: {} mail(s) read, {} pending, {} waiting to retry (next {}), {} recipient(s) delivered",
-            text(&t["file"]),
-            text(&t["job_name"]),
-            text(&t["job_id"]),
-            text(&t["owner"]),
-            t["tkid"],
-            epoch(&t["started"]),
-            t["mails_read"],
-            t["mails_pending"],
-            t["mails_retry"],
-            epoch(&t["next_retry"]),
-            t["rcpts_delivered"],
+            text(at(t, "file")),
+            text(at(t, "job_name")),
+            text(at(t, "job_id")),
+            text(at(t, "owner")),
+            at(t, "tkid"),
+            epoch(at(t, "started")),
+            at(t, "mails_read"),
+            at(t, "mails_pending"),
+            at(t, "mails_retry"),
+            epoch(at(t, "next_retry")),
+            at(t, "rcpts_delivered"),
         );
     }
     if let Err(why) = &answer.daemon {
