@@ -124,14 +124,23 @@ fn mail_event(accounting: &Accounting, event: &Event<'_>) {
         } => record(
             at,
             "extended_retry",
-            json!({"rcpts": count, "kept_as": shown, "until": until.map(time)}),
+            json!({
+                "rcpts": count,
+                "kept_as": shown,
+                "until": until.map(time),
+            }),
         ),
         Event::DeliveredFromParked { at, count } => {
             record(at, "delivered_from_extended_retry", json!({"rcpts": count}));
         }
-        Event::Notified { at, to, id } => {
-            record(at, "notified", json!({"to": to, "notification_id": id}))
-        }
+        Event::Notified { at, to, id } => record(
+            at,
+            "notified",
+            json!({
+                "to": to,
+                "notification_id": id,
+            }),
+        ),
         Event::DeadLetter {
             at: Some(at),
             stored,
