@@ -21,6 +21,9 @@ fn added_message_id(headers: &[u8]) -> Option<String> {
 impl Task {
     /// A mail was accepted: remember the Message-ID it goes out with.
     pub(super) fn trace_accepted(&mut self, ordinal: u32, own: Option<&str>, headers: &[u8]) {
+        if !self.shared.telemetry.records_mails() {
+            return;
+        }
         let message_id = own.map(str::to_owned).or_else(|| added_message_id(headers));
         self.lives.insert(
             ordinal,
@@ -34,6 +37,9 @@ impl Task {
     /// A note about a try of a mail (accepted, to be retried, undeliverable, to
     /// extended retry).
     pub(super) fn trace_note(&mut self, note: &Note) {
+        if !self.shared.telemetry.records_mails() {
+            return;
+        }
         let now = SystemTime::now();
         let (mail, t) = match note {
             Note::Delivered {

@@ -73,6 +73,12 @@ impl Telemetry {
         self.accounting.reopen();
     }
 
+    /// Whether MAIL records are written (what a mail went through is kept for them only
+    /// then).
+    pub fn records_mails(&self) -> bool {
+        self.accounting.wants(accounting::Kind::Mail)
+    }
+
     /// Accounting records lost because the writer could not keep up.
     pub fn accounting_lost(&self) -> u64 {
         self.accounting.lost()
