@@ -172,6 +172,20 @@ async fn trace(
             }
         },
     };
+    match std::fs::read_dir(&dir) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => eprintln!(
+            "cssmtp trace: no trace records in {} (SMF119 {{ Mail }} writes them); asking the daemon only",
+            dir.display()
+        ),
+        Err(e) => {
+            eprintln!(
+                "cssmtp trace: cannot read the trace records in {}: {e}",
+                dir.display()
+            );
+            return EXIT_FATAL;
+        }
+    }
     let searched = {
         let (dir, query) = (dir.clone(), query.clone());
         tokio::task::spawn_blocking(move || crate::trace::search(&dir, &query)).await

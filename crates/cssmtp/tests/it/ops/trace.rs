@@ -274,6 +274,18 @@ async fn trace_tells_each_mails_life() {
     );
 }
 
+/// Without trace records (SMF119 Mail off): said so, and nothing found.
+#[tokio::test]
+async fn trace_without_records_says_so() {
+    let env = Env::new("TargetServer { TargetIp 127.0.0.1 }\n");
+    let (code, out, err) = trace(&env, &["PAYROLL"]).await;
+    assert_eq!(code, Some(4), "{out}{err}");
+    assert!(
+        err.contains("no trace records in ") && err.contains("SMF119 { Mail }"),
+        "{err}"
+    );
+}
+
 /// Mail kept for extended retry: where, and until when.
 #[tokio::test]
 async fn trace_tells_extended_retry_until_when() {
