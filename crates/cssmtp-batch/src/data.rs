@@ -22,6 +22,9 @@ use std::sync::OnceLock;
 
 use crate::record::{data_text, trim_blanks};
 
+/// Longest `Message-ID:` value kept in [`DataSpan::message_id`], in bytes.
+pub const MAX_MESSAGE_ID: usize = 256;
+
 /// Longest data line allowed by RFC 5322 §2.1.1 and CSSMTP, in characters without CRLF.
 pub const MAX_DATA_LINE: usize = 998;
 
@@ -47,6 +50,9 @@ pub struct DataSpan {
     pub has_date: bool,
     /// A `Message-ID:` header field is present.
     pub has_message_id: bool,
+    /// The first `Message-ID:` field's value as the text has it (trimmed, at most
+    /// [`MAX_MESSAGE_ID`] bytes, invalid UTF-8 replaced), for accounting and `trace`.
+    pub message_id: Option<Box<str>>,
     /// The text has no blank line between header and body: one must be inserted at this
     /// offset (the first line that is not a header field, possibly `start` when the text
     /// has no header at all).
@@ -195,6 +201,7 @@ pub(crate) struct HeaderScan {
     seen_field: bool,
     pub(crate) has_date: bool,
     pub(crate) has_message_id: bool,
+    pub(crate) message_id: Option<Box<str>>,
     pub(crate) missing_separator_at: Option<u64>,
     pub(crate) header_end: Option<u64>,
     pub(crate) auto_submitted: bool,
@@ -207,6 +214,7 @@ impl HeaderScan {
             seen_field: false,
             has_date: false,
             has_message_id: false,
+            message_id: None,
             missing_separator_at: None,
             header_end: None,
             auto_submitted: false,
@@ -230,7 +238,16 @@ impl HeaderScan {
             Some(name) => {
                 self.seen_field = true;
                 self.has_date |= name.eq_ignore_ascii_case(b"date");
-                self.has_message_id |= name.eq_ignore_ascii_case(b"message-id");
+                if name.eq_ignore_ascii_case(b"message-id") {
+                    self.has_message_id = true;
+                    if self.message_id.is_none() {
+                        let value = text.get(name.len() + 1..).unwrap_or_default().trim_ascii();
+                        let value = value.get(..MAX_MESSAGE_ID).unwrap_or(value);
+                        if !value.is_empty() {
+                            self.message_id = Some(String::from_utf8_lossy(value).into());
+                        }
+                    }
+                }
                 if name.eq_ignore_ascii_case(b"auto-submitted") {
                     let value = text.get(name.len() + 1..).unwrap_or_default();
                     self.auto_submitted |= !value.trim_ascii().eq_ignore_ascii_case(b"no");
@@ -468,6 +485,12 @@ mod tests {
         scan.line(b"", 10);
         scan.line(b"Date: in the body", 11);
         assert!(scan.has_message_id && !scan.has_date);
+        assert_eq!(scan.message_id.as_deref(), Some("<x@y>"));
         assert_eq!(scan.missing_separator_at, None);
+
+        let mut scan = HeaderScan::new();
+        scan.line(b"message-id:   <first@y>  ", 0);
+        scan.line(b"Message-ID: <second@y>", 30);
+        assert_eq!(scan.message_id.as_deref(), Some("<first@y>"));
     }
 }

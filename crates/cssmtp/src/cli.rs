@@ -90,6 +90,43 @@ pub enum Command {
         #[arg(required = true, num_args = 1..)]
         command: Vec<String>,
     },
+    /// Where is my mail? Finds mail by job name, job ID, spool file, Message-ID,
+    /// sender, recipient or owner in the accounting records (SMF119 MAIL) and among the
+    /// running daemon's spool tasks, and prints each mail's life: spool file, when taken,
+    /// each try with its target and reply, and the outcome.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  cssmtp trace PAYROLL                      # a job name (or job ID, spool file, owner)\n",
+        "  cssmtp trace '<PAYROLL.J0012345.1.x@host>' # a Message-ID (with or without <>)\n",
+        "  cssmtp trace alice@example.com --json     # a sender or recipient\n\n",
+        "Values are matched whole, in any case. Exit status: 0 mail was found; 4 none;\n",
+        "  78 the configuration file cannot be read; 1 the trace records cannot be read."
+    ))]
+    Trace {
+        /// Configuration file (for AccountingFile, ExtWrtName and RunDirectory).
+        #[arg(short, long, env = "CSSMTP_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only records from this day on (YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "DAY")]
+        since: Option<String>,
+        /// Most mails shown (the most recent).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Read the trace records in this directory instead of the configuration's
+        /// (`trace/` beside the AccountingFile); the daemon is not asked.
+        #[arg(long, value_name = "DIR")]
+        trace_dir: Option<PathBuf>,
+        /// First index the past days that have no index yet (the daemon indexes each day
+        /// when it is over, and at start; for records copied from elsewhere).
+        #[arg(long)]
+        index: bool,
+        /// What to look for: a job name, job ID, spool file name, Message-ID, sender or
+        /// recipient address, or the owning user.
+        value: String,
+    },
     /// Check a configuration file and print every problem with its line.
     Check {
         /// Configuration file.

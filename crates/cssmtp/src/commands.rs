@@ -31,6 +31,23 @@ pub async fn dispatch(command: Command) -> u8 {
             json,
             command,
         } => modify(&config, json, &command.join(",")).await,
+        Command::Trace {
+            config,
+            json,
+            since,
+            limit,
+            trace_dir,
+            index,
+            value,
+        } => {
+            let query = crate::trace::Query {
+                needle: value,
+                since,
+                limit,
+                index,
+            };
+            trace(&config, trace_dir.as_deref(), &query, json).await
+        }
         Command::Submit {
             config,
             job_name,
@@ -132,6 +149,97 @@ async fn modify(path: &Path, json: bool, command: &str) -> u8 {
             );
             EXIT_UNAVAILABLE
         }
+    }
+}
+
+/// `cssmtp trace`: the trace records, then the daemon's spool tasks.
+async fn trace(
+    path: &Path,
+    trace_dir: Option<&Path>,
+    query: &crate::trace::Query,
+    json: bool,
+) -> u8 {
+    let (dir, socket) = match trace_dir {
+        Some(dir) => (dir.to_owned(), None),
+        None => match config::load(path) {
+            Ok((config, _)) => (
+                crate::trace::index::directory(&config.accounting_path()),
+                Some(config.control_socket()),
+            ),
+            Err(e) => {
+                eprintln!("cssmtp trace: {e}");
+                return EXIT_CONFIG;
+            }
+        },
+    };
+    match std::fs::read_dir(&dir) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => eprintln!(
+            "cssmtp trace: no trace records in {} (SMF119 {{ Mail }} writes them); asking the daemon only",
+            dir.display()
+        ),
+        Err(e) => {
+            eprintln!(
+                "cssmtp trace: cannot read the trace records in {}: {e}",
+                dir.display()
+            );
+            return EXIT_FATAL;
+        }
+    }
+    let searched = {
+        let (dir, query) = (dir.clone(), query.clone());
+        tokio::task::spawn_blocking(move || crate::trace::search(&dir, &query)).await
+    };
+    let records = match searched {
+        Ok(Ok(records)) => records,
+        Ok(Err(e)) => {
+            eprintln!(
+                "cssmtp trace: cannot read the trace records in {}: {e}",
+                dir.display()
+            );
+            return EXIT_FATAL;
+        }
+        Err(e) => {
+            eprintln!("cssmtp trace: {e}");
+            return EXIT_FATAL;
+        }
+    };
+    let (mails, more) = crate::trace::mails(records, query.limit);
+    let mut answer = crate::trace::Answer {
+        mails,
+        more,
+        ..crate::trace::Answer::default()
+    };
+    answer.daemon = match socket {
+        None => Err("--trace-dir given".to_owned()),
+        Some(socket) => match crate::control::request(&socket, "D,SP,DETAIL,ALL").await {
+            Ok(reply) if reply.ok => {
+                answer.in_progress = crate::trace::tasks_matching(&reply.data, &query.needle);
+                Ok(())
+            }
+            Ok(reply) => Err(reply.lines.join(" ")),
+            Err(e) => Err(format!("not running? {}: {e}", socket.display())),
+        },
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&crate::trace::to_json(&answer)).unwrap_or_default()
+        );
+    } else {
+        print!("{}", crate::trace::render(&answer));
+    }
+    if answer.is_empty() {
+        if !json {
+            eprintln!(
+                "cssmtp trace: no mail matches {:?} (in {} or the running daemon)",
+                query.needle,
+                dir.display()
+            );
+        }
+        crate::cli::exit::EXIT_NOT_FOUND
+    } else {
+        EXIT_OK
     }
 }
 

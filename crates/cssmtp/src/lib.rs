@@ -72,3 +72,4 @@ pub mod sendmail;
 pub mod sink;
 pub mod spool;
 pub mod storage;
+pub mod trace;

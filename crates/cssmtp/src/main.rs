@@ -33,7 +33,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(argv);
     let quiet_by_default = matches!(
         cli.command,
-        Command::Check { .. } | Command::Submit { .. } | Command::Modify { .. }
+        Command::Check { .. }
+            | Command::Submit { .. }
+            | Command::Modify { .. }
+            | Command::Trace { .. }
     );
     let format = match cli.log_format {
         LogFormat::Json => cssmtp::logging::Format::Json,

@@ -137,6 +137,7 @@ impl Parser {
                 eight_bit: body.eight_bit,
                 has_date: body.header.has_date,
                 has_message_id: body.header.has_message_id,
+                message_id: body.header.message_id.clone(),
                 missing_separator_at: body.header.missing_separator_at,
                 header_end: body.header.header_end.unwrap_or(line.offset),
                 auto_submitted: body.header.auto_submitted,

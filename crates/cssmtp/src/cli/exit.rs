@@ -8,6 +8,8 @@ pub const EXIT_FATAL: u8 = 1;
 /// A command-line usage error (clap's own status for one too).
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_NOT_DELIVERED: u8 = 3;
+/// `trace`: no mail matched.
+pub const EXIT_NOT_FOUND: u8 = 4;
 /// `submit`: a file has syntax errors and was not spooled (EX_DATAERR).
 pub const EXIT_DATAERR: u8 = 65;
 /// `modify`: the daemon cannot be reached (EX_UNAVAILABLE).
@@ -45,6 +47,11 @@ pub const CODES: &[Code] = &[
         code: EXIT_NOT_DELIVERED,
         meaning: "`run --drain` finished but some mail was not delivered (undeliverable \
                   recipients, held spool files)",
+    },
+    Code {
+        code: EXIT_NOT_FOUND,
+        meaning: "`trace`: no mail matched (in the trace records nor among the running \
+                  daemon's spool tasks)",
     },
     Code {
         code: EXIT_DATAERR,

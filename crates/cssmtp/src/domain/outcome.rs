@@ -112,11 +112,65 @@ pub struct MailSummary {
     pub held: usize,
     pub size: u64,
     pub attempts: u32,
+    /// Each recipient and what became of it (for the MAIL record and `cssmtp trace`).
+    pub fates: Vec<RcptFate>,
+}
+
+/// What became of one recipient of a final mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptFate {
+    pub address: String,
+    /// `delivered`, `undeliverable`, `extended_retry`, `held` or `kept` (not final in
+    /// storage: sent again at the next start).
+    pub fate: &'static str,
+    /// Why it is undeliverable.
+    pub reason: Option<String>,
 }
 
 impl MailSummary {
     /// Every recipient got the mail.
     pub fn all_sent(&self) -> bool {
         self.delivered == self.rcpts
+    }
+}
+
+/// Tries of one mail kept for its MAIL record and `cssmtp trace`: at most this many.
+pub const MAX_TRIES: usize = 32;
+
+/// What a mail went through before it was final (its Message-ID, its tries), kept by
+/// its spool task for the MAIL record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailLife {
+    /// The Message-ID the mail went out with (its own, or the one cssmtp added).
+    pub message_id: Option<String>,
+    /// Each try at a target, oldest first (at most [`MAX_TRIES`]).
+    pub tries: Vec<MailTry>,
+    /// Tries not kept (beyond [`MAX_TRIES`]).
+    pub tries_dropped: u32,
+}
+
+/// One try of a mail at a target (for some of its recipients).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailTry {
+    pub time: std::time::SystemTime,
+    /// The target server ("" when none was reached).
+    pub target: String,
+    /// `accepted`, `retry`, `undeliverable` or `extended_retry`.
+    pub result: &'static str,
+    /// The recipient concerned (None: `count` recipients accepted together).
+    pub address: Option<String>,
+    pub count: usize,
+    /// The reply or the failure, as logged.
+    pub reply: String,
+}
+
+impl MailLife {
+    /// Keeps a try (counting it only once [`MAX_TRIES`] are kept).
+    pub fn push(&mut self, t: MailTry) {
+        if self.tries.len() < MAX_TRIES {
+            self.tries.push(t);
+        } else {
+            self.tries_dropped = self.tries_dropped.saturating_add(1);
+        }
     }
 }

@@ -280,13 +280,14 @@ impl Notifier {
             Some(full) => dsn::Returned::Full(full),
             None => dsn::Returned::Headers(&original.header),
         };
+        let id = self.message_id();
         let notification = dsn::notification(
             origin,
             &original.reverse_path,
             failed,
             returned,
             Local::now(),
-            &self.message_id(),
+            &id,
         );
         let wire = dot_stuff(&notification);
         self.limiter.acquire().await;
@@ -307,6 +308,7 @@ impl Notifier {
                         mail: origin.mail,
                     },
                     to: &original.reverse_path,
+                    id: &format!("<{id}>"),
                 });
                 Returned::Notified(original.reverse_path.clone())
             }
@@ -456,8 +458,14 @@ impl Notifier {
         notes: &[String],
         letter: &deadletter::Letter<'_>,
     ) -> Returned {
+        let at = (!matches!(kind, deadletter::Kind::Report)).then_some(At {
+            tkid: None,
+            file: &origin.job.file_name,
+            mail: origin.mail,
+        });
         if self.config.current().undeliverable.dead_letter_action == DeadLetterAction::Delete {
             self.telemetry.emit(TelemetryEvent::DeadLetter {
+                at,
                 stored: None,
                 notes,
             });
@@ -476,6 +484,7 @@ impl Notifier {
         match written {
             Ok(path) => {
                 self.telemetry.emit(TelemetryEvent::DeadLetter {
+                    at,
                     stored: Some(&path),
                     notes,
                 });

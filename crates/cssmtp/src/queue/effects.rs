@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::state::{Effect, Event, Mail, MailSummary, Note};
 use super::task::{Payload, Task};
 use crate::delivery::{MailJob, MailKey, MailText};
+use crate::domain::outcome::MailLife;
 use crate::notify::{FailedRecipient, MailOrigin, Original, deadletter};
 use crate::retry::extended;
 use crate::spool::report::Undeliverable;
@@ -55,7 +56,8 @@ impl Task {
                     None
                 }
                 Effect::MailFinal { mail, summary } => {
-                    self.mail_final(mail, &summary);
+                    let life = self.trace_final(mail);
+                    self.mail_final(mail, &summary, &life);
                     None
                 }
                 // Parked mails are the parked driver's (queue/parked.rs).
@@ -154,6 +156,7 @@ impl Task {
     /// Tells people what a change means (through the telemetry), and keeps the file's
     /// report.
     fn note(&mut self, note: Note) {
+        self.trace_note(&note);
         let telemetry = &self.shared.telemetry;
         match note {
             Note::Undeliverable { mail, failed } => self.undeliverable(mail, &failed),
@@ -285,12 +288,14 @@ impl Task {
     }
 
     /// A mail is final: statistics and its MAIL accounting record.
-    fn mail_final(&self, ordinal: u32, mail: &MailSummary) {
+    fn mail_final(&self, ordinal: u32, mail: &MailSummary, life: &MailLife) {
         self.shared.telemetry.emit(TelemetryEvent::MailFinal {
             job: &self.job,
+            owner: &self.report.owner,
             tkid: self.tkid,
             mail: ordinal,
             summary: mail,
+            life,
             arrival: std::time::SystemTime::from(self.arrival),
         });
     }
@@ -370,10 +375,17 @@ impl Task {
         match self.claim.park(&copy).await {
             Ok(shown) => {
                 self.report.rcpts_extended += count;
+                let until = self
+                    .config
+                    .extended_retry
+                    .as_ref()
+                    .filter(|e| !e.age.is_zero())
+                    .map(|e| std::time::SystemTime::from(self.arrival) + e.age);
                 self.shared.telemetry.emit(TelemetryEvent::Parked {
                     at: self.at(ordinal),
                     count,
                     shown: &shown,
+                    until,
                 });
                 true
             }

@@ -179,6 +179,7 @@ pub async fn run(
         status,
         suspend: shared.suspend.clone(),
         flushed: None,
+        lives: std::collections::HashMap::new(),
     };
     let channels = Channels {
         parsed: parsed_rx,
@@ -539,6 +540,7 @@ impl Task {
         // As the receiver stores it: the stuffed dots are not counted (RFC 1870).
         let size = headers.len() as u64 + mail.data.message_size() + separator;
         let recovered = self.recovered.remove(&mail.ordinal);
+        self.trace_accepted(mail.ordinal, mail.data.message_id.as_deref(), &headers);
         let new = NewMail {
             ordinal: mail.ordinal,
             line: mail.line,

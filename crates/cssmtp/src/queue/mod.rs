@@ -28,6 +28,7 @@ pub mod generated;
 pub mod parked;
 pub mod state;
 mod task;
+mod trace;
 
 pub use file::run;
 pub use task::{Payload, TaskShared};

@@ -87,6 +87,8 @@ pub(super) struct Task {
     pub(super) suspend: watch::Receiver<Suspend>,
     /// Answer to a FLUSHRETRY in progress.
     pub(super) flushed: Option<u64>,
+    /// What is kept of each mail's life until it is final (queue/trace.rs).
+    pub(super) lives: std::collections::HashMap<u32, crate::domain::outcome::MailLife>,
 }
 
 /// What the driver keeps with each mail: how to send it again.

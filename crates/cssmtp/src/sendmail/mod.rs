@@ -59,6 +59,13 @@ pub struct Invocation {
 pub fn invocation(argv: &[OsString]) -> Option<Invocation> {
     let program = argv.first()?;
     let base = Path::new(program).file_name()?.to_str()?;
+    // The names the Debian package installs beside an MTA's (`sendmail-cssmtp`,
+    // `mailq-cssmtp`), and `cssmtp-sendmail` as an install names a setgid copy.
+    let base = base
+        .strip_suffix("-cssmtp")
+        .or_else(|| base.strip_prefix("cssmtp-"))
+        .filter(|b| matches!(*b, "sendmail" | "mailq" | "newaliases"))
+        .unwrap_or(base);
     let rest = || argv.get(1..).unwrap_or_default().to_vec();
     let (name, mode, args) = match base {
         "sendmail" | "send-mail" => (base, Mode::Deliver, rest()),
@@ -548,5 +555,28 @@ fn mail_back(
         Err(e) => out.say(&format!(
             "CSM4018W the refusal could not be mailed to <{sender}>: {e}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Mode, invocation};
+    use std::ffi::OsString;
+
+    fn mode(argv0: &str) -> Option<Mode> {
+        invocation(&[OsString::from(argv0), OsString::from("-t")]).map(|i| i.mode)
+    }
+
+    /// The names the package installs beside another MTA's are the bridge too.
+    #[test]
+    fn names_of_the_bridge() {
+        assert_eq!(mode("/usr/sbin/sendmail"), Some(Mode::Deliver));
+        assert_eq!(mode("/usr/sbin/sendmail-cssmtp"), Some(Mode::Deliver));
+        assert_eq!(mode("/usr/sbin/cssmtp-sendmail"), Some(Mode::Deliver));
+        assert_eq!(mode("mailq-cssmtp"), Some(Mode::ListQueue));
+        assert_eq!(mode("/usr/bin/mailq"), Some(Mode::ListQueue));
+        assert_eq!(mode("/usr/bin/cssmtp"), None);
+        assert_eq!(mode("trace-cssmtp"), None);
+        assert_eq!(mode("cssmtp-cssmtp"), None);
     }
 }

@@ -16,6 +16,8 @@ use std::sync::{Arc, mpsc};
 
 use serde_json::{Map, Value, json};
 
+use crate::trace::index::DayWriter;
+
 use crate::config::Smf119;
 
 /// A record type.
@@ -27,6 +29,10 @@ pub enum Kind {
     Connect,
     /// 50: the end of a mail.
     Mail,
+    /// 50 too (selected with MAIL), `mail_event`: what happens to a mail after it is
+    /// final: kept for extended retry, delivered from there, returned (the
+    /// notification), stored as a dead letter.
+    MailEvent,
     /// 51: the end of a spool file.
     Spool,
     /// 52: every StatsInterval.
@@ -38,7 +44,7 @@ impl Kind {
         match self {
             Self::Config => 1,
             Self::Connect => 2,
-            Self::Mail => 4,
+            Self::Mail | Self::MailEvent => 4,
             Self::Spool => 8,
             Self::Stats => 16,
         }
@@ -49,6 +55,7 @@ impl Kind {
             Self::Config => "config",
             Self::Connect => "connect",
             Self::Mail => "mail",
+            Self::MailEvent => "mail_event",
             Self::Spool => "spool",
             Self::Stats => "stats",
         }
@@ -58,7 +65,7 @@ impl Kind {
         match self {
             Self::Config => 48,
             Self::Connect => 49,
-            Self::Mail => 50,
+            Self::Mail | Self::MailEvent => 50,
             Self::Spool => 51,
             Self::Stats => 52,
         }
@@ -79,7 +86,11 @@ fn mask(selection: Smf119) -> u8 {
 }
 
 enum Message {
-    Line(Vec<u8>),
+    /// A record; `traced`: also one of the day's trace records (MAIL, MAIL_EVENT).
+    Line {
+        line: Vec<u8>,
+        traced: bool,
+    },
     Reopen,
 }
 
@@ -170,7 +181,8 @@ impl Accounting {
         }
         let mut line = serde_json::to_vec(&Value::Object(object)).unwrap_or_default();
         line.push(b'\n');
-        if inner.tx.try_send(Message::Line(line)).is_err()
+        let traced = crate::trace::index::is_traced(kind.name());
+        if inner.tx.try_send(Message::Line { line, traced }).is_err()
             && inner.lost.fetch_add(1, Ordering::Relaxed) % 10_000 == 0
         {
             tracing::warn!(
@@ -223,25 +235,38 @@ fn open_file(path: &Path) -> std::io::Result<File> {
 fn write_records(path: &Path, file: File, rx: &mpsc::Receiver<Message>) {
     let mut out = BufWriter::with_capacity(64 * 1024, file);
     let mut failing = false;
-    let handle = |out: &mut BufWriter<File>, message: Message| -> std::io::Result<()> {
-        match message {
-            Message::Line(line) => out.write_all(&line),
-            Message::Reopen => {
-                out.flush()?;
-                *out = BufWriter::with_capacity(64 * 1024, open_file(path)?);
-                Ok(())
-            }
-        }
+    let mut days = Days {
+        writer: DayWriter::new(crate::trace::index::directory(path)),
+        failing: false,
     };
+    let handle =
+        |out: &mut BufWriter<File>, days: &mut Days, message: Message| -> std::io::Result<()> {
+            match message {
+                Message::Line { line, traced } => {
+                    if traced {
+                        let written = days.writer.write(&line);
+                        days.result(written);
+                    }
+                    out.write_all(&line)
+                }
+                Message::Reopen => {
+                    out.flush()?;
+                    *out = BufWriter::with_capacity(64 * 1024, open_file(path)?);
+                    Ok(())
+                }
+            }
+        };
     while let Ok(message) = rx.recv() {
-        let mut result = handle(&mut out, message);
+        let mut result = handle(&mut out, &mut days, message);
         while result.is_ok() {
             match rx.try_recv() {
-                Ok(message) => result = handle(&mut out, message),
+                Ok(message) => result = handle(&mut out, &mut days, message),
                 Err(_) => break,
             }
         }
         let result = result.and_then(|()| out.flush());
+        let flushed = days.writer.flush();
+        days.result(flushed);
         match result {
             Err(e) if !failing => {
                 failing = true;
@@ -255,6 +280,29 @@ fn write_records(path: &Path, file: File, rx: &mpsc::Receiver<Message>) {
         }
     }
     let _ = out.flush();
+    let _ = days.writer.flush();
+}
+
+/// The day's trace records (`cssmtp trace`), written beside the accounting file.
+struct Days {
+    writer: DayWriter,
+    failing: bool,
+}
+
+impl Days {
+    /// Says once that the trace records cannot be written.
+    fn result(&mut self, result: std::io::Result<()>) {
+        match result {
+            Err(e) if !self.failing => {
+                self.failing = true;
+                tracing::error!(
+                    "CSM1088E Cannot write the trace records (cssmtp trace will not find the mail): {e}"
+                );
+            }
+            Err(_) => {}
+            Ok(()) => self.failing = false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,12 +4,13 @@ use serde_json::json;
 
 use super::accounting::{Accounting, Kind, time};
 use super::stats::Stats;
-use super::{Event, SessionEnd};
+use super::{At, Event, SessionEnd};
 use crate::domain::report::{Disposition, FileReport};
 use crate::escape;
 
 /// Derives what `event` tells: its log line, its counters, its accounting record.
 pub(super) fn emit(stats: &Stats, accounting: &Accounting, event: Event<'_>) {
+    mail_event(accounting, &event);
     match event {
         Event::Connected => stats.connection_opened(),
         Event::SessionEnded(end) => session_ended(accounting, &end),
@@ -26,9 +27,11 @@ pub(super) fn emit(stats: &Stats, accounting: &Accounting, event: Event<'_>) {
         | Event::Parked { .. } => recipients(stats, event),
         Event::MailFinal {
             job,
+            owner,
             tkid,
             mail,
             summary,
+            life,
             arrival,
         } => {
             if summary.all_sent() {
@@ -51,6 +54,22 @@ pub(super) fn emit(stats: &Stats, accounting: &Accounting, event: Event<'_>) {
                     "size": summary.size,
                     "attempts": summary.attempts,
                     "arrival": time(arrival),
+                    "owner": owner,
+                    "message_id": life.message_id,
+                    "recipients": summary.fates.iter().map(|f| json!({
+                        "address": f.address,
+                        "fate": f.fate,
+                        "reason": f.reason,
+                    })).collect::<Vec<_>>(),
+                    "tries": life.tries.iter().map(|t| json!({
+                        "time": time(t.time),
+                        "target": t.target,
+                        "result": t.result,
+                        "rcpt": t.address,
+                        "count": t.count,
+                        "reply": t.reply,
+                    })).collect::<Vec<_>>(),
+                    "tries_dropped": life.tries_dropped,
                 })
             });
         }
@@ -78,6 +97,63 @@ pub(super) fn emit(stats: &Stats, accounting: &Accounting, event: Event<'_>) {
                 "statements": crate::config::running::render(config),
             })
         }),
+    }
+}
+
+/// A MAIL_EVENT record: what happened to a mail after it was final.
+fn mail_event(accounting: &Accounting, event: &Event<'_>) {
+    let record = |at: &At<'_>, what: &str, fields: serde_json::Value| {
+        accounting.record_with(Kind::MailEvent, || {
+            let mut record = json!({
+                "event": what,
+                "spool_file": at.file,
+                "mail": at.mail,
+            });
+            if let (Some(r), serde_json::Value::Object(f)) = (record.as_object_mut(), fields) {
+                r.extend(f);
+            }
+            record
+        });
+    };
+    match event {
+        Event::Parked {
+            at,
+            count,
+            shown,
+            until,
+        } => record(
+            at,
+            "extended_retry",
+            json!({
+                "rcpts": count,
+                "kept_as": shown,
+                "until": until.map(time),
+            }),
+        ),
+        Event::DeliveredFromParked { at, count } => {
+            record(at, "delivered_from_extended_retry", json!({"rcpts": count}));
+        }
+        Event::Notified { at, to, id } => record(
+            at,
+            "notified",
+            json!({
+                "to": to,
+                "notification_id": id,
+            }),
+        ),
+        Event::DeadLetter {
+            at: Some(at),
+            stored,
+            notes,
+        } => record(
+            at,
+            "dead_letter",
+            json!({
+                "dead_letter": stored.map(|p| p.display().to_string()),
+                "notes": notes,
+            }),
+        ),
+        _ => {}
     }
 }
 
@@ -154,7 +230,9 @@ fn recipients(stats: &Stats, event: Event<'_>) {
             escape::data(address),
             escape::data(&failure.to_string())
         ),
-        Event::Parked { at, count, shown } => {
+        Event::Parked {
+            at, count, shown, ..
+        } => {
             stats.rcpts_extended(count);
             tracing::info!(
                 tkid = at.tkid,
@@ -171,7 +249,7 @@ fn recipients(stats: &Stats, event: Event<'_>) {
 /// counters and log lines.
 fn returns(stats: &Stats, event: Event<'_>) {
     match event {
-        Event::Notified { at, to } => {
+        Event::Notified { at, to, .. } => {
             stats.notification_sent();
             tracing::info!(
                 tkid = at.tkid,
@@ -185,7 +263,7 @@ fn returns(stats: &Stats, event: Event<'_>) {
             stats.report_made();
             tracing::info!("CSM2106I Error report for {file} {how}");
         }
-        Event::DeadLetter { stored, notes } => {
+        Event::DeadLetter { stored, notes, .. } => {
             stats.dead_letter();
             match stored {
                 Some(path) => tracing::warn!(

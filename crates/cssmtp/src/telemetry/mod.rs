@@ -25,7 +25,7 @@ pub use stats::{Snapshot, Stats};
 use crate::config::{Config, Smf119};
 use crate::domain::failure::Failure;
 use crate::domain::job::JobIdentity;
-use crate::domain::outcome::MailSummary;
+use crate::domain::outcome::{MailLife, MailSummary};
 use crate::domain::report::FileReport;
 
 /// Where statistics and accounting records go (cheap to clone).
@@ -71,6 +71,12 @@ impl Telemetry {
     pub fn refresh_accounting(&self, selection: Smf119) {
         self.accounting.select(selection);
         self.accounting.reopen();
+    }
+
+    /// Whether MAIL records are written (what a mail went through is kept for them only
+    /// then).
+    pub fn records_mails(&self) -> bool {
+        self.accounting.wants(accounting::Kind::Mail)
     }
 
     /// Accounting records lost because the writer could not keep up.
@@ -186,6 +192,8 @@ pub enum Event<'a> {
         at: At<'a>,
         count: u64,
         shown: &'a str,
+        /// When extended retry gives up on it (None: no limit).
+        until: Option<SystemTime>,
     },
     /// A mail went into long retry (once per mail).
     IntoRetry,
@@ -194,21 +202,32 @@ pub enum Event<'a> {
     /// A mail is final.
     MailFinal {
         job: &'a JobIdentity,
+        /// The spool file's owning user.
+        owner: &'a str,
         tkid: u32,
         mail: u32,
         summary: &'a MailSummary,
+        /// Its Message-ID and tries.
+        life: &'a MailLife,
         arrival: SystemTime,
     },
     /// A spool file is finished (deleted, removed, held or left in `active/`).
     FileFinished(&'a FileReport),
     /// An undeliverable notification was sent.
-    Notified { at: At<'a>, to: &'a str },
+    Notified {
+        at: At<'a>,
+        to: &'a str,
+        /// The notification's Message-ID.
+        id: &'a str,
+    },
     /// An error report about a spool file was made (`how`: "written to …" or "sent
     /// to …").
     Reported { file: &'a str, how: &'a str },
     /// A dead letter was stored (`stored`: where) or, with DeadLetterAction Delete,
     /// only logged; `notes` say why.
     DeadLetter {
+        /// The mail it holds (None: an error report's).
+        at: Option<At<'a>>,
         stored: Option<&'a Path>,
         notes: &'a [String],
     },

@@ -241,6 +241,7 @@ impl<T> FileQueue<T> {
             held: mail.count(RcptState::Held),
             size: mail.size,
             attempts: mail.attempts,
+            fates: fates(mail),
         };
         out.push(Effect::MailFinal {
             mail: ordinal,
@@ -371,4 +372,29 @@ impl<T> FileQueue<T> {
         }
         out.push(Effect::Note(Note::Flushed { count }));
     }
+}
+
+/// What became of each recipient of a final mail.
+fn fates<P>(mail: &super::Mail<P>) -> Vec<crate::domain::outcome::RcptFate> {
+    use crate::domain::outcome::RcptFate;
+    let sent = mail
+        .rcpts
+        .iter()
+        .filter(|r| r.state != RcptState::Failed)
+        .map(|r| RcptFate {
+            address: r.address.clone(),
+            fate: match r.state {
+                RcptState::Delivered => "delivered",
+                RcptState::Parking | RcptState::Parked => "extended_retry",
+                RcptState::Held | RcptState::Holding => "held",
+                _ => "kept",
+            },
+            reason: None,
+        });
+    let failed = mail.failed.iter().map(|f| RcptFate {
+        address: f.address.clone(),
+        fate: "undeliverable",
+        reason: Some(f.reason.clone()),
+    });
+    sent.chain(failed).collect()
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::config::Smf119;
 use crate::domain::failure::{Failure, Problem, Stage};
 use crate::domain::job::JobIdentity;
-use crate::domain::outcome::MailSummary;
+use crate::domain::outcome::{MailLife, MailSummary, MailTry};
 use crate::domain::report::{Disposition, FileReport};
 use crate::telemetry::{Accounting, At, ConfigEvent, Event, SessionEnd, Snapshot, Telemetry};
 
@@ -113,9 +113,22 @@ fn emit_all() -> (String, Snapshot, Vec<Value>) {
         held: 0,
         size: 100,
         attempts: 1,
+        fates: Vec::new(),
     };
     let config = crate::config::validate::defaults();
     let notes = vec!["why".to_owned()];
+    let life = MailLife {
+        message_id: Some("<m1@example.com>".into()),
+        tries: vec![MailTry {
+            time: SystemTime::UNIX_EPOCH,
+            target: "127.0.0.1:25".into(),
+            result: "accepted",
+            address: None,
+            count: 3,
+            reply: "250 ok".into(),
+        }],
+        tries_dropped: 0,
+    };
     tracing::subscriber::with_default(subscriber, || {
         let events = [
             Event::Connected,
@@ -155,14 +168,17 @@ fn emit_all() -> (String, Snapshot, Vec<Value>) {
                 at: at(2),
                 count: 2,
                 shown: "maildir/x",
+                until: Some(SystemTime::UNIX_EPOCH),
             },
             Event::IntoRetry,
             Event::Returning,
             Event::MailFinal {
                 job: &job(),
+                owner: "alice",
                 tkid: 7,
                 mail: 1,
                 summary: &summary,
+                life: &life,
                 arrival: SystemTime::UNIX_EPOCH,
             },
             Event::FileFinished(&report(Disposition::Held("hold/x".into()), 1)),
@@ -170,16 +186,19 @@ fn emit_all() -> (String, Snapshot, Vec<Value>) {
             Event::Notified {
                 at: at(2),
                 to: "payroll@example.com",
+                id: "<n1@host>",
             },
             Event::Reported {
                 file: "PAYROLL.J0000001.x",
                 how: "written to /reports/x.report",
             },
             Event::DeadLetter {
+                at: Some(at(2)),
                 stored: Some(std::path::Path::new("/dead/x")),
                 notes: &notes,
             },
             Event::DeadLetter {
+                at: None,
                 stored: None,
                 notes: &notes,
             },
@@ -277,9 +296,42 @@ fn accounting_records_come_from_the_same_events() {
     let types: Vec<&str> = records.iter().filter_map(|r| r["type"].as_str()).collect();
     assert_eq!(
         types,
-        ["mail", "spool", "spool", "connect", "stats", "config"],
+        [
+            "mail_event",
+            "mail_event",
+            "mail",
+            "spool",
+            "spool",
+            "mail_event",
+            "mail_event",
+            "connect",
+            "stats",
+            "config"
+        ],
         "{records:?}"
     );
+    // What `cssmtp trace` reads: the mail's life, and what became of it after.
+    let events: Vec<&str> = records.iter().filter_map(|r| r["event"].as_str()).collect();
+    assert_eq!(
+        &events[..4],
+        [
+            "delivered_from_extended_retry",
+            "extended_retry",
+            "notified",
+            "dead_letter"
+        ]
+    );
+    assert_eq!(records[1]["until"], "1970-01-01T00:00:00.000Z");
+    assert_eq!(records[2]["message_id"], "<m1@example.com>");
+    assert_eq!(records[2]["owner"], "alice");
+    assert_eq!(records[2]["tries"][0]["target"], "127.0.0.1:25");
+    assert_eq!(records[2]["tries"][0]["reply"], "250 ok");
+    assert_eq!(records[5]["notification_id"], "<n1@host>");
+    assert_eq!(records[6]["dead_letter"], "/dead/x");
+    let records: Vec<Value> = records
+        .into_iter()
+        .filter(|r| r["type"] != "mail_event")
+        .collect();
     let stats = &records[4];
     assert_eq!(stats["counters"]["rcpts_delivered"], 6);
     assert_eq!(stats["counters"]["dead_letters"], 2);

@@ -121,7 +121,15 @@ fn every_accounting_field_is_listed() {
         assert!(
             written.contains(&field)
                 || [
-                    "config", "connect", "mail", "spool", "stats", "type", "subtype", "time"
+                    "config",
+                    "connect",
+                    "mail",
+                    "mail_event",
+                    "spool",
+                    "stats",
+                    "type",
+                    "subtype",
+                    "time"
                 ]
                 .contains(&field),
             "{field} is not written"

@@ -7,6 +7,7 @@ mod habits;
 mod manual;
 mod migration;
 mod service;
+mod trace;
 
 use std::path::Path;
 
