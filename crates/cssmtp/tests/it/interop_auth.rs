@@ -457,3 +457,46 @@ async fn a_secret_file_others_can_read_is_refused() {
         String::from_utf8_lossy(&out.stderr).contains("needs AuthSecretFile or AuthSecretCommand")
     );
 }
+
+/// A client certificate (`TlsClientCert`, `TlsClientKey`: what AT-TLS gave CSSMTP)
+/// accepted by a third-party server that requires one: aiosmtpd with Python's ssl
+/// module set to CERT_REQUIRED and the client CA made by the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_is_accepted_by_aiosmtpd_requiring_one() {
+    let pki = TestPki::new("cssmtp interop CA");
+    let clients = TestPki::new("cssmtp client CA");
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("aiosmtpd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let client_ca = clients.write_ca(&dir, "client-ca.pem");
+    let peer = server(
+        &dir,
+        &pki,
+        true,
+        &["--client-ca", client_ca.to_str().unwrap()],
+    )
+    .await;
+    let env = Env::with_ca(
+        &pki,
+        &target(
+            peer.port,
+            "  Secure Yes\n  TlsClientCert client.pem\n  TlsClientKey client.key",
+        ),
+    );
+    let (cert, key) = clients.server_pem(&["cssmtp.test"]);
+    std::fs::write(env.dir.path().join("client.pem"), cert).unwrap();
+    let key_path = env.dir.path().join("client.key");
+    std::fs::write(&key_path, key).unwrap();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    submit_mails(&env, "CLIENTCERT", 1);
+    let (code, log) = drain(&env).await;
+    assert_eq!(code, Some(0), "{log}");
+    let received = peer.received();
+    assert_eq!(received.len(), 1, "{log}");
+    assert_eq!(received[0]["tls"], true, "{}", received[0]);
+    assert!(
+        received[0]["client_cert"].is_string(),
+        "the server saw the client certificate: {}",
+        received[0]
+    );
+}

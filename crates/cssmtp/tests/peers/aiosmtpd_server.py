@@ -9,6 +9,8 @@ python3-aiosmtpd), on loopback, with the session limits real servers set.
 --record FILE: one JSON line per accepted mail (mail_from, rcpt_tos, size, body8bit;
            login, auths: the AUTH commands of its session, tls).
 --tls-cert FILE --tls-key FILE: offer STARTTLS with this certificate.
+--client-ca FILE: with --tls-cert, require a client certificate signed by this CA
+           (recorded: client_cert, its subject's common name).
 --auth USER:PASSWORD: require AUTH (PLAIN, LOGIN) with these credentials.
 --token TOKEN: also offer XOAUTH2, accepting USER with this bearer token.
 --auth-in-clear: offer AUTH without TLS too (aiosmtpd requires TLS by default).
@@ -71,6 +73,8 @@ class Handler:
             "login": login,
             "auths": getattr(session, "cssmtp_auths", 0),
             "tls": session.ssl is not None,
+            "client_cert": (dict(x[0] for x in server.transport.get_extra_info("peercert")["subject"])
+                            .get("commonName") if server.transport.get_extra_info("peercert") else None),
             "peer": session.peer[0],
             **({"content": base64.b64encode(envelope.original_content or b"").decode()}
                if self.keep_content else {}),
@@ -120,6 +124,7 @@ async def main():
     ap.add_argument("--hide-auth", action="store_true")
     ap.add_argument("--exclude", action="append", default=[])
     ap.add_argument("--smtputf8", action="store_true")
+    ap.add_argument("--client-ca")
     args = ap.parse_args()
     user, password = (args.auth.split(":", 1) if args.auth else (None, None))
     if args.token:
@@ -133,6 +138,10 @@ async def main():
     if args.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.client_ca:
+            # A client certificate signed by this CA is required.
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(args.client_ca)
         options["tls_context"] = context
     if args.auth:
         def authenticator(server, session, envelope, mechanism, auth_data):
