@@ -150,6 +150,11 @@ pub enum Command {
         /// spooled, and submit exits 65.
         #[arg(long)]
         force: bool,
+        /// The code page of these files, when it is not the writer's `Translate`: an
+        /// EBCDIC code page (IBM-1047, IBM-037, IBM-500, IBM-1140) or `none` (UTF-8/ASCII).
+        /// Recorded in the spool file's name (`.translate=IBM-037`).
+        #[arg(long, value_name = "CODEPAGE", value_parser = parse_translate)]
+        translate: Option<crate::spool::translate::FilePage>,
         /// Batch-SMTP files ("-" for standard input).
         files: Vec<PathBuf>,
     },
@@ -291,4 +296,11 @@ pub struct SinkArgs {
     /// With --max-connections: close a connection beyond at once, without a greeting.
     #[arg(long, requires = "max_connections")]
     pub close_beyond_max: bool,
+}
+
+/// `--translate`: a code page cssmtp supports, or `none`; anything else is refused.
+fn parse_translate(value: &str) -> Result<crate::spool::translate::FilePage, String> {
+    crate::spool::translate::FilePage::parse(value).ok_or_else(|| {
+        format!("{value:?} is no code page cssmtp supports: IBM-1047, IBM-037, IBM-500, IBM-1140 or none")
+    })
 }

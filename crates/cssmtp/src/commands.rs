@@ -11,7 +11,7 @@ use crate::cli::{Command, SinkArgs};
 use crate::config::{self, Config, LoadError, Severity};
 use crate::sink::{Sink, SinkOptions};
 use crate::spool::SpoolLayout;
-use crate::spool::submit::{JobInfo, submit};
+use crate::spool::submit::{JobInfo, submit_translated};
 
 pub use crate::cli::exit::{
     EXIT_CONFIG, EXIT_DATAERR, EXIT_FATAL, EXIT_NOT_DELIVERED, EXIT_OK, EXIT_STOPPED,
@@ -53,8 +53,9 @@ pub async fn dispatch(command: Command) -> u8 {
             job_name,
             job_id,
             force,
+            translate,
             files,
-        } => submit_files(&config, job_name, job_id, force, &files).await,
+        } => submit_files(&config, job_name, job_id, force, translate, &files).await,
         Command::Sendmail { args } => crate::sendmail::main(crate::sendmail::Invocation {
             name: "cssmtp sendmail".into(),
             mode: crate::sendmail::args::Mode::Deliver,
@@ -342,6 +343,7 @@ async fn submit_files(
     job_name: Option<String>,
     job_id: Option<String>,
     force: bool,
+    translate: Option<crate::spool::translate::FilePage>,
     files: &[PathBuf],
 ) -> u8 {
     let config = match load_config(path) {
@@ -390,10 +392,36 @@ async fn submit_files(
             }
         };
         // A mainframe-format file is checked as the daemon will read it (Translate).
-        let converted = crate::spool::translate::converted_bytes(
-            crate::spool::translate::Rules::of(&config),
+        // (Rules of a name carrying the page the producer chose, if any: never an error.)
+        let rules = match translate {
+            Some(page) => crate::spool::translate::Rules::for_file(
+                &config,
+                &format!(
+                    "file.{}{}",
+                    crate::spool::translate::FILE_PAGE_MARK,
+                    page.name()
+                ),
+            )
+            .unwrap_or_default(),
+            None => crate::spool::translate::Rules::of(&config).map(|r| (r, false)),
+        };
+        let converted = match crate::spool::translate::converted_bytes(
+            rules.map(|(r, _)| r),
+            rules.is_some_and(|(_, always)| always),
             &contents,
-        );
+        ) {
+            Ok(converted) => converted,
+            Err(e) => {
+                eprintln!(
+                    "cssmtp submit: {label} cannot be read as EBCDIC {}: {e}; not spooled",
+                    rules.map_or("", |(r, _)| r.page.name())
+                );
+                if status == EXIT_OK {
+                    status = EXIT_DATAERR;
+                }
+                continue;
+            }
+        };
         let (mails, summary) = cssmtp_batch::parse_bytes(
             converted.as_deref().unwrap_or(&contents),
             config.batch_limits(),
@@ -431,14 +459,22 @@ async fn submit_files(
             continue;
         }
         if let Some(db) = &database {
-            let code =
-                submit_to_database(db, &config, &job, index, &label, mails.len(), &contents).await;
+            let code = submit_to_database(
+                db,
+                &config,
+                (&job, translate),
+                index,
+                &label,
+                mails.len(),
+                &contents,
+            )
+            .await;
             if code != EXIT_OK {
                 status = code;
             }
             continue;
         }
-        match submit(&layout.incoming, &job, index + 1, &contents) {
+        match submit_translated(&layout.incoming, &job, index + 1, &contents, translate) {
             Ok(spooled) => {
                 let _ = writeln!(
                     std::io::stdout(),
@@ -463,14 +499,18 @@ async fn submit_files(
 async fn submit_to_database(
     db: &crate::storage::pg::DbSettings,
     config: &Config,
-    job: &JobInfo,
+    (job, translate): (&JobInfo, Option<crate::spool::translate::FilePage>),
     index: usize,
     label: &str,
     mails: usize,
     contents: &[u8],
 ) -> u8 {
-    use crate::storage::pg::submit::{Submitted, submit};
-    match submit(db, &config.ext_wrt_name, job, index + 1, contents).await {
+    use crate::storage::pg::submit::{Submitted, name_of, submit_named};
+    let mut name = name_of(job, index + 1, contents);
+    if let Some(page) = translate {
+        name.push_str(&crate::spool::translate::file_name_mark(page));
+    }
+    match submit_named(db, &config.ext_wrt_name, &name, contents).await {
         Ok(Submitted::New(name)) => {
             let _ = writeln!(
                 std::io::stdout(),

@@ -145,7 +145,9 @@ pub async fn run(
         match translated(&config, tkid, &name, &path, (file, reader, meta.len())).await {
             Ok(files) => files,
             Err(problem) => {
+                // Held: nothing of it is guessed at, and the producer can submit it again.
                 report.file_problem = Some(problem);
+                report.must_hold = true;
                 return super::finish::finish(&shared, &*claim, report, store.as_deref()).await;
             }
         };
@@ -234,13 +236,21 @@ async fn translated(
     path: &std::path::Path,
     (file, reader, len): (std::fs::File, std::fs::File, u64),
 ) -> Result<(std::fs::File, std::fs::File, u64, bool), String> {
-    let Some(rules) = crate::spool::translate::Rules::of(config) else {
-        return Ok((file, reader, len, false));
+    let (rules, always) = match crate::spool::translate::Rules::for_file(config, name) {
+        Ok(Some(rules)) => rules,
+        Ok(None) => return Ok((file, reader, len, false)),
+        Err(problem) => {
+            tracing::error!(
+                tkid,
+                "CSM4036E Task {tkid}: spool file {name} cannot be read: {problem}"
+            );
+            return Err(problem);
+        }
     };
     let page = rules.page;
     let dir = path.parent().map(std::path::Path::to_path_buf);
     let converted = tokio::task::spawn_blocking(move || {
-        crate::spool::translate::open_converted(rules, dir.as_deref(), file, reader)
+        crate::spool::translate::open_converted(rules, always, dir.as_deref(), file, reader)
     })
     .await;
     match converted {
@@ -264,10 +274,14 @@ async fn translated(
             };
             Ok((file, reader, len, converted_any))
         }
-        Ok(Err(e)) => Err(format!(
-            "cannot translate the spool file from {}: {e}",
-            page.name()
-        )),
+        Ok(Err(e)) => {
+            let problem = format!("cannot translate the spool file from {}: {e}", page.name());
+            tracing::error!(
+                tkid,
+                "CSM4036E Task {tkid}: spool file {name} cannot be read: {problem}"
+            );
+            Err(problem)
+        }
         Err(e) => Err(format!("cannot translate the spool file: {e}")),
     }
 }

@@ -47,13 +47,31 @@ impl JobInfo {
 /// # Errors
 /// An I/O error; at worst a `.tmp` file is left behind, which intake ignores.
 pub fn submit(dir: &Path, job: &JobInfo, index: usize, contents: &[u8]) -> io::Result<PathBuf> {
+    submit_translated(dir, job, index, contents, None)
+}
+
+/// [`submit`], with the code page the producer chose for this file (`cssmtp submit
+/// --translate`), recorded as the last part of its name.
+///
+/// # Errors
+/// As [`submit`].
+pub fn submit_translated(
+    dir: &Path,
+    job: &JobInfo,
+    index: usize,
+    contents: &[u8],
+    translate: Option<crate::spool::translate::FilePage>,
+) -> io::Result<PathBuf> {
     let unique = format!(
         "{}-{}-{}",
         crate::headers::unique_token(chrono::Local::now()).replace('.', "-"),
         index,
         random_part()?
     );
-    let name = spool_file_name(&job.job_name, &job.job_id, &unique);
+    let mut name = spool_file_name(&job.job_name, &job.job_id, &unique);
+    if let Some(page) = translate {
+        name.push_str(&crate::spool::translate::file_name_mark(page));
+    }
     crate::durable::write_new(dir, &name, contents, 0o640)
 }
 

@@ -316,3 +316,202 @@ async fn a_netdata_file_as_tso_transmit_and_smtpnote_write_it() {
         "{text:?}"
     );
 }
+
+/// `lines` in `codec` (Python's), each ended by NL X'15'.
+fn nl_records(lines: &[&str], codec: &str) -> Option<Vec<u8>> {
+    let mut file = Vec::new();
+    for line in lines {
+        file.extend(python_encode(line, codec)?);
+        file.push(0x15);
+    }
+    Some(file)
+}
+
+/// `cssmtp submit` with `args` before the file; its exit code, stdout and stderr.
+async fn submit_with(env: &Env, args: &[&str], file: &[u8]) -> (Option<i32>, String, String) {
+    let path = env.dir.path().join("job.in");
+    std::fs::write(&path, file).unwrap();
+    let out = cssmtp()
+        .arg("submit")
+        .args(args)
+        .arg("-c")
+        .arg(&env.config_path)
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `cssmtp run --drain`, which must exit with `code`: its log.
+async fn drain(env: &Env, code: i32) -> String {
+    let out = cssmtp()
+        .args(["run", "--drain", "-c"])
+        .arg(&env.config_path)
+        .output()
+        .await
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{log}");
+    log
+}
+
+#[tokio::test]
+async fn a_file_in_ibm_037_submitted_to_an_ibm_1047_writer_with_its_own_code_page() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}Translate IBM-1047\nChkPoint No\n",
+        target(sink.addr, "  Charset UTF-8")
+    ));
+    // [ ] ^ ¬ are at other bytes in IBM-037 than in IBM-1047; a tab X'05' is kept.
+    let Some(file) = nl_records(
+        &[
+            "HELO zos1.corp.example",
+            "MAIL FROM:<batch@zos1.corp.example>",
+            "RCPT TO:<gina@example.com>",
+            "DATA",
+            "Subject: a[0] ^ b[1] ¬ c",
+            "",
+            "x[i]\t= ¬y[i]^2",
+            ".",
+            "QUIT",
+        ],
+        "cp037",
+    ) else {
+        return;
+    };
+    // The same bytes read as IBM-1047 (the writer's) would not be these characters.
+    let as_1047: String = file
+        .iter()
+        .map(|b| CodePage::Ibm1047.table()[usize::from(*b)])
+        .collect();
+    assert!(!as_1047.contains("a[0] ^ b[1] ¬ c"), "{as_1047:?}");
+    let (code, out, err) = submit_with(&env, &["--translate", "IBM-037"], &file).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(".translate=IBM-037"), "{out}");
+    // A UTF-8 file in the same EBCDIC writer, by the producer's word.
+    let utf8 = "HELO linux.example\nMAIL FROM:<cron@linux.example>\nRCPT TO:<hal@example.com>\nDATA\nSubject: plain [utf-8] ¬\n\nok\n.\n";
+    let (code, out, err) = submit_with(&env, &["--translate", "none"], utf8.as_bytes()).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(".translate=none"), "{out}");
+    let log = drain(&env, 0).await;
+    assert!(
+        log.contains("is read as EBCDIC IBM-037 (records ended by NL): 9 record(s)"),
+        "{log}"
+    );
+    assert_eq!(log.matches("CSM4030I").count(), 1, "{log}");
+    let mut received = sink.received();
+    received.sort_by(|a, b| a.rcpt_to.cmp(&b.rcpt_to));
+    assert_eq!(received.len(), 2, "{log}");
+    assert_eq!(received[0].rcpt_to, ["gina@example.com"]);
+    let text = without_added_headers(&received[0].data);
+    assert!(
+        text.ends_with("Subject: a[0] ^ b[1] ¬ c\r\n\r\nx[i]\t= ¬y[i]^2\r\n"),
+        "{text:?}"
+    );
+    assert_eq!(received[1].rcpt_to, ["hal@example.com"]);
+    assert!(
+        without_added_headers(&received[1].data)
+            .ends_with("Subject: plain [utf-8] ¬\r\n\r\nok\r\n")
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_per_file_code_page_is_refused_and_the_file_held() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}Translate IBM-1047\nChkPoint No\n",
+        target(sink.addr, "")
+    ));
+    let Some(file) = nl_records(
+        &[
+            "HELO zos1.corp.example",
+            "MAIL FROM:<batch@zos1.corp.example>",
+            "RCPT TO:<ivan@example.com>",
+            "DATA",
+            "Subject: never guessed",
+            "",
+            "text",
+            ".",
+        ],
+        "cp037",
+    ) else {
+        return;
+    };
+    // cssmtp submit refuses it.
+    let (code, _, err) = submit_with(&env, &["--translate", "IBM-9999"], &file).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("\"IBM-9999\" is no code page cssmtp supports"),
+        "{err}"
+    );
+    assert!(env.files_in("").is_empty());
+    // A producer writing the name itself: held, with the reason, nothing sent.
+    let name = "PAYROLL.J0012345.1.translate=IBM-9999";
+    std::fs::write(env.layout().incoming.join(name), &file).unwrap();
+    let log = drain(&env, 3).await;
+    assert!(
+        log.contains(&format!("CSM4036E Task 1: spool file {name} cannot be read: the spool file name asks for code page \"IBM-9999\" (translate=), which cssmtp does not support")),
+        "{log}"
+    );
+    assert!(sink.received().is_empty(), "{log}");
+    // Held (exit 3: files were held), with its report.
+    assert_eq!(
+        env.files_in("hold"),
+        [name.to_owned(), format!("{name}.report")],
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_control_character_in_an_ebcdic_record_is_refused_clearly() {
+    let sink = sink(SinkOptions::default()).await;
+    let env = Env::new(&format!(
+        "{}Translate IBM-1047\nChkPoint No\n",
+        target(sink.addr, "")
+    ));
+    let page = CodePage::Ibm1047;
+    let mut file = Vec::new();
+    for line in [
+        "HELO zos1.corp.example",
+        "MAIL FROM:<batch@zos1.corp.example>",
+        "RCPT TO:<judy@example.com>",
+        "DATA",
+        "Subject: bell",
+        "",
+        "ring",
+        ".",
+    ] {
+        file.extend(page.encode(line).unwrap());
+        if line == "ring" {
+            // BEL X'2F' in column 5 of record 7.
+            file.push(0x2F);
+        }
+        file.push(0x15);
+    }
+    let (code, _, err) = submit_with(&env, &[], &file).await;
+    assert_eq!(code, Some(65), "{err}");
+    assert!(
+        err.contains("record 7, column 5 holds the control character X'2F'"),
+        "{err}"
+    );
+    assert!(env.files_in("").is_empty());
+    let name = "PAYROLL.J0012345.1";
+    std::fs::write(env.layout().incoming.join(name), &file).unwrap();
+    let log = drain(&env, 3).await;
+    assert!(
+        log.contains(&format!("CSM4036E Task 1: spool file {name} cannot be read: cannot translate the spool file from IBM-1047: record 7, column 5 holds the control character X'2F', which batch SMTP may not hold")),
+        "{log}"
+    );
+    assert!(sink.received().is_empty(), "{log}");
+    // Held (exit 3: files were held), with its report.
+    assert_eq!(
+        env.files_in("hold"),
+        [name.to_owned(), format!("{name}.report")],
+        "{log}"
+    );
+}

@@ -15,6 +15,12 @@
 //! mail text, a record of `RecordLength` bytes whose last character is `<`, or (fixed
 //! length) NL X'15', is joined to the next one (long `MAIL FROM`/`RCPT TO` lines); NULs
 //! are kept (the parser's `NullTrnc` strips them from commands).
+//!
+//! A producer may choose the code page of its own file (`cssmtp submit --translate`):
+//! the last part of the file's name, `.translate=IBM-037` or `.translate=none`
+//! ([`file_page`]); it only chooses among the supported code pages, and an unknown one is
+//! an error, never a guess. A record holding a control character X'00'–X'3F' other than
+//! tab and NL is refused (CSSMTP's rule for batch SMTP).
 
 mod tables;
 
@@ -139,6 +145,32 @@ impl Rules {
         })
     }
 
+    /// The rules a spool file named `name` is read with, and whether it is EBCDIC by the
+    /// producer's word (its name chose the code page: read as EBCDIC whatever its first
+    /// bytes), or only when its first command is in the code page (`Translate`). `None`:
+    /// read as it is.
+    ///
+    /// # Errors
+    /// The name asks for a code page cssmtp does not support: why (the file is held).
+    pub fn for_file(
+        config: &crate::config::Config,
+        name: &str,
+    ) -> Result<Option<(Self, bool)>, String> {
+        match file_page(name)? {
+            None => Ok(Self::of(config).map(|r| (r, false))),
+            Some(FilePage::AsIs) => Ok(None),
+            Some(FilePage::Page(page)) => Ok(Some((
+                Self {
+                    page,
+                    lrecl: config.record_length.max(1),
+                    at_sign: config.options.at_sign,
+                    replace_subject_at_sign: config.options.replace_subject_at_sign,
+                },
+                true,
+            ))),
+        }
+    }
+
     /// Only the code page and the record length (no AtSign).
     pub fn plain(page: CodePage, lrecl: usize) -> Self {
         Self {
@@ -148,6 +180,90 @@ impl Rules {
             replace_subject_at_sign: false,
         }
     }
+}
+
+/// The code page a producer chose for one spool file: the last dot-separated part of
+/// its name, `translate=IBM-037` (`cssmtp submit --translate IBM-037`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilePage {
+    /// An EBCDIC code page: the file is read in it, whatever `Translate` says.
+    Page(CodePage),
+    /// `none` (or `UTF-8`): the file is read as it is, even in an EBCDIC writer.
+    AsIs,
+}
+
+/// What starts the last part of a spool file name that chooses its code page.
+pub const FILE_PAGE_MARK: &str = "translate=";
+
+impl FilePage {
+    /// `none`, `UTF-8` or a code page [`CodePage::parse`] knows; `None` for any other.
+    pub fn parse(value: &str) -> Option<Self> {
+        if value.eq_ignore_ascii_case("none")
+            || value.eq_ignore_ascii_case("utf-8")
+            || value.eq_ignore_ascii_case("utf8")
+        {
+            return Some(Self::AsIs);
+        }
+        CodePage::parse(value).map(Self::Page)
+    }
+
+    /// As it is written in a file name: `IBM-037`, `none`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Page(page) => page.name(),
+            Self::AsIs => "none",
+        }
+    }
+}
+
+/// What ends the name of a spool file whose producer chose `page`: `.translate=IBM-037`.
+pub fn file_name_mark(page: FilePage) -> String {
+    format!(".{FILE_PAGE_MARK}{}", page.name())
+}
+
+/// The code page the name of a spool file chooses (its last dot-separated part is
+/// `translate=PAGE`), `None` when it chooses none.
+///
+/// # Errors
+/// The part names no supported code page: the file must not be guessed at.
+pub fn file_page(name: &str) -> Result<Option<FilePage>, String> {
+    let Some(value) = name
+        .rsplit('.')
+        .next()
+        .and_then(|last| last.strip_prefix(FILE_PAGE_MARK))
+    else {
+        return Ok(None);
+    };
+    FilePage::parse(value).map(Some).ok_or_else(|| {
+        let shown: String = value.chars().take(40).collect();
+        format!(
+            "the spool file name asks for code page {:?} ({FILE_PAGE_MARK}), which cssmtp does not support (IBM-1047, IBM-037, IBM-500, IBM-1140 or none); file not processed",
+            shown.escape_debug().to_string()
+        )
+    })
+}
+
+/// Whether `byte`, in a record of an EBCDIC file, is a control character batch SMTP
+/// may not hold: X'00' to X'3F' except tab (X'05', the EBCDIC tab, and X'09', the code
+/// CSSMTP's documentation gives it) and NL X'15' (CSSMTP's rule, reference §3.2). NUL
+/// X'00' is let through only as padding at the end of a record (what `NullTrnc` strips
+/// from commands).
+fn forbidden_control(byte: u8) -> bool {
+    byte <= 0x3F && !matches!(byte, 0x05 | 0x09 | NL | 0x00)
+}
+
+/// The first forbidden control character of `record` (its column from 1 and the
+/// byte): any [`forbidden_control`] byte, or a NUL followed by something other than NULs.
+fn control_in(record: &[u8]) -> Option<(usize, u8)> {
+    let padding = record
+        .iter()
+        .rposition(|b| *b != 0x00)
+        .map_or(0, |last| last + 1);
+    record
+        .iter()
+        .enumerate()
+        .find(|(i, b)| forbidden_control(**b) || (**b == 0x00 && *i < padding))
+        .map(|(i, b)| (i + 1, *b))
 }
 
 /// How records are read.
@@ -306,7 +422,8 @@ pub struct Converted {
 /// lines (LF) on `out`.
 ///
 /// # Errors
-/// An I/O error of either side.
+/// An I/O error of either side, or (`InvalidData`) a record holding a control character
+/// batch SMTP may not hold.
 pub fn convert(
     rules: Rules,
     head: &[u8],
@@ -332,6 +449,20 @@ pub fn convert(
     let mut text = String::new();
     while next_record(&mut input, records, &mut record)? {
         done.records += 1;
+        // A fixed-length record's NL in its last column is the continuation mark.
+        let checked = match (records, record.last()) {
+            (Records::Fixed(_), Some(&NL)) => record.get(..record.len() - 1).unwrap_or_default(),
+            _ => record.as_slice(),
+        };
+        if let Some((column, byte)) = control_in(checked) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "record {}, column {column} holds the control character X'{byte:02X}', which batch SMTP may not hold (only tab X'05' or X'09', NL X'15' and trailing X'00'); file not processed",
+                    done.records
+                ),
+            ));
+        }
         if !in_data && record.len() == lrecl {
             match record.last() {
                 Some(&LESS_THAN) => {
@@ -358,7 +489,7 @@ pub fn convert(
                 .get(..end)
                 .unwrap_or_default()
                 .iter()
-                .map(|b| page.char(*b)),
+                .map(|b| if *b == 0x09 { '\t' } else { page.char(*b) }),
         );
         joined.clear();
         let mut replace = false;
@@ -404,15 +535,27 @@ pub fn convert(
 
 /// The UTF-8 conversion of a whole spool file in memory, when `page` recognises it
 /// (for `cssmtp submit`'s check).
-pub fn converted_bytes(rules: Option<Rules>, bytes: &[u8]) -> Option<Vec<u8>> {
-    let rules = rules?;
+///
+/// `always`: the producer chose the code page; the file is converted whatever it starts
+/// with.
+///
+/// # Errors
+/// Why the file cannot be converted (a control character: [`convert`]).
+pub fn converted_bytes(
+    rules: Option<Rules>,
+    always: bool,
+    bytes: &[u8],
+) -> Result<Option<Vec<u8>>, String> {
+    let Some(rules) = rules else {
+        return Ok(None);
+    };
     let head = bytes.get(..bytes.len().min(64 * 1024)).unwrap_or(bytes);
-    if !rules.page.recognises(head) && !is_netdata(head) {
-        return None;
+    if !always && !rules.page.recognises(head) && !is_netdata(head) {
+        return Ok(None);
     }
     let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 40);
-    convert(rules, head, bytes, &mut out).ok()?;
-    Some(out)
+    convert(rules, head, bytes, &mut out).map_err(|e| e.to_string())?;
+    Ok(Some(out))
 }
 
 /// The handles the parser and the sender read a claimed spool file through: `file`
@@ -424,6 +567,7 @@ pub fn converted_bytes(rules: Option<Rules>, bytes: &[u8]) -> Option<Vec<u8>> {
 /// An I/O error reading the file or writing the conversion.
 pub fn open_converted(
     rules: Rules,
+    always: bool,
     dir: Option<&std::path::Path>,
     file: std::fs::File,
     reader: std::fs::File,
@@ -440,7 +584,7 @@ pub fn open_converted(
         filled += n;
     }
     head.truncate(filled);
-    if !rules.page.recognises(&head) && !is_netdata(&head) {
+    if !always && !rules.page.recognises(&head) && !is_netdata(&head) {
         return Ok((file, reader, None));
     }
     let mut converted = match dir {

@@ -155,11 +155,72 @@ proptest::proptest! {
         }
         let mut out = Vec::new();
         let rules = Rules { at_sign: Some('§'), ..Rules::plain(CodePage::Ibm1047, lrecl) };
-        proptest::prop_assert!(convert(rules, &input, input.as_slice(), &mut out).is_ok());
-        let converted = converted_bytes(Some(rules), &input);
+        // Converted, or refused for a control character (never another error).
+        if let Err(e) = convert(rules, &input, input.as_slice(), &mut out) {
+            proptest::prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            proptest::prop_assert!(e.to_string().contains("control character"));
+        }
+        let converted = converted_bytes(Some(rules), false, &input);
         proptest::prop_assert_eq!(
-            converted.is_some(),
+            !matches!(converted, Ok(None)),
             CodePage::Ibm1047.recognises(&input) || is_netdata(&input)
+        );
+    }
+}
+
+#[test]
+fn the_code_page_a_file_name_chooses() {
+    assert_eq!(file_page("PAYROLL.J1.x"), Ok(None));
+    assert_eq!(file_page("report"), Ok(None));
+    assert_eq!(
+        file_page("PAYROLL.J1.x.translate=IBM-037"),
+        Ok(Some(FilePage::Page(CodePage::Ibm037)))
+    );
+    assert_eq!(
+        file_page("PAYROLL.J1.x.translate=none"),
+        Ok(Some(FilePage::AsIs))
+    );
+    // Only the last part counts; an unknown page (or a path) is an error, never a guess.
+    assert_eq!(file_page("A.translate=IBM-037.x"), Ok(None));
+    for bad in [
+        "A.B.translate=IBM-9999",
+        "A.B.translate=",
+        "A.B.translate=IBM-037;rm",
+    ] {
+        let err = file_page(bad).unwrap_err();
+        assert!(err.contains("does not support"), "{err}");
+    }
+    assert_eq!(
+        file_name_mark(FilePage::Page(CodePage::Ibm1140)),
+        ".translate=IBM-1140"
+    );
+}
+
+#[test]
+fn control_characters_in_ebcdic_records() {
+    let rules = Rules::plain(CodePage::Ibm1047, 80);
+    let mut ok = CodePage::Ibm1047.encode("HELO a").unwrap();
+    ok.extend([0x00, 0x00, 0x15]);
+    ok.extend(CodePage::Ibm1047.encode("x").unwrap());
+    ok.extend([0x05, 0x09]);
+    ok.extend(CodePage::Ibm1047.encode("y").unwrap());
+    ok.push(0x15);
+    let mut out = Vec::new();
+    convert(rules, &ok, ok.as_slice(), &mut out).unwrap();
+    assert_eq!(out, b"HELO a\0\0\nx\t\ty\n");
+    for (byte, at) in [(0x2F_u8, 2), (0x00, 2), (0x3F, 2), (0x01, 2)] {
+        let mut bad = CodePage::Ibm1047.encode("HELO a").unwrap();
+        bad.push(0x15);
+        bad.push(0xE7);
+        bad.push(byte);
+        bad.push(0xE7);
+        bad.push(0x15);
+        let err = convert(rules, &bad, bad.as_slice(), &mut Vec::new()).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "record {at}, column 2 holds the control character X'{byte:02X}'"
+            )),
+            "{err}"
         );
     }
 }
