@@ -78,3 +78,140 @@ pub fn encode(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::io;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use prometheus_client::collector::Collector;
+    use prometheus_client::registry::Registry;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::storage::Pending;
+    use crate::storage::pg::cluster::{Cluster, ClusterSource, Instance, Writer, refresher};
+
+    /// Answers its queue of results in turn (failing once it is empty); says on `calls`
+    /// each time it is asked.
+    struct Scripted {
+        answers: Mutex<VecDeque<io::Result<Cluster>>>,
+        calls: mpsc::UnboundedSender<()>,
+    }
+
+    impl ClusterSource for Scripted {
+        fn snapshot(&self) -> Pending<'_, io::Result<Cluster>> {
+            let _ = self.calls.send(());
+            let next = self
+                .answers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop_front()
+                .unwrap_or_else(|| Err(io::Error::other("the database is away")));
+            Box::pin(async move { next })
+        }
+
+        fn instance(&self) -> &str {
+            "node-a"
+        }
+    }
+
+    #[derive(Debug)]
+    struct At(Arc<ClusterView>, SystemTime);
+
+    impl Collector for At {
+        fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            encode(&self.0, self.1, &mut e)
+        }
+    }
+
+    fn text(view: &Arc<ClusterView>, at: SystemTime) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(At(Arc::clone(view), at)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+            .unwrap_or_else(|e| panic!("{e}"));
+        text
+    }
+
+    fn epoch(t: SystemTime) -> i64 {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gauges_keep_the_last_view_and_say_its_age_when_the_database_is_away() {
+        let now = SystemTime::now();
+        let cluster = Cluster {
+            this: "node-a".into(),
+            instances: ["node-a", "node-b"]
+                .iter()
+                .zip([1, 0])
+                .map(|(name, held)| Instance {
+                    name: (*name).into(),
+                    writer: "W".into(),
+                    started: epoch(now),
+                    seen: epoch(now),
+                    files_held: held,
+                })
+                .collect(),
+            writers: vec![Writer {
+                writer: "W".into(),
+                waiting: 3,
+                claimed: 1,
+                held: 0,
+                oldest_waiting: Some(epoch(now) - 100),
+            }],
+        };
+        let (calls, mut called) = mpsc::unbounded_channel();
+        let source = Arc::new(Scripted {
+            answers: Mutex::new(VecDeque::from([Ok(cluster.clone())])),
+            calls,
+        });
+        let view = Arc::new(ClusterView::default());
+        // Nothing read yet: only the age.
+        let before = text(&view, now);
+        assert!(
+            before.contains("cssmtp_cluster_view_age_seconds 0"),
+            "{before}"
+        );
+        assert!(!before.contains("cssmtp_cluster_queue_depth"), "{before}");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = refresher(
+            source,
+            Arc::clone(&view),
+            Duration::from_secs(3),
+            stop.clone(),
+        );
+        // The first read (a view), the second (the database away), a third asked: the
+        // failed read has been handled.
+        for _ in 0..3 {
+            called
+                .recv()
+                .await
+                .unwrap_or_else(|| panic!("refresher ended"));
+        }
+        assert_eq!(view.last().map(|(c, _)| c), Some(cluster));
+        let later = text(&view, now + Duration::from_secs(60));
+        for line in [
+            "cssmtp_cluster_instances_alive 2",
+            "cssmtp_cluster_files_held{writer=\"W\",instance=\"node-a\"} 1",
+            "cssmtp_cluster_files_held{writer=\"W\",instance=\"node-b\"} 0",
+            "cssmtp_cluster_queue_depth{writer=\"W\"} 3",
+            "cssmtp_cluster_oldest_waiting_seconds{writer=\"W\"} 160",
+        ] {
+            assert!(later.contains(line), "{line} in {later}");
+        }
+        let age: u64 = later
+            .lines()
+            .find_map(|l| l.strip_prefix("cssmtp_cluster_view_age_seconds "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{later}"));
+        // Read just after `now`: about 60 seconds old.
+        assert!((59..70).contains(&age), "{later}");
+        stop.cancel();
+        task.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
