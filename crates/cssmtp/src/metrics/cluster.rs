@@ -4,13 +4,46 @@
 //! `cssmtp_cluster_view_age_seconds` grows. Labels: the writer and the instance
 //! names of the cluster (configured names, few).
 
+use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::storage::pg::cluster::ClusterView;
+use crate::storage::pg::cluster::{Cluster, ClusterView};
+
+/// The label of the queues of writers no instance alive serves.
+pub const OTHER_WRITERS: &str = "(other)";
+
+/// Each writer's queue (name, files waiting, oldest waiting): the writers an instance
+/// alive serves each under its name, the others together under [`OTHER_WRITERS`] (a
+/// plain-SQL producer may name any writer: the labels stay bounded by the instances).
+fn queues(cluster: &Cluster) -> Vec<(&str, i64, Option<i64>)> {
+    let served: BTreeSet<&str> = cluster
+        .instances
+        .iter()
+        .map(|i| i.writer.as_str())
+        .collect();
+    let mut queues: Vec<(&str, i64, Option<i64>)> = Vec::new();
+    let mut other: Option<(i64, Option<i64>)> = None;
+    for w in &cluster.writers {
+        if served.contains(w.writer.as_str()) {
+            queues.push((w.writer.as_str(), w.waiting, w.oldest_waiting));
+        } else {
+            let (waiting, oldest) = other.get_or_insert((0, None));
+            *waiting = waiting.saturating_add(w.waiting);
+            *oldest = match (*oldest, w.oldest_waiting) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    if let Some((waiting, oldest)) = other {
+        queues.push((OTHER_WRITERS, waiting, oldest));
+    }
+    queues
+}
 
 /// Writes the cluster gauges of `view` as seen at `now`.
 ///
@@ -51,15 +84,15 @@ pub fn encode(
                 .encode_family(&[("writer", i.writer.as_str()), ("instance", i.name.as_str())])?,
         )?;
     }
+    let queues = queues(&cluster);
     let mut family = e.encode_descriptor(
         "cssmtp_cluster_queue_depth",
         "Spool files waiting in the spool database for an instance, per writer.",
         None,
         MetricType::Gauge,
     )?;
-    for w in &cluster.writers {
-        ConstGauge::new(w.waiting)
-            .encode(family.encode_family(&[("writer", w.writer.as_str())])?)?;
+    for (writer, waiting, _) in &queues {
+        ConstGauge::new(*waiting).encode(family.encode_family(&[("writer", *writer)])?)?;
     }
     let now_epoch = now
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -70,11 +103,9 @@ pub fn encode(
         None,
         MetricType::Gauge,
     )?;
-    for w in &cluster.writers {
-        let age = w
-            .oldest_waiting
-            .map_or(0, |t| now_epoch.saturating_sub(t).max(0));
-        ConstGauge::new(age).encode(family.encode_family(&[("writer", w.writer.as_str())])?)?;
+    for (writer, _, oldest) in &queues {
+        let age = oldest.map_or(0, |t| now_epoch.saturating_sub(t).max(0));
+        ConstGauge::new(age).encode(family.encode_family(&[("writer", *writer)])?)?;
     }
     Ok(())
 }
@@ -92,7 +123,7 @@ mod tests {
 
     use super::*;
     use crate::storage::Pending;
-    use crate::storage::pg::cluster::{Cluster, ClusterSource, Instance, Writer, refresher};
+    use crate::storage::pg::cluster::{ClusterSource, Instance, Writer, refresher};
 
     /// Answers its queue of results in turn (failing once it is empty); says on `calls`
     /// each time it is asked.
@@ -157,13 +188,16 @@ mod tests {
                     files_held: held,
                 })
                 .collect(),
-            writers: vec![Writer {
-                writer: "W".into(),
-                waiting: 3,
-                claimed: 1,
-                held: 0,
-                oldest_waiting: Some(epoch(now) - 100),
-            }],
+            writers: [("W", 3, 100), ("X1", 2, 500), ("X2", 4, 50)]
+                .iter()
+                .map(|(writer, waiting, age)| Writer {
+                    writer: (*writer).into(),
+                    waiting: *waiting,
+                    claimed: 1,
+                    held: 0,
+                    oldest_waiting: Some(epoch(now) - age),
+                })
+                .collect(),
         };
         let (calls, mut called) = mpsc::unbounded_channel();
         let source = Arc::new(Scripted {
@@ -201,9 +235,13 @@ mod tests {
             "cssmtp_cluster_files_held{writer=\"W\",instance=\"node-b\"} 0",
             "cssmtp_cluster_queue_depth{writer=\"W\"} 3",
             "cssmtp_cluster_oldest_waiting_seconds{writer=\"W\"} 160",
+            // Writers no instance serves (named by plain-SQL producers): together.
+            "cssmtp_cluster_queue_depth{writer=\"(other)\"} 6",
+            "cssmtp_cluster_oldest_waiting_seconds{writer=\"(other)\"} 560",
         ] {
             assert!(later.contains(line), "{line} in {later}");
         }
+        assert!(!later.contains("X1"), "{later}");
         let age: u64 = later
             .lines()
             .find_map(|l| l.strip_prefix("cssmtp_cluster_view_age_seconds "))
