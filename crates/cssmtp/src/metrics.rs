@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
+pub mod cluster;
 pub mod spool;
 pub mod status;
 
@@ -37,6 +38,8 @@ pub struct Sources {
     /// Mails in extended retry now.
     pub extended_current: Arc<AtomicU64>,
     pub suspend: watch::Receiver<Suspend>,
+    /// The shared spool's cluster as last read (`SpoolDatabase`), see [`cluster`].
+    pub cluster: Option<Arc<crate::storage::pg::cluster::ClusterView>>,
     /// The spool's directories, looked at by each scrape ([`spool`]).
     pub places: spool::Places,
 }
@@ -264,6 +267,9 @@ impl Collector for Sources {
             MetricType::Counter,
             &|st| to_i64(st.tls_not_used),
         )?;
+        if let Some(view) = &self.cluster {
+            cluster::encode(view, std::time::SystemTime::now(), e)?;
+        }
         Ok(())
     }
 }

@@ -274,6 +274,19 @@ pub async fn run(
     // 7. The operator interface and its companions.
     let tasks = Arc::new(TaskRegistry::default());
     let (suspend_tx, suspend_rx) = tokio::sync::watch::channel(Suspend::Running);
+    // With a shared spool, the cluster as the metrics show it: read every few seconds
+    // in the background, so that a scrape never waits on the database.
+    let cluster = database.as_ref().map(|d| d.cluster());
+    let cluster_view = cluster.as_ref().map(|source| {
+        let view = Arc::new(crate::storage::pg::cluster::ClusterView::default());
+        drop(crate::storage::pg::cluster::refresher(
+            Arc::clone(source),
+            Arc::clone(&view),
+            crate::storage::pg::cluster::VIEW_REFRESH,
+            stop.clone(),
+        ));
+        view
+    });
     let control = Arc::new(Control {
         config: Arc::clone(&live),
         router: Arc::clone(&router),
@@ -284,7 +297,8 @@ pub async fn run(
         extended_flush,
         extended_current: Arc::clone(&extended_current),
         started: std::time::SystemTime::now(),
-        cluster: database.as_ref().map(|d| d.cluster()),
+        cluster,
+        cluster_view,
     });
     control.record_config(ConfigEvent::Start);
     let services_stop = services::Stop::default();

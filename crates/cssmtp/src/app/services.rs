@@ -77,6 +77,7 @@ pub(super) async fn start_services(
                     tasks: Arc::clone(&control.tasks),
                     extended_current: Arc::clone(&control.extended_current),
                     suspend,
+                    cluster: control.cluster_view.clone(),
                     places: crate::metrics::spool::Places {
                         writer: config.ext_wrt_name.clone(),
                         incoming: config.writer_spool(),

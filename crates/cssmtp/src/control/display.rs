@@ -22,6 +22,10 @@ pub struct TargetsAnswer {
     pub started: String,
     pub global: Global,
     pub targets: Vec<TargetAnswer>,
+    /// The shared spool (`SpoolDatabase`): the instances alive and the queues, or why
+    /// the database cannot say now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Result<Cluster, String>>,
 }
 
 /// DISPLAY,TARGETS: the counters since start.
@@ -273,6 +277,7 @@ impl Answer for TargetsAnswer {
         for target in &self.targets {
             target.lines(&mut lines);
         }
+        cluster_part(self.cluster.as_ref(), "the counters above", &mut lines);
         lines
     }
 }
@@ -388,21 +393,26 @@ impl Answer for SpoolAnswer {
                 ));
             }
         }
-        match &self.cluster {
-            None => {}
-            Some(Err(e)) => lines.push(format!(
-                "  CLUSTER: the spool database cannot say now ({e})"
-            )),
-            Some(Ok(c)) => cluster_lines(c, &mut lines),
-        }
+        cluster_part(self.cluster.as_ref(), "the tasks above", &mut lines);
         lines
     }
 }
 
-/// The shared spool's part of DISPLAY SPOOLSTATUS.
-fn cluster_lines(c: &Cluster, lines: &mut Vec<String>) {
+/// The shared spool's part of DISPLAY SPOOLSTATUS and DISPLAY TARGETS (`above`: what
+/// the lines before it show, this instance's only).
+fn cluster_part(cluster: Option<&Result<Cluster, String>>, above: &str, lines: &mut Vec<String>) {
+    match cluster {
+        None => {}
+        Some(Err(e)) => lines.push(format!(
+            "  CLUSTER: the spool database cannot say now ({e})"
+        )),
+        Some(Ok(c)) => cluster_lines(c, above, lines),
+    }
+}
+
+fn cluster_lines(c: &Cluster, above: &str, lines: &mut Vec<String>) {
     lines.push(format!(
-        "  CLUSTER: {} instance(s) alive; the tasks above are this instance's ({})",
+        "  CLUSTER: {} instance(s) alive; {above} are this instance's ({})",
         c.instances.len(),
         c.this
     ));
@@ -470,7 +480,11 @@ impl Answer for DisplayLogLevelAnswer {
 }
 
 impl Control {
-    pub(super) fn display_targets(&self, only: Option<IpAddr>) -> Reply {
+    pub(super) fn display_targets(
+        &self,
+        only: Option<IpAddr>,
+        cluster: Option<Result<Cluster, String>>,
+    ) -> Reply {
         let s = self.telemetry.snapshot();
         let now = tokio::time::Instant::now();
         let targets: Vec<TargetAnswer> = self
@@ -496,6 +510,7 @@ impl Control {
                 rcpts_undeliverable: s.rcpts_undeliverable,
             },
             targets,
+            cluster,
         }
         .reply()
     }

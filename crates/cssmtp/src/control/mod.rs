@@ -91,6 +91,8 @@ pub struct Control {
     pub started: SystemTime,
     /// The shared spool's cluster (`SpoolDatabase`), for DISPLAY SPOOLSTATUS.
     pub cluster: Option<Arc<dyn crate::storage::pg::cluster::ClusterSource>>,
+    /// The cluster as last read by the background refresher, for the metrics.
+    pub cluster_view: Option<Arc<crate::storage::pg::cluster::ClusterView>>,
 }
 
 impl Control {
@@ -107,19 +109,26 @@ impl Control {
         reply
     }
 
+    /// The shared spool's cluster now (`SpoolDatabase`), or why the database cannot
+    /// say; `None` without a shared spool.
+    async fn cluster_now(&self) -> Option<Result<crate::storage::pg::cluster::Cluster, String>> {
+        match &self.cluster {
+            Some(c) => Some(c.snapshot().await.map_err(|e| e.to_string())),
+            None => None,
+        }
+    }
+
     /// Carries out a command.
     pub async fn execute(&self, command: Command) -> Reply {
         match command {
-            Command::DisplayTargets { addr } => self.display_targets(addr),
+            Command::DisplayTargets { addr } => {
+                self.display_targets(addr, self.cluster_now().await)
+            }
             Command::DisplayIplist => self.iplist(None).reply(),
             Command::DisplayConfig => self.display_config(),
             Command::DisplayLoglevel => Self::display_loglevel(),
             Command::DisplaySpoolstatus { detail, tkid } => {
-                let cluster = match &self.cluster {
-                    Some(c) => Some(c.snapshot().await.map_err(|e| e.to_string())),
-                    None => None,
-                };
-                self.display_spool(detail, tkid, cluster)
+                self.display_spool(detail, tkid, self.cluster_now().await)
             }
             Command::FlushRetryTask { tkid } => self.here_only(self.flush_task(tkid).await),
             Command::FlushRetryAge { days } => self.here_only(self.flush_age(days).await),

@@ -56,6 +56,7 @@ fn display_targets_console_and_json_come_from_one_value() {
             rcpts_undeliverable: 1,
         },
         targets: vec![target(Some("refused (at connect)"))],
+        cluster: None,
     };
     let reply = answer.reply();
     assert!(reply.ok);

@@ -63,31 +63,38 @@ impl ClusterSource for PgCluster {
 
     fn snapshot(&self) -> Pending<'_, io::Result<Cluster>> {
         let (db, this) = (self.db.clone(), self.instance.clone());
-        Box::pin(self.db.run(async move {
-            let client = db.client().await?;
-            let instances = client
-                .query(
-                    "SELECT i.name, i.writer, extract(epoch FROM i.started)::bigint,
+        Box::pin(
+            self.db
+                .run(async move { db.timed(snapshot(&db, this)).await }),
+        )
+    }
+}
+
+async fn snapshot(db: &Db, this: String) -> io::Result<Cluster> {
+    let client = db.client().await?;
+    let instances = client
+        .query(
+            "SELECT i.name, i.writer, extract(epoch FROM i.started)::bigint,
                             extract(epoch FROM i.seen)::bigint,
                             (SELECT count(*) FROM cssmtp_spool_file f
                               WHERE f.writer = i.writer AND f.lease_owner = i.name
                                 AND f.state = 'claimed' AND f.lease_until >= now())
                      FROM cssmtp_instance i WHERE i.alive_until >= now()
                      ORDER BY i.writer, i.name",
-                    &[],
-                )
-                .await
-                .map_err(io_err)?
-                .iter()
-                .map(|r| Instance {
-                    name: r.get(0),
-                    writer: r.get(1),
-                    started: r.get(2),
-                    seen: r.get(3),
-                    files_held: r.get(4),
-                })
-                .collect();
-            let writers = client
+            &[],
+        )
+        .await
+        .map_err(io_err)?
+        .iter()
+        .map(|r| Instance {
+            name: r.get(0),
+            writer: r.get(1),
+            started: r.get(2),
+            seen: r.get(3),
+            files_held: r.get(4),
+        })
+        .collect();
+    let writers = client
                 .query(
                     "SELECT writer,
                             count(*) FILTER (WHERE state = 'waiting' AND ready),
@@ -108,13 +115,82 @@ impl ClusterSource for PgCluster {
                     oldest_waiting: r.get(4),
                 })
                 .collect();
-            Ok(Cluster {
-                this,
-                instances,
-                writers,
-            })
-        }))
+    Ok(Cluster {
+        this,
+        instances,
+        writers,
+    })
+}
+
+/// How often the background refresher reads the cluster for the metrics.
+pub const VIEW_REFRESH: Duration = Duration::from_secs(3);
+
+/// The last cluster view read by [`refresher`], for the metrics: a scrape reads it
+/// and never waits on the database; when the database is away the view stays as it
+/// was and its age grows.
+#[derive(Debug)]
+pub struct ClusterView {
+    since: SystemTime,
+    last: std::sync::Mutex<Option<(Cluster, SystemTime)>>,
+}
+
+impl Default for ClusterView {
+    fn default() -> Self {
+        Self {
+            since: SystemTime::now(),
+            last: std::sync::Mutex::new(None),
+        }
     }
+}
+
+impl ClusterView {
+    /// The last view read and when it was read, if any yet.
+    pub fn last(&self) -> Option<(Cluster, SystemTime)> {
+        self.last
+            .lock()
+            .map_or_else(|p| p.into_inner().clone(), |g| g.clone())
+    }
+
+    /// Records a view just read.
+    pub fn set(&self, cluster: Cluster, at: SystemTime) {
+        let mut g = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *g = Some((cluster, at));
+    }
+
+    /// Seconds since the last view was read (since the refresher started, when none
+    /// has been read yet).
+    pub fn age(&self, now: SystemTime) -> u64 {
+        let at = self.last().map_or(self.since, |(_, at)| at);
+        now.duration_since(at).map_or(0, |d| d.as_secs())
+    }
+}
+
+/// Reads the cluster into `view` every `every` until `until` is cancelled; a failed
+/// read leaves the last view in place.
+pub fn refresher(
+    source: std::sync::Arc<dyn ClusterSource>,
+    view: std::sync::Arc<ClusterView>,
+    every: Duration,
+    until: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let read = tokio::select! {
+                () = until.cancelled() => return,
+                r = source.snapshot() => r,
+            };
+            if let Ok(cluster) = read {
+                view.set(cluster, SystemTime::now());
+            }
+            tokio::select! {
+                () = until.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    })
 }
 
 /// Keeps this instance's row in `cssmtp_instance` (seen every third of `lease`,

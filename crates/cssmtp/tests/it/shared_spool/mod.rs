@@ -361,3 +361,133 @@ async fn display_spoolstatus_shows_the_cluster() {
     drop(client);
     let _ = conn.await;
 }
+
+/// `GET /metrics` of the daemon whose log announced its endpoint (CSM1044I): the body,
+/// or `None` when it cannot be read now.
+async fn scrape(daemon: &Daemon) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = daemon
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| {
+            l.split("CSM1044I Metrics at http://")
+                .nth(1)
+                .map(str::to_owned)
+        })?
+        .split('/')
+        .next()?
+        .to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn display_targets_and_the_metrics_show_the_cluster() {
+    let url = testdb::shared().database().await.unwrap();
+    let sink = sink(Default::default()).await;
+    let envs: Vec<Env> = ["node-a", "node-b"]
+        .iter()
+        .map(|name| env_on(&url, name, &sink, "MetricsListen 127.0.0.1:0"))
+        .collect();
+    let daemons: Vec<Daemon> = envs.iter().map(|e| Daemon::start(e, &[])).collect();
+    for (d, e) in daemons.iter().zip(&envs) {
+        until(Duration::from_secs(30), "ready", || d.count("CSM1001I") > 0).await;
+        let (code, out) = modify(e, &["SUSPEND"]).await;
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("(this instance only: node-"), "{out}");
+    }
+    // Two files wait: intake is suspended on both.
+    let mut expected = BTreeSet::new();
+    for job in ["JOBA", "JOBB"] {
+        let (code, out) = submit_binary(&envs[0], job, &spool_text(1, 1, &mut expected)).await;
+        assert_eq!(code, Some(0), "{out}");
+    }
+    // DISPLAY TARGETS on one instance shows both, and the queue.
+    let (code, text) = modify(&envs[1], &["DISPLAY,TARGETS"]).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("CSM5001I DISPLAY TARGETS"), "{text}");
+    assert!(
+        text.contains(
+            "CLUSTER: 2 instance(s) alive; the counters above are this instance's (node-b)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("INSTANCE node-a WRITER TESTWTR   FILES HELD 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("INSTANCE node-b WRITER TESTWTR   FILES HELD 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("WRITER TESTWTR   WAITING 2   CLAIMED 0   HELD 0   OLDEST WAITING 20"),
+        "{text}"
+    );
+    let (code, json) = modify(&envs[0], &["--json", "D,TARGETS"]).await;
+    assert_eq!(code, Some(0), "{json}");
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let cluster = &value["data"]["cluster"]["Ok"];
+    assert_eq!(cluster["this"], "node-a", "{json}");
+    let names: Vec<_> = cluster["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["node-a", "node-b"], "{json}");
+    assert_eq!(cluster["instances"][0]["files_held"], 0, "{json}");
+    assert!(
+        cluster["instances"][0]["seen"].as_i64().unwrap() > 0,
+        "{json}"
+    );
+    assert_eq!(cluster["writers"][0]["waiting"], 2, "{json}");
+    assert!(
+        cluster["writers"][0]["oldest_waiting"].as_i64().unwrap() > 0,
+        "{json}"
+    );
+    // The metrics of either instance: the refresher's view, within a few seconds.
+    for d in &daemons {
+        // Polling: real processes are at work.
+        let start = std::time::Instant::now();
+        let body = loop {
+            let body = scrape(d).await.unwrap_or_default();
+            if body.contains("cssmtp_cluster_queue_depth{writer=\"TESTWTR\"} 2") {
+                break body;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "{body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        for line in [
+            "cssmtp_cluster_instances_alive 2",
+            "cssmtp_cluster_files_held{writer=\"TESTWTR\",instance=\"node-a\"} 0",
+            "cssmtp_cluster_files_held{writer=\"TESTWTR\",instance=\"node-b\"} 0",
+            "cssmtp_cluster_oldest_waiting_seconds{writer=\"TESTWTR\"} ",
+            "cssmtp_cluster_view_age_seconds ",
+        ] {
+            assert!(body.contains(line), "{line} in {body}");
+        }
+    }
+    // RESUME, on this instance only: the files go.
+    for e in &envs {
+        let (code, out) = modify(e, &["RESUME"]).await;
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("(this instance only: node-"), "{out}");
+    }
+    until(Duration::from_secs(30), "delivered", || {
+        deliveries(&sink).len() == expected.len()
+    })
+    .await;
+    for d in daemons {
+        let (code, log) = d.stop().await;
+        assert_eq!(code, Some(0), "{log:#?}");
+    }
+}
