@@ -221,11 +221,14 @@ fn canonicalization(c: Canon) -> Canonicalization {
 pub fn unsigned(headers: &[u8]) -> &[u8] {
     const NAME: &[u8] = b"dkim-signature:";
     let mut rest = headers;
-    while rest.len() >= NAME.len() && rest[..NAME.len()].eq_ignore_ascii_case(NAME) {
+    while rest
+        .get(..NAME.len())
+        .is_some_and(|name| name.eq_ignore_ascii_case(NAME))
+    {
         // The field's lines: up to the first line that does not begin with a blank.
         let mut end = 0;
         loop {
-            match memchr::memchr(b'\n', &rest[end..]) {
+            match rest.get(end..).and_then(|tail| memchr::memchr(b'\n', tail)) {
                 Some(at) => end += at + 1,
                 None => return &[],
             }
@@ -233,7 +236,7 @@ pub fn unsigned(headers: &[u8]) -> &[u8] {
                 break;
             }
         }
-        rest = &rest[end..];
+        rest = rest.get(end..).unwrap_or_default();
     }
     rest
 }
