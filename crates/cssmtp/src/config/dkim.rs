@@ -104,12 +104,8 @@ impl DkimKeySpec {
     }
 }
 
-/// The `DkimKey` block being read.
-#[derive(Debug, Default)]
-pub(crate) struct PendingKey(Option<DkimKeySpec>);
-
 fn pending(d: &mut Draft) -> &mut DkimKeySpec {
-    d.dkim_key.0.get_or_insert_with(DkimKeySpec::blank)
+    d.dkim_key.get_or_insert_with(DkimKeySpec::blank)
 }
 
 pub(crate) static DKIM_KEY: Block<Draft, Config> = Block {
@@ -137,7 +133,7 @@ pub(crate) static DKIM_KEY: Block<Draft, Config> = Block {
     ],
     qualified: true,
     // Each statement is a key of its own.
-    replace: Some(|d| d.dkim_key.0 = None),
+    replace: Some(|d| d.dkim_key = None),
     optional: true,
     check: Some(finish_key),
 };
@@ -177,7 +173,7 @@ fn selector(diags: &mut Diags, d: &mut Draft, w: &Word) {
 
 /// After a `DkimKey` block: it needs a domain, a selector and a key file.
 fn finish_key(diags: &mut Diags, d: &mut Draft, line: u32) {
-    let Some(mut key) = d.dkim_key.0.take() else {
+    let Some(mut key) = d.dkim_key.take() else {
         diags.error(line, "DkimKey needs Domain, Selector and KeyFile");
         return;
     };

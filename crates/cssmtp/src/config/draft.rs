@@ -41,7 +41,7 @@ pub(crate) struct Draft {
     pub admin_lines: Vec<u32>,
     pub targets: Gathered,
     /// The `DkimKey` block being read.
-    pub dkim_key: super::dkim::PendingKey,
+    pub dkim_key: Option<super::DkimKeySpec>,
 }
 
 /// A mailbox (`user@host.domain`), case kept (mailboxes are case sensitive).

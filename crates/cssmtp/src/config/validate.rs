@@ -48,7 +48,7 @@ fn new_draft(file: &Path) -> (Draft, Vec<Diagnostic>) {
             c: Config::blank(file),
             admin_lines: Vec::new(),
             targets: Gathered::default(),
-            dkim_key: super::dkim::PendingKey::default(),
+            dkim_key: None,
         };
         let mut diags = Diags {
             file: file.to_owned(),
