@@ -4,12 +4,10 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::parked::{Parked, ParkedId, ParkedRead, ParkedStore};
 use super::{MailCopy, Pending};
-use crate::delivery::{MailText, SpoolText};
 use crate::retry::extended;
 
 /// The MailDirectory.
@@ -76,18 +74,9 @@ impl ParkedStore for MailDirectory {
         Box::pin(async move {
             let p = path(id).to_owned();
             match tokio::task::spawn_blocking(move || extended::load_file(&p)).await {
-                Ok(Ok(Some((meta, file, mail)))) => ParkedRead::Found(Box::new(Parked {
-                    text: MailText::Spool {
-                        spool: Arc::new(SpoolText {
-                            file,
-                            truncate: false,
-                            translated: false,
-                        }),
-                        data: mail.data.clone(),
-                    },
-                    meta,
-                    mail,
-                })),
+                Ok(Ok(Some((meta, file, mail)))) => {
+                    ParkedRead::Found(Parked::from_copy(meta, file, mail))
+                }
                 Ok(Ok(None)) => ParkedRead::Gone,
                 Ok(Err(e)) => ParkedRead::Unreadable(e),
                 Err(e) => ParkedRead::NotNow(io::Error::other(e)),

@@ -56,6 +56,26 @@ pub struct Parked {
     pub text: MailText,
 }
 
+impl Parked {
+    /// A parked mail read from its copy (the MailDirectory's batch-SMTP form, as
+    /// [`crate::retry::extended`] loads it): its text is read from `file` when sent.
+    pub fn from_copy(meta: Meta, file: std::fs::File, mail: cssmtp_batch::Mail) -> Box<Self> {
+        Box::new(Self {
+            text: MailText::Spool {
+                spool: Arc::new(crate::delivery::SpoolText {
+                    file,
+                    truncate: false,
+                    // A copy is kept as it was sent (UTF-8 when it was translated).
+                    translated: false,
+                }),
+                data: mail.data.clone(),
+            },
+            meta,
+            mail,
+        })
+    }
+}
+
 /// What reading a parked mail back found.
 pub enum ParkedRead {
     Found(Box<Parked>),

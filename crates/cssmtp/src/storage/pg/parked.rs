@@ -26,7 +26,6 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
 
 use super::{CHUNK, Db, io_err};
-use crate::delivery::{MailText, SpoolText};
 use crate::notify::deadletter::FullMail;
 use crate::retry::extended::{self, Meta};
 use crate::storage::parked::{Parked, ParkedId, ParkedRead, ParkedStore};
@@ -524,18 +523,7 @@ impl ParkedStore for PgParked {
                 Ok(Ok((mut meta, file, mail))) => {
                     // The row's time is the one that counts (an operator may set it).
                     meta.first_attempt = first_attempt;
-                    ParkedRead::Found(Box::new(Parked {
-                        text: MailText::Spool {
-                            spool: Arc::new(SpoolText {
-                                file,
-                                truncate: false,
-                                translated: false,
-                            }),
-                            data: mail.data.clone(),
-                        },
-                        meta,
-                        mail,
-                    }))
+                    ParkedRead::Found(Parked::from_copy(meta, file, mail))
                 }
                 Ok(Err(e)) => {
                     self.end_turn(row);
