@@ -516,15 +516,11 @@ fn spool_database(diags: &mut Diags, d: &mut Draft, w: &Word) {
         );
         return;
     }
-    match text.parse::<tokio_postgres::Config>() {
-        Ok(c) if c.get_password().is_some() => diags.error(
+    match crate::storage::pg::tls::parse_url(text) {
+        Ok(p) if p.config.get_password().is_some() => diags.error(
             w.line,
             "SpoolDatabase must not hold a password: use SpoolDatabasePasswordFile or PGPASSWORD"
                 .to_owned(),
-        ),
-        Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => diags.error(
-            w.line,
-            "SpoolDatabase: TLS to the database (sslmode=require) is not supported by this cssmtp yet; reach the database over a network you trust, or through a TLS tunnel on loopback".to_owned(),
         ),
         Ok(_) => d.c.spool_database = Some(text.to_owned()),
         Err(e) => diags.error(w.line, format!("SpoolDatabase {text:?} is not a URL: {e}")),

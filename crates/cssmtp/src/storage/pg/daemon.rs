@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::claim::PgClaim;
@@ -84,7 +84,7 @@ pub async fn connect(
     );
     let locked = db
         .run(async move {
-            let (client, conn) = config.connect(NoTls).await.map_err(io_err)?;
+            let (client, conn) = config.connect().await.map_err(io_err)?;
             let conn = tokio::spawn(conn);
             let row = client
                 .query_one(LOCK, &[&writer2, &instance])
@@ -275,7 +275,7 @@ const LOCK: &str = "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))";
 /// same name took it meanwhile).
 fn keep_instance_lock(
     db: &Db,
-    config: tokio_postgres::Config,
+    config: super::PgConfig,
     client: Client,
     conn: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
     writer: String,
@@ -287,7 +287,7 @@ fn keep_instance_lock(
         let mut said = false;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let Ok((client, conn)) = config.connect(NoTls).await else {
+            let Ok((client, conn)) = config.connect().await else {
                 continue;
             };
             let held = tokio::spawn(conn);
@@ -316,7 +316,7 @@ fn listen(db: &Db, settings: &DbSettings, writer: String, wake: mpsc::Sender<()>
     };
     db.spawn(async move {
         while !wake.is_closed() {
-            if let Ok((client, mut conn)) = config.connect(tokio_postgres::NoTls).await {
+            if let Ok((client, mut conn)) = config.connect().await {
                 let listening = async {
                     loop {
                         match std::future::poll_fn(|cx| conn.poll_message(cx)).await {

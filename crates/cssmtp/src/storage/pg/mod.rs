@@ -46,17 +46,19 @@ pub mod submit;
 pub mod testdb;
 #[cfg(test)]
 mod tests;
+pub mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, Socket};
 
 /// The largest chunk of mail text in one row.
 pub const CHUNK: usize = 1024 * 1024;
@@ -81,13 +83,27 @@ pub struct DbSettings {
 
 impl DbSettings {
     /// The client's settings: the URL, the user from `PGUSER` when the URL names none,
-    /// the password from the file or `PGPASSWORD`.
+    /// the password from the file or `PGPASSWORD`, TLS from the URL's `sslmode` and
+    /// `sslrootcert` or `PGSSLMODE` and `PGSSLROOTCERT` (see [`tls`]).
     ///
     /// # Errors
-    /// The URL is not one, or the password file cannot be read.
-    pub fn client_config(&self) -> io::Result<tokio_postgres::Config> {
-        let mut config = tokio_postgres::Config::from_str(&self.url)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    /// The URL is not one, or the password or CA file cannot be read.
+    pub fn client_config(&self) -> io::Result<PgConfig> {
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+        let tls::Parsed {
+            mut config,
+            sslmode,
+            sslrootcert,
+        } = tls::parse_url(&self.url).map_err(invalid)?;
+        let sslmode = match sslmode {
+            Some(m) => m,
+            None => match std::env::var("PGSSLMODE") {
+                Ok(m) => tls::SslMode::parse(&m).map_err(|e| invalid(format!("PGSSLMODE: {e}")))?,
+                Err(_) => tls::SslMode::Prefer,
+            },
+        };
+        let sslrootcert = sslrootcert.or_else(|| std::env::var("PGSSLROOTCERT").ok());
+        let tls = tls::apply(&mut config, sslmode, sslrootcert.as_deref())?;
         if config.get_user().is_none() {
             let user = std::env::var("PGUSER").unwrap_or_else(|_| "cssmtp".into());
             config.user(user);
@@ -104,7 +120,27 @@ impl DbSettings {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("cssmtp");
-        Ok(config)
+        Ok(PgConfig { config, tls })
+    }
+}
+
+/// The client's settings with its TLS connector.
+#[derive(Clone)]
+pub struct PgConfig {
+    pub config: tokio_postgres::Config,
+    pub tls: tls::MakeTls,
+}
+
+impl PgConfig {
+    /// A new connection (TLS as configured).
+    ///
+    /// # Errors
+    /// The database cannot be reached, refuses, or its certificate is not trusted.
+    pub async fn connect(
+        &self,
+    ) -> Result<(Client, tokio_postgres::Connection<Socket, tls::PgTlsStream>), tokio_postgres::Error>
+    {
+        self.config.connect(self.tls.clone()).await
     }
 }
 
@@ -128,7 +164,7 @@ pub struct Db {
 
 struct DbInner {
     rt: Runtime,
-    config: tokio_postgres::Config,
+    config: PgConfig,
     /// The pool: each slot a connection, made when first used, made again when lost.
     clients: Vec<tokio::sync::Mutex<Option<Arc<Client>>>>,
     next: std::sync::atomic::AtomicUsize,
@@ -136,9 +172,16 @@ struct DbInner {
     last_error: Mutex<Option<String>>,
 }
 
-/// A database error as an I/O error.
+/// A database error as an I/O error, with its causes (the client library's own text
+/// is only the kind: "db error", "error performing TLS handshake").
 pub fn io_err(e: tokio_postgres::Error) -> io::Error {
-    io::Error::other(e)
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    io::Error::other(text)
 }
 
 impl Db {
@@ -167,7 +210,7 @@ impl Db {
     }
 
     /// The client's settings (for a connection of its own: a transaction).
-    pub fn config(&self) -> tokio_postgres::Config {
+    pub fn config(&self) -> PgConfig {
         self.inner.config.clone()
     }
 
@@ -198,7 +241,7 @@ impl Db {
         let config = self.inner.config.clone();
         let connected = handle
             .spawn(async move {
-                let (client, conn) = config.connect(NoTls).await?;
+                let (client, conn) = config.connect().await?;
                 tokio::spawn(conn);
                 Ok::<_, tokio_postgres::Error>(client)
             })
@@ -303,10 +346,8 @@ impl Db {
 ///
 /// # Errors
 /// The database cannot be reached.
-pub async fn connect(
-    config: &tokio_postgres::Config,
-) -> io::Result<(Client, tokio::task::JoinHandle<()>)> {
-    let (client, conn) = config.connect(NoTls).await.map_err(io_err)?;
+pub async fn connect(config: &PgConfig) -> io::Result<(Client, tokio::task::JoinHandle<()>)> {
+    let (client, conn) = config.connect().await.map_err(io_err)?;
     let conn = tokio::spawn(async move {
         let _ = conn.await;
     });

@@ -9,7 +9,6 @@
 use std::io;
 
 use sha2::{Digest, Sha256};
-use tokio_postgres::NoTls;
 
 use super::{CHUNK, DbSettings, MAX_FILE, io_err};
 use crate::domain::job::spool_file_name;
@@ -66,11 +65,7 @@ pub async fn submit_named(
             ),
         ));
     }
-    let (mut client, conn) = settings
-        .client_config()?
-        .connect(NoTls)
-        .await
-        .map_err(io_err)?;
+    let (mut client, conn) = settings.client_config()?.connect().await.map_err(io_err)?;
     let conn = tokio::spawn(conn);
     let result = async {
         super::schema::migrate(&client).await?;

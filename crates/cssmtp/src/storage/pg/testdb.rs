@@ -70,6 +70,19 @@ impl TestServer {
     /// # Errors
     /// The programs are missing or the server does not start.
     pub fn start() -> io::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts a server with `ssl = on`, the certificate and key given (PEM), reached
+    /// over TCP only with TLS (`hostssl` lines only in `pg_hba.conf`).
+    ///
+    /// # Errors
+    /// The programs are missing or the server does not start.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> io::Result<Self> {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> io::Result<Self> {
         let began = Instant::now();
         let bindir = bindir()?;
         let root = nix::unistd::geteuid().is_root();
@@ -107,6 +120,9 @@ impl TestServer {
                 "--no-sync",
             ],
         )?;
+        if let Some((cert, key)) = tls {
+            server.write_tls(cert, key)?;
+        }
         // A port found free may be taken before the server binds it: a few tries.
         let mut last = None;
         for _ in 0..3 {
@@ -124,6 +140,38 @@ impl TestServer {
         }
         server.started_in = began.elapsed();
         Ok(server)
+    }
+
+    /// The certificate, key, `ssl = on` and a `pg_hba.conf` of `hostssl` lines only.
+    fn write_tls(&self, cert: &str, key: &str) -> io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::PermissionsExt as _;
+        let owner = match &self.user {
+            Some(u) => nix::unistd::User::from_name(u)
+                .map_err(io::Error::from)?
+                .map(|u| (u.uid, u.gid)),
+            None => None,
+        };
+        let write = |name: &str, text: &str, mode: u32| -> io::Result<()> {
+            let path = self.data.join(name);
+            std::fs::write(&path, text)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            if let Some((uid, gid)) = owner {
+                nix::unistd::chown(&path, Some(uid), Some(gid)).map_err(io::Error::from)?;
+            }
+            Ok(())
+        };
+        write("server.crt", cert, 0o644)?;
+        write("server.key", key, 0o600)?;
+        write(
+            "pg_hba.conf",
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+            0o600,
+        )?;
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))?;
+        conf.write_all(b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
     }
 
     fn pg_ctl_start(&self) -> io::Result<()> {

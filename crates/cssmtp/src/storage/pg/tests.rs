@@ -289,9 +289,13 @@ fn the_spool_database_statements_keep_credentials_out_of_the_configuration() {
         diags.iter().any(|d| d.contains("must not hold a password")),
         "{diags:?}"
     );
-    let (_, diags) = check("SpoolDatabase postgresql://cssmtp@db.example/spool?sslmode=require\n");
+    let (_, diags) = check(
+        "SpoolDatabase postgresql://cssmtp@db.example/spool?sslmode=verify-full&sslrootcert=/etc/ca.pem\n",
+    );
+    assert!(diags.is_empty(), "{diags:?}");
+    let (_, diags) = check("SpoolDatabase postgresql://cssmtp@db.example/spool?sslmode=always\n");
     assert!(
-        diags.iter().any(|d| d.contains("not supported")),
+        diags.iter().any(|d| d.contains("sslmode must be")),
         "{diags:?}"
     );
     let (_, diags) = check("SpoolDatabase /var/spool/cssmtp\n");
