@@ -173,15 +173,17 @@ async fn an_instance_that_wakes_after_its_lease_expired_changes_nothing() {
         sleeper.count("CSM2601E") > 0
     })
     .await;
-    // Its spool tasks of the files taken over end (their slots take other files).
+    // The other instance goes on (a mail of the sleeper's held at the sink by the same
+    // gates is let go too), and the sleeper's spool tasks of the files taken over end
+    // (their slots take other files).
+    sink.release();
+    sink.release();
     until(
         Duration::from_secs(30),
         "the sleeper's tasks of the files taken over end",
-        || sleeper.count("CSM2613W") >= sleeper.count("CSM2601E").max(1),
+        || sleeper.count("CSM2613W") >= 1,
     )
     .await;
-    sink.release();
-    sink.release();
     until(
         LEASE + Duration::from_secs(60),
         "the other finishes",
