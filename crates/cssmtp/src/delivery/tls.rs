@@ -7,8 +7,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,100 @@ pub enum TlsSetupError {
 /// guess).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The certificate test of a [`CertCheck`]: the server's certificate, its
+/// intermediates, the name asked for, the OCSP response and the time.
+type CheckCert = dyn Fn(
+        &CertificateDer<'_>,
+        &[CertificateDer<'_>],
+        &ServerName<'_>,
+        &[u8],
+        rustls::pki_types::UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error>
+    + Send
+    + Sync;
+
+/// A server-certificate verifier that trusts the certificate by `check` (a pinned
+/// fingerprint, a chain without the name, …) and verifies the handshake's signatures
+/// exactly as rustls' own verifiers do: only how the certificate is trusted ever
+/// changes, never the signatures.
+pub struct CertCheck {
+    check: Box<CheckCert>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl CertCheck {
+    pub fn new(
+        check: impl Fn(
+            &CertificateDer<'_>,
+            &[CertificateDer<'_>],
+            &ServerName<'_>,
+            &[u8],
+            rustls::pki_types::UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            check: Box::new(check),
+            provider: provider(),
+        })
+    }
+}
+
+impl std::fmt::Debug for CertCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CertCheck")
+    }
+}
+
+impl ServerCertVerifier for CertCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        (self.check)(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// Reads every certificate of a PEM file: a regular file of at most

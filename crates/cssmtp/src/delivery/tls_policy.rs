@@ -9,21 +9,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerified;
+use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-use super::tls::{provider, read_certificates, roots};
+use super::tls::{CertCheck, provider, read_certificates, roots};
 use crate::config::{Config, Targets, TlsPolicy};
-
-/// Trusts a server certificate by its SHA-256 fingerprint.
-#[derive(Debug)]
-struct Pinned {
-    fingerprints: Vec<[u8; 32]>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
 
 /// The SHA-256 of a certificate (DER).
 pub fn fingerprint(der: &[u8]) -> [u8; 32] {
@@ -33,57 +26,17 @@ pub fn fingerprint(der: &[u8]) -> [u8; 32] {
     out
 }
 
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.fingerprints.contains(&fingerprint(end_entity)) {
+/// Trusts a server certificate by its SHA-256 fingerprint.
+fn pinned(fingerprints: Vec<[u8; 32]>) -> Arc<CertCheck> {
+    CertCheck::new(move |end_entity, _, _, _, _| {
+        if fingerprints.contains(&fingerprint(end_entity)) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(
                 "the server's certificate does not match TlsFingerprint".into(),
             ))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    })
 }
 
 fn shown(path: &std::path::Path) -> String {
@@ -96,8 +49,7 @@ fn shown(path: &std::path::Path) -> String {
 /// # Errors
 /// Why it cannot be built (a file unreadable, a key readable by others…).
 pub fn client_config(policy: &TlsPolicy, global_ca: &[PathBuf]) -> Result<ClientConfig, String> {
-    let provider = provider();
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider));
+    let builder = ClientConfig::builder_with_provider(provider());
     let builder = if policy.tls13_only {
         builder.with_protocol_versions(&[&rustls::version::TLS13])
     } else {
@@ -121,10 +73,7 @@ pub fn client_config(policy: &TlsPolicy, global_ca: &[PathBuf]) -> Result<Client
     } else {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                fingerprints: policy.fingerprints.clone(),
-                provider,
-            }))
+            .with_custom_certificate_verifier(pinned(policy.fingerprints.clone()))
     };
     match (&policy.client_cert, &policy.client_key) {
         (Some(cert), Some(key)) => {
