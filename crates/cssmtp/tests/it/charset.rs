@@ -33,7 +33,14 @@ const LINES: &[&str] = &[
 ];
 
 async fn run(charset: &str) -> (cssmtp::sink::Sink, Option<i32>, String) {
-    let sink = sink(SinkOptions::default()).await;
+    run_with(SinkOptions::default(), charset).await
+}
+
+async fn run_with(
+    options: SinkOptions,
+    charset: &str,
+) -> (cssmtp::sink::Sink, Option<i32>, String) {
+    let sink = sink(options).await;
     let env = Env::new(&format!(
         "{}Translate IBM-1140\nChkPoint No\n",
         target(sink.addr, charset)
@@ -142,5 +149,27 @@ async fn latin1_text_arrives_in_iso8859_1_and_the_euro_sign_in_utf8() {
             .ends_with("Subject: Rechnung \u{a2} \u{ac}\r\n\r\nSumme: 100 \u{20ac}\r\n"),
         "{:?}",
         String::from_utf8_lossy(&got[0].data)
+    );
+}
+
+/// The same through BDAT (a target offering CHUNKING): the text goes through the same
+/// Charset as with DATA, so the euro sign is refused there too, never sent as UTF-8.
+#[tokio::test]
+async fn bdat_sends_the_text_in_the_targets_charset_too() {
+    let options = SinkOptions {
+        chunking: true,
+        ..SinkOptions::default()
+    };
+    let (sink, code, log) = run_with(options, "").await;
+    assert_eq!(code, Some(3), "{log}");
+    assert!(originals(&sink).is_empty(), "not sent in UTF-8: {log}");
+    let returned = notifications(&sink);
+    assert_eq!(returned.len(), 1, "{log}");
+    assert!(
+        returned[0]
+            .text()
+            .contains("554 5.6.5 line 5 of the text holds U+20AC"),
+        "{}",
+        returned[0].text()
     );
 }

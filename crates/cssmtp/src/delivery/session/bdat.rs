@@ -26,8 +26,8 @@ use super::Session;
 use super::transaction::WRITE_BATCH;
 use crate::config::Timeouts;
 use crate::delivery::MailJob;
-use crate::delivery::body::{Body, TextError};
-use crate::delivery::outcome::{Failure, Problem, Stage};
+
+use crate::delivery::outcome::{Failure, Stage};
 
 /// At most this many BDAT chunks are sent ahead of their replies.
 const IN_FLIGHT: usize = 4;
@@ -44,44 +44,24 @@ impl Session {
         raw: &mut Vec<u8>,
         durable: Option<oneshot::Receiver<()>>,
     ) -> Result<Option<Reply>, Failure> {
-        if let Err(why) = cssmtp_wire::data::check_text(&job.headers) {
-            self.close().await;
-            return Err(self.failure(
-                Stage::DataBlock,
-                Problem::TextChanged(format!("the header fields cssmtp adds have {why}")),
-            ));
-        }
-        out.extend_from_slice(&job.headers);
+        let (mut body, mut text) = self.begin_text(job, out).await?;
         unstuff_lines(out, 0);
         let mut in_flight = 0usize;
-        let mut body = Body::new(&job.text);
         loop {
             let from = out.len();
-            match body.next_chunk(raw, out).await {
-                Ok(true) => {
-                    unstuff_lines(out, from);
-                    if out.len() >= WRITE_BATCH {
-                        self.send_chunk(out, false, t).await?;
-                        out.clear();
-                        in_flight += 1;
-                        if in_flight >= IN_FLIGHT {
-                            in_flight -= 1;
-                            if let Some(refused) = self.chunk_reply(in_flight, t).await? {
-                                return Ok(Some(refused));
-                            }
-                        }
+            if !self.next_text(&mut body, raw, out, &mut text).await? {
+                break;
+            }
+            unstuff_lines(out, from);
+            if out.len() >= WRITE_BATCH {
+                self.send_chunk(out, false, t).await?;
+                out.clear();
+                in_flight += 1;
+                if in_flight >= IN_FLIGHT {
+                    in_flight -= 1;
+                    if let Some(refused) = self.chunk_reply(in_flight, t).await? {
+                        return Ok(Some(refused));
                     }
-                }
-                Ok(false) => break,
-                Err(e) => {
-                    // The text cannot be completed: drop the connection without LAST so
-                    // that the server discards the partial mail.
-                    self.close().await;
-                    let problem = match e {
-                        TextError::Changed(why) => Problem::TextChanged(why),
-                        TextError::Io(_) => Problem::Connection(e.to_string()),
-                    };
-                    return Err(self.failure(Stage::DataBlock, problem));
                 }
             }
         }

@@ -367,57 +367,11 @@ impl Session {
         raw: &mut Vec<u8>,
         durable: Option<oneshot::Receiver<()>>,
     ) -> Result<(), Failure> {
-        if let Err(why) = cssmtp_wire::data::check_text(&job.headers) {
-            self.close().await;
-            return Err(self.failure(
-                Stage::DataBlock,
-                Problem::TextChanged(format!("the header fields cssmtp adds have {why}")),
-            ));
-        }
-        out.extend_from_slice(&job.headers);
-        let mut body = Body::new(&job.text);
-        // Text translated from EBCDIC goes in the target's Charset (UTF-8 as read).
-        let latin1 = self.charset == crate::config::Charset::Latin1
-            && matches!(&job.text, crate::delivery::MailText::Spool { spool, .. } if spool.translated);
-        let mut lines = 0u64;
-        loop {
-            let start = out.len();
-            match body.next_chunk(raw, out).await {
-                Ok(true) => {
-                    if latin1
-                        && let Err(why) =
-                            crate::delivery::charset::to_latin1(out, start, &mut lines)
-                    {
-                        // Never a '?': the mail is not sent (no final "."), and says why.
-                        self.close().await;
-                        let why = format!(
-                            "{why}, which ISO8859-1 (the Charset of target {}) cannot represent; mail not sent",
-                            self.peer
-                        );
-                        let enhanced = cssmtp_wire::EnhancedStatus {
-                            class: 5,
-                            subject: 6,
-                            detail: 5,
-                        };
-                        let reply = cssmtp_wire::Reply::from_string(554, Some(enhanced), why);
-                        return Err(self.failure(Stage::DataBlock, Problem::Reply(reply)));
-                    }
-                    if out.len() >= WRITE_BATCH {
-                        self.write(out, Stage::DataBlock, t.data_block).await?;
-                        out.clear();
-                    }
-                }
-                Ok(false) => break,
-                Err(e) => {
-                    // The text cannot be completed: drop the connection without the
-                    // final "." so that the server discards the partial mail.
-                    self.close().await;
-                    let problem = match e {
-                        TextError::Changed(why) => Problem::TextChanged(why),
-                        TextError::Io(_) => Problem::Connection(e.to_string()),
-                    };
-                    return Err(self.failure(Stage::DataBlock, problem));
-                }
+        let (mut body, mut text) = self.begin_text(job, out).await?;
+        while self.next_text(&mut body, raw, out, &mut text).await? {
+            if out.len() >= WRITE_BATCH {
+                self.write(out, Stage::DataBlock, t.data_block).await?;
+                out.clear();
             }
         }
         out.extend_from_slice(b".\r\n");
@@ -428,6 +382,82 @@ impl Session {
         // A reply before the text is complete (an early 250, or a refusal) was not due.
         self.expect_quiet(Stage::DataBlock).await?;
         self.write(out, Stage::DataBlock, t.data_block).await
+    }
+}
+
+/// A mail's text on its way to this target: the same for DATA and BDAT.
+pub(super) struct TextOut {
+    /// Text translated from EBCDIC goes in ISO-8859-1 (the target's `Charset`).
+    latin1: bool,
+    /// Lines gone so far (to name the line of a character ISO-8859-1 lacks).
+    lines: u64,
+}
+
+impl Session {
+    /// Starts a mail's text in `out` with the header fields cssmtp adds (checked); the
+    /// reader of the rest.
+    pub(super) async fn begin_text(
+        &mut self,
+        job: &MailJob,
+        out: &mut Vec<u8>,
+    ) -> Result<(Body, TextOut), Failure> {
+        if let Err(why) = cssmtp_wire::data::check_text(&job.headers) {
+            self.close().await;
+            return Err(self.failure(
+                Stage::DataBlock,
+                Problem::TextChanged(format!("the header fields cssmtp adds have {why}")),
+            ));
+        }
+        out.extend_from_slice(&job.headers);
+        // Text translated from EBCDIC goes in the target's Charset (UTF-8 as read).
+        let latin1 = self.charset == crate::config::Charset::Latin1
+            && matches!(&job.text, crate::delivery::MailText::Spool { spool, .. } if spool.translated);
+        Ok((Body::new(&job.text), TextOut { latin1, lines: 0 }))
+    }
+
+    /// Appends the next chunk of the text (wire form) to `out`, in the target's
+    /// Charset; false at its end. A text that cannot be completed, or holds a character
+    /// the Charset lacks (never sent as '?'), drops the connection before its end (no
+    /// final "." nor `LAST`: the server discards the partial mail) and fails the mail.
+    pub(super) async fn next_text(
+        &mut self,
+        body: &mut Body,
+        raw: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        text: &mut TextOut,
+    ) -> Result<bool, Failure> {
+        let start = out.len();
+        match body.next_chunk(raw, out).await {
+            Ok(true) => {
+                if text.latin1
+                    && let Err(why) =
+                        crate::delivery::charset::to_latin1(out, start, &mut text.lines)
+                {
+                    self.close().await;
+                    let why = format!(
+                        "{why}, which ISO8859-1 (the Charset of target {}) cannot represent; mail not sent",
+                        self.peer
+                    );
+                    let enhanced = cssmtp_wire::EnhancedStatus {
+                        class: 5,
+                        subject: 6,
+                        detail: 5,
+                    };
+                    let reply = cssmtp_wire::Reply::from_string(554, Some(enhanced), why);
+                    return Err(self.failure(Stage::DataBlock, Problem::Reply(reply)));
+                }
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => {
+                self.close().await;
+                let problem = match e {
+                    TextError::Changed(why) => Problem::TextChanged(why),
+                    TextError::Io(_) => Problem::Connection(e.to_string()),
+                };
+                Err(self.failure(Stage::DataBlock, problem))
+            }
+        }
     }
 }
 
